@@ -1,0 +1,33 @@
+"""Substitute-product recommendations: what to offer when the item a shopper wants is unavailable."""
+
+from recsys.artifact import ArtifactError
+from recsys.config import AlsConfig, TrainConfig
+from recsys.engine import (
+    ItemInfo,
+    Substitute,
+    SubstituteEngine,
+    SubstituteFilters,
+    SubstituteList,
+    UnknownItemError,
+)
+from recsys.inventory import Inventory, StockUpdate
+from recsys.schema import DataValidationError, Dataset
+from recsys.sizes import PackageSize, parse_package_size
+
+__all__ = [
+    "AlsConfig",
+    "ArtifactError",
+    "DataValidationError",
+    "Dataset",
+    "Inventory",
+    "ItemInfo",
+    "PackageSize",
+    "StockUpdate",
+    "Substitute",
+    "SubstituteEngine",
+    "SubstituteFilters",
+    "SubstituteList",
+    "TrainConfig",
+    "UnknownItemError",
+    "parse_package_size",
+]

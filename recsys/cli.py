@@ -1,0 +1,139 @@
+"""The ``recsys`` command line: ``train`` and ``serve``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Substitute-product recommendations: train, serve.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _summary(result: Any) -> Table:
+    from recsys.artifact import directory_size
+
+    manifest = result.manifest
+    table = Table(title="training summary", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for source in manifest["sources"]:
+        skipped = ", ".join(f"{k}: {v:,}" for k, v in source["skipped"].items()) or "none"
+        table.add_row(f"rows: {source['source']}", f"{source['rows_read']:,} read, {source['rows_used']:,} used; "
+                                                   f"skipped {skipped}")
+    span = manifest["data_span"]
+    table.add_row("data span", f"{span['start']} .. {span['end']}")
+    for key, value in manifest["counts"].items():
+        table.add_row(key.replace("_", " "), json.dumps(value) if isinstance(value, dict) else f"{value:,}")
+    rate = manifest["size_parse_rate"]
+    table.add_row("package sizes parsed", "no sizes in data" if rate is None else f"{rate:.2%}")
+    for stage, seconds in result.stage_seconds.items():
+        table.add_row(f"time: {stage}", f"{seconds:.2f} s")
+    table.add_row("model size", f"{directory_size(result.model_dir) / 1e6:.1f} MB")
+    table.add_row("model version", manifest["version"])
+    return table
+
+
+@app.command()
+def train(
+    data: Annotated[list[str] | None, typer.Option(
+        help="'completejourney' (default) or an event-log path (.csv/.tsv/.parquet); repeat to combine")] = None,
+    train_until: Annotated[datetime | None, typer.Option(help="drop events after this time (for evaluation)")] = None,
+    out: Annotated[Path, typer.Option(help="models directory; the new model becomes out/current")] = Path("models"),
+    households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
+    config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.config)")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Train a model and write it to OUT/<version>; prints the model's path last."""
+    from pydantic import ValidationError
+
+    from recsys.config import TrainConfig
+    from recsys.schema import DataValidationError
+    from training.loaders import load_dataset
+    from training.pipeline import train as run_training
+
+    try:
+        train_config = TrainConfig.model_validate_json(config.read_text()) if config else TrainConfig()
+    except (OSError, ValidationError) as exc:
+        raise _fail(f"bad --config: {exc}") from exc
+    try:
+        dataset = load_dataset(data or [], households=households, known_event_types=set(train_config.event_weights))
+        result = run_training(dataset, train_config, out_dir=out, train_until=train_until, show_progress=progress)
+    except DataValidationError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(_summary(result))
+    typer.echo(str(result.model_dir))
+
+
+def _show_example(base_url: str, model_path: Path) -> None:
+    """After start-up: print (and run) an example request for a real, popular item."""
+    import httpx
+    import pandas as pd
+
+    from recsys.model import ITEMS_FILE
+
+    items = pd.read_parquet(Path(model_path).resolve() / ITEMS_FILE, columns=["item_id", "n_customers"])
+    item_id = str(items.sort_values("n_customers", ascending=False)["item_id"].iloc[0])
+    body = {"item_id": item_id, "k": 3}
+    for _ in range(600):
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    command = (f"curl -s -X POST {base_url}/v1/substitutes -H 'content-type: application/json' "
+               f"-d '{json.dumps(body)}'")
+    answer = httpx.post(f"{base_url}/v1/substitutes", json=body, timeout=5).json()
+    console.print(f"\n[bold]example request[/] (API docs: {base_url}/docs):")
+    console.print(command, soft_wrap=True, markup=False, highlight=False)
+    console.print_json(data=answer)
+
+
+@app.command()
+def serve(
+    model: Annotated[Path, typer.Option(help="model directory or the current symlink")] = Path("models/current"),
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    example: Annotated[bool, typer.Option(help="print and run an example request once ready")] = False,
+    log_level: Annotated[str, typer.Option()] = "info",
+) -> None:
+    """Serve the HTTP API (one worker, uvloop/httptools when installed)."""
+    import uvicorn
+
+    from recsys.artifact import ArtifactError, read_manifest
+    from serving.app import create_app
+    from serving.settings import Settings
+
+    try:
+        read_manifest(model, verify=False)
+    except ArtifactError as exc:
+        raise _fail(str(exc)) from exc
+    os.environ["RECSYS_MODEL_PATH"] = str(model)
+    application = create_app(Settings(model_path=model))
+    if example:
+        threading.Thread(target=_show_example, args=(f"http://{host}:{port}", model), daemon=True).start()
+    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def main() -> None:
+    app(prog_name="recsys")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""The query engine: "item X is unavailable for customer Y, what should we offer instead?"
+
+Hard rules, enforced before ranking: a substitute is never X itself, never known out of stock at the
+queried store, never excluded (in the cart), always in X's substitution group (or in X's parent category
+when the group has too few, which the answer says), and always passes the request's filters.
+Ranking is a linear score over :data:`recsys.ranking.FEATURES`, computed vectorised over the candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, overload
+
+import faiss
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys import artifact
+from recsys.inventory import ONLINE, Inventory
+from recsys.model import ModelData
+from recsys.ranking import FEATURES, weight_vector
+from recsys.sizes import format_quantity
+
+MAX_K: Final[int] = 100
+_F = {name: i for i, name in enumerate(FEATURES)}
+#: thresholds above which a feature becomes a shopper-facing reason
+USUAL_BRAND_SHARE: Final[float] = 0.3
+BOUGHT_INSTEAD_MIN: Final[float] = 0.05
+SAME_SIZE_TOLERANCE: Final[float] = 0.02
+
+
+class UnknownItemError(LookupError):
+    """The item id is not in the model's catalog."""
+
+    def __init__(self, item_id: str) -> None:
+        super().__init__(f"unknown item {item_id!r}")
+        self.item_id = item_id
+
+
+class SubstituteFilters(BaseModel):
+    """Optional request filters; every returned substitute satisfies all that are set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    brands: list[str] | None = Field(None, description="only these brands")
+    exclude_brands: list[str] | None = Field(None, description="never these brands")
+    private_label: bool | None = Field(None, description="true: store brands only; false: no store brands")
+    max_price: float | None = Field(None, gt=0, description="highest unit price")
+    same_size_family: bool = Field(False, description="only sizes in X's unit family (mass, volume, count...)")
+    max_size_ratio: float | None = Field(
+        None, ge=1.0, description="size within this factor of X's size (1.5: between 2/3 and 1.5 times)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ItemInfo:
+    item_id: str
+    brand: str
+    private_label: bool
+    department: str
+    category: str
+    product_type: str
+    package_size: str | None
+    size: str | None
+    price: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Substitute(ItemInfo):
+    score: float
+    reasons: tuple[str, ...]
+    size_ratio: float | None
+    price_difference: float | None
+    usual_brand: bool
+    bought_before: int
+    widened: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SubstituteList(Sequence[Substitute]):
+    """The ranked substitutes plus what the storefront needs to present them. Behaves as a sequence."""
+
+    item: ItemInfo
+    substitutes: tuple[Substitute, ...]
+    personalized: bool
+    widened: bool
+    model_version: str
+    store_id: str
+    restock_eta: datetime | None
+
+    @overload
+    def __getitem__(self, index: int) -> Substitute: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Substitute]: ...
+    def __getitem__(self, index: int | slice) -> Substitute | Sequence[Substitute]:
+        return self.substitutes[index]
+
+    def __len__(self) -> int:
+        return len(self.substitutes)
+
+    def __iter__(self) -> Iterator[Substitute]:
+        return iter(self.substitutes)
+
+
+def _row_values(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row: int,
+                columns: np.ndarray) -> np.ndarray:
+    """Values of a CSR row at ``columns`` (0 where absent); the row's indices are sorted."""
+    start, end = indptr[row], indptr[row + 1]
+    if start == end:
+        return np.zeros(len(columns), dtype=np.float32)
+    row_idx = indices[start:end]
+    pos = np.searchsorted(row_idx, columns)
+    pos_clipped = np.minimum(pos, end - start - 1)
+    hit = row_idx[pos_clipped] == columns
+    return np.where(hit, data[start:end][pos_clipped], 0.0).astype(np.float32)
+
+
+class SubstituteEngine:
+    """Loads a model directory and answers substitute queries. Thread-safe for concurrent reads."""
+
+    def __init__(self, model: ModelData, manifest: dict[str, Any], inventory: Inventory | None = None) -> None:
+        self.model = model
+        self.manifest = manifest
+        self.version: str = str(manifest["version"])
+        self.inventory = inventory if inventory is not None else Inventory()
+        config = manifest.get("config", {})
+        self.max_candidates = int(config.get("max_candidates", 2000))
+        self.min_group_size = int(config.get("min_group_size", 4))
+        self.weights = weight_vector(manifest.get("ranker", {}).get("weights"))
+        self._precompute()
+        self._stock_masks: dict[str, tuple[int, np.ndarray]] = {}
+
+    @classmethod
+    def load(cls, path: str | Path, inventory: Inventory | None = None) -> SubstituteEngine:
+        """Load and verify (checksums, format version) a model directory or the ``current`` symlink."""
+        model_dir = Path(path).resolve()
+        manifest = artifact.read_manifest(model_dir, verify=True)
+        try:
+            model = ModelData.load(model_dir)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise artifact.ArtifactError(f"{model_dir}: cannot load model files ({exc})") from exc
+        return cls(model, manifest, inventory)
+
+    # -- load-time precomputation: nothing here is recomputed per query ---------------------------
+    def _precompute(self) -> None:
+        items = self.model.items
+        self.item_ids: np.ndarray = items["item_id"].to_numpy(dtype=object)
+        self._index_of = {item_id: i for i, item_id in enumerate(self.item_ids)}
+        self._customer_row = {str(c): i for i, c in enumerate(self.model.customers)}
+        self.brand_codes, self.brand_names = pd.factorize(items["brand"])
+        self.family_codes, _ = pd.factorize(items["size_family"])  # -1 where unknown
+        self.log_size = np.log(items["size_qty"].to_numpy(np.float64)).astype(np.float32)
+        self.price = items["price"].to_numpy(np.float64)
+        self.log_price = np.log(self.price).astype(np.float32)
+        self.private_label = items["private_label"].to_numpy(bool)
+        n_cust = items["n_customers"].to_numpy(np.float64)
+        group_max = np.maximum.reduceat(n_cust, self.model.group_ptr[:-1]) if len(n_cust) else n_cust
+        denominator = np.log1p(group_max)[self.model.group_of]
+        self.popularity = np.divide(np.log1p(n_cust), denominator, out=np.zeros_like(n_cust),
+                                    where=denominator > 0).astype(np.float32)
+        switch, coview = self.model.switch, self.model.coview
+        self._switch = (switch.indptr, switch.indices, switch.data)
+        self._coview = (coview.indptr, coview.indices, coview.data)
+        weight, count = self.model.customer_weight, self.model.customer_count
+        self._cust = (weight.indptr, weight.indices, weight.data, count.data)
+        self._size_text = items["package_size"].to_numpy(dtype=object)
+        self._size_display = [
+            format_quantity(math.exp(q), f) if f is not None and not math.isnan(q) else None
+            for q, f in zip(self.log_size.tolist(), items["size_family"].tolist(), strict=True)
+        ]
+        self._info = items[["brand", "private_label", "department", "category", "product_type"]].to_numpy(
+            dtype=object)
+
+    # -- public API ------------------------------------------------------------------------------
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._index_of
+
+    def knows_customer(self, customer_id: str) -> bool:
+        return customer_id in self._customer_row
+
+    def item_info(self, item_id: str) -> ItemInfo:
+        return self._item_info(self._resolve(item_id))
+
+    def substitutes(self, item_id: str, customer_id: str | None = None, store_id: str | None = None,
+                    k: int = 10, exclude: Iterable[str] = (), filters: SubstituteFilters | None = None
+                    ) -> SubstituteList:
+        """Up to ``k`` ranked substitutes for ``item_id``; fewer (or none) rather than off-group padding."""
+        if not isinstance(k, int) or not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+        x = self._resolve(item_id)
+        store = store_id or ONLINE
+        cust_row = self._customer_row.get(customer_id) if customer_id is not None else None
+        model = self.model
+        group, parent = model.group_of[x], model.parent_of[x]
+        lo, hi = int(model.group_ptr[group]), int(model.group_ptr[group + 1])
+
+        candidates, similarity = self._search(x, lo, hi)
+        allowed = self._allowed(candidates, x, store, exclude, filters)
+        candidates, similarity = candidates[allowed], similarity[allowed]
+        widened = np.zeros(len(candidates), dtype=bool)
+        if len(candidates) < self.min_group_size:
+            plo, phi = int(model.parent_ptr[parent]), int(model.parent_ptr[parent + 1])
+            if phi - plo > hi - lo:
+                wide, wide_sim = self._search(x, plo, phi)
+                outside = (wide < lo) | (wide >= hi)
+                wide, wide_sim = wide[outside], wide_sim[outside]
+                keep = self._allowed(wide, x, store, exclude, filters)
+                candidates = np.concatenate([candidates, wide[keep]])
+                similarity = np.concatenate([similarity, wide_sim[keep]])
+                widened = np.concatenate([widened, np.ones(int(keep.sum()), dtype=bool)])
+
+        features = self._features(x, candidates, similarity, widened, cust_row, parent, lo, hi)
+        scores = features @ self.weights
+        top = np.argsort(-scores, kind="stable")[:k]
+        results = tuple(
+            self._substitute(x, int(candidates[i]), float(scores[i]), features[i], bool(widened[i]), cust_row)
+            for i in top
+        )
+        state = self.inventory.state(store, item_id)
+        return SubstituteList(
+            item=self._item_info(x), substitutes=results, personalized=cust_row is not None,
+            widened=any(r.widened for r in results), model_version=self.version, store_id=store,
+            restock_eta=state.restock_eta if state is not None and not state.in_stock else None,
+        )
+
+    # -- query steps -----------------------------------------------------------------------------
+    def _resolve(self, item_id: str) -> int:
+        index = self._index_of.get(item_id)
+        if index is None:
+            raise UnknownItemError(item_id)
+        return index
+
+    def _search(self, x: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates in [lo, hi) with their cosine to x: the whole range when small, else FAISS top-N."""
+        if hi - lo <= self.max_candidates:
+            return np.arange(lo, hi), self.model.factors[lo:hi] @ self.model.factors[x]
+        params = faiss.SearchParameters(sel=faiss.IDSelectorRange(lo, hi, True))
+        sims, ids = self.model.index.search(self.model.factors[x:x + 1], self.max_candidates, params=params)
+        found = ids[0] >= 0
+        return ids[0][found].astype(np.int64), sims[0][found]
+
+    def _stock_mask(self, store: str) -> np.ndarray | None:
+        version = self.inventory.version(store)
+        if version == 0:
+            return None
+        cached = self._stock_masks.get(store)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        version, missing = self.inventory.out_of_stock(store)
+        mask = np.zeros(self.model.n_items, dtype=bool)
+        positions = pd.Index(self.item_ids).get_indexer(missing) if missing else np.empty(0, dtype=np.int64)
+        mask[positions[positions >= 0]] = True
+        self._stock_masks[store] = (version, mask)
+        return mask
+
+    def _allowed(self, candidates: np.ndarray, x: int, store: str, exclude: Iterable[str],
+                 filters: SubstituteFilters | None) -> np.ndarray:
+        allowed = candidates != x
+        stock = self._stock_mask(store)
+        if stock is not None:
+            allowed &= ~stock[candidates]
+        excluded = [self._index_of[e] for e in exclude if e in self._index_of]
+        if excluded:
+            allowed &= ~np.isin(candidates, excluded)
+        if filters is not None:
+            allowed &= self._filter_mask(candidates, x, filters)
+        return allowed
+
+    def _filter_mask(self, candidates: np.ndarray, x: int, filters: SubstituteFilters) -> np.ndarray:
+        mask = np.ones(len(candidates), dtype=bool)
+        brands = self.brand_names.to_numpy(dtype=object)[self.brand_codes[candidates]]
+        if filters.brands is not None:
+            mask &= np.isin(brands, filters.brands)
+        if filters.exclude_brands:
+            mask &= ~np.isin(brands, filters.exclude_brands)
+        if filters.private_label is not None:
+            mask &= self.private_label[candidates] == filters.private_label
+        if filters.max_price is not None:
+            mask &= self.price[candidates] <= filters.max_price  # unknown price (NaN) fails
+        if filters.same_size_family or filters.max_size_ratio is not None:
+            mask &= (self.family_codes[candidates] == self.family_codes[x]) & (self.family_codes[x] >= 0)
+        if filters.max_size_ratio is not None:
+            mask &= np.abs(self.log_size[candidates] - self.log_size[x]) <= math.log(filters.max_size_ratio) + 1e-6
+        return mask
+
+    def _features(self, x: int, cand: np.ndarray, similarity: np.ndarray, widened: np.ndarray,
+                  cust_row: int | None, parent: int, lo: int, hi: int) -> np.ndarray:
+        features = np.zeros((len(cand), len(FEATURES)), dtype=np.float32)
+        if len(cand) == 0:
+            return features
+        features[:, _F["similarity"]] = np.clip(similarity, 0.0, 1.0)
+        features[:, _F["bought_instead"]] = _row_values(*self._switch, x, cand)
+        features[:, _F["viewed_together"]] = _row_values(*self._coview, x, cand)
+        features[:, _F["popularity"]] = self.popularity[cand]
+        same_family = (self.family_codes[cand] == self.family_codes[x]) & (self.family_codes[x] >= 0)
+        size_gap = np.abs(self.log_size[cand] - self.log_size[x])
+        features[:, _F["size_match"]] = np.where(same_family, np.exp(-np.nan_to_num(size_gap, nan=np.inf)), 0.0)
+        price_gap = np.abs(self.log_price[cand] - self.log_price[x])
+        features[:, _F["price_match"]] = np.exp(-np.nan_to_num(price_gap, nan=np.inf))
+        features[:, _F["same_brand"]] = self.brand_codes[cand] == self.brand_codes[x]
+        features[:, _F["same_private_label"]] = self.private_label[cand] == self.private_label[x]
+        features[:, _F["widened"]] = widened
+        if cust_row is not None:
+            self._personal_features(features, cand, cust_row, parent, lo, hi)
+        return features
+
+    def _personal_features(self, features: np.ndarray, cand: np.ndarray, cust_row: int, parent: int,
+                           lo: int, hi: int) -> None:
+        indptr, indices, weight, count = self._cust
+        start, end = int(indptr[cust_row]), int(indptr[cust_row + 1])
+        row_items = indices[start:end]
+        features[:, _F["own_history"]] = np.minimum(
+            np.log1p(_row_values(indptr, indices, count, cust_row, cand)) / math.log1p(10.0), 1.0)
+        # the customer's items in X's parent category (a contiguous index range, so a sorted-row slice)
+        plo, phi = self.model.parent_ptr[parent], self.model.parent_ptr[parent + 1]
+        a, b = np.searchsorted(row_items, [plo, phi])
+        if a == b:
+            return
+        items, w = row_items[a:b], weight[start + a:start + b].astype(np.float64)
+        brand_weight = np.bincount(self.brand_codes[items], weights=w, minlength=len(self.brand_names))
+        features[:, _F["brand_affinity"]] = brand_weight[self.brand_codes[cand]] / w.sum()
+        in_group = (items >= lo) & (items < hi)
+        usual = items[in_group] if in_group.any() else items
+        usual_w = w[in_group] if in_group.any() else w
+        for name, values in (("size_affinity", self.log_size), ("price_affinity", self.log_price)):
+            known = ~np.isnan(values[usual])
+            if known.any():
+                centre = np.average(values[usual][known], weights=usual_w[known])
+                gap = np.nan_to_num(np.abs(values[cand] - centre), nan=np.inf)
+                features[:, _F[name]] = np.exp(-gap)
+
+    # -- presentation ----------------------------------------------------------------------------
+    def _item_info(self, i: int) -> ItemInfo:
+        brand, private_label, department, category, product_type = self._info[i]
+        size_text = self._size_text[i]
+        price = self.price[i]
+        return ItemInfo(
+            item_id=str(self.item_ids[i]), brand=str(brand), private_label=bool(private_label),
+            department=str(department), category=str(category), product_type=str(product_type),
+            package_size=None if size_text is None or pd.isna(size_text) else " ".join(str(size_text).split()),
+            size=self._size_display[i], price=None if math.isnan(price) else round(float(price), 2),
+        )
+
+    def _substitute(self, x: int, c: int, score: float, features: np.ndarray, widened: bool,
+                    cust_row: int | None) -> Substitute:
+        info = self._item_info(c)
+        target = self._item_info(x)
+        reasons: list[str] = []
+        size_ratio = None
+        if self.family_codes[c] == self.family_codes[x] and self.family_codes[x] >= 0:
+            size_ratio = round(float(math.exp(self.log_size[c] - self.log_size[x])), 3)
+            if abs(math.log(size_ratio)) <= SAME_SIZE_TOLERANCE:
+                reasons.append(f"same size: {info.package_size or info.size}")
+            else:
+                reasons.append(f"size {info.package_size or info.size} vs {target.package_size or target.size}")
+        usual_brand = cust_row is not None and features[_F["brand_affinity"]] >= USUAL_BRAND_SHARE
+        if usual_brand:
+            reasons.append("your usual brand")
+        elif features[_F["same_brand"]]:
+            reasons.append("same brand")
+        if info.private_label and not target.private_label:
+            reasons.append("store brand")
+        bought_before = 0
+        if cust_row is not None and features[_F["own_history"]] > 0:
+            indptr, indices, _, count = self._cust
+            bought_before = int(_row_values(indptr, indices, count, cust_row, np.array([c]))[0])
+            reasons.append(f"you bought it before ({bought_before}x)")
+        if features[_F["bought_instead"]] >= BOUGHT_INSTEAD_MIN:
+            reasons.append("often bought instead")
+        if features[_F["viewed_together"]] >= BOUGHT_INSTEAD_MIN:
+            reasons.append("often viewed together")
+        price_difference = None
+        if info.price is not None and target.price is not None:
+            price_difference = round(info.price - target.price, 2)
+            if price_difference < 0:
+                reasons.append(f"${-price_difference:.2f} cheaper")
+            elif price_difference > 0:
+                reasons.append(f"${price_difference:.2f} more")
+            else:
+                reasons.append("same price")
+        if widened:
+            reasons.append(f"from the wider category {info.category}: too few {target.product_type} available")
+        return Substitute(
+            **{f: getattr(info, f) for f in ItemInfo.__dataclass_fields__},
+            score=round(score, 4), reasons=tuple(reasons), size_ratio=size_ratio,
+            price_difference=price_difference, usual_brand=bool(usual_brand), bought_before=bought_before,
+            widened=widened,
+        )

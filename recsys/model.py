@@ -1,0 +1,117 @@
+"""In-memory model: what the trainer produces and the engine queries, and its (pickle-free) files.
+
+Items are stored in *group order*: sorted by (department, category, product_type), so every substitution
+group and every parent category is one contiguous range of internal indices. That makes "search within
+X's group" a range restriction (a FAISS ``IDSelectorRange`` over a flat index, exact and only scanning the
+range) and makes widening to the parent category another range, with no per-query set building.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+ITEMS_FILE = "items.parquet"
+CUSTOMERS_FILE = "customers.parquet"
+FACTORS_FILE = "item_factors.npy"
+INDEX_FILE = "index.faiss"
+NEIGHBOURS_FILE = "neighbours.npz"
+PROFILES_FILE = "customer_items.npz"
+
+#: the substitution group and its parent (the level a query widens to)
+GROUP_KEYS = ("department", "category", "product_type")
+PARENT_KEYS = ("department", "category")
+#: columns of ``items.parquet`` (in group order)
+ITEM_COLUMNS = (
+    "item_id", "brand", "manufacturer", "private_label", "department", "category", "product_type",
+    "package_size", "size_qty", "size_family", "price", "popularity", "n_customers",
+)
+
+
+def _save_csr(arrays: dict[str, np.ndarray], prefix: str, matrix: sp.csr_matrix) -> None:
+    arrays[f"{prefix}_indptr"] = matrix.indptr.astype(np.int64)
+    arrays[f"{prefix}_indices"] = matrix.indices.astype(np.int32)
+    arrays[f"{prefix}_data"] = matrix.data.astype(np.float32)
+    arrays[f"{prefix}_shape"] = np.asarray(matrix.shape, dtype=np.int64)
+
+
+def _load_csr(arrays: Any, prefix: str) -> sp.csr_matrix:
+    shape = tuple(int(v) for v in arrays[f"{prefix}_shape"])
+    return sp.csr_matrix(
+        (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]), shape=shape
+    )
+
+
+@dataclass
+class ModelData:
+    """Everything a query needs, indexed by internal item index (group order) and customer index."""
+
+    items: pd.DataFrame
+    factors: np.ndarray  # (n_items, d) float32, L2-normalised, zero rows for items without events
+    switch: sp.csr_matrix  # item x item, same-group "customers bought both" (bought-instead) strength
+    coview: sp.csr_matrix  # item x item, same-group "viewed in one session" strength
+    customers: np.ndarray  # customer ids (str), row order of the profile matrices
+    customer_weight: sp.csr_matrix  # customer x item, recency-weighted interaction weight
+    customer_count: sp.csr_matrix  # same structure: purchase count
+    index: faiss.Index = field(repr=False)
+    # derived at construction, never stored
+    group_of: np.ndarray = field(init=False, repr=False)
+    group_ptr: np.ndarray = field(init=False, repr=False)
+    parent_of: np.ndarray = field(init=False, repr=False)
+    parent_ptr: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.group_of, self.group_ptr = contiguous_ranges(self.items[list(GROUP_KEYS)])
+        self.parent_of, self.parent_ptr = contiguous_ranges(self.items[list(PARENT_KEYS)])
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def save(self, directory: Path) -> None:
+        self.items.to_parquet(directory / ITEMS_FILE, index=False)
+        pd.DataFrame({"customer_id": self.customers.astype(str)}).to_parquet(directory / CUSTOMERS_FILE, index=False)
+        np.save(directory / FACTORS_FILE, self.factors.astype(np.float32), allow_pickle=False)
+        faiss.write_index(self.index, str(directory / INDEX_FILE))
+        neighbours: dict[str, np.ndarray] = {}
+        _save_csr(neighbours, "switch", self.switch)
+        _save_csr(neighbours, "coview", self.coview)
+        np.savez(directory / NEIGHBOURS_FILE, **neighbours)
+        profiles: dict[str, np.ndarray] = {}
+        _save_csr(profiles, "weight", self.customer_weight)
+        profiles["count_data"] = self.customer_count.data.astype(np.float32)
+        np.savez(directory / PROFILES_FILE, **profiles)
+
+    @classmethod
+    def load(cls, directory: Path) -> ModelData:
+        items = pd.read_parquet(directory / ITEMS_FILE)
+        customers = pd.read_parquet(directory / CUSTOMERS_FILE)["customer_id"].to_numpy(dtype=object)
+        factors = np.load(directory / FACTORS_FILE, allow_pickle=False)
+        with np.load(directory / NEIGHBOURS_FILE, allow_pickle=False) as arrays:
+            switch, coview = _load_csr(arrays, "switch"), _load_csr(arrays, "coview")
+        with np.load(directory / PROFILES_FILE, allow_pickle=False) as arrays:
+            weight = _load_csr(arrays, "weight")
+            count = sp.csr_matrix((arrays["count_data"], weight.indices, weight.indptr), shape=weight.shape)
+        index = faiss.read_index(str(directory / INDEX_FILE))
+        if index.ntotal != len(items) or factors.shape[0] != len(items):
+            raise ValueError(f"index has {index.ntotal} vectors, factors {factors.shape[0]}, items {len(items)}")
+        return cls(items=items, factors=factors, switch=switch, coview=coview, customers=customers,
+                   customer_weight=weight, customer_count=count, index=index)
+
+
+def contiguous_ranges(keys: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Code of each row's key and start offsets of each key's run; rows must already be sorted by key."""
+    changed = np.ones(len(keys), dtype=bool)
+    if len(keys) > 1:
+        values = keys.to_numpy()
+        changed[1:] = (values[1:] != values[:-1]).any(axis=1)
+    codes = np.cumsum(changed) - 1
+    starts = np.flatnonzero(changed)
+    ptr = np.append(starts, len(keys)).astype(np.int64)
+    return codes.astype(np.int32), ptr

@@ -1,0 +1,88 @@
+"""The typed data contract between loaders, trainer and engine.
+
+Every source (The Complete Journey, a retailer's event log) is turned into two frames:
+
+``events`` (one row per interaction)
+    customer_id (str), item_id (str), session_id (str), event_type (str), timestamp (datetime64[ns]),
+    quantity (float), price (float unit price, NaN when unknown), store_id (str or NA)
+
+``catalog`` (one row per item)
+    item_id (str), brand (str), manufacturer (str), private_label (bool), department (str),
+    category (str), product_type (str), package_size (str or NA)
+
+Ids are strings everywhere, so numeric and opaque ids from any retailer behave the same.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Final
+
+import pandas as pd
+
+EVENT_COLUMNS: Final[tuple[str, ...]] = (
+    "customer_id", "item_id", "session_id", "event_type", "timestamp", "quantity", "price", "store_id",
+)
+CATALOG_COLUMNS: Final[tuple[str, ...]] = (
+    "item_id", "brand", "manufacturer", "private_label", "department", "category", "product_type", "package_size",
+)
+#: placeholder for a missing category level, so every item still has a substitution group
+UNKNOWN: Final[str] = "UNKNOWN"
+
+
+class DataValidationError(ValueError):
+    """Input data cannot be used (missing columns, no usable rows). The message says what to fix."""
+
+
+@dataclass
+class ValidationReport:
+    """What a loader read, kept and skipped, and why. Printed in the training summary."""
+
+    source: str
+    rows_read: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def rows_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    @property
+    def rows_used(self) -> int:
+        return self.rows_read - self.rows_skipped
+
+    def skip(self, reason: str, count: int) -> None:
+        if count:
+            self.skipped[reason] += int(count)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source,
+            "rows_read": self.rows_read,
+            "rows_used": self.rows_used,
+            "skipped": dict(self.skipped),
+        }
+
+
+@dataclass
+class Dataset:
+    """Events plus the catalog that describes their items, with the report of how they were loaded."""
+
+    events: pd.DataFrame
+    catalog: pd.DataFrame
+    reports: list[ValidationReport]
+
+    def __post_init__(self) -> None:
+        missing = [c for c in EVENT_COLUMNS if c not in self.events.columns]
+        missing += [c for c in CATALOG_COLUMNS if c not in self.catalog.columns]
+        if missing:
+            raise DataValidationError(f"dataset is missing columns: {', '.join(missing)}")
+
+    @classmethod
+    def combine(cls, parts: list[Dataset]) -> Dataset:
+        """Concatenate sources; for an item described by several catalogs the first description wins."""
+        if len(parts) == 1:
+            return parts[0]
+        events = pd.concat([p.events for p in parts], ignore_index=True)
+        catalog = pd.concat([p.catalog for p in parts], ignore_index=True).drop_duplicates("item_id", keep="first")
+        return cls(events=events, catalog=catalog.reset_index(drop=True), reports=[r for p in parts for r in p.reports])

@@ -1,0 +1,49 @@
+"""The FastAPI application: a thin HTTP layer over :class:`recsys.SubstituteEngine`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from recsys import ArtifactError, Inventory
+from serving.metrics import Metrics, ObservabilityMiddleware
+from serving.routers import admin, health, substitutes
+from serving.settings import Settings
+from serving.state import ServiceState
+
+log = logging.getLogger("recsys.serving")
+
+
+def create_app(settings: Settings | None = None, inventory: Inventory | None = None) -> FastAPI:
+    """Build the app; the model loads in ``lifespan`` (never at import), so a failed load leaves it unready."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            engine, _ = await app.state.service.reload()
+            app.state.metrics.set_model(engine.version)
+            log.info("serving model %s from %s", engine.version, settings.model_path)
+        except ArtifactError as exc:
+            log.error("no model loaded, /readyz stays 503 until POST /v1/admin/reload succeeds: %s", exc)
+        yield
+
+    app = FastAPI(title="recsys substitutes", version="1.0", lifespan=lifespan,
+                  description="Substitutes for unavailable items: ranked, available, personal, with reasons.")
+    app.state.settings = settings
+    app.state.service = ServiceState(settings.model_path, inventory)
+    app.state.metrics = Metrics()
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
+    for router in (substitutes.router, admin.router, health.router):
+        app.include_router(router)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # never a stack trace to clients
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    return app

@@ -1,0 +1,91 @@
+"""Prometheus metrics and the ASGI middleware that records them (and enforces the body-size limit).
+
+A plain ASGI middleware rather than ``BaseHTTPMiddleware``: it adds microseconds, not a task per request.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("recsys_requests_total", "HTTP requests", ["endpoint", "method", "status"],
+                                registry=self.registry)
+        self.latency = Histogram(
+            "recsys_request_seconds", "HTTP request latency", ["endpoint"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.model = Gauge("recsys_model_info", "the model being served (value 1)", ["version"],
+                           registry=self.registry)
+
+    def set_model(self, version: str) -> None:
+        self.model.clear()
+        self.model.labels(version=version).set(1)
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status_code = 500
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            status_code = 413
+            await _plain_error(send, 413, f"request body over {self.max_body_bytes} bytes")
+            self._record(scope, status_code, start)
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, recording_send)
+        except _BodyTooLarge:
+            status_code = 413
+            await _plain_error(send, 413, f"request body over {self.max_body_bytes} bytes")
+        self._record(scope, status_code, start)
+
+    def _record(self, scope: Scope, status_code: int, start: float) -> None:
+        route: Any = scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+        self.metrics.requests.labels(endpoint, scope.get("method", ""), str(status_code)).inc()
+        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _plain_error(send: Send, status_code: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status_code,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,40 @@
+"""State-changing endpoints: inventory updates and model reload. All need the admin bearer token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request, status
+
+from recsys import ArtifactError, StockUpdate
+from serving.deps import AdminDep, SettingsDep, StateDep
+from serving.schemas import ErrorOut, InventoryResult, InventoryUpdate, ReloadRequest, ReloadResult
+
+router = APIRouter(prefix="/v1", tags=["admin"], dependencies=[AdminDep],
+                   responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
+
+
+@router.put("/inventory", response_model=InventoryResult)
+async def put_inventory(body: InventoryUpdate, state: StateDep, settings: SettingsDep) -> InventoryResult:
+    """Apply a batch of stock changes (per store; ``online`` when no store is given), live, no retraining."""
+    if len(body.updates) > settings.max_batch:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                            f"{len(body.updates)} updates in one request, at most {settings.max_batch}")
+    updates = [StockUpdate(item_id=u.item_id, store_id=u.store_id, in_stock=u.in_stock, restock_eta=u.restock_eta)
+               for u in body.updates]
+    applied = state.inventory.apply(updates)
+    engine = state.engine
+    unknown = sorted({u.item_id for u in updates if engine is not None and u.item_id not in engine})
+    return InventoryResult(applied=applied, unknown_items=unknown)
+
+
+@router.post("/admin/reload", response_model=ReloadResult, responses={409: {"model": ErrorOut}})
+async def reload_model(request: Request, state: StateDep, body: ReloadRequest | None = None) -> ReloadResult:
+    """Load (and verify) the model again, or another one, and swap it in without dropping requests."""
+    path = Path(body.model_path) if body is not None and body.model_path else None
+    try:
+        engine, previous = await state.reload(path)
+    except ArtifactError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"model refused, still serving the old one: {exc}") from exc
+    request.app.state.metrics.set_model(engine.version)
+    return ReloadResult(model_version=engine.version, previous_version=previous)

@@ -1,0 +1,58 @@
+"""Substitute queries: POST with the full request, GET for the simple case."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from recsys import SubstituteList, UnknownItemError
+from recsys.engine import MAX_K
+from serving.deps import EngineDep
+from serving.schemas import ErrorOut, SubstituteRequest, SubstitutesResponse
+
+router = APIRouter(prefix="/v1", tags=["substitutes"])
+_ERRORS: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "description": "unknown item"},
+                                               503: {"model": ErrorOut, "description": "no model loaded"}}
+
+
+def _response(answer: SubstituteList) -> SubstitutesResponse:
+    return SubstitutesResponse(
+        item=dataclasses.asdict(answer.item),  # type: ignore[arg-type]
+        substitutes=[dataclasses.asdict(s) for s in answer.substitutes],  # type: ignore[misc]
+        personalized=answer.personalized, widened=answer.widened, store_id=answer.store_id,
+        restock_eta=answer.restock_eta, model_version=answer.model_version,
+    )
+
+
+def _query(engine: EngineDep, request: SubstituteRequest) -> SubstitutesResponse:
+    try:
+        answer = engine.substitutes(
+            request.item_id, customer_id=request.customer_id, store_id=request.store_id, k=request.k,
+            exclude=request.exclude, filters=request.filters,
+        )
+    except UnknownItemError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    return _response(answer)
+
+
+@router.post("/substitutes", response_model=SubstitutesResponse, responses=_ERRORS)
+async def post_substitutes(request: SubstituteRequest, engine: EngineDep) -> SubstitutesResponse:
+    """Ranked substitutes for an unavailable item, for a customer at a store, with reasons."""
+    return _query(engine, request)
+
+
+@router.get("/items/{item_id}/substitutes", response_model=SubstitutesResponse, responses=_ERRORS)
+async def get_substitutes(
+    engine: EngineDep,
+    item_id: Annotated[str, Path(min_length=1, max_length=256)],
+    customer_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    store_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    exclude: Annotated[list[str] | None, Query(max_length=1000)] = None,
+) -> SubstitutesResponse:
+    """The same query as POST /v1/substitutes, without filters (cache-friendly)."""
+    request = SubstituteRequest(item_id=item_id, customer_id=customer_id, store_id=store_id, k=k,
+                                exclude=exclude or [])
+    return _query(engine, request)

@@ -1,0 +1,90 @@
+"""HTTP request and response bodies (the OpenAPI schema at /docs comes from these)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys import SubstituteFilters
+from recsys.engine import MAX_K
+from recsys.inventory import ONLINE
+
+
+
+class SubstituteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = Field(min_length=1, max_length=256, description="the unavailable item X")
+    customer_id: str | None = Field(None, min_length=1, max_length=256)
+    store_id: str | None = Field(None, min_length=1, max_length=256, description=f"default: {ONLINE!r}")
+    k: int = Field(10, ge=1, le=MAX_K, strict=True)
+    exclude: list[str] = Field(default_factory=list, max_length=10_000, description="e.g. the cart's items")
+    filters: SubstituteFilters | None = None
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    brand: str
+    private_label: bool
+    department: str
+    category: str
+    product_type: str
+    package_size: str | None = Field(description="as printed on the pack")
+    size: str | None = Field(description="normalised: g, ml, ct, cm, m², loads")
+    price: float | None = Field(description="typical unit price")
+
+
+class SubstituteOut(ItemOut):
+    score: float
+    reasons: list[str]
+    size_ratio: float | None = Field(description="substitute size / X's size, same unit family only")
+    price_difference: float | None = Field(description="substitute price - X's price")
+    usual_brand: bool
+    bought_before: int
+    widened: bool = Field(description="from X's parent category, because X's group had too few")
+
+
+class SubstitutesResponse(BaseModel):
+    item: ItemOut
+    substitutes: list[SubstituteOut]
+    personalized: bool = Field(description="false when the customer is unknown or not given")
+    widened: bool
+    store_id: str
+    restock_eta: datetime | None = Field(description="when X is expected back at this store, if known")
+    model_version: str
+
+
+class StockUpdateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = Field(min_length=1, max_length=256)
+    store_id: str = Field(ONLINE, min_length=1, max_length=256)
+    in_stock: bool
+    restock_eta: datetime | None = None
+
+
+class InventoryUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    updates: list[StockUpdateIn] = Field(min_length=1)
+
+
+class InventoryResult(BaseModel):
+    applied: int
+    unknown_items: list[str] = Field(description="ids the current model does not know (stored anyway)")
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: str | None = Field(None, max_length=4096, description="default: the configured model path")
+
+
+class ReloadResult(BaseModel):
+    model_version: str
+    previous_version: str | None
+
+
+class ErrorOut(BaseModel):
+    detail: str

@@ -1,0 +1,28 @@
+"""The service's live state: the current engine (swapped atomically on reload) and the inventory."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from recsys import Inventory, SubstituteEngine
+
+
+class ServiceState:
+    """Holds the serving engine. A reload builds the new engine off the event loop, then swaps one reference,
+    so in-flight requests finish on the model they started with and none sees a half-loaded model."""
+
+    def __init__(self, model_path: Path, inventory: Inventory | None = None) -> None:
+        self.model_path = model_path
+        self.inventory = inventory or Inventory()
+        self.engine: SubstituteEngine | None = None
+        self._reload_lock = asyncio.Lock()
+
+    async def reload(self, model_path: Path | None = None) -> tuple[SubstituteEngine, str | None]:
+        """Load and verify a model, then make it current; on error the old engine keeps serving."""
+        async with self._reload_lock:
+            path = model_path or self.model_path
+            engine = await asyncio.to_thread(SubstituteEngine.load, path, self.inventory)
+            previous = self.engine.version if self.engine is not None else None
+            self.engine = engine
+            return engine, previous

@@ -1,0 +1,234 @@
+"""The offline trainer: events + catalog -> versioned model directory (see ``recsys.artifact``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from implicit.cpu.als import AlternatingLeastSquares
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from recsys import artifact
+from recsys.config import TrainConfig
+from recsys.model import GROUP_KEYS, ITEM_COLUMNS, ModelData, contiguous_ranges
+from recsys.ranking import DEFAULT_WEIGHTS
+from recsys.schema import DataValidationError, Dataset, ValidationReport
+from recsys.sizes import parse_package_sizes
+
+#: event types whose rows count as a purchase (for purchase counts and the bought-instead signal)
+PURCHASE_TYPES = frozenset({"purchase", "substitution_accepted"})
+STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "index", "write")
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    manifest: dict[str, Any]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _StageTimer:
+    """Times named stages and advances one progress bar per stage."""
+
+    def __init__(self, show: bool) -> None:
+        self.seconds: dict[str, float] = {}
+        self.bar = tqdm(total=len(STAGES), desc="train", unit="stage", disable=not show, leave=True)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.bar.set_description(f"train: {name}")
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 3)
+        self.bar.update(1)
+
+
+def _prepare_events(dataset: Dataset, config: TrainConfig, train_until: datetime | None,
+                    report: ValidationReport) -> pd.DataFrame:
+    events = dataset.events
+    report.rows_read = len(events)
+    unknown_type = ~events["event_type"].isin(list(config.event_weights))
+    report.skip("unknown event type", int(unknown_type.sum()))
+    unknown_item = ~events["item_id"].isin(dataset.catalog["item_id"])
+    report.skip("item not in catalog", int((unknown_item & ~unknown_type).sum()))
+    keep = ~unknown_type & ~unknown_item
+    if train_until is not None:
+        later = events["timestamp"] > pd.Timestamp(train_until)
+        report.skip("after --train-until", int((later & keep).sum()))
+        keep &= ~later
+    duplicated = events.duplicated()
+    report.skip("duplicate row", int((duplicated & keep).sum()))
+    keep &= ~duplicated
+    events = events[keep]
+    if events.empty:
+        raise DataValidationError(
+            "no usable events: every row was skipped (" + ", ".join(f"{k}: {v}" for k, v in report.skipped.items())
+            + "); check the data, the column mapping and --train-until"
+        )
+    return events
+
+
+def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarray) -> pd.DataFrame:
+    """Catalog features in group order (department, category, product_type, most popular first)."""
+    items = catalog.drop_duplicates("item_id").reset_index(drop=True).copy()
+    items = pd.concat([items, parse_package_sizes(items["package_size"])], axis=1)
+    price = events.groupby("item_id")["price"].median()
+    popularity = pd.Series(weights, index=events.index).groupby(events["item_id"]).sum()
+    n_customers = events.groupby("item_id")["customer_id"].nunique()
+    items["price"] = items["item_id"].map(price).astype("float64")
+    items["popularity"] = items["item_id"].map(popularity).fillna(0.0).astype("float64")
+    items["n_customers"] = items["item_id"].map(n_customers).fillna(0).astype("int64")
+    items["package_size"] = items["package_size"].astype("string")
+    items = items.sort_values(
+        ["department", "category", "product_type", "n_customers", "item_id"],
+        ascending=[True, True, True, False, True], kind="mergesort",
+    )
+    return items[list(ITEM_COLUMNS)].reset_index(drop=True)
+
+
+def _cooccurrence(rows: np.ndarray, item_idx: np.ndarray, group_of: np.ndarray, n_items: int,
+                  max_neighbours: int) -> sp.csr_matrix:
+    """Cosine of co-occurrence within (row key, group) baskets, restricted to same-group pairs.
+
+    Each (customer or session, group) pair becomes one binary row, so ``M.T @ M`` only pairs items of the
+    same group: one sparse product instead of a loop over groups. Keeps the top ``max_neighbours`` per item.
+    """
+    if len(rows) == 0:
+        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    key = pd.DataFrame({"row": rows, "group": group_of[item_idx], "item": item_idx}).drop_duplicates()
+    basket = pd.factorize(pd.MultiIndex.from_arrays([key["row"], key["group"]]))[0]
+    matrix = sp.csr_matrix((np.ones(len(key), np.float32), (basket, key["item"].to_numpy())),
+                           shape=(int(basket.max()) + 1, n_items))
+    co = (matrix.T @ matrix).tocsr()
+    support = co.diagonal().astype(np.float32)
+    co.setdiag(0)
+    co.eliminate_zeros()
+    coo = co.tocoo()
+    # 1 shared basket between two rare items is noise: shrink towards 0 for small counts
+    values = coo.data / np.sqrt(support[coo.row] * support[coo.col]) * (coo.data / (coo.data + 2.0))
+    return _top_per_row(coo.row, coo.col, values.astype(np.float32), n_items, max_neighbours)
+
+
+def _top_per_row(row: np.ndarray, col: np.ndarray, value: np.ndarray, n: int, top: int) -> sp.csr_matrix:
+    order = np.lexsort((-value, row))
+    row, col, value = row[order], col[order], value[order]
+    starts = np.searchsorted(row, np.arange(n))
+    rank = np.arange(len(row)) - starts[row]
+    keep = rank < top
+    result = sp.csr_matrix((value[keep], (row[keep], col[keep])), shape=(n, n), dtype=np.float32)
+    result.sort_indices()
+    return result
+
+
+def _profiles(cust: np.ndarray, item_idx: np.ndarray, weights: np.ndarray, is_purchase: np.ndarray,
+              n_customers: int, n_items: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Customer x item recency-weighted weight and purchase count, with identical sparsity structure."""
+    frame = pd.DataFrame({"c": cust, "i": item_idx, "w": weights, "p": is_purchase.astype(np.float32)})
+    agg = frame.groupby(["c", "i"], sort=True).agg(w=("w", "sum"), p=("p", "sum")).reset_index()
+    indptr = np.zeros(n_customers + 1, dtype=np.int64)
+    np.cumsum(np.bincount(agg["c"].to_numpy(), minlength=n_customers), out=indptr[1:])
+    indices = agg["i"].to_numpy(np.int32)
+    weight = sp.csr_matrix((agg["w"].to_numpy(np.float32), indices, indptr), shape=(n_customers, n_items))
+    count = sp.csr_matrix((agg["p"].to_numpy(np.float32), indices, indptr), shape=(n_customers, n_items))
+    return weight, count
+
+
+def _embeddings(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool) -> np.ndarray:
+    als_config = config.als
+    confidence = weight.copy()
+    confidence.data = np.log1p(confidence.data * 4.0).astype(np.float32)
+    with threadpool_limits(1, "blas"):  # implicit asks for single-threaded BLAS (it checks in __init__)
+        model = AlternatingLeastSquares(
+            factors=als_config.factors, regularization=als_config.regularization, alpha=als_config.alpha,
+            iterations=als_config.iterations, random_state=als_config.random_state,
+            num_threads=os.cpu_count() or 1,
+        )
+        model.fit(confidence, show_progress=show_progress)
+    factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
+    has_events = np.asarray(weight.getnnz(axis=0)) > 0
+    factors[~has_events] = 0.0
+    norms = np.linalg.norm(factors, axis=1, keepdims=True)
+    return np.divide(factors, norms, out=np.zeros_like(factors), where=norms > 0)
+
+
+def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = Path("models"),
+          train_until: datetime | None = None, show_progress: bool = True, make_current: bool = True) -> TrainResult:
+    """Train a model from ``dataset`` and write it to ``out_dir/<version>`` (repointing ``current``)."""
+    config = config or TrainConfig()
+    timer = _StageTimer(show_progress)
+    started = time.perf_counter()
+    prep = ValidationReport(source="trainer")
+
+    with timer.stage("validate"):
+        events = _prepare_events(dataset, config, train_until, prep)
+        data_end = events["timestamp"].max()
+        age_days = (data_end - events["timestamp"]).dt.total_seconds().to_numpy() / 86400.0
+        event_weight = events["event_type"].map(config.event_weights).to_numpy(np.float64)
+        weights = event_weight * np.power(0.5, age_days / config.recency_half_life_days)
+
+    with timer.stage("catalog"):
+        items = _build_items(dataset.catalog, events, weights)
+        item_idx = pd.Index(items["item_id"]).get_indexer(events["item_id"])
+        cust_codes, customers = pd.factorize(events["customer_id"], sort=True)
+        parsed = items["package_size"].notna() & items["package_size"].str.strip().ne("")
+        size_parse_rate = float(items.loc[parsed, "size_family"].notna().mean()) if parsed.any() else None
+
+    with timer.stage("interactions"):
+        is_purchase = events["event_type"].isin(list(PURCHASE_TYPES)).to_numpy()
+        weight, count = _profiles(cust_codes, item_idx, weights, is_purchase, len(customers), len(items))
+
+    with timer.stage("embeddings"):
+        factors = _embeddings(weight, config, show_progress)
+
+    with timer.stage("neighbours"):
+        group_of, _ = contiguous_ranges(items[list(GROUP_KEYS)])
+        switch = _cooccurrence(cust_codes[is_purchase], item_idx[is_purchase], group_of, len(items),
+                               config.max_neighbours)
+        browse = ~is_purchase
+        session_codes = pd.factorize(events["session_id"])[0]
+        coview = _cooccurrence(session_codes[browse], item_idx[browse], group_of, len(items), config.max_neighbours)
+
+    with timer.stage("index"):
+        index = faiss.IndexFlatIP(factors.shape[1])
+        index.add(factors)
+
+    model = ModelData(items=items, factors=factors, switch=switch, coview=coview,
+                      customers=np.asarray(customers, dtype=object), customer_weight=weight,
+                      customer_count=count, index=index)
+    reports = [*dataset.reports, prep]
+    manifest: dict[str, Any] = {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data_span": {"start": events["timestamp"].min().isoformat(), "end": data_end.isoformat()},
+        "train_until": train_until.isoformat() if train_until else None,
+        "config": config.model_dump(),
+        "ranker": {"weights": dict(DEFAULT_WEIGHTS), "source": "default"},
+        "counts": {
+            "events": len(events), "items": len(items), "items_with_events": int((items["n_customers"] > 0).sum()),
+            "customers": len(customers), "groups": int(len(model.group_ptr) - 1),
+            "parent_categories": int(len(model.parent_ptr) - 1),
+            "switch_pairs": int(switch.nnz), "coview_pairs": int(coview.nnz),
+            "event_types": events["event_type"].value_counts().to_dict(),
+        },
+        "size_parse_rate": size_parse_rate,
+        "sources": [r.as_dict() for r in reports],
+    }
+    with timer.stage("write"):
+        def write_files(tmp: Path) -> None:
+            model.save(tmp)
+        manifest["stage_seconds"] = dict(timer.seconds)
+        model_dir = artifact.write_model(out_dir, write_files, manifest, make_current=make_current)
+    timer.bar.close()
+    stage_seconds = {**timer.seconds, "total": round(time.perf_counter() - started, 3)}
+    return TrainResult(model_dir=model_dir, manifest=artifact.read_manifest(model_dir, verify=False),
+                       stage_seconds=stage_seconds)
