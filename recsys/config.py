@@ -45,6 +45,9 @@ class TrainConfig(BaseModel):
         2000, ge=10, description="most group members scored per query (FAISS top-N within the group beyond this)"
     )
     max_neighbours: int = Field(100, ge=1, description="co-occurrence neighbours kept per item")
+    min_score: float = Field(
+        0.25, ge=0.0, description="candidates scoring below this are never returned: fewer results, no padding"
+    )
     min_group_size: int = Field(
         4, ge=1, description="fewer substitutable candidates than this widens the search to the parent category"
     )

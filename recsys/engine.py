@@ -131,6 +131,7 @@ class SubstituteEngine:
         config = manifest.get("config", {})
         self.max_candidates = int(config.get("max_candidates", 2000))
         self.min_group_size = int(config.get("min_group_size", 4))
+        self.min_score = float(config.get("min_score", 0.25))
         self.weights = weight_vector(manifest.get("ranker", {}).get("weights"))
         self._precompute()
         self._stock_masks: dict[str, tuple[int, np.ndarray]] = {}
@@ -217,6 +218,7 @@ class SubstituteEngine:
         features = self._features(x, candidates, similarity, widened, cust_row, parent, lo, hi)
         scores = features @ self.weights
         top = np.argsort(-scores, kind="stable")[:k]
+        top = top[scores[top] >= self.min_score]
         results = tuple(
             self._substitute(x, int(candidates[i]), float(scores[i]), features[i], bool(widened[i]), cust_row)
             for i in top
@@ -350,11 +352,12 @@ class SubstituteEngine:
                     cust_row: int | None) -> Substitute:
         info = self._item_info(c)
         target = self._item_info(x)
-        reasons: list[str] = []
+        reasons: list[str] = [] if widened else [f"same type: {target.product_type.lower()}"]
         size_ratio = None
         if self.family_codes[c] == self.family_codes[x] and self.family_codes[x] >= 0:
-            size_ratio = round(float(math.exp(self.log_size[c] - self.log_size[x])), 3)
-            if abs(math.log(size_ratio)) <= SAME_SIZE_TOLERANCE:
+            log_ratio = float(self.log_size[c] - self.log_size[x])
+            size_ratio = float(f"{math.exp(log_ratio):.3g}")
+            if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
                 reasons.append(f"same size: {info.package_size or info.size}")
             else:
                 reasons.append(f"size {info.package_size or info.size} vs {target.package_size or target.size}")

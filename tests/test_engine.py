@@ -1,0 +1,171 @@
+"""Contract tests: the hard rules hold for many random real items, customers and inventory states."""
+
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from recsys import StockUpdate, SubstituteEngine, SubstituteFilters, UnknownItemError
+
+pytestmark = pytest.mark.realdata
+
+
+def _items_with_events(engine: SubstituteEngine, n: int, seed: int) -> list[str]:
+    items = engine.model.items
+    pool = items.loc[items["n_customers"] > 0, "item_id"]
+    return pool.sample(n, random_state=seed).tolist()
+
+
+def _group_key(engine: SubstituteEngine, item_id: str) -> tuple[str, str, str]:
+    info = engine.item_info(item_id)
+    return info.department, info.category, info.product_type
+
+
+def test_hard_rules_hold_for_random_queries(engine: SubstituteEngine) -> None:
+    rng = np.random.default_rng(1)
+    all_ids = engine.model.items["item_id"].to_numpy()
+    customers = engine.model.customers
+    # about 10% of the catalogue out of stock at store S1
+    out = set(rng.choice(all_ids, size=len(all_ids) // 10, replace=False).tolist())
+    engine.inventory.apply([StockUpdate(item_id=i, store_id="S1", in_stock=False) for i in out])
+    answered = 0
+    for item_id in _items_with_events(engine, 300, seed=2):
+        customer = str(rng.choice(customers)) if rng.random() < 0.7 else None
+        group = engine.model.items.loc[engine.model.items["product_type"] == engine.item_info(item_id).product_type]
+        exclude = group["item_id"].sample(min(2, len(group)), random_state=3).tolist()
+        answer = engine.substitutes(item_id, customer_id=customer, store_id="S1", k=10, exclude=exclude)
+        ids = [s.item_id for s in answer]
+        assert item_id not in ids
+        assert not out & set(ids)
+        assert not set(exclude) & set(ids)
+        assert len(ids) == len(set(ids)) <= 10
+        assert answer.personalized == (customer is not None)
+        x_dept, x_cat, x_type = _group_key(engine, item_id)
+        for s in answer:
+            assert (s.department, s.category) == (x_dept, x_cat)
+            if s.widened:
+                assert any(r.startswith("from the wider category") for r in s.reasons)
+            else:
+                assert s.product_type == x_type
+            assert s.reasons, "every substitute explains itself"
+        scores = [s.score for s in answer]
+        assert scores == sorted(scores, reverse=True)
+        answered += bool(ids)
+    assert answered > 250
+
+
+def test_widens_only_when_the_group_is_too_small(engine: SubstituteEngine) -> None:
+    model = engine.model
+    sizes = np.diff(model.group_ptr)
+    bought = model.items["n_customers"].to_numpy() > 0
+    bought_in_parent = np.add.reduceat(bought, model.parent_ptr[:-1])
+    small = [g for g in np.flatnonzero(sizes == 1)
+             if bought[model.group_ptr[g]] and bought_in_parent[model.parent_of[model.group_ptr[g]]] > 10]
+    assert len(small) > 5
+    widened = 0
+    for g in small:
+        answer = engine.substitutes(str(model.items["item_id"].iloc[model.group_ptr[g]]), k=5)
+        assert all(s.widened for s in answer) and answer.widened == bool(len(answer))
+        widened += bool(len(answer))
+    assert widened >= 0.8 * len(small)
+    big = int(np.argmax(sizes))
+    answer = engine.substitutes(str(model.items["item_id"].iloc[model.group_ptr[big]]), k=10)
+    assert not answer.widened and len(answer) == 10
+
+
+def test_filters_are_respected(engine: SubstituteEngine) -> None:
+    checked = 0
+    for item_id in _items_with_events(engine, 100, seed=4):
+        x = engine.item_info(item_id)
+        base = engine.substitutes(item_id, k=20)
+        if len(base) < 3:
+            continue
+        brands = sorted({s.brand for s in base})
+        only = engine.substitutes(item_id, k=20, filters=SubstituteFilters(brands=brands[:1]))
+        assert {s.brand for s in only} <= {brands[0]}
+        without = engine.substitutes(item_id, k=20, filters=SubstituteFilters(exclude_brands=brands[:1]))
+        assert brands[0] not in {s.brand for s in without}
+        store = engine.substitutes(item_id, k=20, filters=SubstituteFilters(private_label=True))
+        assert all(s.private_label for s in store)
+        if x.price is not None:
+            cheap = engine.substitutes(item_id, k=20, filters=SubstituteFilters(max_price=x.price))
+            assert all(s.price is not None and s.price <= x.price for s in cheap)
+        if x.size is not None:
+            near = engine.substitutes(item_id, k=20, filters=SubstituteFilters(max_size_ratio=1.5))
+            assert all(s.size_ratio is not None and 1 / 1.5 - 1e-3 <= s.size_ratio <= 1.5 + 1e-3 for s in near)
+        checked += 1
+    assert checked > 30
+
+
+def test_deterministic(engine: SubstituteEngine, model_dir) -> None:
+    other = SubstituteEngine.load(model_dir)
+    customer = str(engine.model.customers[5])
+    for item_id in _items_with_events(engine, 30, seed=5):
+        assert engine.substitutes(item_id, customer_id=customer) == other.substitutes(item_id, customer_id=customer)
+
+
+def test_personalisation_uses_the_customers_history(engine: SubstituteEngine) -> None:
+    """A customer who bought several items of a group gets their own items ranked up, with the reason."""
+    model = engine.model
+    weight = model.customer_count.tocoo()
+    frame = {"c": weight.row, "g": model.group_of[weight.col], "i": weight.col, "n": weight.data}
+    import pandas as pd
+
+    bought = pd.DataFrame(frame).query("n >= 2")
+    per_group = bought.groupby(["c", "g"])["i"].agg(list)
+    per_group = per_group[per_group.map(len) >= 2].head(40)
+    hits = 0
+    for (c, _), items in per_group.items():
+        x, own = str(model.items["item_id"].iloc[items[0]]), {str(model.items["item_id"].iloc[i]) for i in items[1:]}
+        customer = str(model.customers[c])
+        personal = engine.substitutes(x, customer_id=customer, k=3)
+        anonymous = engine.substitutes(x, k=3)
+        assert personal.personalized and not anonymous.personalized
+        top = {s.item_id for s in personal}
+        hits += bool(top & own)
+        for s in personal:
+            if s.item_id in own:
+                assert any(r.startswith("you bought it before") for r in s.reasons) and s.bought_before >= 1
+    assert hits >= 0.8 * len(per_group)
+
+
+def test_restock_eta_of_the_missing_item(engine: SubstituteEngine) -> None:
+    item_id = _items_with_events(engine, 1, seed=6)[0]
+    eta = datetime(2026, 12, 1, 9, 0)
+    engine.inventory.apply([StockUpdate(item_id=item_id, store_id="S9", in_stock=False, restock_eta=eta)])
+    assert engine.substitutes(item_id, store_id="S9").restock_eta == eta
+    assert engine.substitutes(item_id, store_id="S8").restock_eta is None
+    engine.inventory.apply([StockUpdate(item_id=item_id, store_id="S9", in_stock=True)])
+    assert engine.substitutes(item_id, store_id="S9").restock_eta is None
+
+
+def test_back_in_stock_items_return(engine: SubstituteEngine) -> None:
+    item_id = _items_with_events(engine, 1, seed=7)[0]
+    first = engine.substitutes(item_id, store_id="S2", k=3)[0].item_id
+    engine.inventory.apply([StockUpdate(item_id=first, store_id="S2", in_stock=False)])
+    assert first not in [s.item_id for s in engine.substitutes(item_id, store_id="S2", k=3)]
+    assert first in [s.item_id for s in engine.substitutes(item_id, store_id="S3", k=3)]
+    engine.inventory.apply([StockUpdate(item_id=first, store_id="S2", in_stock=True)])
+    assert engine.substitutes(item_id, store_id="S2", k=3)[0].item_id == first
+
+
+def test_unknown_item_and_bad_k(engine: SubstituteEngine) -> None:
+    with pytest.raises(UnknownItemError):
+        engine.substitutes("no-such-item")
+    item_id = _items_with_events(engine, 1, seed=8)[0]
+    for k in (0, -1, 101):
+        with pytest.raises(ValueError, match="k must be"):
+            engine.substitutes(item_id, k=k)
+    unknown_customer = engine.substitutes(item_id, customer_id="nobody")
+    assert not unknown_customer.personalized
+    assert [s.item_id for s in unknown_customer] == [s.item_id for s in engine.substitutes(item_id)]
+
+
+def test_reasons_match_the_data(engine: SubstituteEngine) -> None:
+    for item_id in _items_with_events(engine, 50, seed=9):
+        x = engine.item_info(item_id)
+        for s in engine.substitutes(item_id, k=5):
+            if s.price is not None and x.price is not None:
+                assert s.price_difference == pytest.approx(s.price - x.price, abs=0.011)
+            if any(r.startswith("same size") for r in s.reasons):
+                assert s.size_ratio == pytest.approx(1.0, abs=0.03)

@@ -1,0 +1,178 @@
+"""Every endpoint and error path, through the real app (lifespan included)."""
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from recsys.artifact import MANIFEST
+from recsys.model import FACTORS_FILE
+from serving.app import create_app
+from serving.settings import Settings
+
+pytestmark = pytest.mark.realdata
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture()
+def client(model_dir: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(model_path=model_dir, admin_token=TOKEN))) as test_client:
+        yield test_client
+
+
+@pytest.fixture()
+def item_id(client: TestClient) -> str:
+    engine = client.app.state.service.engine
+    items = engine.model.items
+    return str(items.sort_values("n_customers", ascending=False)["item_id"].iloc[0])
+
+
+def test_post_and_get_agree(client: TestClient, item_id: str) -> None:
+    customer = str(client.app.state.service.engine.model.customers[0])
+    posted = client.post("/v1/substitutes", json={"item_id": item_id, "customer_id": customer, "k": 5})
+    got = client.get(f"/v1/items/{item_id}/substitutes", params={"customer_id": customer, "k": 5})
+    assert posted.status_code == got.status_code == 200
+    assert posted.json() == got.json()
+    body = posted.json()
+    assert body["item"]["item_id"] == item_id and body["personalized"] is True
+    assert 1 <= len(body["substitutes"]) <= 5
+    assert all(s["item_id"] != item_id and s["reasons"] for s in body["substitutes"])
+    assert body["model_version"] == client.get("/readyz").json()["model_version"]
+
+
+def test_filters_and_exclude_over_http(client: TestClient, item_id: str) -> None:
+    first = client.post("/v1/substitutes", json={"item_id": item_id, "k": 3}).json()["substitutes"]
+    excluded = first[0]["item_id"]
+    answer = client.post("/v1/substitutes", json={
+        "item_id": item_id, "k": 10, "exclude": [excluded], "filters": {"max_price": 5.0, "same_size_family": True},
+    })
+    assert answer.status_code == 200
+    for s in answer.json()["substitutes"]:
+        assert s["item_id"] != excluded and s["price"] <= 5.0 and s["size_ratio"] is not None
+
+
+def test_unknown_customer_is_not_personalised(client: TestClient, item_id: str) -> None:
+    body = client.post("/v1/substitutes", json={"item_id": item_id, "customer_id": "stranger"}).json()
+    assert body["personalized"] is False
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        ({"item_id": "no-such-item"}, 404),
+        ({"item_id": "X", "k": 0}, 422),
+        ({"item_id": "X", "k": -3}, 422),
+        ({"item_id": "X", "k": 1000}, 422),
+        ({"item_id": "X", "k": "ten"}, 422),
+        ({"item_id": "X", "k": 2.5}, 422),
+        ({"item_id": ""}, 422),
+        ({"item_id": "x" * 300}, 422),
+        ({}, 422),
+        ({"item_id": "X", "filters": {"max_price": -1}}, 422),
+        ({"item_id": "X", "surprise": 1}, 422),
+    ],
+)
+def test_bad_input_is_a_4xx_with_a_message(client: TestClient, payload: dict, status: int) -> None:
+    response = client.post("/v1/substitutes", json=payload)
+    assert response.status_code == status
+    assert response.json()["detail"]
+
+
+def test_unknown_item_message(client: TestClient) -> None:
+    response = client.get("/v1/items/ünïcode-😀/substitutes")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "unknown item 'ünïcode-😀'"}
+
+
+def test_malformed_json_and_oversized_body(client: TestClient) -> None:
+    broken = client.post("/v1/substitutes", content=b"{not json", headers={"content-type": "application/json"})
+    assert broken.status_code == 422
+    huge = client.post("/v1/substitutes", content=b"{" + b" " * 2_000_000 + b"}",
+                       headers={"content-type": "application/json"})
+    assert huge.status_code == 413 and "request body over" in huge.json()["detail"]
+
+
+def test_inventory_needs_the_token(client: TestClient, item_id: str) -> None:
+    update = {"updates": [{"item_id": item_id, "store_id": "7", "in_stock": False}]}
+    assert client.put("/v1/inventory", json=update).status_code == 401
+    assert client.put("/v1/inventory", json=update, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/v1/admin/reload").status_code == 401
+
+
+def test_admin_is_disabled_without_a_configured_token(model_dir: Path) -> None:
+    with TestClient(create_app(Settings(model_path=model_dir, admin_token=None))) as client:
+        response = client.post("/v1/admin/reload", headers=AUTH)
+        assert response.status_code == 403 and "disabled" in response.json()["detail"]
+
+
+def test_inventory_updates_change_answers_live(client: TestClient, item_id: str) -> None:
+    before = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": "7", "k": 3}).json()
+    top = before["substitutes"][0]["item_id"]
+    update = {"updates": [
+        {"item_id": top, "store_id": "7", "in_stock": False},
+        {"item_id": item_id, "store_id": "7", "in_stock": False, "restock_eta": "2026-12-01T08:00:00"},
+        {"item_id": "not-in-model", "store_id": "7", "in_stock": False},
+    ]}
+    response = client.put("/v1/inventory", json=update, headers=AUTH)
+    assert response.status_code == 200
+    assert response.json() == {"applied": 3, "unknown_items": ["not-in-model"]}
+    after = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": "7", "k": 3}).json()
+    assert top not in [s["item_id"] for s in after["substitutes"]]
+    assert after["restock_eta"] == "2026-12-01T08:00:00"
+    elsewhere = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": "8", "k": 3}).json()
+    assert elsewhere["substitutes"][0]["item_id"] == top and elsewhere["restock_eta"] is None
+
+
+def test_reload_swaps_and_refuses_a_corrupt_model(client: TestClient, model_dir: Path, tmp_path: Path,
+                                                   item_id: str) -> None:
+    old_version = client.get("/readyz").json()["model_version"]
+    ok = client.post("/v1/admin/reload", headers=AUTH)
+    assert ok.status_code == 200 and ok.json() == {"model_version": old_version, "previous_version": old_version}
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(model_dir, corrupt)
+    (corrupt / FACTORS_FILE).write_bytes(b"garbage")
+    refused = client.post("/v1/admin/reload", json={"model_path": str(corrupt)}, headers=AUTH)
+    assert refused.status_code == 409
+    assert "checksum mismatch" in refused.json()["detail"]
+    assert client.get("/readyz").json()["model_version"] == old_version
+    assert client.post("/v1/substitutes", json={"item_id": item_id}).status_code == 200
+
+    renamed = tmp_path / "renamed"
+    shutil.copytree(model_dir, renamed)
+    manifest = json.loads((renamed / MANIFEST).read_text())
+    manifest["version"] = "v-next"
+    (renamed / MANIFEST).write_text(json.dumps(manifest))
+    swapped = client.post("/v1/admin/reload", json={"model_path": str(renamed)}, headers=AUTH)
+    assert swapped.json() == {"model_version": "v-next", "previous_version": old_version}
+    assert client.post("/v1/substitutes", json={"item_id": item_id}).json()["model_version"] == "v-next"
+
+
+def test_health_ready_metrics(client: TestClient, item_id: str) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["ready"] is True
+    client.post("/v1/substitutes", json={"item_id": item_id})
+    client.post("/v1/substitutes", json={"item_id": "nope"})
+    text = client.get("/metrics").text
+    assert 'recsys_requests_total{endpoint="/v1/substitutes",method="POST",status="200"} 1.0' in text
+    assert 'recsys_requests_total{endpoint="/v1/substitutes",method="POST",status="404"} 1.0' in text
+    assert "recsys_request_seconds_bucket" in text
+    assert 'recsys_model_info{version="' in text
+
+
+def test_not_ready_without_a_model(tmp_path: Path) -> None:
+    with TestClient(create_app(Settings(model_path=tmp_path / "none"))) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/readyz").status_code == 503
+        response = client.post("/v1/substitutes", json={"item_id": "1"})
+        assert response.status_code == 503 and response.json()["detail"] == "no model loaded yet"
+
+
+def test_openapi_documents_the_endpoints(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/v1/substitutes", "/v1/items/{item_id}/substitutes", "/v1/inventory", "/v1/admin/reload",
+            "/healthz", "/readyz", "/metrics"} <= set(paths)

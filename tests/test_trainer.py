@@ -1,0 +1,100 @@
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from recsys import DataValidationError, Dataset, SubstituteEngine
+from recsys.artifact import CURRENT, MANIFEST, read_manifest
+from recsys.cli import app
+from recsys.model import ModelData
+from training.loaders import read_event_log
+from training.pipeline import TrainResult, train
+
+pytestmark = pytest.mark.realdata
+
+
+def test_trains_a_complete_versioned_artifact(trained: TrainResult, cj_small: Dataset) -> None:
+    model_dir = trained.model_dir
+    manifest = read_manifest(model_dir)  # verifies every checksum
+    assert (model_dir.parent / CURRENT).resolve() == model_dir.resolve()
+    assert set(manifest["files"]) == {p.name for p in model_dir.iterdir()} - {MANIFEST}
+    assert manifest["counts"]["customers"] == 300
+    assert manifest["counts"]["events"] == len(cj_small.events) - manifest["sources"][-1]["rows_read"] \
+        + manifest["sources"][-1]["rows_used"]
+    assert manifest["size_parse_rate"] > 0.9
+    assert manifest["config"]["als"]["factors"] == 64
+    assert set(trained.stage_seconds) >= {"validate", "catalog", "embeddings", "neighbours", "index", "write"}
+    assert not [p for p in model_dir.parent.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_groups_are_contiguous_and_embeddings_normalised(model_dir: Path) -> None:
+    model = ModelData.load(model_dir)
+    keys = model.items[["department", "category", "product_type"]].apply(tuple, axis=1)
+    for g in np.random.default_rng(0).choice(len(model.group_ptr) - 1, 50, replace=False):
+        lo, hi = model.group_ptr[g], model.group_ptr[g + 1]
+        assert keys.iloc[lo:hi].nunique() == 1
+        if hi < len(keys):
+            assert keys.iloc[hi] != keys.iloc[lo]
+    norms = np.linalg.norm(model.factors, axis=1)
+    has_events = model.items["n_customers"].to_numpy() > 0
+    assert np.allclose(norms[has_events], 1.0, atol=1e-4)
+    assert np.all(norms[~has_events] == 0)
+    # the bought-instead signal only links items of the same group
+    coo = model.switch.tocoo()
+    assert coo.nnz > 0 and np.all(model.group_of[coo.row] == model.group_of[coo.col])
+
+
+def test_train_until_drops_later_events(cj_small: Dataset, tmp_path: Path) -> None:
+    until = datetime(2017, 6, 30)
+    result = train(cj_small, out_dir=tmp_path, train_until=until, show_progress=False)
+    span_end = pd.Timestamp(result.manifest["data_span"]["end"])
+    assert span_end <= pd.Timestamp(until)
+    events = cj_small.events
+    later = int(((events["timestamp"] > pd.Timestamp(until)) & events["item_id"].isin(cj_small.catalog["item_id"])
+                 & ~events.duplicated()).sum())
+    assert result.manifest["sources"][-1]["skipped"]["after --train-until"] == later
+
+
+def test_trains_on_browse_events_with_coviews(rees46_path: Path, tmp_path: Path) -> None:
+    data = read_event_log(rees46_path, known_event_types={"view", "cart", "purchase"})
+    result = train(data, out_dir=tmp_path, show_progress=False)
+    assert result.manifest["counts"]["coview_pairs"] > 0
+    assert result.manifest["size_parse_rate"] is None
+    engine = SubstituteEngine.load(result.model_dir)
+    model = engine.model
+    i = int(model.coview.tocoo().row[0])
+    answer = engine.substitutes(str(model.items["item_id"].iloc[i]), k=5)
+    assert len(answer) >= 1
+    assert any("often viewed together" in s.reasons for s in answer)
+
+
+def test_no_usable_rows_fails_clearly(rees46_path: Path, tmp_path: Path) -> None:
+    data = read_event_log(rees46_path)
+    with pytest.raises(DataValidationError, match="no usable events"):
+        train(data, out_dir=tmp_path, train_until=datetime(2000, 1, 1), show_progress=False)
+    assert not (tmp_path / CURRENT).exists()
+
+
+def test_cli_trains_and_prints_model_path_last(rees46_path: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "--data", str(rees46_path), "--out", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    last = result.stdout.strip().splitlines()[-1]
+    assert Path(last).resolve() == (tmp_path / CURRENT).resolve()
+    manifest = json.loads((Path(last) / MANIFEST).read_text())
+    duplicates = int(pd.read_csv(rees46_path).duplicated().sum())
+    assert duplicates > 0 and manifest["sources"][-1]["skipped"] == {"duplicate row": duplicates}
+    assert manifest["counts"]["events"] == 17_435 - duplicates
+
+
+def test_cli_reports_missing_columns_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text("a,b\n1,2\n")
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "log.csv"), "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "missing required column(s) user_id, product_id, event_time" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not os.path.exists(tmp_path / CURRENT)
