@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Substitute-product recommendations: train, serve.", no_args_is_help=True,
+app = typer.Typer(help="Substitute-product recommendations: train, serve, evaluate.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 console = Console(stderr=True)
 
@@ -78,6 +78,77 @@ def train(
         raise _fail(str(exc)) from exc
     console.print(_summary(result))
     typer.echo(str(result.model_dir))
+
+
+def _evaluation_table(result: Any, subset: str) -> Table:
+    from training.evaluation import HIT_KS
+
+    columns = [f"HR@{k}" for k in HIT_KS] + ["NDCG@10", "MRR@10"] + (["coverage"] if subset == "all" else [])
+    table = Table(title=f"{subset.replace('_', ' ')}: {result.queries[subset]:,} queries "
+                        f"(split {result.split[:10]})")
+    table.add_column("method", style="bold", no_wrap=True)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, values in result.metrics.items():
+        table.add_row(name, *(f"{values[subset][c]:.3f}" for c in columns),
+                      style="green" if name == "ours" else None)
+    return table
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path | None, typer.Option(help="a model trained before the split; default: train one")] = None,
+    data: Annotated[list[str] | None, typer.Option(help="as for train (default completejourney)")] = None,
+    split: Annotated[datetime | None, typer.Option(help="test period start; default 40 weeks after the first event")
+                     ] = None,
+    max_queries: Annotated[int | None, typer.Option(help="sample this many queries (seeded)")] = None,
+    households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    json_path: Annotated[Path, typer.Option("--json", help="metrics as JSON")] = Path(
+        "benchmarks/results/evaluation.json"),
+    plot_path: Annotated[Path, typer.Option("--plot", help="HR@k plot (PNG)")] = Path(
+        "benchmarks/results/evaluation.png"),
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Offline hit-rate benchmark: our substitutes against strong baselines on the same switch queries."""
+    import tempfile
+
+    import pandas as pd
+
+    from recsys import ArtifactError, SubstituteEngine
+    from recsys.schema import DataValidationError
+    from training import evaluation
+    from training.loaders import load_dataset
+    from training.pipeline import train as run_training
+
+    try:
+        dataset = load_dataset(data or [], households=households)
+        cut = pd.Timestamp(split) if split else evaluation.default_split(dataset.events)
+        with tempfile.TemporaryDirectory(prefix="recsys-eval-") as tmp:
+            if model is None:
+                console.print(f"training a model on the data before {cut}")
+                trained = run_training(dataset, out_dir=Path(tmp), train_until=cut.to_pydatetime(),
+                                       show_progress=progress, make_current=False)
+                model = trained.model_dir
+            engine = SubstituteEngine.load(model)
+            result = evaluation.evaluate(engine, dataset, cut, max_queries=max_queries, seed=seed,
+                                         show_progress=progress)
+    except (DataValidationError, ArtifactError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    for subset in evaluation.SUBSETS:
+        console.print(_evaluation_table(result, subset))
+    for subset in evaluation.SUBSETS:
+        for metric in ("HR@3", "NDCG@10"):
+            name, best = result.best_baseline(subset, metric)
+            ours = result.metrics["ours"][subset][metric]
+            verdict = "[green]beats[/]" if ours > best else "[red]does not beat[/]"
+            console.print(f"{subset} {metric}: ours {ours:.3f} {verdict} the best baseline {name} {best:.3f}",
+                          soft_wrap=True)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    plot_path.parent.mkdir(parents=True, exist_ok=True)
+    evaluation.write_json(result, json_path)
+    evaluation.plot(result, plot_path)
+    typer.echo(f"{json_path}\n{plot_path}")
 
 
 def _show_example(base_url: str, model_path: Path) -> None:

@@ -28,6 +28,22 @@ class AlsConfig(BaseModel):
     random_state: int = 0
 
 
+class RankerConfig(BaseModel):
+    """The learned ranker: weights fitted on the last weeks of the training data (see training.ranker)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="false: use the hand-set default weights")
+    validation_weeks: float = Field(6.0, gt=0.0, description="held-out weeks at the end of the training data")
+    max_queries: int = Field(15_000, ge=100, description="validation queries sampled for the fit")
+    min_queries: int = Field(200, ge=1, description="fewer validation queries than this keeps the defaults")
+    l2: float = Field(1e-3, ge=0.0)
+    new_item_emphasis: bool = Field(
+        True, description="also fit each query on only its new-to-customer items, so the ranker learns both"
+    )
+    seed: int = 0
+
+
 class TrainConfig(BaseModel):
     """Everything ``recsys train`` needs besides the data. Defaults are tuned for The Complete Journey."""
 
@@ -40,7 +56,11 @@ class TrainConfig(BaseModel):
     recency_half_life_days: float = Field(
         120.0, gt=0.0, description="an event this many days before the data's end counts half"
     )
+    trend_half_life_days: float = Field(
+        21.0, gt=0.0, description="half-life of the short-term popularity (trend) feature"
+    )
     als: AlsConfig = Field(default_factory=AlsConfig)
+    ranker: RankerConfig = Field(default_factory=RankerConfig)
     max_candidates: int = Field(
         2000, ge=10, description="most group members scored per query (FAISS top-N within the group beyond this)"
     )

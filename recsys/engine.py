@@ -131,8 +131,9 @@ class SubstituteEngine:
         config = manifest.get("config", {})
         self.max_candidates = int(config.get("max_candidates", 2000))
         self.min_group_size = int(config.get("min_group_size", 4))
-        self.min_score = float(config.get("min_score", 0.25))
-        self.weights = weight_vector(manifest.get("ranker", {}).get("weights"))
+        ranker = manifest.get("ranker", {})
+        self.weights = weight_vector(ranker.get("weights"))
+        self.min_score = float(ranker.get("min_score", config.get("min_score", 0.25)))
         self._precompute()
         self._stock_masks: dict[str, tuple[int, np.ndarray]] = {}
 
@@ -164,6 +165,11 @@ class SubstituteEngine:
         denominator = np.log1p(group_max)[self.model.group_of]
         self.popularity = np.divide(np.log1p(n_cust), denominator, out=np.zeros_like(n_cust),
                                     where=denominator > 0).astype(np.float32)
+        trend = items["trend"].to_numpy(np.float64)
+        trend_max = np.log1p(np.maximum.reduceat(trend, self.model.group_ptr[:-1]) if len(trend) else trend)
+        trend_denominator = trend_max[self.model.group_of]
+        self.trend = np.divide(np.log1p(trend), trend_denominator, out=np.zeros_like(trend),
+                               where=trend_denominator > 0).astype(np.float32)
         switch, coview = self.model.switch, self.model.coview
         self._switch = (switch.indptr, switch.indices, switch.data)
         self._coview = (coview.indptr, coview.indices, coview.data)
@@ -196,10 +202,32 @@ class SubstituteEngine:
         x = self._resolve(item_id)
         store = store_id or ONLINE
         cust_row = self._customer_row.get(customer_id) if customer_id is not None else None
+        candidates, features, widened = self.candidates(x, cust_row, store, exclude, filters)
+        top, scores = self.top(features, k)
+        results = tuple(
+            self._substitute(x, int(candidates[i]), float(scores[i]), features[i], bool(widened[i]), cust_row)
+            for i in top
+        )
+        state = self.inventory.state(store, item_id)
+        return SubstituteList(
+            item=self._item_info(x), substitutes=results, personalized=cust_row is not None,
+            widened=any(r.widened for r in results), model_version=self.version, store_id=store,
+            restock_eta=state.restock_eta if state is not None and not state.in_stock else None,
+        )
+
+    def customer_row(self, customer_id: str) -> int | None:
+        return self._customer_row.get(customer_id)
+
+    def index_of(self, item_id: str) -> int:
+        """Internal index of an item (raises :class:`UnknownItemError`)."""
+        return self._resolve(item_id)
+
+    def candidates(self, x: int, cust_row: int | None, store: str = ONLINE, exclude: Iterable[str] = (),
+                   filters: SubstituteFilters | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every allowed candidate for item index ``x`` with its feature rows and whether it is widened."""
         model = self.model
         group, parent = model.group_of[x], model.parent_of[x]
         lo, hi = int(model.group_ptr[group]), int(model.group_ptr[group + 1])
-
         candidates, similarity = self._search(x, lo, hi)
         allowed = self._allowed(candidates, x, store, exclude, filters)
         candidates, similarity = candidates[allowed], similarity[allowed]
@@ -214,21 +242,18 @@ class SubstituteEngine:
                 candidates = np.concatenate([candidates, wide[keep]])
                 similarity = np.concatenate([similarity, wide_sim[keep]])
                 widened = np.concatenate([widened, np.ones(int(keep.sum()), dtype=bool)])
-
         features = self._features(x, candidates, similarity, widened, cust_row, parent, lo, hi)
+        return candidates, features, widened
+
+    def top(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the best ``k`` rows scoring at least ``min_score`` (best first), and all scores."""
         scores = features @ self.weights
-        top = np.argsort(-scores, kind="stable")[:k]
-        top = top[scores[top] >= self.min_score]
-        results = tuple(
-            self._substitute(x, int(candidates[i]), float(scores[i]), features[i], bool(widened[i]), cust_row)
-            for i in top
-        )
-        state = self.inventory.state(store, item_id)
-        return SubstituteList(
-            item=self._item_info(x), substitutes=results, personalized=cust_row is not None,
-            widened=any(r.widened for r in results), model_version=self.version, store_id=store,
-            restock_eta=state.restock_eta if state is not None and not state.in_stock else None,
-        )
+        if len(scores) > k:
+            part = np.argpartition(-scores, k - 1)[:k]
+            top = part[np.lexsort((part, -scores[part]))]
+        else:
+            top = np.lexsort((np.arange(len(scores)), -scores))
+        return top[scores[top] >= self.min_score], scores
 
     # -- query steps -----------------------------------------------------------------------------
     def _resolve(self, item_id: str) -> int:
@@ -299,6 +324,7 @@ class SubstituteEngine:
         features[:, _F["bought_instead"]] = _row_values(*self._switch, x, cand)
         features[:, _F["viewed_together"]] = _row_values(*self._coview, x, cand)
         features[:, _F["popularity"]] = self.popularity[cand]
+        features[:, _F["trend"]] = self.trend[cand]
         same_family = (self.family_codes[cand] == self.family_codes[x]) & (self.family_codes[x] >= 0)
         size_gap = np.abs(self.log_size[cand] - self.log_size[x])
         features[:, _F["size_match"]] = np.where(same_family, np.exp(-np.nan_to_num(size_gap, nan=np.inf)), 0.0)
@@ -316,8 +342,15 @@ class SubstituteEngine:
         indptr, indices, weight, count = self._cust
         start, end = int(indptr[cust_row]), int(indptr[cust_row + 1])
         row_items = indices[start:end]
-        features[:, _F["own_history"]] = np.minimum(
-            np.log1p(_row_values(indptr, indices, count, cust_row, cand)) / math.log1p(10.0), 1.0)
+        own = _row_values(indptr, indices, count, cust_row, cand)
+        features[:, _F["own_history"]] = np.minimum(np.log1p(own) / math.log1p(10.0), 1.0)
+        g_a, g_b = np.searchsorted(row_items, [lo, hi])
+        group_counts = count[start + g_a:start + g_b]
+        group_total = float(group_counts.sum())
+        if group_total > 0:
+            features[:, _F["own_share"]] = own / group_total
+            variety = float((group_counts > 0).sum()) / group_total
+            features[:, _F["variety_new"]] = (own == 0) * variety
         # the customer's items in X's parent category (a contiguous index range, so a sorted-row slice)
         plo, phi = self.model.parent_ptr[parent], self.model.parent_ptr[parent + 1]
         a, b = np.searchsorted(row_items, [plo, phi])

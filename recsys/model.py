@@ -30,7 +30,7 @@ PARENT_KEYS = ("department", "category")
 #: columns of ``items.parquet`` (in group order)
 ITEM_COLUMNS = (
     "item_id", "brand", "manufacturer", "private_label", "department", "category", "product_type",
-    "package_size", "size_qty", "size_family", "price", "popularity", "n_customers",
+    "package_size", "size_qty", "size_family", "price", "popularity", "trend", "n_customers",
 )
 
 

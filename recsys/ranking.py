@@ -16,11 +16,14 @@ FEATURES: Final[tuple[str, ...]] = (
     "bought_instead",    # same-group items bought by the same customers (switching)
     "viewed_together",   # same-group items viewed/carted in one session
     "popularity",        # distinct customers, relative to the group's most popular item
+    "trend",             # recent (3-week half-life) demand, relative to the group's top
     "size_match",        # exp(-|log size ratio|) when the unit families agree, else 0
     "price_match",       # exp(-|log price ratio|)
     "same_brand",
     "same_private_label",
-    "own_history",       # the customer bought this candidate before
+    "own_history",       # the customer bought this candidate before (log count)
+    "own_share",         # the candidate's share of the customer's purchases in X's group
+    "variety_new",       # never bought by the customer x how varied the customer's purchases in X's group are
     "brand_affinity",    # the customer's share of the candidate's brand in X's category
     "size_affinity",     # closeness to the customer's usual size in the category
     "price_affinity",    # closeness to the customer's usual price level in the category
@@ -32,11 +35,14 @@ DEFAULT_WEIGHTS: Final[dict[str, float]] = {
     "bought_instead": 2.0,
     "viewed_together": 1.0,
     "popularity": 0.8,
+    "trend": 0.5,
     "size_match": 0.5,
     "price_match": 0.5,
     "same_brand": 0.2,
     "same_private_label": 0.1,
     "own_history": 1.5,
+    "own_share": 1.0,
+    "variety_new": 0.5,
     "brand_affinity": 1.0,
     "size_affinity": 0.3,
     "price_affinity": 0.3,

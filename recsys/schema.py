@@ -27,6 +27,8 @@ EVENT_COLUMNS: Final[tuple[str, ...]] = (
 CATALOG_COLUMNS: Final[tuple[str, ...]] = (
     "item_id", "brand", "manufacturer", "private_label", "department", "category", "product_type", "package_size",
 )
+#: event types whose rows count as a purchase (purchase counts, bought-instead signal, evaluation)
+PURCHASE_TYPES: Final[frozenset[str]] = frozenset({"purchase", "substitution_accepted"})
 #: placeholder for a missing category level, so every item still has a substitution group
 UNKNOWN: Final[str] = "UNKNOWN"
 

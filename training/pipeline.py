@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,14 +22,15 @@ from tqdm.auto import tqdm
 
 from recsys import artifact
 from recsys.config import TrainConfig
+from recsys.engine import SubstituteEngine
 from recsys.model import GROUP_KEYS, ITEM_COLUMNS, ModelData, contiguous_ranges
 from recsys.ranking import DEFAULT_WEIGHTS
-from recsys.schema import DataValidationError, Dataset, ValidationReport
+from recsys.schema import PURCHASE_TYPES, DataValidationError, Dataset, ValidationReport
 from recsys.sizes import parse_package_sizes
+from training.queries import build_queries
+from training.ranker import collect, fit
 
-#: event types whose rows count as a purchase (for purchase counts and the bought-instead signal)
-PURCHASE_TYPES = frozenset({"purchase", "substitution_accepted"})
-STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "index", "write")
+STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "index", "ranker", "write")
 
 
 @dataclass
@@ -79,15 +81,18 @@ def _prepare_events(dataset: Dataset, config: TrainConfig, train_until: datetime
     return events
 
 
-def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarray) -> pd.DataFrame:
+def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarray, trend_weights: np.ndarray
+                 ) -> pd.DataFrame:
     """Catalog features in group order (department, category, product_type, most popular first)."""
     items = catalog.drop_duplicates("item_id").reset_index(drop=True).copy()
     items = pd.concat([items, parse_package_sizes(items["package_size"])], axis=1)
     price = events.groupby("item_id")["price"].median()
     popularity = pd.Series(weights, index=events.index).groupby(events["item_id"]).sum()
+    trend = pd.Series(trend_weights, index=events.index).groupby(events["item_id"]).sum()
     n_customers = events.groupby("item_id")["customer_id"].nunique()
     items["price"] = items["item_id"].map(price).astype("float64")
     items["popularity"] = items["item_id"].map(popularity).fillna(0.0).astype("float64")
+    items["trend"] = items["item_id"].map(trend).fillna(0.0).astype("float64")
     items["n_customers"] = items["item_id"].map(n_customers).fillna(0).astype("int64")
     items["package_size"] = items["package_size"].astype("string")
     items = items.sort_values(
@@ -97,9 +102,10 @@ def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarra
     return items[list(ITEM_COLUMNS)].reset_index(drop=True)
 
 
-def _cooccurrence(rows: np.ndarray, item_idx: np.ndarray, group_of: np.ndarray, n_items: int,
-                  max_neighbours: int) -> sp.csr_matrix:
-    """Cosine of co-occurrence within (row key, group) baskets, restricted to same-group pairs.
+def cooccurrence(rows: np.ndarray, item_idx: np.ndarray, group_of: np.ndarray, n_items: int,
+                  max_neighbours: int, conditional: bool = False) -> sp.csr_matrix:
+    """Co-occurrence within (row key, group) baskets, restricted to same-group pairs: cosine, or with
+    ``conditional`` P(b | a) = co(a, b) / support(a), which favours the popular switches from a.
 
     Each (customer or session, group) pair becomes one binary row, so ``M.T @ M`` only pairs items of the
     same group: one sparse product instead of a loop over groups. Keeps the top ``max_neighbours`` per item.
@@ -116,7 +122,8 @@ def _cooccurrence(rows: np.ndarray, item_idx: np.ndarray, group_of: np.ndarray, 
     co.eliminate_zeros()
     coo = co.tocoo()
     # 1 shared basket between two rare items is noise: shrink towards 0 for small counts
-    values = coo.data / np.sqrt(support[coo.row] * support[coo.col]) * (coo.data / (coo.data + 2.0))
+    denominator = support[coo.row] if conditional else np.sqrt(support[coo.row] * support[coo.col])
+    values = coo.data / denominator * (coo.data / (coo.data + 2.0))
     return _top_per_row(coo.row, coo.col, values.astype(np.float32), n_items, max_neighbours)
 
 
@@ -162,6 +169,39 @@ def _embeddings(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool)
     return np.divide(factors, norms, out=np.zeros_like(factors), where=norms > 0)
 
 
+def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig) -> dict[str, Any]:
+    """Fit ranking weights on the last ``validation_weeks`` of the data (an inner model trained before them)."""
+    ranker = config.ranker
+    default: dict[str, Any] = {"weights": dict(DEFAULT_WEIGHTS), "source": "default", "min_score": config.min_score}
+    if not ranker.enabled:
+        return default
+    data_end = pd.Timestamp(events["timestamp"].max())
+    validation_start = data_end - pd.Timedelta(weeks=ranker.validation_weeks)
+    inner_config = config.model_copy(update={"ranker": ranker.model_copy(update={"enabled": False})})
+    with tempfile.TemporaryDirectory(prefix="recsys-ranker-") as tmp:
+        try:
+            inner = train(dataset, inner_config, out_dir=Path(tmp), train_until=validation_start.to_pydatetime(),
+                          show_progress=False, make_current=False)
+        except DataValidationError:
+            return {**default, "note": "no events before the validation period"}
+        engine = SubstituteEngine.load(inner.model_dir)
+        queries = build_queries(events, engine, validation_start).sample(ranker.max_queries, ranker.seed)
+        if len(queries) < ranker.min_queries:
+            return {**default, "note": f"only {len(queries)} validation queries"}
+        xs, customers, relevant = queries.x, queries.customer, list(queries.relevant)
+        if ranker.new_item_emphasis:
+            has_new = np.asarray([len(n) > 0 for n in queries.new])
+            xs = np.concatenate([xs, xs[has_new]])
+            customers = np.concatenate([customers, customers[has_new]])
+            relevant += [n for n, keep in zip(queries.new, has_new, strict=True) if keep]
+        features, labels, starts = collect(engine, xs, customers, relevant)
+    fitted = fit(features, labels, starts, l2=ranker.l2)
+    return {"weights": fitted.weights, "source": "learned", "min_score": fitted.min_score,
+            "validation": {"start": validation_start.isoformat(), "queries": len(queries),
+                           "fitted_lists": fitted.queries, "candidates": fitted.candidates,
+                           "loss": round(fitted.loss, 5)}}
+
+
 def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = Path("models"),
           train_until: datetime | None = None, show_progress: bool = True, make_current: bool = True) -> TrainResult:
     """Train a model from ``dataset`` and write it to ``out_dir/<version>`` (repointing ``current``)."""
@@ -176,9 +216,10 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         age_days = (data_end - events["timestamp"]).dt.total_seconds().to_numpy() / 86400.0
         event_weight = events["event_type"].map(config.event_weights).to_numpy(np.float64)
         weights = event_weight * np.power(0.5, age_days / config.recency_half_life_days)
+        trend_weights = event_weight * np.power(0.5, age_days / config.trend_half_life_days)
 
     with timer.stage("catalog"):
-        items = _build_items(dataset.catalog, events, weights)
+        items = _build_items(dataset.catalog, events, weights, trend_weights)
         item_idx = pd.Index(items["item_id"]).get_indexer(events["item_id"])
         cust_codes, customers = pd.factorize(events["customer_id"], sort=True)
         parsed = items["package_size"].notna() & items["package_size"].str.strip().ne("")
@@ -193,15 +234,18 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
 
     with timer.stage("neighbours"):
         group_of, _ = contiguous_ranges(items[list(GROUP_KEYS)])
-        switch = _cooccurrence(cust_codes[is_purchase], item_idx[is_purchase], group_of, len(items),
-                               config.max_neighbours)
+        switch = cooccurrence(cust_codes[is_purchase], item_idx[is_purchase], group_of, len(items),
+                              config.max_neighbours, conditional=True)
         browse = ~is_purchase
         session_codes = pd.factorize(events["session_id"])[0]
-        coview = _cooccurrence(session_codes[browse], item_idx[browse], group_of, len(items), config.max_neighbours)
+        coview = cooccurrence(session_codes[browse], item_idx[browse], group_of, len(items), config.max_neighbours)
 
     with timer.stage("index"):
         index = faiss.IndexFlatIP(factors.shape[1])
         index.add(factors)
+
+    with timer.stage("ranker"):
+        ranker = _learn_ranker(dataset, events, config)
 
     model = ModelData(items=items, factors=factors, switch=switch, coview=coview,
                       customers=np.asarray(customers, dtype=object), customer_weight=weight,
@@ -212,7 +256,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         "data_span": {"start": events["timestamp"].min().isoformat(), "end": data_end.isoformat()},
         "train_until": train_until.isoformat() if train_until else None,
         "config": config.model_dump(),
-        "ranker": {"weights": dict(DEFAULT_WEIGHTS), "source": "default"},
+        "ranker": ranker,
         "counts": {
             "events": len(events), "items": len(items), "items_with_events": int((items["n_customers"] > 0).sum()),
             "customers": len(customers), "groups": int(len(model.group_ptr) - 1),

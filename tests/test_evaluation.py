@@ -1,0 +1,90 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from recsys import ArtifactError, Dataset, SubstituteEngine
+from recsys.cli import app
+from training.evaluation import HIT_KS, SUBSETS, default_split, evaluate
+from training.pipeline import TrainResult, train
+from training.queries import build_queries
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def split(cj_small: Dataset) -> pd.Timestamp:
+    return default_split(cj_small.events)
+
+
+@pytest.fixture(scope="module")
+def before_split(cj_small: Dataset, split: pd.Timestamp, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return train(cj_small, out_dir=tmp_path_factory.mktemp("eval"), train_until=split.to_pydatetime(),
+                 show_progress=False, make_current=False)
+
+
+def test_split_is_after_week_40(split: pd.Timestamp) -> None:
+    assert split == pd.Timestamp("2017-10-08")
+
+
+def test_queries_follow_the_switch_protocol(cj_small: Dataset, before_split: TrainResult,
+                                            split: pd.Timestamp) -> None:
+    engine = SubstituteEngine.load(before_split.model_dir)
+    queries = build_queries(cj_small.events, engine, split)
+    assert len(queries) > 1000
+    events = cj_small.events
+    ids = engine.item_ids
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(queries), 50, replace=False):
+        x, relevant = queries.x[i], queries.relevant[i]
+        assert x not in relevant and len(relevant) >= 1
+        assert np.all(engine.model.group_of[relevant] == engine.model.group_of[x])
+        assert set(queries.new[i]) <= set(relevant)
+        customer = str(engine.model.customers[queries.customer[i]])
+        history = events[(events["customer_id"] == customer) & (events["timestamp"] < split)]
+        assert history.loc[history["item_id"] == ids[x], "session_id"].nunique() >= 2
+        bought = set(history["item_id"])
+        assert all(ids[n] not in bought for n in queries.new[i])
+
+
+def test_metrics_are_well_formed_and_on_the_same_queries(cj_small: Dataset, before_split: TrainResult,
+                                                         split: pd.Timestamp) -> None:
+    engine = SubstituteEngine.load(before_split.model_dir)
+    result = evaluate(engine, cj_small, split, max_queries=600, show_progress=False)
+    assert result.queries["all"] == 600 and 0 < result.queries["new_to_customer"] < 600
+    assert set(result.metrics) == {"ours", "random-in-group", "popular-in-group", "history-then-popular",
+                                   "cooccurrence-in-group", "implicit-similar-raw", "implicit-in-group"}
+    for values in result.metrics.values():
+        for subset in SUBSETS:
+            hr = [values[subset][f"HR@{k}"] for k in HIT_KS]
+            assert hr == sorted(hr) and all(0 <= v <= 1 for v in values[subset].values())
+            assert values[subset]["MRR@10"] <= values[subset]["HR@10"]
+        assert 0 < values["all"]["coverage"] <= 1
+    random, ours = result.metrics["random-in-group"], result.metrics["ours"]
+    assert ours["all"]["HR@3"] > 2 * random["all"]["HR@3"]
+    assert ours["new_to_customer"]["HR@3"] > random["new_to_customer"]["HR@3"]
+    # the trained ranker was fitted on its own validation weeks, before the split
+    validation = before_split.manifest["ranker"]
+    assert validation["source"] == "learned"
+    assert pd.Timestamp(validation["validation"]["start"]) < split
+
+
+def test_refuses_a_model_that_saw_the_test_period(cj_small: Dataset, model_dir: Path,
+                                                   split: pd.Timestamp) -> None:
+    with pytest.raises(ArtifactError, match="leak"):
+        evaluate(SubstituteEngine.load(model_dir), cj_small, split, max_queries=10, show_progress=False)
+
+
+def test_cli_writes_table_json_and_plot(before_split: TrainResult, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, [
+        "evaluate", "--model", str(before_split.model_dir), "--households", "300", "--max-queries", "300",
+        "--json", str(tmp_path / "e.json"), "--plot", str(tmp_path / "e.png"), "--no-progress",
+    ])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "e.json").read_text())
+    assert metrics["queries"]["all"] == 300 and "history-then-popular" in metrics["metrics"]
+    assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "best baseline" in result.output

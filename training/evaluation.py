@@ -1,0 +1,239 @@
+"""Offline hit-rate evaluation: the "switch" hold-out protocol, our engine against strong baselines.
+
+Protocol (see ``shared/DESIGN.md``): split events by time. For customer h and substitution group T, X is h's
+most-bought item of T before the split (bought in at least 2 baskets). A test event is a basket after the
+split holding some Y in T with Y != X and no X: h substituted. Query (h, X); relevant = the Ys of that basket.
+"New to customer" keeps the Ys h never bought before the split (queries without one drop out of it).
+
+Every method answers the same queries with 10 items; metrics are HR@1/3/5/10, NDCG@10, MRR@10 and catalog
+coverage (share of items with training events that appear in some top 10).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pandas as pd
+from implicit.cpu.als import AlternatingLeastSquares
+from tqdm.auto import tqdm
+
+from recsys.artifact import ArtifactError
+from recsys.engine import SubstituteEngine
+from recsys.schema import Dataset
+from recsys.schema import PURCHASE_TYPES
+from training.pipeline import cooccurrence
+from training.queries import Queries, build_queries
+
+CUTOFF: Final[int] = 10
+HIT_KS: Final[tuple[int, ...]] = (1, 3, 5, 10)
+DEFAULT_SPLIT_WEEKS: Final[int] = 40
+SUBSETS: Final[tuple[str, ...]] = ("all", "new_to_customer")
+
+
+def default_split(events: pd.DataFrame, weeks: int = DEFAULT_SPLIT_WEEKS) -> pd.Timestamp:
+    """Midnight ``weeks`` weeks after the first event (The Complete Journey: after week 40 = 2017-10-08)."""
+    return pd.Timestamp(events["timestamp"].min()).normalize() + pd.Timedelta(weeks=weeks)
+
+
+Ranker = Callable[[int, int], np.ndarray]  # (x, customer row) -> top-10 internal indices
+
+
+def _group_range(engine: SubstituteEngine, x: int) -> tuple[int, int]:
+    group = engine.model.group_of[x]
+    return int(engine.model.group_ptr[group]), int(engine.model.group_ptr[group + 1])
+
+
+def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Timestamp, seed: int = 0
+                 ) -> dict[str, Ranker]:
+    """Our engine and the baselines, each a function (x, customer row) -> top 10."""
+    rng = np.random.default_rng(seed)
+    model = engine.model
+    indptr, indices, count = model.customer_count.indptr, model.customer_count.indices, model.customer_count.data
+
+    def popular_fill(ranked: np.ndarray, x: int, lo: int, hi: int) -> np.ndarray:
+        """``ranked`` first, then the group's most popular (items are stored most popular first)."""
+        if len(ranked) >= CUTOFF:
+            return ranked[:CUTOFF]
+        rest = np.arange(lo, min(hi, lo + CUTOFF + len(ranked) + 1))
+        rest = rest[(rest != x) & ~np.isin(rest, ranked)]
+        return np.concatenate([ranked, rest])[:CUTOFF]
+
+    def ours(x: int, customer: int) -> np.ndarray:
+        candidates, features, _ = engine.candidates(x, customer if customer >= 0 else None)
+        top, _ = engine.top(features, CUTOFF)
+        return candidates[top]
+
+    def random_in_group(x: int, customer: int) -> np.ndarray:
+        lo, hi = _group_range(engine, x)
+        members = np.arange(lo, hi)
+        members = members[members != x]
+        return rng.permutation(members)[:CUTOFF]
+
+    def popular_in_group(x: int, customer: int) -> np.ndarray:
+        lo, hi = _group_range(engine, x)
+        return popular_fill(np.empty(0, dtype=np.int64), x, lo, hi)
+
+    def history_then_popular(x: int, customer: int) -> np.ndarray:
+        lo, hi = _group_range(engine, x)
+        own = np.empty(0, dtype=np.int64)
+        if customer >= 0:
+            start, end = indptr[customer], indptr[customer + 1]
+            a, b = np.searchsorted(indices[start:end], [lo, hi])
+            items, counts = indices[start + a:start + b], count[start + a:start + b]
+            keep = (items != x) & (counts > 0)
+            items, counts = items[keep], counts[keep]
+            own = items[np.lexsort((items, -counts))].astype(np.int64)
+        return popular_fill(own, x, lo, hi)
+
+    # co-occurrence in baskets before the split, same group, cosine (the trainer's own routine)
+    before = events[(events["timestamp"] < split) & events["event_type"].isin(list(PURCHASE_TYPES))]
+    item = pd.Index(engine.item_ids).get_indexer(before["item_id"])
+    basket = pd.factorize(before["session_id"])[0]
+    basket_cooc = cooccurrence(basket[item >= 0], item[item >= 0], model.group_of, model.n_items, 200)
+
+    def cooccurrence_in_group(x: int, customer: int) -> np.ndarray:
+        lo, hi = _group_range(engine, x)
+        start, end = basket_cooc.indptr[x], basket_cooc.indptr[x + 1]
+        neighbours, values = basket_cooc.indices[start:end], basket_cooc.data[start:end]
+        ranked = neighbours[np.lexsort((neighbours, -values))].astype(np.int64)
+        return popular_fill(ranked, x, lo, hi)
+
+    als = AlternatingLeastSquares(factors=model.factors.shape[1])
+    als.item_factors = model.factors  # the engine's own embeddings, queried through implicit's API
+
+    def implicit_raw(x: int, customer: int) -> np.ndarray:
+        ids, _ = als.similar_items(x, N=CUTOFF + 1)
+        return ids[ids != x][:CUTOFF]
+
+    def implicit_in_group(x: int, customer: int) -> np.ndarray:
+        lo, hi = _group_range(engine, x)
+        if hi - lo <= 1:
+            return np.empty(0, dtype=np.int64)
+        ids, _ = als.similar_items(x, N=min(CUTOFF + 1, hi - lo), items=np.arange(lo, hi))
+        return ids[ids != x][:CUTOFF]
+
+    return {
+        "ours": ours,
+        "random-in-group": random_in_group,
+        "popular-in-group": popular_in_group,
+        "history-then-popular": history_then_popular,
+        "cooccurrence-in-group": cooccurrence_in_group,
+        "implicit-similar-raw": implicit_raw,
+        "implicit-in-group": implicit_in_group,
+    }
+
+
+def _metrics(ranked: list[np.ndarray], relevant: list[np.ndarray]) -> dict[str, float]:
+    hits = {k: 0.0 for k in HIT_KS}
+    ndcg = mrr = 0.0
+    discounts = 1.0 / np.log2(np.arange(2, CUTOFF + 2))
+    for top, rel in zip(ranked, relevant, strict=True):
+        is_rel = np.isin(top[:CUTOFF], rel)
+        if not is_rel.any():
+            continue
+        first = int(np.argmax(is_rel))
+        for k in HIT_KS:
+            hits[k] += first < k
+        mrr += 1.0 / (first + 1)
+        ideal = discounts[:min(len(rel), CUTOFF)].sum()
+        ndcg += float(discounts[:len(is_rel)][is_rel].sum() / ideal)
+    n = max(len(ranked), 1)
+    return {**{f"HR@{k}": hits[k] / n for k in HIT_KS}, "NDCG@10": ndcg / n, "MRR@10": mrr / n}
+
+
+@dataclass
+class EvaluationResult:
+    split: str
+    model_version: str
+    queries: dict[str, int]
+    metrics: dict[str, dict[str, dict[str, float]]]  # method -> subset -> metric -> value
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"split": self.split, "model_version": self.model_version, "queries": self.queries,
+                "metrics": self.metrics, "seconds": self.seconds}
+
+    def best_baseline(self, subset: str, metric: str) -> tuple[str, float]:
+        baselines = {m: v[subset][metric] for m, v in self.metrics.items() if m != "ours"}
+        name = max(baselines, key=lambda m: baselines[m])
+        return name, baselines[name]
+
+
+def check_no_leakage(engine: SubstituteEngine, split: pd.Timestamp) -> None:
+    end = pd.Timestamp(engine.manifest["data_span"]["end"])
+    if end >= split:
+        raise ArtifactError(
+            f"model {engine.version} saw data up to {end}, at or after the split {split}: its scores would "
+            f"leak the test period. Train one with `recsys train --train-until {split.date()}` or omit --model."
+        )
+
+
+def evaluate(engine: SubstituteEngine, dataset: Dataset, split: pd.Timestamp, max_queries: int | None = None,
+             seed: int = 0, show_progress: bool = True) -> EvaluationResult:
+    """Run every method on the same switch queries and compute the metrics on both subsets."""
+    check_no_leakage(engine, split)
+    started = time.perf_counter()
+    queries = build_queries(dataset.events, engine, split).sample(max_queries, seed)
+    if len(queries) == 0:
+        raise ValueError(f"no switch queries after the split {split}: move the split earlier")
+    built = time.perf_counter() - started
+    methods = make_methods(engine, dataset.events, split, seed)
+    new_mask = np.asarray([len(n) > 0 for n in queries.new])
+    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    seconds = {"queries": round(built, 2)}
+    covered = engine.model.items["n_customers"].to_numpy() > 0
+    bar = tqdm(total=len(methods) * len(queries), desc="evaluate", unit="query", disable=not show_progress)
+    for name, rank in methods.items():
+        bar.set_description(f"evaluate: {name}")
+        start = time.perf_counter()
+        ranked = []
+        for x, customer in zip(queries.x.tolist(), queries.customer.tolist(), strict=True):
+            ranked.append(np.asarray(rank(x, customer), dtype=np.int64))
+            bar.update(1)
+        seconds[name] = round(time.perf_counter() - start, 2)
+        shown = np.unique(np.concatenate(ranked)) if ranked else np.empty(0, dtype=np.int64)
+        coverage = float(np.isin(np.flatnonzero(covered), shown).mean())
+        metrics[name] = {
+            "all": {**_metrics(ranked, queries.relevant), "coverage": coverage},
+            "new_to_customer": _metrics([r for r, m in zip(ranked, new_mask, strict=True) if m],
+                                        [n for n, m in zip(queries.new, new_mask, strict=True) if m]),
+        }
+    bar.close()
+    return EvaluationResult(split=str(split), model_version=engine.version,
+                            queries={"all": len(queries), "new_to_customer": int(new_mask.sum())},
+                            metrics=metrics, seconds=seconds)
+
+
+def plot(result: EvaluationResult, path: Path) -> None:
+    """HR@k of every method on both subsets, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, subset in zip(axes, SUBSETS, strict=True):
+        for name, values in result.metrics.items():
+            hr = [values[subset][f"HR@{k}"] for k in HIT_KS]
+            style = {"linewidth": 3, "color": "black"} if name == "ours" else {"linewidth": 1.5}
+            ax.plot(HIT_KS, hr, marker="o", label=name, **style)
+        ax.set_title(f"{subset.replace('_', ' ')} ({result.queries[subset]:,} queries)")
+        ax.set_xlabel("k")
+        ax.set_xticks(HIT_KS)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("hit rate @ k")
+    axes[1].legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"switch hold-out, split {result.split[:10]}, model {result.model_version}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_json(result: EvaluationResult, path: Path) -> None:
+    path.write_text(json.dumps(result.to_json(), indent=2))

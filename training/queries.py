@@ -1,0 +1,71 @@
+"""Switch queries (the evaluation protocol of ``shared/DESIGN.md``), shared by evaluation and ranker fitting.
+
+For customer h and substitution group T, X is h's most-bought item of T before the split (bought in at least
+2 baskets). A test event is a basket after the split holding some Y in T with Y != X and no X: h substituted.
+Query (h, X); relevant = the Ys of that basket; "new" = the Ys h never bought before the split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from recsys.engine import SubstituteEngine
+from recsys.schema import PURCHASE_TYPES
+
+
+@dataclass
+class Queries:
+    """Switch queries in a model's index space."""
+
+    customer: np.ndarray  # customer row in the model (-1: unknown to the model)
+    x: np.ndarray  # internal index of X
+    relevant: list[np.ndarray]  # internal indices of the Ys
+    new: list[np.ndarray]  # the Ys never bought by the customer before the split
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def sample(self, n: int | None, seed: int) -> Queries:
+        if n is None or n >= len(self):
+            return self
+        keep = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
+        return Queries(self.customer[keep], self.x[keep], [self.relevant[i] for i in keep],
+                       [self.new[i] for i in keep])
+
+
+def build_queries(events: pd.DataFrame, engine: SubstituteEngine, split: pd.Timestamp,
+                  end: pd.Timestamp | None = None) -> Queries:
+    """Switch queries from purchases: history before ``split``, test baskets in [split, end)."""
+    events = events[events["event_type"].isin(list(PURCHASE_TYPES))]
+    item = pd.Index(engine.item_ids).get_indexer(events["item_id"])
+    known = item >= 0
+    events, item = events[known], item[known]
+    frame = pd.DataFrame({
+        "customer": events["customer_id"].to_numpy(), "basket": events["session_id"].to_numpy(),
+        "item": item, "group": engine.model.group_of[item], "time": events["timestamp"].to_numpy(),
+    })
+    before = frame[frame["time"] < split]
+    after = frame[(frame["time"] >= split) & ((frame["time"] < end) if end is not None else True)]
+
+    baskets = before.groupby(["customer", "group", "item"])["basket"].nunique().rename("n").reset_index()
+    baskets = baskets.sort_values(["customer", "group", "n", "item"], ascending=[True, True, False, True])
+    favourite = baskets.drop_duplicates(["customer", "group"])
+    favourite = favourite.loc[favourite["n"] >= 2, ["customer", "group", "item"]].rename(columns={"item": "x"})
+
+    test = after[["customer", "group", "basket", "item"]].drop_duplicates()
+    test = test.merge(favourite, on=["customer", "group"])
+    holds_x = (test["item"] == test["x"]).groupby([test["customer"], test["group"], test["basket"]]).transform("any")
+    test = test[~holds_x]
+    bought_before = set(zip(before["customer"], before["item"], strict=True))
+    test = test.assign(new=[(c, i) not in bought_before for c, i in zip(test["customer"], test["item"], strict=True)])
+    grouped = test.groupby(["customer", "group", "basket", "x"], sort=True)
+    relevant = grouped["item"].agg(lambda s: np.sort(s.to_numpy()))
+    new = grouped.apply(lambda g: np.sort(g.loc[g["new"], "item"].to_numpy()), include_groups=False)
+    keys = relevant.index.to_frame(index=False)
+    rows = np.asarray([engine.customer_row(str(c)) if engine.customer_row(str(c)) is not None else -1
+                       for c in keys["customer"]], dtype=np.int64)
+    return Queries(customer=rows, x=keys["x"].to_numpy(np.int64), relevant=list(relevant.to_numpy()),
+                   new=list(new.reindex(relevant.index).to_numpy()))
