@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="Substitute-product recommendations: train, serve, evaluate.", no_args_is_help=True,
+app = typer.Typer(help="Substitute-product recommendations: train, serve, evaluate, bench.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 console = Console(stderr=True)
 
@@ -149,6 +149,77 @@ def evaluate(
     evaluation.write_json(result, json_path)
     evaluation.plot(result, plot_path)
     typer.echo(f"{json_path}\n{plot_path}")
+
+
+def _latency_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
+    table = Table(title=title)
+    table.add_column("method", style="bold", no_wrap=True)
+    for column in ("p50 ms", "p95 ms", "p99 ms", "max ms", "qps"):
+        table.add_column(column, justify="right")
+    for name, values in rows.items():
+        table.add_row(name, *(f"{values[k]:.3f}" for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")),
+                      f"{values['qps']:,.0f}", style="green" if name == "ours" else None)
+    return table
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Option(help="model to benchmark")] = Path("models/current"),
+    quick: Annotated[bool, typer.Option(help="small sizes (CI): proves the benchmarks run, not the targets")] = False,
+    json_path: Annotated[Path, typer.Option("--json")] = Path("benchmarks/results/latency.json"),
+    http: Annotated[bool, typer.Option(help="include the HTTP load benchmark")] = True,
+) -> None:
+    """Latency benchmarks of the query path, each against a baseline measured in the same run."""
+    import platform
+
+    from benchmarks import latency
+    from recsys.artifact import ArtifactError, read_manifest
+
+    try:
+        manifest = read_manifest(model, verify=False)
+    except ArtifactError as exc:
+        raise _fail(str(exc)) from exc
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
+                                           "python": platform.python_version()}, "quick": quick}
+    console.print("engine, in process ...")
+    engine = latency.bench_engine(model, n_queries=300 if quick else 3000)
+    results["engine"] = engine
+    console.print(_latency_table(
+        f"engine on {engine['items']:,} items, {engine['queries']:,} queries, 10% out of stock "
+        f"(recall@10 vs exact filtered: {engine['recall_at_10_vs_exact_filtered']:.3f})",
+        {"ours": engine["ours"], "brute-force numpy + filter": engine["brute_force_numpy"],
+         "implicit similar_items + filter": engine["implicit_similar_items_then_filter"]}))
+    console.print(f"p99 speed-up: {engine['p99_speedup_vs_brute_force']:.1f}x vs brute force, "
+                  f"{engine['p99_speedup_vs_implicit']:.1f}x vs implicit")
+    console.print("scaling, synthetic catalogs ...")
+    scaling = latency.bench_scaling(sizes=(10_000,) if quick else (10_000, 100_000, 1_000_000),
+                                    n_queries=100 if quick else 300)
+    results["scaling"] = scaling
+    table = Table(title="scaling (d=64, log-normal groups, 10% out of stock)")
+    for column in ("items", "groups", "ours p99 ms", "brute p99 ms", "speed-up", "recall@10", "build s", "vectors MB"):
+        table.add_column(column, justify="right")
+    for row in scaling:
+        table.add_row(f"{row['items']:,}", f"{row['groups']:,}", f"{row['ours']['p99_ms']:.3f}",
+                      f"{row['brute_force_numpy']['p99_ms']:.3f}", f"{row['p99_speedup']:.0f}x",
+                      f"{row['recall_at_10']:.3f}", f"{row['index_build_s']:.2f}", f"{row['vectors_mb']:.0f}")
+    console.print(table)
+    if http:
+        console.print("http, recsys serve on loopback ...")
+        results["http"] = latency.bench_http(model, rates=(50.0,) if quick else (100.0, 500.0),
+                                             seconds=2.0 if quick else 5.0)
+        table = Table(title="HTTP POST /v1/substitutes, one worker, loopback")
+        for column in ("target rps", "achieved rps", "requests", "errors", "p50 ms", "p99 ms", "max ms"):
+            table.add_column(column, justify="right")
+        for run in results["http"]["runs"]:
+            table.add_row(f"{run['target_rps']:.0f}", f"{run['achieved_rps']:.0f}", f"{run['requests']}",
+                          f"{run['errors']}", f"{run['p50_ms']:.2f}", f"{run['p99_ms']:.2f}", f"{run['max_ms']:.2f}")
+        console.print(table)
+        results["http"]["p50_overhead_vs_engine"] = results["http"]["runs"][-1]["p50_ms"] / engine["ours"]["p50_ms"]
+    results["training"] = {"model": manifest["version"], "stage_seconds": manifest.get("stage_seconds"),
+                           "stage_peak_rss_mb": manifest.get("stage_peak_rss_mb")}
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(results, indent=2))
+    typer.echo(str(json_path))
 
 
 def _show_example(base_url: str, model_path: Path) -> None:

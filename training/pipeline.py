@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Iterator
@@ -45,6 +46,7 @@ class _StageTimer:
 
     def __init__(self, show: bool) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
         self.bar = tqdm(total=len(STAGES), desc="train", unit="stage", disable=not show, leave=True)
 
     @contextmanager
@@ -53,6 +55,7 @@ class _StageTimer:
         start = time.perf_counter()
         yield
         self.seconds[name] = round(time.perf_counter() - start, 3)
+        self.peak_rss_mb[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
         self.bar.update(1)
 
 
@@ -271,6 +274,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         def write_files(tmp: Path) -> None:
             model.save(tmp)
         manifest["stage_seconds"] = dict(timer.seconds)
+        manifest["stage_peak_rss_mb"] = dict(timer.peak_rss_mb)
         model_dir = artifact.write_model(out_dir, write_files, manifest, make_current=make_current)
     timer.bar.close()
     stage_seconds = {**timer.seconds, "total": round(time.perf_counter() - started, 3)}

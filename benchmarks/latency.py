@@ -1,0 +1,271 @@
+"""Latency benchmarks that guard the query path. Every figure is reported next to a baseline measured in the
+same run, because absolute times on a shared machine are noisy; nothing here is asserted in tests.
+
+1. engine: the real engine on a real model, a realistic query mix, against (a) an exact brute-force numpy scan
+   of all item vectors with the same filters applied afterwards and (b) ``implicit``'s ``similar_items``
+   followed by the same filters; recall@10 of our retrieval against the exact filtered answer.
+2. scaling: synthetic catalogs (d=64, log-normal group sizes) - our group-range search against the brute-force
+   scan: latency, recall@10, index build time, memory.
+3. http: ``recsys serve`` on loopback under a bounded async load at fixed request rates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import httpx
+import numpy as np
+from implicit.cpu.als import AlternatingLeastSquares
+
+from recsys import StockUpdate, SubstituteEngine, SubstituteFilters
+
+K = 10
+
+
+def summarise(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()),
+            "qps": float(len(ms) / (ms.sum() / 1e3))}
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+@dataclass
+class Query:
+    item_id: str
+    customer_id: str | None
+    filters: SubstituteFilters | None
+
+
+def query_mix(engine: SubstituteEngine, n: int, seed: int) -> list[Query]:
+    """Popularity-weighted items, 70% known customers, 20% with a filter."""
+    rng = np.random.default_rng(seed)
+    items = engine.model.items
+    weights = items["n_customers"].to_numpy(np.float64) + 1.0
+    picks = rng.choice(len(items), size=n, p=weights / weights.sum())
+    filter_choices = [SubstituteFilters(max_size_ratio=1.5), SubstituteFilters(private_label=False),
+                      SubstituteFilters(same_size_family=True)]
+    return [
+        Query(item_id=str(items["item_id"].iloc[i]),
+              customer_id=str(rng.choice(engine.model.customers)) if rng.random() < 0.7 else f"guest-{i}",
+              filters=filter_choices[rng.integers(3)] if rng.random() < 0.2 else None)
+        for i in picks
+    ]
+
+
+def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict[str, Any]:
+    faiss.omp_set_num_threads(1)
+    engine = SubstituteEngine.load(model_path)
+    rng = np.random.default_rng(seed)
+    ids = engine.model.items["item_id"].to_numpy()
+    out_of_stock = rng.choice(len(ids), size=len(ids) // 10, replace=False)
+    store = "bench-store"
+    engine.inventory.apply([StockUpdate(item_id=str(ids[i]), store_id=store, in_stock=False) for i in out_of_stock])
+    queries = query_mix(engine, n_queries, seed)
+    factors = engine.model.factors
+    stock_mask = np.zeros(len(ids), dtype=bool)
+    stock_mask[out_of_stock] = True
+
+    def allowed_mask(x: int, query: Query) -> np.ndarray:
+        """The same hard rules and filters, as a catalog-wide mask (what a post-filter baseline applies)."""
+        group = engine.model.group_of[x]
+        lo, hi = engine.model.group_ptr[group], engine.model.group_ptr[group + 1]
+        candidates = np.arange(lo, hi)
+        mask = np.zeros(len(ids), dtype=bool)
+        mask[candidates[engine._allowed(candidates, x, store, (), query.filters)]] = True
+        return mask
+
+    als = AlternatingLeastSquares(factors=factors.shape[1])
+    als.item_factors = factors
+
+    ours, brute, implicit_times, recall = [], [], [], []
+    for query in queries[:50]:  # warm-up
+        engine.substitutes(query.item_id, query.customer_id, store, K, filters=query.filters)
+    for query in queries:
+        seconds, _ = _timed(lambda q=query: engine.substitutes(q.item_id, q.customer_id, store, K,
+                                                                filters=q.filters))
+        ours.append(seconds)
+        x = engine.index_of(query.item_id)
+
+        def brute_force(x: int = x, q: Query = query) -> np.ndarray:
+            scores = factors @ factors[x]
+            scores[~allowed_mask(x, q)] = -np.inf
+            top = np.argpartition(-scores, K)[:K]
+            return top[np.isfinite(scores[top])]
+
+        seconds, exact = _timed(brute_force)
+        brute.append(seconds)
+
+        def implicit_then_filter(x: int = x, q: Query = query) -> np.ndarray:
+            found, _ = als.similar_items(x, N=K * 20)
+            return found[allowed_mask(x, q)[found]][:K]
+
+        seconds, _ = _timed(implicit_then_filter)
+        implicit_times.append(seconds)
+        # recall of our retrieval (group-range search + the same rules) against the exact filtered top 10
+        candidates, similarity = engine._search(x, *_group_bounds(engine, x))
+        keep = engine._allowed(candidates, x, store, (), query.filters)
+        ranked = candidates[keep][np.argsort(-similarity[keep], kind="stable")][:K]
+        if len(exact):
+            exact_scores = np.sort(factors[exact] @ factors[x])[::-1]
+            ours_scores = np.sort(factors[ranked] @ factors[x])[::-1]
+            # ties in cosine make ids ambiguous; compare the score lists
+            recall.append(float(np.mean(np.isin(np.round(exact_scores, 5), np.round(ours_scores, 5)))))
+    result = {
+        "items": len(ids), "queries": len(queries), "out_of_stock_share": 0.1,
+        "ours": summarise(ours), "brute_force_numpy": summarise(brute),
+        "implicit_similar_items_then_filter": summarise(implicit_times),
+        "recall_at_10_vs_exact_filtered": float(np.mean(recall)),
+    }
+    result["p99_speedup_vs_brute_force"] = result["brute_force_numpy"]["p99_ms"] / result["ours"]["p99_ms"]
+    result["p99_speedup_vs_implicit"] = (
+        result["implicit_similar_items_then_filter"]["p99_ms"] / result["ours"]["p99_ms"])
+    return result
+
+
+def _group_bounds(engine: SubstituteEngine, x: int) -> tuple[int, int]:
+    group = engine.model.group_of[x]
+    return int(engine.model.group_ptr[group]), int(engine.model.group_ptr[group + 1])
+
+
+def bench_scaling(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000), dim: int = 64, n_queries: int = 300,
+                  seed: int = 0) -> list[dict[str, Any]]:
+    """Synthetic catalogs: group-range FAISS search vs a full brute-force scan, exact filtered answers."""
+    faiss.omp_set_num_threads(1)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in sizes:
+        group_sizes = np.clip(rng.lognormal(mean=3.3, sigma=1.1, size=n // 10), 1, 5000).astype(np.int64)
+        group_sizes = group_sizes[np.cumsum(group_sizes) <= n]
+        group_sizes = np.append(group_sizes, n - group_sizes.sum()) if group_sizes.sum() < n else group_sizes
+        ptr = np.concatenate([[0], np.cumsum(group_sizes)])
+        group_of = np.repeat(np.arange(len(group_sizes)), group_sizes)
+        vectors = rng.standard_normal((n, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        out_of_stock = rng.random(n) < 0.1
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        build_seconds, index = _timed(lambda v=vectors: _flat_index(v))
+        queries = rng.integers(0, n, n_queries)
+        ours, brute, recall = [], [], []
+        for x in queries.tolist():
+            lo, hi = int(ptr[group_of[x]]), int(ptr[group_of[x] + 1])
+
+            def range_search(x: int = x, lo: int = lo, hi: int = hi) -> np.ndarray:
+                want = min(hi - lo, K + 1 + int(out_of_stock[lo:hi].sum()))
+                params = faiss.SearchParameters(sel=faiss.IDSelectorRange(lo, hi, True))
+                _, found = index.search(vectors[x:x + 1], want, params=params)
+                found = found[0][found[0] >= 0]
+                return found[(found != x) & ~out_of_stock[found]][:K]
+
+            def brute_force(x: int = x) -> np.ndarray:
+                scores = vectors @ vectors[x]
+                scores[(group_of != group_of[x]) | out_of_stock] = -np.inf
+                scores[x] = -np.inf
+                top = np.argpartition(-scores, K)[:K]
+                return top[np.isfinite(scores[top])]
+
+            seconds, found = _timed(range_search)
+            ours.append(seconds)
+            seconds, exact = _timed(brute_force)
+            brute.append(seconds)
+            if len(exact):
+                recall.append(float(np.isin(exact, found).mean()))
+        rows.append({
+            "items": n, "groups": len(group_sizes), "largest_group": int(group_sizes.max()),
+            "ours": summarise(ours), "brute_force_numpy": summarise(brute),
+            "p99_speedup": float(np.percentile(brute, 99) / np.percentile(ours, 99)),
+            "recall_at_10": float(np.mean(recall)), "index_build_s": build_seconds,
+            "vectors_mb": vectors.nbytes / 1e6,
+            "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1e3,
+        })
+        del index, vectors
+    return rows
+
+
+def _flat_index(vectors: np.ndarray) -> faiss.Index:
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    return index
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _load(base: str, bodies: list[dict[str, Any]], rate: float, seconds: float) -> dict[str, Any]:
+    """Open-loop load at ``rate`` requests/s for ``seconds`` (bounded: it stops by itself)."""
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=5.0) as client:
+        async def one(body: dict[str, Any]) -> None:
+            nonlocal errors
+            start = time.perf_counter()
+            try:
+                response = await client.post("/v1/substitutes", json=body)
+                if response.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.perf_counter() - start)
+
+        total = int(rate * seconds)
+        tasks = []
+        began = time.perf_counter()
+        for i in range(total):
+            delay = began + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - began
+    return {"target_rps": rate, "requests": total, "errors": errors, "achieved_rps": total / elapsed,
+            **{k: v for k, v in summarise(latencies).items() if k != "qps"}}
+
+
+def bench_http(model_path: Path, rates: tuple[float, ...] = (100.0, 500.0), seconds: float = 5.0,
+               seed: int = 0) -> dict[str, Any]:
+    """Start ``recsys serve`` (one worker) on a free loopback port and load it at fixed rates."""
+    engine = SubstituteEngine.load(model_path)
+    bodies = [{"item_id": q.item_id, "customer_id": q.customer_id, "k": K} for q in query_mix(engine, 500, seed)]
+    port = _free_port()
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "recsys.cli", "serve", "--model", str(model_path),
+                                "--port", str(port), "--log-level", "warning"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("server did not become ready")
+        asyncio.run(_load(base, bodies, 50.0, 1.0))  # warm-up
+        runs = [asyncio.run(_load(base, bodies, rate, seconds)) for rate in rates]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    return {"runs": runs}

@@ -1,0 +1,38 @@
+"""The latency benchmarks run (quick mode) and report well-formed numbers; timings are never asserted."""
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from benchmarks import latency
+from recsys.cli import app
+
+pytestmark = pytest.mark.realdata
+
+
+def test_engine_benchmark_compares_against_baselines(model_dir: Path) -> None:
+    result = latency.bench_engine(model_dir, n_queries=100)
+    assert result["queries"] == 100
+    for name in ("ours", "brute_force_numpy", "implicit_similar_items_then_filter"):
+        stats = result[name]
+        assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] <= stats["max_ms"]
+    # our retrieval is exact within the group, so it finds the exact filtered answer
+    assert result["recall_at_10_vs_exact_filtered"] == pytest.approx(1.0)
+
+
+def test_scaling_search_is_exact() -> None:
+    (row,) = latency.bench_scaling(sizes=(5_000,), n_queries=50)
+    assert row["items"] == 5_000 and row["recall_at_10"] == pytest.approx(1.0)
+
+
+def test_cli_quick_mode_writes_json(model_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "--model", str(model_dir), "--quick", "--json",
+                                      str(tmp_path / "latency.json")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "latency.json").read_text())
+    assert report["quick"] is True and report["engine"]["queries"] == 300
+    (run,) = report["http"]["runs"]
+    assert run["errors"] == 0 and run["requests"] == 100
+    assert set(report["training"]["stage_seconds"]) >= {"embeddings", "ranker"}
