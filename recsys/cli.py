@@ -142,7 +142,7 @@ def evaluate(
             name, best = result.best_baseline(subset, metric)
             ours = result.metrics["ours"][subset][metric]
             verdict = "[green]beats[/]" if ours > best else "[red]does not beat[/]"
-            console.print(f"{subset} {metric}: ours {ours:.3f} {verdict} the best baseline {name} {best:.3f}",
+            console.print(f"{subset} {metric}: ours {ours:.4f} {verdict} the best baseline {name} {best:.4f}",
                           soft_wrap=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     plot_path.parent.mkdir(parents=True, exist_ok=True)

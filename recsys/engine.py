@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from recsys import artifact
 from recsys.inventory import ONLINE, Inventory
 from recsys.model import ModelData
-from recsys.ranking import FEATURES, weight_vector
+from recsys.ranking import FEATURES, Scorer
 from recsys.sizes import format_quantity
 
 MAX_K: Final[int] = 100
@@ -132,7 +132,7 @@ class SubstituteEngine:
         self.max_candidates = int(config.get("max_candidates", 2000))
         self.min_group_size = int(config.get("min_group_size", 4))
         ranker = manifest.get("ranker", {})
-        self.weights = weight_vector(ranker.get("weights"))
+        self.scorer = Scorer(ranker)
         self.min_score = float(ranker.get("min_score", config.get("min_score", 0.25)))
         self._precompute()
         self._stock_masks: dict[str, tuple[int, np.ndarray]] = {}
@@ -154,7 +154,11 @@ class SubstituteEngine:
         self.item_ids: np.ndarray = items["item_id"].to_numpy(dtype=object)
         self._index_of = {item_id: i for i, item_id in enumerate(self.item_ids)}
         self._customer_row = {str(c): i for i, c in enumerate(self.model.customers)}
-        self.brand_codes, self.brand_names = pd.factorize(items["brand"])
+        self._store_row = {str(s): i for i, s in enumerate(self.model.stores)}
+        store_items = self.model.store_items
+        self._store_items = (store_items.indptr, store_items.indices, store_items.data)
+        self.brand_codes, brand_index = pd.factorize(items["brand"])
+        self.brand_names = np.asarray(brand_index, dtype=object)
         self.family_codes, _ = pd.factorize(items["size_family"])  # -1 where unknown
         self.log_size = np.log(items["size_qty"].to_numpy(np.float64)).astype(np.float32)
         self.price = items["price"].to_numpy(np.float64)
@@ -173,15 +177,16 @@ class SubstituteEngine:
         switch, coview = self.model.switch, self.model.coview
         self._switch = (switch.indptr, switch.indices, switch.data)
         self._coview = (coview.indptr, coview.indices, coview.data)
+        self._switch_to = (self.model.switch_to.indptr, self.model.switch_to.indices, self.model.switch_to.data)
+        self._trial = (self.model.trial.indptr, self.model.trial.indices, self.model.trial.data)
         weight, count = self.model.customer_weight, self.model.customer_count
         self._cust = (weight.indptr, weight.indices, weight.data, count.data)
-        self._size_text = items["package_size"].to_numpy(dtype=object)
+        self._cust_recent = self.model.customer_recent.data
         self._size_display = [
             format_quantity(math.exp(q), f) if f is not None and not math.isnan(q) else None
             for q, f in zip(self.log_size.tolist(), items["size_family"].tolist(), strict=True)
         ]
-        self._info = items[["brand", "private_label", "department", "category", "product_type"]].to_numpy(
-            dtype=object)
+        self._infos = self._build_infos()
 
     # -- public API ------------------------------------------------------------------------------
     def __contains__(self, item_id: object) -> bool:
@@ -204,13 +209,19 @@ class SubstituteEngine:
         cust_row = self._customer_row.get(customer_id) if customer_id is not None else None
         candidates, features, widened = self.candidates(x, cust_row, store, exclude, filters)
         top, scores = self.top(features, k)
+        target = self._infos[x]
+        bought = np.zeros(len(top), dtype=np.int64)
+        if cust_row is not None and len(top):
+            indptr, indices, _, count = self._cust
+            bought = _row_values(indptr, indices, count, cust_row, candidates[top]).astype(np.int64)
         results = tuple(
-            self._substitute(x, int(candidates[i]), float(scores[i]), features[i], bool(widened[i]), cust_row)
-            for i in top
+            self._substitute(x, target, int(candidates[i]), float(scores[i]), features[i], bool(widened[i]),
+                             cust_row is not None, int(n))
+            for i, n in zip(top.tolist(), bought.tolist(), strict=True)
         )
         state = self.inventory.state(store, item_id)
         return SubstituteList(
-            item=self._item_info(x), substitutes=results, personalized=cust_row is not None,
+            item=target, substitutes=results, personalized=cust_row is not None,
             widened=any(r.widened for r in results), model_version=self.version, store_id=store,
             restock_eta=state.restock_eta if state is not None and not state.in_stock else None,
         )
@@ -242,12 +253,15 @@ class SubstituteEngine:
                 candidates = np.concatenate([candidates, wide[keep]])
                 similarity = np.concatenate([similarity, wide_sim[keep]])
                 widened = np.concatenate([widened, np.ones(int(keep.sum()), dtype=bool)])
-        features = self._features(x, candidates, similarity, widened, cust_row, parent, lo, hi)
+        store_row = self._store_row.get(store)
+        if store_row is None and cust_row is not None and model.home_store[cust_row] >= 0:
+            store_row = int(model.home_store[cust_row])
+        features = self._features(x, candidates, similarity, widened, cust_row, store_row, parent, lo, hi)
         return candidates, features, widened
 
     def top(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Positions of the best ``k`` rows scoring at least ``min_score`` (best first), and all scores."""
-        scores = features @ self.weights
+        scores = self.scorer(features)
         if len(scores) > k:
             part = np.argpartition(-scores, k - 1)[:k]
             top = part[np.lexsort((part, -scores[part]))]
@@ -300,7 +314,7 @@ class SubstituteEngine:
 
     def _filter_mask(self, candidates: np.ndarray, x: int, filters: SubstituteFilters) -> np.ndarray:
         mask = np.ones(len(candidates), dtype=bool)
-        brands = self.brand_names.to_numpy(dtype=object)[self.brand_codes[candidates]]
+        brands = self.brand_names[self.brand_codes[candidates]]
         if filters.brands is not None:
             mask &= np.isin(brands, filters.brands)
         if filters.exclude_brands:
@@ -316,20 +330,28 @@ class SubstituteEngine:
         return mask
 
     def _features(self, x: int, cand: np.ndarray, similarity: np.ndarray, widened: np.ndarray,
-                  cust_row: int | None, parent: int, lo: int, hi: int) -> np.ndarray:
+                  cust_row: int | None, store_row: int | None, parent: int, lo: int, hi: int) -> np.ndarray:
         features = np.zeros((len(cand), len(FEATURES)), dtype=np.float32)
         if len(cand) == 0:
             return features
         features[:, _F["similarity"]] = np.clip(similarity, 0.0, 1.0)
         features[:, _F["bought_instead"]] = _row_values(*self._switch, x, cand)
         features[:, _F["viewed_together"]] = _row_values(*self._coview, x, cand)
+        features[:, _F["switched_to"]] = _row_values(*self._switch_to, x, cand)
+        features[:, _F["tried"]] = _row_values(*self._trial, x, cand)
         features[:, _F["popularity"]] = self.popularity[cand]
         features[:, _F["trend"]] = self.trend[cand]
+        if store_row is not None:
+            sold = _row_values(*self._store_items, store_row, cand)
+            top = float(sold.max())
+            if top > 0:
+                features[:, _F["store_popularity"]] = np.log1p(sold) / math.log1p(top)
         same_family = (self.family_codes[cand] == self.family_codes[x]) & (self.family_codes[x] >= 0)
         size_gap = np.abs(self.log_size[cand] - self.log_size[x])
-        features[:, _F["size_match"]] = np.where(same_family, np.exp(-np.nan_to_num(size_gap, nan=np.inf)), 0.0)
+        # np.fmax(nan, 0) is 0: an unknown size or price matches nothing
+        features[:, _F["size_match"]] = np.where(same_family, np.fmax(np.exp(-size_gap), 0.0), 0.0)
         price_gap = np.abs(self.log_price[cand] - self.log_price[x])
-        features[:, _F["price_match"]] = np.exp(-np.nan_to_num(price_gap, nan=np.inf))
+        features[:, _F["price_match"]] = np.fmax(np.exp(-price_gap), 0.0)
         features[:, _F["same_brand"]] = self.brand_codes[cand] == self.brand_codes[x]
         features[:, _F["same_private_label"]] = self.private_label[cand] == self.private_label[x]
         features[:, _F["widened"]] = widened
@@ -349,8 +371,14 @@ class SubstituteEngine:
         group_total = float(group_counts.sum())
         if group_total > 0:
             features[:, _F["own_share"]] = own / group_total
+            features[:, _F["own_count"]] = np.log1p(own) / math.log1p(float(group_counts.max()))
+            recent = _row_values(indptr, indices, weight, cust_row, cand)
+            features[:, _F["own_recent"]] = recent / float(weight[start + g_a:start + g_b].max())
+            recent_trend = _row_values(indptr, indices, self._cust_recent, cust_row, cand)
+            features[:, _F["own_trend"]] = np.minimum(np.log1p(recent_trend * 4.0) / math.log1p(4.0), 1.0)
             variety = float((group_counts > 0).sum()) / group_total
             features[:, _F["variety_new"]] = (own == 0) * variety
+            features[:, _F["own_loyal"]] = (own > 0) * (1.0 - variety)
         # the customer's items in X's parent category (a contiguous index range, so a sorted-row slice)
         plo, phi = self.model.parent_ptr[parent], self.model.parent_ptr[parent + 1]
         a, b = np.searchsorted(row_items, [plo, phi])
@@ -366,25 +394,26 @@ class SubstituteEngine:
             known = ~np.isnan(values[usual])
             if known.any():
                 centre = np.average(values[usual][known], weights=usual_w[known])
-                gap = np.nan_to_num(np.abs(values[cand] - centre), nan=np.inf)
-                features[:, _F[name]] = np.exp(-gap)
+                features[:, _F[name]] = np.fmax(np.exp(-np.abs(values[cand] - centre)), 0.0)
 
     # -- presentation ----------------------------------------------------------------------------
-    def _item_info(self, i: int) -> ItemInfo:
-        brand, private_label, department, category, product_type = self._info[i]
-        size_text = self._size_text[i]
-        price = self.price[i]
-        return ItemInfo(
-            item_id=str(self.item_ids[i]), brand=str(brand), private_label=bool(private_label),
-            department=str(department), category=str(category), product_type=str(product_type),
-            package_size=None if size_text is None or pd.isna(size_text) else " ".join(str(size_text).split()),
-            size=self._size_display[i], price=None if math.isnan(price) else round(float(price), 2),
-        )
+    def _build_infos(self) -> list[ItemInfo]:
+        items = self.model.items
+        sizes = [None if t is None or pd.isna(t) else " ".join(str(t).split())
+                 for t in items["package_size"].astype(object).tolist()]
+        prices = [None if math.isnan(p) else round(p, 2) for p in self.price.tolist()]
+        columns = zip(items["item_id"].astype(str).tolist(), items["brand"].astype(str).tolist(),
+                      items["private_label"].astype(bool).tolist(), items["department"].astype(str).tolist(),
+                      items["category"].astype(str).tolist(), items["product_type"].astype(str).tolist(),
+                      sizes, self._size_display, prices, strict=True)
+        return [ItemInfo(*row) for row in columns]
 
-    def _substitute(self, x: int, c: int, score: float, features: np.ndarray, widened: bool,
-                    cust_row: int | None) -> Substitute:
-        info = self._item_info(c)
-        target = self._item_info(x)
+    def _item_info(self, i: int) -> ItemInfo:
+        return self._infos[i]
+
+    def _substitute(self, x: int, target: ItemInfo, c: int, score: float, features: np.ndarray, widened: bool,
+                    personal: bool, bought_before: int) -> Substitute:
+        info = self._infos[c]
         reasons: list[str] = [] if widened else [f"same type: {target.product_type.lower()}"]
         size_ratio = None
         if self.family_codes[c] == self.family_codes[x] and self.family_codes[x] >= 0:
@@ -394,19 +423,16 @@ class SubstituteEngine:
                 reasons.append(f"same size: {info.package_size or info.size}")
             else:
                 reasons.append(f"size {info.package_size or info.size} vs {target.package_size or target.size}")
-        usual_brand = cust_row is not None and features[_F["brand_affinity"]] >= USUAL_BRAND_SHARE
+        usual_brand = personal and bool(features[_F["brand_affinity"]] >= USUAL_BRAND_SHARE)
         if usual_brand:
             reasons.append("your usual brand")
         elif features[_F["same_brand"]]:
             reasons.append("same brand")
         if info.private_label and not target.private_label:
             reasons.append("store brand")
-        bought_before = 0
-        if cust_row is not None and features[_F["own_history"]] > 0:
-            indptr, indices, _, count = self._cust
-            bought_before = int(_row_values(indptr, indices, count, cust_row, np.array([c]))[0])
+        if bought_before:
             reasons.append(f"you bought it before ({bought_before}x)")
-        if features[_F["bought_instead"]] >= BOUGHT_INSTEAD_MIN:
+        if max(features[_F["switched_to"]], features[_F["bought_instead"]]) >= BOUGHT_INSTEAD_MIN:
             reasons.append("often bought instead")
         if features[_F["viewed_together"]] >= BOUGHT_INSTEAD_MIN:
             reasons.append("often viewed together")
@@ -422,8 +448,8 @@ class SubstituteEngine:
         if widened:
             reasons.append(f"from the wider category {info.category}: too few {target.product_type} available")
         return Substitute(
-            **{f: getattr(info, f) for f in ItemInfo.__dataclass_fields__},
-            score=round(score, 4), reasons=tuple(reasons), size_ratio=size_ratio,
-            price_difference=price_difference, usual_brand=bool(usual_brand), bought_before=bought_before,
-            widened=widened,
+            info.item_id, info.brand, info.private_label, info.department, info.category, info.product_type,
+            info.package_size, info.size, info.price, score=round(score, 4), reasons=tuple(reasons),
+            size_ratio=size_ratio, price_difference=price_difference, usual_brand=usual_brand,
+            bought_before=bought_before, widened=widened,
         )

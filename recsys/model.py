@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 ITEMS_FILE = "items.parquet"
 CUSTOMERS_FILE = "customers.parquet"
+STORES_FILE = "stores.parquet"
 FACTORS_FILE = "item_factors.npy"
 INDEX_FILE = "index.faiss"
 NEIGHBOURS_FILE = "neighbours.npz"
@@ -56,9 +57,15 @@ class ModelData:
     factors: np.ndarray  # (n_items, d) float32, L2-normalised, zero rows for items without events
     switch: sp.csr_matrix  # item x item, same-group "customers bought both" (bought-instead) strength
     coview: sp.csr_matrix  # item x item, same-group "viewed in one session" strength
+    switch_to: sp.csr_matrix  # item x item, share of switch baskets (usual item X missing) holding Y
+    trial: sp.csr_matrix  # item x item, share of customers loyal to X who also bought Y
     customers: np.ndarray  # customer ids (str), row order of the profile matrices
+    stores: np.ndarray  # store ids (str), row order of ``store_items``
+    store_items: sp.csr_matrix  # store x item, recency-weighted purchases (what sells at each store)
+    home_store: np.ndarray  # per customer: row in ``stores`` of the store they shop at most, -1 if none
     customer_weight: sp.csr_matrix  # customer x item, recency-weighted interaction weight
     customer_count: sp.csr_matrix  # same structure: purchase count
+    customer_recent: sp.csr_matrix  # same structure: weight with the short (trend) half-life
     index: faiss.Index = field(repr=False)
     # derived at construction, never stored
     group_of: np.ndarray = field(init=False, repr=False)
@@ -76,33 +83,46 @@ class ModelData:
 
     def save(self, directory: Path) -> None:
         self.items.to_parquet(directory / ITEMS_FILE, index=False)
-        pd.DataFrame({"customer_id": self.customers.astype(str)}).to_parquet(directory / CUSTOMERS_FILE, index=False)
+        pd.DataFrame({"customer_id": self.customers.astype(str), "home_store": self.home_store.astype(np.int32)}
+                     ).to_parquet(directory / CUSTOMERS_FILE, index=False)
+        pd.DataFrame({"store_id": self.stores.astype(str)}).to_parquet(directory / STORES_FILE, index=False)
         np.save(directory / FACTORS_FILE, self.factors.astype(np.float32), allow_pickle=False)
         faiss.write_index(self.index, str(directory / INDEX_FILE))
         neighbours: dict[str, np.ndarray] = {}
         _save_csr(neighbours, "switch", self.switch)
         _save_csr(neighbours, "coview", self.coview)
+        _save_csr(neighbours, "switch_to", self.switch_to)
+        _save_csr(neighbours, "trial", self.trial)
+        _save_csr(neighbours, "store_items", self.store_items)
         np.savez(directory / NEIGHBOURS_FILE, **neighbours)
         profiles: dict[str, np.ndarray] = {}
         _save_csr(profiles, "weight", self.customer_weight)
         profiles["count_data"] = self.customer_count.data.astype(np.float32)
+        profiles["recent_data"] = self.customer_recent.data.astype(np.float32)
         np.savez(directory / PROFILES_FILE, **profiles)
 
     @classmethod
     def load(cls, directory: Path) -> ModelData:
         items = pd.read_parquet(directory / ITEMS_FILE)
-        customers = pd.read_parquet(directory / CUSTOMERS_FILE)["customer_id"].to_numpy(dtype=object)
+        customer_table = pd.read_parquet(directory / CUSTOMERS_FILE)
+        customers = customer_table["customer_id"].to_numpy(dtype=object)
+        home_store = customer_table["home_store"].to_numpy(np.int64)
+        stores = pd.read_parquet(directory / STORES_FILE)["store_id"].to_numpy(dtype=object)
         factors = np.load(directory / FACTORS_FILE, allow_pickle=False)
         with np.load(directory / NEIGHBOURS_FILE, allow_pickle=False) as arrays:
             switch, coview = _load_csr(arrays, "switch"), _load_csr(arrays, "coview")
+            switch_to, trial = _load_csr(arrays, "switch_to"), _load_csr(arrays, "trial")
+            store_items = _load_csr(arrays, "store_items")
         with np.load(directory / PROFILES_FILE, allow_pickle=False) as arrays:
             weight = _load_csr(arrays, "weight")
             count = sp.csr_matrix((arrays["count_data"], weight.indices, weight.indptr), shape=weight.shape)
+            recent = sp.csr_matrix((arrays["recent_data"], weight.indices, weight.indptr), shape=weight.shape)
         index = faiss.read_index(str(directory / INDEX_FILE))
         if index.ntotal != len(items) or factors.shape[0] != len(items):
             raise ValueError(f"index has {index.ntotal} vectors, factors {factors.shape[0]}, items {len(items)}")
-        return cls(items=items, factors=factors, switch=switch, coview=coview, customers=customers,
-                   customer_weight=weight, customer_count=count, index=index)
+        return cls(items=items, factors=factors, switch=switch, coview=coview, switch_to=switch_to, trial=trial,
+                   customers=customers, stores=stores, store_items=store_items, home_store=home_store,
+                   customer_weight=weight, customer_count=count, customer_recent=recent, index=index)
 
 
 def contiguous_ranges(keys: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

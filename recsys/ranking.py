@@ -1,8 +1,10 @@
-"""The ranking features and the linear scorer that combines them.
+"""The ranking features and the scorer that combines them.
 
 Every candidate of a query gets one row of :data:`FEATURES`, each scaled to roughly [0, 1] (``widened`` is
-an indicator). The score is ``features @ weights``. Default weights are set by hand; a trained model may
-carry learned weights in its manifest (``ranker.weights``), which the engine uses instead.
+an indicator). The score is piecewise linear: ``features @ weights``, plus ``features @ history_weights +
+history_bias`` for candidates the customer bought before, because what makes a good substitute differs
+between a shopper's own items and items new to them. Default weights are set by hand; a trained model
+carries weights learned on validation data in its manifest (``ranker``), which the engine uses instead.
 """
 
 from __future__ import annotations
@@ -15,13 +17,20 @@ FEATURES: Final[tuple[str, ...]] = (
     "similarity",        # cosine of the ALS item embeddings
     "bought_instead",    # same-group items bought by the same customers (switching)
     "viewed_together",   # same-group items viewed/carted in one session
+    "switched_to",       # share of baskets without X (from customers loyal to X) that held the candidate
+    "tried",             # share of customers loyal to X who also bought the candidate
     "popularity",        # distinct customers, relative to the group's most popular item
     "trend",             # recent (3-week half-life) demand, relative to the group's top
+    "store_popularity",  # demand at the queried store (else the customer's usual store), relative to its top
     "size_match",        # exp(-|log size ratio|) when the unit families agree, else 0
     "price_match",       # exp(-|log price ratio|)
     "same_brand",
     "same_private_label",
-    "own_history",       # the customer bought this candidate before (log count)
+    "own_history",       # the customer bought this candidate before (log count, saturating at 10)
+    "own_count",         # log count relative to the customer's most-bought item in X's group
+    "own_recent",        # recency-weighted purchases of the candidate, relative to the group's top
+    "own_trend",         # the customer's purchases of the candidate in the last weeks (3-week half-life)
+    "own_loyal",         # bought before x how loyal (not varied) the customer is in X's group
     "own_share",         # the candidate's share of the customer's purchases in X's group
     "variety_new",       # never bought by the customer x how varied the customer's purchases in X's group are
     "brand_affinity",    # the customer's share of the candidate's brand in X's category
@@ -34,14 +43,21 @@ DEFAULT_WEIGHTS: Final[dict[str, float]] = {
     "similarity": 1.0,
     "bought_instead": 2.0,
     "viewed_together": 1.0,
+    "switched_to": 1.0,
+    "tried": 1.0,
     "popularity": 0.8,
     "trend": 0.5,
+    "store_popularity": 0.5,
     "size_match": 0.5,
     "price_match": 0.5,
     "same_brand": 0.2,
     "same_private_label": 0.1,
     "own_history": 1.5,
     "own_share": 1.0,
+    "own_count": 0.0,
+    "own_recent": 0.0,
+    "own_loyal": 0.0,
+    "own_trend": 0.0,
     "variety_new": 0.5,
     "brand_affinity": 1.0,
     "size_affinity": 0.3,
@@ -50,10 +66,46 @@ DEFAULT_WEIGHTS: Final[dict[str, float]] = {
 }
 
 
-def weight_vector(weights: dict[str, float] | None = None) -> np.ndarray:
+def weight_vector(weights: dict[str, float] | None = None, defaults: dict[str, float] | None = None
+                  ) -> np.ndarray:
     """Weights in :data:`FEATURES` order; names missing from ``weights`` take their default."""
-    merged = {**DEFAULT_WEIGHTS, **(weights or {})}
+    merged = {**(DEFAULT_WEIGHTS if defaults is None else defaults), **(weights or {})}
     unknown = set(merged) - set(FEATURES)
     if unknown:
         raise ValueError(f"unknown ranking features: {sorted(unknown)}")
     return np.asarray([merged[name] for name in FEATURES], dtype=np.float32)
+
+
+class Scorer:
+    """Scores feature rows with the (piecewise) linear ranker of a manifest's ``ranker`` section."""
+
+    def __init__(self, ranker: dict[str, object] | None = None) -> None:
+        ranker = ranker or {}
+        self.weights = weight_vector(ranker.get("weights"))  # type: ignore[arg-type]
+        history = ranker.get("history_weights")
+        self.history_weights = (weight_vector(history, defaults=dict.fromkeys(FEATURES, 0.0))  # type: ignore[arg-type]
+                                if history else None)
+        self.history_bias = float(ranker.get("history_bias", 0.0))  # type: ignore[arg-type]
+        self._own = FEATURES.index("own_history")
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        scores = features @ self.weights
+        if self.history_weights is not None:
+            bought = features[:, self._own] > 0
+            if bought.any():
+                scores[bought] += features[bought] @ self.history_weights + self.history_bias
+        return scores
+
+    @staticmethod
+    def design(features: np.ndarray) -> np.ndarray:
+        """The fit's design matrix: features, features of bought-before candidates, bought-before indicator."""
+        bought = (features[:, FEATURES.index("own_history")] > 0).astype(features.dtype)[:, None]
+        return np.hstack([features, features * bought, bought])
+
+    @staticmethod
+    def from_vector(vector: np.ndarray) -> dict[str, object]:
+        """A manifest ``ranker`` section from a fitted vector over :meth:`design`'s columns."""
+        n = len(FEATURES)
+        return {"weights": {f: round(float(v), 5) for f, v in zip(FEATURES, vector[:n], strict=True)},
+                "history_weights": {f: round(float(v), 5) for f, v in zip(FEATURES, vector[n:2 * n], strict=True)},
+                "history_bias": round(float(vector[2 * n]), 5)}

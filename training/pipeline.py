@@ -130,6 +130,42 @@ def cooccurrence(rows: np.ndarray, item_idx: np.ndarray, group_of: np.ndarray, n
     return _top_per_row(coo.row, coo.col, values.astype(np.float32), n_items, max_neighbours)
 
 
+def switching(customers: np.ndarray, baskets: np.ndarray, item_idx: np.ndarray, group_of: np.ndarray,
+              n_items: int, max_neighbours: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """What customers actually buy *instead* of their usual item, from purchases.
+
+    For each customer and group, the usual item X is the one bought in the most baskets (at least 2). A basket
+    with items of the group but without X is a switch to those items. Returns, per X:
+    ``switch`` = share of the switch baskets that held Y, and ``trial`` = share of the customers loyal to X
+    who bought Y at all (what they try besides X). Shrunk towards 0 for small counts.
+    """
+    frame = pd.DataFrame({"c": customers, "b": baskets, "i": item_idx, "g": group_of[item_idx]}).drop_duplicates()
+    per_item = frame.groupby(["c", "g", "i"], sort=False).size().rename("n").reset_index()
+    per_item = per_item.sort_values(["c", "g", "n", "i"], ascending=[True, True, False, True])
+    usual = per_item.drop_duplicates(["c", "g"])
+    usual = usual.loc[usual["n"] >= 2, ["c", "g", "i"]].rename(columns={"i": "x"})
+    bought = per_item.merge(usual, on=["c", "g"])
+    bought = bought[bought["i"] != bought["x"]]
+    loyal = usual.groupby("x").size()
+    trial_counts = bought.groupby(["x", "i"]).size().rename("n").reset_index()
+    trial_values = trial_counts["n"] / loyal.reindex(trial_counts["x"]).to_numpy() * (
+        trial_counts["n"] / (trial_counts["n"] + 2.0))
+
+    lines = frame.merge(usual, on=["c", "g"])
+    has_x = (lines["i"] == lines["x"]).groupby([lines["c"], lines["b"], lines["g"]]).transform("any")
+    switched = lines[~has_x]
+    switch_counts = switched.groupby(["x", "i"]).size().rename("n").reset_index()
+    switch_total = switched.drop_duplicates(["c", "b", "g"]).groupby("x").size()
+    switch_values = switch_counts["n"] / switch_total.reindex(switch_counts["x"]).to_numpy() * (
+        switch_counts["n"] / (switch_counts["n"] + 2.0))
+
+    def matrix(pairs: pd.DataFrame, values: pd.Series) -> sp.csr_matrix:
+        return _top_per_row(pairs["x"].to_numpy(np.int64), pairs["i"].to_numpy(np.int64),
+                            values.to_numpy(np.float32), n_items, max_neighbours)
+
+    return matrix(switch_counts, switch_values), matrix(trial_counts, trial_values)
+
+
 def _top_per_row(row: np.ndarray, col: np.ndarray, value: np.ndarray, n: int, top: int) -> sp.csr_matrix:
     order = np.lexsort((-value, row))
     row, col, value = row[order], col[order], value[order]
@@ -141,17 +177,40 @@ def _top_per_row(row: np.ndarray, col: np.ndarray, value: np.ndarray, n: int, to
     return result
 
 
-def _profiles(cust: np.ndarray, item_idx: np.ndarray, weights: np.ndarray, is_purchase: np.ndarray,
-              n_customers: int, n_items: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """Customer x item recency-weighted weight and purchase count, with identical sparsity structure."""
-    frame = pd.DataFrame({"c": cust, "i": item_idx, "w": weights, "p": is_purchase.astype(np.float32)})
-    agg = frame.groupby(["c", "i"], sort=True).agg(w=("w", "sum"), p=("p", "sum")).reset_index()
+def _profiles(cust: np.ndarray, item_idx: np.ndarray, weights: np.ndarray, recent_weights: np.ndarray,
+              is_purchase: np.ndarray, n_customers: int, n_items: int
+              ) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
+    """Customer x item weight (long half-life), purchase count and recent weight (trend half-life), all with
+    the identical sparsity structure, so the engine reads them with one index lookup."""
+    frame = pd.DataFrame({"c": cust, "i": item_idx, "w": weights, "r": recent_weights,
+                          "p": is_purchase.astype(np.float32)})
+    agg = frame.groupby(["c", "i"], sort=True).agg(w=("w", "sum"), p=("p", "sum"), r=("r", "sum")).reset_index()
     indptr = np.zeros(n_customers + 1, dtype=np.int64)
     np.cumsum(np.bincount(agg["c"].to_numpy(), minlength=n_customers), out=indptr[1:])
     indices = agg["i"].to_numpy(np.int32)
-    weight = sp.csr_matrix((agg["w"].to_numpy(np.float32), indices, indptr), shape=(n_customers, n_items))
-    count = sp.csr_matrix((agg["p"].to_numpy(np.float32), indices, indptr), shape=(n_customers, n_items))
-    return weight, count
+    return tuple(  # type: ignore[return-value]
+        sp.csr_matrix((agg[column].to_numpy(np.float32), indices, indptr), shape=(n_customers, n_items))
+        for column in ("w", "p", "r")
+    )
+
+
+def _stores(events: pd.DataFrame, cust_codes: np.ndarray, item_idx: np.ndarray, weights: np.ndarray,
+            n_customers: int, n_items: int) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
+    """Store ids, store x item recency-weighted purchases, and each customer's most-visited store."""
+    has_store = events["store_id"].notna().to_numpy()
+    store_codes, stores = pd.factorize(events["store_id"].to_numpy()[has_store], sort=True)
+    store_items = sp.csr_matrix((weights[has_store].astype(np.float32), (store_codes, item_idx[has_store])),
+                                shape=(len(stores), n_items))
+    store_items.sum_duplicates()
+    store_items.sort_indices()
+    home = np.full(n_customers, -1, dtype=np.int64)
+    if len(stores):
+        visits = pd.DataFrame({"c": cust_codes[has_store], "s": store_codes,
+                               "b": events["session_id"].to_numpy()[has_store]}).drop_duplicates()
+        per_store = visits.groupby(["c", "s"]).size().rename("n").reset_index()
+        per_store = per_store.sort_values(["c", "n", "s"], ascending=[True, False, True]).drop_duplicates("c")
+        home[per_store["c"].to_numpy()] = per_store["s"].to_numpy()
+    return np.asarray(stores, dtype=object), store_items, home
 
 
 def _embeddings(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool) -> np.ndarray:
@@ -199,7 +258,7 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig) -
             relevant += [n for n, keep in zip(queries.new, has_new, strict=True) if keep]
         features, labels, starts = collect(engine, xs, customers, relevant)
     fitted = fit(features, labels, starts, l2=ranker.l2)
-    return {"weights": fitted.weights, "source": "learned", "min_score": fitted.min_score,
+    return {**fitted.ranker, "source": "learned", "min_score": fitted.min_score,
             "validation": {"start": validation_start.isoformat(), "queries": len(queries),
                            "fitted_lists": fitted.queries, "candidates": fitted.candidates,
                            "loss": round(fitted.loss, 5)}}
@@ -230,17 +289,21 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
 
     with timer.stage("interactions"):
         is_purchase = events["event_type"].isin(list(PURCHASE_TYPES)).to_numpy()
-        weight, count = _profiles(cust_codes, item_idx, weights, is_purchase, len(customers), len(items))
+        weight, count, recent = _profiles(cust_codes, item_idx, weights, trend_weights, is_purchase,
+                                          len(customers), len(items))
+        stores, store_items, home_store = _stores(events, cust_codes, item_idx, weights, len(customers), len(items))
 
     with timer.stage("embeddings"):
         factors = _embeddings(weight, config, show_progress)
 
     with timer.stage("neighbours"):
         group_of, _ = contiguous_ranges(items[list(GROUP_KEYS)])
+        session_codes = pd.factorize(events["session_id"])[0]
         switch = cooccurrence(cust_codes[is_purchase], item_idx[is_purchase], group_of, len(items),
                               config.max_neighbours, conditional=True)
+        switch_to, trial = switching(cust_codes[is_purchase], session_codes[is_purchase], item_idx[is_purchase],
+                                     group_of, len(items), config.max_neighbours)
         browse = ~is_purchase
-        session_codes = pd.factorize(events["session_id"])[0]
         coview = cooccurrence(session_codes[browse], item_idx[browse], group_of, len(items), config.max_neighbours)
 
     with timer.stage("index"):
@@ -250,9 +313,10 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
     with timer.stage("ranker"):
         ranker = _learn_ranker(dataset, events, config)
 
-    model = ModelData(items=items, factors=factors, switch=switch, coview=coview,
-                      customers=np.asarray(customers, dtype=object), customer_weight=weight,
-                      customer_count=count, index=index)
+    model = ModelData(items=items, factors=factors, switch=switch, coview=coview, switch_to=switch_to, trial=trial,
+                      customers=np.asarray(customers, dtype=object), stores=stores, store_items=store_items,
+                      home_store=home_store, customer_weight=weight,
+                      customer_count=count, customer_recent=recent, index=index)
     reports = [*dataset.reports, prep]
     manifest: dict[str, Any] = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -262,9 +326,10 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         "ranker": ranker,
         "counts": {
             "events": len(events), "items": len(items), "items_with_events": int((items["n_customers"] > 0).sum()),
-            "customers": len(customers), "groups": int(len(model.group_ptr) - 1),
+            "customers": len(customers), "stores": len(stores), "groups": int(len(model.group_ptr) - 1),
             "parent_categories": int(len(model.parent_ptr) - 1),
             "switch_pairs": int(switch.nnz), "coview_pairs": int(coview.nnz),
+            "bought_instead_pairs": int(switch_to.nnz), "tried_instead_pairs": int(trial.nnz),
             "event_types": events["event_type"].value_counts().to_dict(),
         },
         "size_parse_rate": size_parse_rate,

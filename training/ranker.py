@@ -2,7 +2,8 @@
 
 The trainer holds out the last ``validation_weeks`` of its own data: it fits an inner model on the data before,
 builds switch queries (see :mod:`training.evaluation`) from the held-out weeks, computes the engine's features
-for every candidate of each query, and fits the linear weights by listwise softmax cross-entropy
+for every candidate of each query, and fits the piecewise-linear weights (see ``recsys.ranking``) by listwise
+softmax cross-entropy
 (the probability mass on the items the customer actually switched to), L2-regularised, with L-BFGS.
 The score cut-off is set so that 99% of the validation switches score above it.
 """
@@ -15,12 +16,12 @@ import numpy as np
 from scipy.optimize import minimize
 
 from recsys.engine import SubstituteEngine
-from recsys.ranking import FEATURES
+from recsys.ranking import Scorer
 
 
 @dataclass
 class RankerFit:
-    weights: dict[str, float]
+    ranker: dict[str, object]  # the manifest's ``ranker`` section: weights, history weights and bias
     min_score: float
     queries: int
     candidates: int
@@ -48,8 +49,9 @@ def collect(engine: SubstituteEngine, xs: np.ndarray, customers: np.ndarray, rel
     return np.vstack(blocks).astype(np.float64), np.concatenate(labels), np.asarray(starts[:-1])
 
 
-def fit(features: np.ndarray, labels: np.ndarray, starts: np.ndarray, l2: float = 1e-3) -> RankerFit:
+def fit(raw_features: np.ndarray, labels: np.ndarray, starts: np.ndarray, l2: float = 1e-3) -> RankerFit:
     """Listwise softmax: maximise log( sum of softmax(score) over each query's relevant candidates )."""
+    features = Scorer.design(raw_features)
     n_queries = len(starts)
     query_of = np.repeat(np.arange(n_queries), np.diff(np.append(starts, len(labels))))
 
@@ -67,10 +69,10 @@ def fit(features: np.ndarray, labels: np.ndarray, starts: np.ndarray, l2: float 
         return float(loss), grad
 
     result = minimize(loss_and_grad, np.zeros(features.shape[1]), jac=True, method="L-BFGS-B")
-    weights = result.x
-    relevant_scores = (features @ weights)[labels]
+    ranker = Scorer.from_vector(result.x)
+    relevant_scores = Scorer(ranker)(raw_features)[labels]
     return RankerFit(
-        weights={name: round(float(v), 5) for name, v in zip(FEATURES, weights, strict=True)},
+        ranker=ranker,
         min_score=float(np.quantile(relevant_scores, 0.01)),
         queries=n_queries, candidates=len(labels), loss=float(result.fun),
     )
