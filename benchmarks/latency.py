@@ -248,7 +248,7 @@ def bench_http(model_path: Path, rates: tuple[float, ...] = (100.0, 500.0), seco
     engine = SubstituteEngine.load(model_path)
     bodies = [{"item_id": q.item_id, "customer_id": q.customer_id, "k": K} for q in query_mix(engine, 500, seed)]
     port = _free_port()
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RECSYS_STATE_PATH": ""}  # inventory in memory
     process = subprocess.Popen([sys.executable, "-m", "recsys.cli", "serve", "--model", str(model_path),
                                 "--port", str(port), "--log-level", "warning"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

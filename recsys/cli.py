@@ -254,8 +254,9 @@ def serve(
     port: Annotated[int, typer.Option()] = 8000,
     example: Annotated[bool, typer.Option(help="print and run an example request once ready")] = False,
     log_level: Annotated[str, typer.Option()] = "info",
+    access_log: Annotated[bool, typer.Option(help="one JSON line per request on stderr")] = True,
 ) -> None:
-    """Serve the HTTP API (one worker, uvloop/httptools when installed)."""
+    """Serve the HTTP API (one worker, uvloop/httptools when installed). Settings: RECSYS_* variables."""
     import uvicorn
 
     from recsys.artifact import ArtifactError, read_manifest
@@ -266,7 +267,14 @@ def serve(
         read_manifest(model, verify=False)
     except ArtifactError as exc:
         raise _fail(str(exc)) from exc
-    os.environ["RECSYS_MODEL_PATH"] = str(model)
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))  # the access log lines are JSON already
+    access = logging.getLogger("recsys.access")
+    access.addHandler(handler)
+    access.setLevel(logging.INFO if access_log else logging.WARNING)
+    access.propagate = False
     application = create_app(Settings(model_path=model))
     if example:
         threading.Thread(target=_show_example, args=(f"http://{host}:{port}", model), daemon=True).start()

@@ -10,8 +10,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from recsys import ArtifactError, Inventory
+from recsys.inventory import SqliteStockStore
 from serving.metrics import Metrics, ObservabilityMiddleware
 from serving.routers import admin, health, substitutes
+from serving.schemas import ErrorOut
 from serving.settings import Settings
 from serving.state import ServiceState
 
@@ -33,8 +35,12 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
         yield
 
     app = FastAPI(title="recsys substitutes", version="1.0", lifespan=lifespan,
+                  responses={400: {"model": ErrorOut, "description": "unparseable body"},
+                             413: {"model": ErrorOut, "description": "body over RECSYS_MAX_BODY_BYTES"}},
                   description="Substitutes for unavailable items: ranked, available, personal, with reasons.")
     app.state.settings = settings
+    if inventory is None:
+        inventory = Inventory(SqliteStockStore(settings.state_path) if settings.state_path else None)
     app.state.service = ServiceState(settings.model_path, inventory)
     app.state.metrics = Metrics()
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)

@@ -6,11 +6,15 @@ A plain ASGI middleware rather than ``BaseHTTPMiddleware``: it adds microseconds
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+access_log = logging.getLogger("recsys.access")
 
 
 class Metrics:
@@ -76,8 +80,14 @@ class ObservabilityMiddleware:
     def _record(self, scope: Scope, status_code: int, start: float) -> None:
         route: Any = scope.get("route")
         endpoint = getattr(route, "path", None) or "unmatched"
-        self.metrics.requests.labels(endpoint, scope.get("method", ""), str(status_code)).inc()
-        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        method = scope.get("method", "")
+        self.metrics.requests.labels(endpoint, method, str(status_code)).inc()
+        self.metrics.latency.labels(endpoint).observe(seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            # the route template, never the concrete path or body: no customer data in logs
+            access_log.info(json.dumps({"event": "request", "method": method, "endpoint": endpoint,
+                                        "status": status_code, "ms": round(seconds * 1e3, 3)}))
 
 
 class _BodyTooLarge(Exception):

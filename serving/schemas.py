@@ -4,12 +4,32 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from recsys import SubstituteFilters
 from recsys.engine import MAX_K
 from recsys.inventory import ONLINE
 
+
+
+def _json_integer(value: object) -> object:
+    """JSON Schema's integer: 3 and 3.0, but not "3", true or 3.5."""
+    if isinstance(value, bool) or isinstance(value, str):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+def _json_text(value: object) -> object:
+    """Dates as RFC 3339 text only, not numbers (which pydantic would read as Unix time)."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 date-time string")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+JsonDateTime = Annotated[datetime | None, BeforeValidator(_json_text)]
 
 
 class SubstituteRequest(BaseModel):
@@ -18,7 +38,7 @@ class SubstituteRequest(BaseModel):
     item_id: str = Field(min_length=1, max_length=256, description="the unavailable item X")
     customer_id: str | None = Field(None, min_length=1, max_length=256)
     store_id: str | None = Field(None, min_length=1, max_length=256, description=f"default: {ONLINE!r}")
-    k: int = Field(10, ge=1, le=MAX_K, strict=True)
+    k: JsonInt = Field(10, ge=1, le=MAX_K)
     exclude: list[str] = Field(default_factory=list, max_length=10_000, description="e.g. the cart's items")
     filters: SubstituteFilters | None = None
 
@@ -60,8 +80,8 @@ class StockUpdateIn(BaseModel):
 
     item_id: str = Field(min_length=1, max_length=256)
     store_id: str = Field(ONLINE, min_length=1, max_length=256)
-    in_stock: bool
-    restock_eta: datetime | None = None
+    in_stock: StrictBool = Field(description="true or false; not 1 or \"yes\"")
+    restock_eta: JsonDateTime = None
 
 
 class InventoryUpdate(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,5 +15,13 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = Field(
         None, description="bearer token for inventory writes and reload; unset disables those endpoints"
     )
+    state_path: Path | None = Field(
+        Path("state/recsys.sqlite3"), description="SQLite file for inventory (WAL); empty: memory only"
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
     max_batch: int = Field(10_000, ge=1, description="most inventory updates in one request")
+
+    @field_validator("state_path", mode="before")
+    @classmethod
+    def _empty_means_memory(cls, value: object) -> object:
+        return None if value == "" else value

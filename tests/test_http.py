@@ -1,6 +1,7 @@
 """Every endpoint and error path, through the real app (lifespan included)."""
 
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture()
-def client(model_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(model_path=model_dir, admin_token=TOKEN))) as test_client:
+def client(model_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
+    settings = Settings(model_path=model_dir, admin_token=TOKEN, state_path=tmp_path / "state.sqlite3")
+    with TestClient(create_app(settings)) as test_client:
         yield test_client
 
 
@@ -104,7 +106,7 @@ def test_inventory_needs_the_token(client: TestClient, item_id: str) -> None:
 
 
 def test_admin_is_disabled_without_a_configured_token(model_dir: Path) -> None:
-    with TestClient(create_app(Settings(model_path=model_dir, admin_token=None))) as client:
+    with TestClient(create_app(Settings(model_path=model_dir, admin_token=None, state_path=None))) as client:
         response = client.post("/v1/admin/reload", headers=AUTH)
         assert response.status_code == 403 and "disabled" in response.json()["detail"]
 
@@ -152,6 +154,29 @@ def test_reload_swaps_and_refuses_a_corrupt_model(client: TestClient, model_dir:
     assert client.post("/v1/substitutes", json={"item_id": item_id}).json()["model_version"] == "v-next"
 
 
+@pytest.mark.parametrize("update", [
+    {"item_id": "1", "in_stock": "yes"},
+    {"item_id": "1", "in_stock": 1},
+    {"item_id": "1", "in_stock": False, "restock_eta": 1700000000},
+    {"item_id": "1", "in_stock": False, "restock_eta": "next tuesday"},
+    {"item_id": "", "in_stock": False},
+    {"in_stock": False},
+])
+def test_bad_inventory_updates_are_rejected(client: TestClient, update: dict) -> None:
+    response = client.put("/v1/inventory", json={"updates": [update]}, headers=AUTH)
+    assert response.status_code == 422 and response.json()["detail"]
+
+
+def test_access_log_is_one_json_line_per_request_without_ids(client: TestClient, item_id: str,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="recsys.access"):
+        client.post("/v1/substitutes", json={"item_id": item_id, "customer_id": "secret-customer"})
+    (record,) = [r for r in caplog.records if r.name == "recsys.access"]
+    line = json.loads(record.getMessage())
+    assert line["endpoint"] == "/v1/substitutes" and line["status"] == 200 and line["ms"] > 0
+    assert "secret-customer" not in record.getMessage() and item_id not in record.getMessage()
+
+
 def test_health_ready_metrics(client: TestClient, item_id: str) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["ready"] is True
@@ -165,7 +190,7 @@ def test_health_ready_metrics(client: TestClient, item_id: str) -> None:
 
 
 def test_not_ready_without_a_model(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(model_path=tmp_path / "none"))) as client:
+    with TestClient(create_app(Settings(model_path=tmp_path / "none", state_path=None))) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 503
         response = client.post("/v1/substitutes", json={"item_id": "1"})

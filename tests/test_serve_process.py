@@ -20,9 +20,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_answers_over_loopback(model_dir: Path) -> None:
+def test_serve_answers_over_loopback(model_dir: Path, tmp_path: Path) -> None:
     port = _free_port()
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RECSYS_STATE_PATH": str(tmp_path / "state.sqlite3")}
     process = subprocess.Popen(
         [sys.executable, "-m", "recsys.cli", "serve", "--model", str(model_dir), "--port", str(port),
          "--log-level", "warning"],

@@ -1,0 +1,151 @@
+"""Promises a storefront relies on, each tested by breaking things for real: killed processes, model swaps
+under load, killed training."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from recsys import SubstituteEngine
+from recsys.artifact import CURRENT, MANIFEST, read_manifest
+
+pytestmark = [pytest.mark.realdata, pytest.mark.reliability]
+TOKEN = "reliability-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(model: Path, state: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = _free_port()
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RECSYS_STATE_PATH": str(state),
+           "RECSYS_ADMIN_TOKEN": TOKEN}
+    process = subprocess.Popen([sys.executable, "-m", "recsys.cli", "serve", "--model", str(model), "--port",
+                                str(port), "--log-level", "warning"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("server never became ready")
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=20)
+
+
+def _popular(model: Path, n: int = 1) -> list[str]:
+    items = pd.read_parquet(model / "items.parquet", columns=["item_id", "n_customers"])
+    return items.sort_values("n_customers", ascending=False)["item_id"].head(n).astype(str).tolist()
+
+
+def test_acknowledged_inventory_survives_sigkill(model_dir: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite3"
+    item = _popular(model_dir)[0]
+    with serving(model_dir, state) as (base, process):
+        top = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": "42", "k": 1}).json()
+        gone = top["substitutes"][0]["item_id"]
+        update = {"updates": [{"item_id": gone, "store_id": "42", "in_stock": False},
+                              {"item_id": item, "store_id": "42", "in_stock": False,
+                               "restock_eta": "2026-12-24T07:00:00"}]}
+        assert httpx.put(f"{base}/v1/inventory", json=update, headers=AUTH).json()["applied"] == 2
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    with serving(model_dir, state) as (base, _):
+        answer = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": "42", "k": 5}).json()
+        assert gone not in [s["item_id"] for s in answer["substitutes"]]
+        assert answer["restock_eta"] == "2026-12-24T07:00:00"
+
+
+def test_reloads_under_load_drop_no_request(model_dir: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(model_dir, other)
+    manifest = json.loads((other / MANIFEST).read_text())
+    manifest["version"] = "v-other"
+    (other / MANIFEST).write_text(json.dumps(manifest))
+    versions = {SubstituteEngine.load(model_dir).version, "v-other"}
+    items = _popular(model_dir, 50)
+    failures: list[str] = []
+    seen: set[str] = set()
+    answered = 0
+    stop = threading.Event()
+
+    def shopper(base: str) -> None:
+        nonlocal answered
+        with httpx.Client(base_url=base, timeout=10) as client:
+            i = 0
+            while not stop.is_set() and i < 5000:  # bounded
+                response = client.post("/v1/substitutes", json={"item_id": items[i % len(items)], "k": 5})
+                i += 1
+                if response.status_code != 200:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+                    continue
+                seen.add(response.json()["model_version"])
+                answered += 1
+
+    with serving(model_dir, tmp_path / "state.sqlite3") as (base, _):
+        threads = [threading.Thread(target=shopper, args=(base,)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        reloads = []
+        for i in range(6):
+            target = other if i % 2 == 0 else model_dir
+            reloads.append(httpx.post(f"{base}/v1/admin/reload", json={"model_path": str(target)}, headers=AUTH,
+                                      timeout=60))
+            time.sleep(0.3)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert all(r.status_code == 200 for r in reloads)
+    assert failures == []
+    assert answered > 100
+    assert seen <= versions and len(seen) == 2
+
+
+def test_killed_training_never_replaces_the_current_model(model_dir: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copytree(model_dir, models / model_dir.name)
+    (models / CURRENT).symlink_to(model_dir.name)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    for delay in (1.0, 2.5, 4.0, 5.5):
+        process = subprocess.Popen([sys.executable, "-m", "recsys.cli", "train", "--households", "150",
+                                    "--out", str(models), "--no-progress"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        finished = process.poll() is not None
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        current = (models / CURRENT).resolve()
+        read_manifest(current)  # complete and verified, whichever it is
+        if not finished:
+            assert current.name == model_dir.name
+        complete = {p.name for p in models.iterdir() if (p / MANIFEST).is_file() and not p.is_symlink()}
+        assert all(not p.name.startswith(".tmp") for p in models.iterdir() if p.name in complete)
+        if (models / CURRENT).resolve().name != model_dir.name:  # training won the race: restore
+            (models / CURRENT).unlink()
+            (models / CURRENT).symlink_to(model_dir.name)
