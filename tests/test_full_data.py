@@ -27,6 +27,7 @@ def test_full_complete_journey(tmp_path: Path) -> None:
     out = set(rng.choice(items["item_id"].to_numpy(), size=len(items) // 10, replace=False).tolist())
     engine.inventory.apply([StockUpdate(item_id=i, store_id="s", in_stock=False) for i in out])
     full = 0
+    lengths = []
     for item_id in popular:
         customer = str(rng.choice(engine.model.customers))
         answer = engine.substitutes(item_id, customer_id=customer, store_id="s", k=10)
@@ -34,5 +35,7 @@ def test_full_complete_journey(tmp_path: Path) -> None:
         assert all(s.item_id != item_id and s.item_id not in out for s in answer)
         assert all(s.product_type == x.product_type or s.widened for s in answer)
         full += len(answer) == 10
-    # the most popular items sit in well-stocked groups: nearly all get a full list
-    assert full >= 180
+        lengths.append(len(answer))
+    # popular items sit in well-stocked groups: most get a full list; the score cut-off (no padding) may
+    # leave fewer where a group has few good candidates, but never none
+    assert full >= 160 and min(lengths) >= 1

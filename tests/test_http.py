@@ -90,6 +90,22 @@ def test_unknown_item_message(client: TestClient) -> None:
     assert response.json() == {"detail": "unknown item 'ünïcode-😀'"}
 
 
+def test_exclude_lists_empty_and_huge(client: TestClient, item_id: str) -> None:
+    assert client.post("/v1/substitutes", json={"item_id": item_id, "exclude": []}).status_code == 200
+    everything = client.app.state.service.engine.model.items["item_id"].head(9_000).tolist()
+    response = client.post("/v1/substitutes", json={"item_id": item_id, "exclude": everything, "k": 10})
+    assert response.status_code == 200
+    assert not set(everything) & {s["item_id"] for s in response.json()["substitutes"]}
+    too_many = client.post("/v1/substitutes", json={"item_id": item_id, "exclude": ["x"] * 10_001})
+    assert too_many.status_code == 422
+
+
+def test_wrong_content_type(client: TestClient, item_id: str) -> None:
+    response = client.post("/v1/substitutes", content=json.dumps({"item_id": item_id}),
+                           headers={"content-type": "text/plain"})
+    assert response.status_code == 422 and response.json()["detail"]
+
+
 def test_malformed_json_and_oversized_body(client: TestClient) -> None:
     broken = client.post("/v1/substitutes", content=b"{not json", headers={"content-type": "application/json"})
     assert broken.status_code == 422

@@ -98,3 +98,28 @@ def test_cli_reports_missing_columns_without_traceback(tmp_path: Path) -> None:
     assert "missing required column(s) user_id, product_id, event_time" in " ".join(result.output.split())
     assert "Traceback" not in result.output
     assert not os.path.exists(tmp_path / CURRENT)
+
+
+def test_trainer_counts_what_it_cannot_use(rees46_path: Path, tmp_path: Path) -> None:
+    frame = pd.read_csv(rees46_path, dtype=str)
+    frame.loc[0:9, "event_time"] = "2099-01-01 00:00:00 UTC"  # clock error at the source
+    frame.loc[10:14, "price"] = "twelve"  # wrong type
+    frame.loc[15:19, "event_type"] = "teleport"
+    frame = pd.concat([frame, frame.iloc[100:110]])  # duplicated rows
+    frame.to_csv(tmp_path / "log.csv", index=False)
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "log.csv"), "--out", str(tmp_path / "m"),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    loader, trainer = json.loads((tmp_path / "m" / "current" / MANIFEST).read_text())["sources"]
+    assert loader["skipped"] == {"unparseable price": 5, "unknown event type": 5}
+    assert trainer["skipped"]["timestamp in the future"] == 10
+    assert trainer["skipped"]["duplicate row"] >= 10
+
+
+def test_empty_file_fails_clearly(tmp_path: Path) -> None:
+    (tmp_path / "empty.csv").write_text("")
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "empty.csv"), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "cannot read" in result.output and "Traceback" not in result.output
+    (tmp_path / "header.csv").write_text("user_id,product_id,event_time\n")
+    result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "header.csv"), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "no usable events" in result.output

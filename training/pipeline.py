@@ -68,6 +68,10 @@ def _prepare_events(dataset: Dataset, config: TrainConfig, train_until: datetime
     unknown_item = ~events["item_id"].isin(dataset.catalog["item_id"])
     report.skip("item not in catalog", int((unknown_item & ~unknown_type).sum()))
     keep = ~unknown_type & ~unknown_item
+    # a clock error at the source, not an event: it would also make every real event look old
+    future = events["timestamp"] > pd.Timestamp.now() + pd.Timedelta(days=1)
+    report.skip("timestamp in the future", int((future & keep).sum()))
+    keep &= ~future
     if train_until is not None:
         later = events["timestamp"] > pd.Timestamp(train_until)
         report.skip("after --train-until", int((later & keep).sum()))
