@@ -12,6 +12,7 @@ same run, because absolute times on a shared machine are noisy; nothing here is 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import resource
 import signal
@@ -211,42 +212,56 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _load(base: str, bodies: list[dict[str, Any]], rate: float, seconds: float) -> dict[str, Any]:
-    """Open-loop load at ``rate`` requests/s for ``seconds`` (bounded: it stops by itself)."""
+async def _load(base: str, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
+    """Open-loop load at ``rate`` requests/s for ``seconds`` (bounded: it stops by itself), aiohttp keep-alive
+    connections. Latency is measured from the scheduled send time, so a slow server cannot hide behind a
+    slow client (no coordinated omission)."""
+    import aiohttp
+
     latencies: list[float] = []
+    server: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=5.0) as client:
-        async def one(body: dict[str, Any]) -> None:
+    connector = aiohttp.TCPConnector(limit=64)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(base_url=base, connector=connector, timeout=timeout,
+                                     headers={"content-type": "application/json"}) as session:
+        async def one(body: bytes, scheduled: float) -> None:
             nonlocal errors
-            start = time.perf_counter()
             try:
-                response = await client.post("/v1/substitutes", json=body)
-                if response.status_code != 200:
-                    errors += 1
-            except httpx.HTTPError:
+                async with session.post("/v1/substitutes", data=body) as response:
+                    await response.read()
+                    if response.status != 200:
+                        errors += 1
+                    timing = response.headers.get("server-timing", "")
+                    if timing.startswith("app;dur="):
+                        server.append(float(timing[len("app;dur="):]) / 1e3)
+            except (aiohttp.ClientError, TimeoutError):
                 errors += 1
-            latencies.append(time.perf_counter() - start)
+            latencies.append(time.perf_counter() - scheduled)
 
         total = int(rate * seconds)
         tasks = []
         began = time.perf_counter()
         for i in range(total):
-            delay = began + i / rate - time.perf_counter()
+            scheduled = began + i / rate
+            delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
+            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)], scheduled)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - began
+    server_stats = summarise(server) if server else {}
     return {"target_rps": rate, "requests": total, "errors": errors, "achieved_rps": total / elapsed,
-            **{k: v for k, v in summarise(latencies).items() if k != "qps"}}
+            **{k: v for k, v in summarise(latencies).items() if k != "qps"},
+            "server_p50_ms": server_stats.get("p50_ms"), "server_p99_ms": server_stats.get("p99_ms")}
 
 
 def bench_http(model_path: Path, rates: tuple[float, ...] = (100.0, 500.0), seconds: float = 5.0,
                seed: int = 0) -> dict[str, Any]:
     """Start ``recsys serve`` (one worker) on a free loopback port and load it at fixed rates."""
     engine = SubstituteEngine.load(model_path)
-    bodies = [{"item_id": q.item_id, "customer_id": q.customer_id, "k": K} for q in query_mix(engine, 500, seed)]
+    bodies = [json.dumps({"item_id": q.item_id, "customer_id": q.customer_id, "k": K}).encode()
+              for q in query_mix(engine, 500, seed)]
     port = _free_port()
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RECSYS_STATE_PATH": ""}  # inventory in memory
     process = subprocess.Popen([sys.executable, "-m", "recsys.cli", "serve", "--model", str(model_path),

@@ -68,6 +68,9 @@ class ObservabilityMiddleware:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
+                # standard Server-Timing header: the time spent in the app, so clients can tell it from network
+                elapsed_ms = (time.perf_counter() - start) * 1e3
+                message["headers"] = [*message.get("headers", []), (b"server-timing", f"app;dur={elapsed_ms:.3f}".encode())]
             await send(message)
 
         try:
