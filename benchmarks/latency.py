@@ -12,6 +12,7 @@ same run, because absolute times on a shared machine are noisy; nothing here is 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -74,6 +75,8 @@ def query_mix(engine: SubstituteEngine, n: int, seed: int) -> list[Query]:
 def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict[str, Any]:
     faiss.omp_set_num_threads(1)
     engine = SubstituteEngine.load(model_path)
+    gc.collect()
+    gc.freeze()  # as the server does after loading a model
     rng = np.random.default_rng(seed)
     ids = engine.model.items["item_id"].to_numpy()
     out_of_stock = rng.choice(len(ids), size=len(ids) // 10, replace=False)
