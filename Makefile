@@ -25,6 +25,7 @@ run: $(STAMP) models/current
 	$(BIN)/recsys serve --model models/current --host 127.0.0.1 --port 8000 --example
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-slow: $(STAMP)

@@ -14,12 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import resource
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import faiss
-import httpx
 import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 
 from recsys import StockUpdate, SubstituteEngine, SubstituteFilters
+from serving.process import serving
 
 K = 10
 
@@ -199,7 +194,6 @@ def bench_scaling(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000), dim: in
             "vectors_mb": vectors.nbytes / 1e6,
             "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1e3,
         })
-        del index, vectors
     return rows
 
 
@@ -207,12 +201,6 @@ def _flat_index(vectors: np.ndarray) -> faiss.Index:
     index = faiss.IndexFlatIP(vectors.shape[1])
     index.add(vectors)
     return index
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def _load(base: str, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
@@ -265,25 +253,7 @@ def bench_http(model_path: Path, rates: tuple[float, ...] = (100.0, 500.0), seco
     engine = SubstituteEngine.load(model_path)
     bodies = [json.dumps({"item_id": q.item_id, "customer_id": q.customer_id, "k": K}).encode()
               for q in query_mix(engine, 500, seed)]
-    port = _free_port()
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RECSYS_STATE_PATH": ""}  # inventory in memory
-    process = subprocess.Popen([sys.executable, "-m", "recsys.cli", "serve", "--model", str(model_path),
-                                "--port", str(port), "--log-level", "warning"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            raise RuntimeError("server did not become ready")
+    with serving(model_path, env={"RECSYS_STATE_PATH": ""}, timeout_s=120) as (base, _):  # inventory in memory
         asyncio.run(_load(base, bodies, 50.0, 1.0))  # warm-up
         runs = [asyncio.run(_load(base, bodies, rate, seconds)) for rate in rates]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
     return {"runs": runs}

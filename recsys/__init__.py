@@ -11,7 +11,7 @@ from recsys.engine import (
     UnknownItemError,
 )
 from recsys.inventory import Inventory, StockUpdate
-from recsys.schema import DataValidationError, Dataset
+from recsys.schema import Dataset, DataValidationError
 from recsys.sizes import PackageSize, parse_package_size
 
 __all__ = [

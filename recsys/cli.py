@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -234,17 +233,13 @@ def _show_example(base_url: str, model_path: Path) -> None:
     import pandas as pd
 
     from recsys.model import ITEMS_FILE
+    from serving.process import wait_ready
 
     items = pd.read_parquet(Path(model_path).resolve() / ITEMS_FILE, columns=["item_id", "n_customers"])
     item_id = str(items.sort_values("n_customers", ascending=False)["item_id"].iloc[0])
     body = {"item_id": item_id, "k": 3}
-    for _ in range(600):
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    if not wait_ready(base_url):
+        return
     command = (f"curl -s -X POST {base_url}/v1/substitutes -H 'content-type: application/json' "
                f"-d '{json.dumps(body)}'")
     answer = httpx.post(f"{base_url}/v1/substitutes", json=body, timeout=5).json()

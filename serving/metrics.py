@@ -13,7 +13,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-
 access_log = logging.getLogger("recsys.access")
 
 
@@ -70,7 +69,8 @@ class ObservabilityMiddleware:
                 status_code = message["status"]
                 # standard Server-Timing header: the time spent in the app, so clients can tell it from network
                 elapsed_ms = (time.perf_counter() - start) * 1e3
-                message["headers"] = [*message.get("headers", []), (b"server-timing", f"app;dur={elapsed_ms:.3f}".encode())]
+                timing = (b"server-timing", f"app;dur={elapsed_ms:.3f}".encode())
+                message["headers"] = [*message.get("headers", []), timing]
             await send(message)
 
         try:

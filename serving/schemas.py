@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
@@ -11,7 +10,6 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from recsys import SubstituteFilters
 from recsys.engine import MAX_K
 from recsys.inventory import ONLINE
-
 
 
 def _json_integer(value: object) -> object:

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from hypothesis import strategies as st
+from schemathesis import GenerationMode
 
 from serving.app import create_app
 from serving.settings import Settings

@@ -5,13 +5,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -20,42 +18,15 @@ import pytest
 
 from recsys import SubstituteEngine
 from recsys.artifact import CURRENT, MANIFEST, read_manifest
+from serving.process import serving
 
 pytestmark = [pytest.mark.realdata, pytest.mark.reliability]
 TOKEN = "reliability-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def serving(model: Path, state: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
-    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "RECSYS_STATE_PATH": str(state),
-           "RECSYS_ADMIN_TOKEN": TOKEN}
-    process = subprocess.Popen([sys.executable, "-m", "recsys.cli", "serve", "--model", str(model), "--port",
-                                str(port), "--log-level", "warning"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("server never became ready")
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=20)
+def _serving(model: Path, state: Path) -> AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+    return serving(model, env={"RECSYS_STATE_PATH": str(state), "RECSYS_ADMIN_TOKEN": TOKEN})
 
 
 def _popular(model: Path, n: int = 1) -> list[str]:
@@ -66,7 +37,7 @@ def _popular(model: Path, n: int = 1) -> list[str]:
 def test_acknowledged_inventory_survives_sigkill(model_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / "state.sqlite3"
     item = _popular(model_dir)[0]
-    with serving(model_dir, state) as (base, process):
+    with _serving(model_dir, state) as (base, process):
         top = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": "42", "k": 1}).json()
         gone = top["substitutes"][0]["item_id"]
         update = {"updates": [{"item_id": gone, "store_id": "42", "in_stock": False},
@@ -75,7 +46,7 @@ def test_acknowledged_inventory_survives_sigkill(model_dir: Path, tmp_path: Path
         assert httpx.put(f"{base}/v1/inventory", json=update, headers=AUTH).json()["applied"] == 2
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
-    with serving(model_dir, state) as (base, _):
+    with _serving(model_dir, state) as (base, _):
         answer = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": "42", "k": 5}).json()
         assert gone not in [s["item_id"] for s in answer["substitutes"]]
         assert answer["restock_eta"] == "2026-12-24T07:00:00"
@@ -107,7 +78,7 @@ def test_reloads_under_load_drop_no_request(model_dir: Path, tmp_path: Path) -> 
                 seen.add(response.json()["model_version"])
                 answered += 1
 
-    with serving(model_dir, tmp_path / "state.sqlite3") as (base, _):
+    with _serving(model_dir, tmp_path / "state.sqlite3") as (base, _):
         threads = [threading.Thread(target=shopper, args=(base,)) for _ in range(4)]
         for thread in threads:
             thread.start()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from recsys import DataValidationError, Dataset, SubstituteEngine
+from recsys import Dataset, DataValidationError, SubstituteEngine
 from recsys.artifact import CURRENT, MANIFEST, read_manifest
 from recsys.cli import app
 from recsys.model import ModelData

@@ -25,10 +25,9 @@ from tqdm.auto import tqdm
 
 from recsys.artifact import ArtifactError
 from recsys.engine import SubstituteEngine
-from recsys.schema import Dataset
-from recsys.schema import PURCHASE_TYPES
+from recsys.schema import PURCHASE_TYPES, Dataset
 from training.pipeline import cooccurrence
-from training.queries import Queries, build_queries
+from training.queries import build_queries
 
 CUTOFF: Final[int] = 10
 HIT_KS: Final[tuple[int, ...]] = (1, 3, 5, 10)

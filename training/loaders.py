@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from recsys.schema import CATALOG_COLUMNS, EVENT_COLUMNS, UNKNOWN, DataValidationError, Dataset, ValidationReport
+from recsys.schema import CATALOG_COLUMNS, EVENT_COLUMNS, UNKNOWN, Dataset, DataValidationError, ValidationReport
 
 COMPLETEJOURNEY = "completejourney"
 

@@ -26,7 +26,7 @@ from recsys.config import TrainConfig
 from recsys.engine import SubstituteEngine
 from recsys.model import GROUP_KEYS, ITEM_COLUMNS, ModelData, contiguous_ranges
 from recsys.ranking import DEFAULT_WEIGHTS
-from recsys.schema import PURCHASE_TYPES, DataValidationError, Dataset, ValidationReport
+from recsys.schema import PURCHASE_TYPES, Dataset, DataValidationError, ValidationReport
 from recsys.sizes import parse_package_sizes
 from training.queries import build_queries
 from training.ranker import collect, fit
