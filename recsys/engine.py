@@ -164,21 +164,11 @@ class SubstituteEngine:
         self.price = items["price"].to_numpy(np.float64)
         self.log_price = np.log(self.price).astype(np.float32)
         self.private_label = items["private_label"].to_numpy(bool)
-        n_cust = items["n_customers"].to_numpy(np.float64)
-        group_max = np.maximum.reduceat(n_cust, self.model.group_ptr[:-1]) if len(n_cust) else n_cust
-        denominator = np.log1p(group_max)[self.model.group_of]
-        self.popularity = np.divide(np.log1p(n_cust), denominator, out=np.zeros_like(n_cust),
-                                    where=denominator > 0).astype(np.float32)
-        trend = items["trend"].to_numpy(np.float64)
-        trend_max = np.log1p(np.maximum.reduceat(trend, self.model.group_ptr[:-1]) if len(trend) else trend)
-        trend_denominator = trend_max[self.model.group_of]
-        self.trend = np.divide(np.log1p(trend), trend_denominator, out=np.zeros_like(trend),
-                               where=trend_denominator > 0).astype(np.float32)
-        switch, coview = self.model.switch, self.model.coview
-        self._switch = (switch.indptr, switch.indices, switch.data)
-        self._coview = (coview.indptr, coview.indices, coview.data)
-        self._switch_to = (self.model.switch_to.indptr, self.model.switch_to.indices, self.model.switch_to.data)
-        self._trial = (self.model.trial.indptr, self.model.trial.indices, self.model.trial.data)
+        self.popularity = self._log_relative_to_group_top(items["n_customers"].to_numpy(np.float64))
+        self.trend = self._log_relative_to_group_top(items["trend"].to_numpy(np.float64))
+        model = self.model
+        self._switch, self._coview, self._switch_to, self._trial = (
+            (m.indptr, m.indices, m.data) for m in (model.switch, model.coview, model.switch_to, model.trial))
         weight, count = self.model.customer_weight, self.model.customer_count
         self._cust = (weight.indptr, weight.indices, weight.data, count.data)
         self._cust_recent = self.model.customer_recent.data
@@ -188,15 +178,19 @@ class SubstituteEngine:
         ]
         self._infos = self._build_infos()
 
+    def _log_relative_to_group_top(self, values: np.ndarray) -> np.ndarray:
+        """log1p(value) / log1p(the largest value in the item's group), 0 where the group has none."""
+        if not len(values):
+            return values.astype(np.float32)
+        top = np.log1p(np.maximum.reduceat(values, self.model.group_ptr[:-1]))[self.model.group_of]
+        return np.divide(np.log1p(values), top, out=np.zeros_like(values), where=top > 0).astype(np.float32)
+
     # -- public API ------------------------------------------------------------------------------
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._index_of
 
-    def knows_customer(self, customer_id: str) -> bool:
-        return customer_id in self._customer_row
-
     def item_info(self, item_id: str) -> ItemInfo:
-        return self._item_info(self._resolve(item_id))
+        return self._infos[self._resolve(item_id)]
 
     def substitutes(self, item_id: str, customer_id: str | None = None, store_id: str | None = None,
                     k: int = 10, exclude: Iterable[str] = (), filters: SubstituteFilters | None = None
@@ -407,9 +401,6 @@ class SubstituteEngine:
                       items["category"].astype(str).tolist(), items["product_type"].astype(str).tolist(),
                       sizes, self._size_display, prices, strict=True)
         return [ItemInfo(*row) for row in columns]
-
-    def _item_info(self, i: int) -> ItemInfo:
-        return self._infos[i]
 
     def _substitute(self, x: int, target: ItemInfo, c: int, score: float, features: np.ndarray, widened: bool,
                     personal: bool, bought_before: int) -> Substitute:

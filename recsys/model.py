@@ -55,7 +55,7 @@ class ModelData:
 
     items: pd.DataFrame
     factors: np.ndarray  # (n_items, d) float32, L2-normalised, zero rows for items without events
-    switch: sp.csr_matrix  # item x item, same-group "customers bought both" (bought-instead) strength
+    switch: sp.csr_matrix  # item x item, same group: P(customer buys Y | buys X) ("bought_instead" feature)
     coview: sp.csr_matrix  # item x item, same-group "viewed in one session" strength
     switch_to: sp.csr_matrix  # item x item, share of switch baskets (usual item X missing) holding Y
     trial: sp.csr_matrix  # item x item, share of customers loyal to X who also bought Y

@@ -332,19 +332,17 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
             "events": len(events), "items": len(items), "items_with_events": int((items["n_customers"] > 0).sum()),
             "customers": len(customers), "stores": len(stores), "groups": int(len(model.group_ptr) - 1),
             "parent_categories": int(len(model.parent_ptr) - 1),
-            "switch_pairs": int(switch.nnz), "coview_pairs": int(coview.nnz),
-            "bought_instead_pairs": int(switch_to.nnz), "tried_instead_pairs": int(trial.nnz),
+            "co_customer_pairs": int(switch.nnz), "coview_pairs": int(coview.nnz),
+            "switched_to_pairs": int(switch_to.nnz), "tried_pairs": int(trial.nnz),
             "event_types": events["event_type"].value_counts().to_dict(),
         },
         "size_parse_rate": size_parse_rate,
         "sources": [r.as_dict() for r in reports],
     }
     with timer.stage("write"):
-        def write_files(tmp: Path) -> None:
-            model.save(tmp)
         manifest["stage_seconds"] = dict(timer.seconds)
         manifest["stage_peak_rss_mb"] = dict(timer.peak_rss_mb)
-        model_dir = artifact.write_model(out_dir, write_files, manifest, make_current=make_current)
+        model_dir = artifact.write_model(out_dir, model.save, manifest, make_current=make_current)
     timer.bar.close()
     stage_seconds = {**timer.seconds, "total": round(time.perf_counter() - started, 3)}
     return TrainResult(model_dir=model_dir, manifest=artifact.read_manifest(model_dir, verify=False),
