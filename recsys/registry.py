@@ -1,0 +1,87 @@
+"""The models directory as a registry: list versions, promote one, roll back, prune old ones.
+
+Every change of ``current`` goes through :func:`recsys.artifact.point_current` (an atomic rename), and the
+previous target is remembered in ``models/.previous`` so ``rollback`` knows where to go. A running server
+picks a change up on ``POST /v1/admin/reload``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recsys.artifact import CURRENT, ArtifactError, directory_size, point_current, read_manifest
+
+PREVIOUS = ".previous"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    version: str
+    path: Path
+    created_at: str
+    data_span: dict[str, str]
+    size_bytes: int
+    current: bool
+    ranker: str
+    counts: dict[str, Any]
+
+
+def current_version(models: Path) -> str | None:
+    link = models / CURRENT
+    return link.resolve().name if link.exists() else None
+
+
+def list_models(models: Path) -> list[ModelEntry]:
+    """Complete models (a readable manifest), oldest first. Half-written ``.tmp-*`` directories are skipped."""
+    current = current_version(models)
+    entries = []
+    for path in sorted(p for p in models.iterdir() if p.is_dir() and not p.is_symlink()
+                       and not p.name.startswith(".")):
+        try:
+            manifest = read_manifest(path, verify=False)
+        except ArtifactError:
+            continue
+        entries.append(ModelEntry(
+            version=path.name, path=path, created_at=str(manifest.get("created_at", "")),
+            data_span=manifest.get("data_span", {}), size_bytes=directory_size(path),
+            current=path.name == current, ranker=str(manifest.get("ranker", {}).get("source", "default")),
+            counts=manifest.get("counts", {}),
+        ))
+    return entries
+
+
+def promote(models: Path, version: str) -> None:
+    """Verify ``version`` (checksums included) and make it current, remembering the one it replaces."""
+    read_manifest(models / version, verify=True)
+    previous = current_version(models)
+    point_current(models, version)
+    if previous and previous != version:
+        (models / PREVIOUS).write_text(previous)
+
+
+def rollback(models: Path) -> str:
+    """Make the previously current model current again; returns its version."""
+    marker = models / PREVIOUS
+    if not marker.is_file():
+        raise ArtifactError(f"{models}: no previous model to roll back to")
+    version = marker.read_text().strip()
+    promote(models, version)
+    return version
+
+
+def prune(models: Path, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` complete models; never the current or the previous one."""
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    protected = {current_version(models)}
+    marker = models / PREVIOUS
+    if marker.is_file():
+        protected.add(marker.read_text().strip())
+    entries = list_models(models)
+    doomed = [e for e in entries[:-keep] if e.version not in protected] if len(entries) > keep else []
+    for entry in doomed:
+        shutil.rmtree(entry.path)
+    return [e.version for e in doomed]
