@@ -84,9 +84,7 @@ def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict
 
     def allowed_mask(x: int, query: Query) -> np.ndarray:
         """The same hard rules and filters, as a catalog-wide mask (what a post-filter baseline applies)."""
-        group = engine.model.group_of[x]
-        lo, hi = engine.model.group_ptr[group], engine.model.group_ptr[group + 1]
-        candidates = np.arange(lo, hi)
+        candidates = np.arange(*engine.group_range(x))
         mask = np.zeros(len(ids), dtype=bool)
         mask[candidates[engine._allowed(candidates, x, store, (), query.filters)]] = True
         return mask
@@ -119,7 +117,7 @@ def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict
         seconds, _ = _timed(implicit_then_filter)
         implicit_times.append(seconds)
         # recall of our retrieval (group-range search + the same rules) against the exact filtered top 10
-        candidates, similarity = engine._search(x, *_group_bounds(engine, x))
+        candidates, similarity = engine._search(x, *engine.group_range(x))
         keep = engine._allowed(candidates, x, store, (), query.filters)
         ranked = candidates[keep][np.argsort(-similarity[keep], kind="stable")][:K]
         if len(exact):
@@ -137,11 +135,6 @@ def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict
     result["p99_speedup_vs_implicit"] = (
         result["implicit_similar_items_then_filter"]["p99_ms"] / result["ours"]["p99_ms"])
     return result
-
-
-def _group_bounds(engine: SubstituteEngine, x: int) -> tuple[int, int]:
-    group = engine.model.group_of[x]
-    return int(engine.model.group_ptr[group]), int(engine.model.group_ptr[group + 1])
 
 
 def bench_scaling(sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000), dim: int = 64, n_queries: int = 300,

@@ -227,12 +227,17 @@ class SubstituteEngine:
         """Internal index of an item (raises :class:`UnknownItemError`)."""
         return self._resolve(item_id)
 
+    def group_range(self, x: int) -> tuple[int, int]:
+        """[lo, hi) internal indices of item ``x``'s substitution group."""
+        group = self.model.group_of[x]
+        return int(self.model.group_ptr[group]), int(self.model.group_ptr[group + 1])
+
     def candidates(self, x: int, cust_row: int | None, store: str = ONLINE, exclude: Iterable[str] = (),
                    filters: SubstituteFilters | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every allowed candidate for item index ``x`` with its feature rows and whether it is widened."""
         model = self.model
-        group, parent = model.group_of[x], model.parent_of[x]
-        lo, hi = int(model.group_ptr[group]), int(model.group_ptr[group + 1])
+        parent = model.parent_of[x]
+        lo, hi = self.group_range(x)
         candidates, similarity = self._search(x, lo, hi)
         allowed = self._allowed(candidates, x, store, exclude, filters)
         candidates, similarity = candidates[allowed], similarity[allowed]

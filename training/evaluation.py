@@ -43,11 +43,6 @@ def default_split(events: pd.DataFrame, weeks: int = DEFAULT_SPLIT_WEEKS) -> pd.
 Ranker = Callable[[int, int], np.ndarray]  # (x, customer row) -> top-10 internal indices
 
 
-def _group_range(engine: SubstituteEngine, x: int) -> tuple[int, int]:
-    group = engine.model.group_of[x]
-    return int(engine.model.group_ptr[group]), int(engine.model.group_ptr[group + 1])
-
-
 def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Timestamp, seed: int = 0
                  ) -> dict[str, Ranker]:
     """Our engine and the baselines, each a function (x, customer row) -> top 10."""
@@ -69,17 +64,17 @@ def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
         return candidates[top]
 
     def random_in_group(x: int, customer: int) -> np.ndarray:
-        lo, hi = _group_range(engine, x)
+        lo, hi = engine.group_range(x)
         members = np.arange(lo, hi)
         members = members[members != x]
         return rng.permutation(members)[:CUTOFF]
 
     def popular_in_group(x: int, customer: int) -> np.ndarray:
-        lo, hi = _group_range(engine, x)
+        lo, hi = engine.group_range(x)
         return popular_fill(np.empty(0, dtype=np.int64), x, lo, hi)
 
     def history_then_popular(x: int, customer: int) -> np.ndarray:
-        lo, hi = _group_range(engine, x)
+        lo, hi = engine.group_range(x)
         own = np.empty(0, dtype=np.int64)
         if customer >= 0:
             start, end = indptr[customer], indptr[customer + 1]
@@ -97,7 +92,7 @@ def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
     basket_cooc = cooccurrence(basket[item >= 0], item[item >= 0], model.group_of, model.n_items, 200)
 
     def cooccurrence_in_group(x: int, customer: int) -> np.ndarray:
-        lo, hi = _group_range(engine, x)
+        lo, hi = engine.group_range(x)
         start, end = basket_cooc.indptr[x], basket_cooc.indptr[x + 1]
         neighbours, values = basket_cooc.indices[start:end], basket_cooc.data[start:end]
         ranked = neighbours[np.lexsort((neighbours, -values))].astype(np.int64)
@@ -111,7 +106,7 @@ def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
         return ids[ids != x][:CUTOFF]
 
     def implicit_in_group(x: int, customer: int) -> np.ndarray:
-        lo, hi = _group_range(engine, x)
+        lo, hi = engine.group_range(x)
         if hi - lo <= 1:
             return np.empty(0, dtype=np.int64)
         ids, _ = als.similar_items(x, N=min(CUTOFF + 1, hi - lo), items=np.arange(lo, hi))
