@@ -29,7 +29,7 @@ def test_api_survives_generated_requests(model_dir: Path, tmp_path: Path) -> Non
 
         for operation, mode in itertools.product(operations, (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)):
             @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=CASES_PER_OPERATION, deadline=None, database=None,
+            @settings(max_examples=CASES_PER_OPERATION, deadline=None, database=None, derandomize=True,
                       suppress_health_check=list(HealthCheck))
             def check(case: schemathesis.Case) -> None:
                 nonlocal ran
