@@ -107,17 +107,23 @@ class SubstituteList(Sequence[Substitute]):
         return iter(self.substitutes)
 
 
+def _row_lookup(indptr: np.ndarray, indices: np.ndarray, row: int, columns: np.ndarray,
+                *data: np.ndarray) -> list[np.ndarray]:
+    """Values of one CSR row at ``columns`` (0 where absent), for each of several data arrays that share the
+    sparsity structure: one search over the row's sorted indices serves them all."""
+    start, end = indptr[row], indptr[row + 1]
+    if start == end:
+        return [np.zeros(len(columns), dtype=np.float32) for _ in data]
+    row_idx = indices[start:end]
+    pos = np.minimum(np.searchsorted(row_idx, columns), end - start - 1)
+    hit = row_idx[pos] == columns
+    return [np.where(hit, values[start:end][pos], 0.0).astype(np.float32) for values in data]
+
+
 def _row_values(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row: int,
                 columns: np.ndarray) -> np.ndarray:
     """Values of a CSR row at ``columns`` (0 where absent); the row's indices are sorted."""
-    start, end = indptr[row], indptr[row + 1]
-    if start == end:
-        return np.zeros(len(columns), dtype=np.float32)
-    row_idx = indices[start:end]
-    pos = np.searchsorted(row_idx, columns)
-    pos_clipped = np.minimum(pos, end - start - 1)
-    hit = row_idx[pos_clipped] == columns
-    return np.where(hit, data[start:end][pos_clipped], 0.0).astype(np.float32)
+    return _row_lookup(indptr, indices, row, columns, data)[0]
 
 
 class SubstituteEngine:
@@ -190,7 +196,7 @@ class SubstituteEngine:
         return item_id in self._index_of
 
     def item_info(self, item_id: str) -> ItemInfo:
-        return self._infos[self._resolve(item_id)]
+        return self._infos[self.index_of(item_id)]
 
     def substitutes(self, item_id: str, customer_id: str | None = None, store_id: str | None = None,
                     k: int = 10, exclude: Iterable[str] = (), filters: SubstituteFilters | None = None
@@ -198,7 +204,7 @@ class SubstituteEngine:
         """Up to ``k`` ranked substitutes for ``item_id``; fewer (or none) rather than off-group padding."""
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise ValueError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
-        x = self._resolve(item_id)
+        x = self.index_of(item_id)
         store = store_id or ONLINE
         cust_row = self._customer_row.get(customer_id) if customer_id is not None else None
         candidates, features, widened = self.candidates(x, cust_row, store, exclude, filters)
@@ -225,7 +231,10 @@ class SubstituteEngine:
 
     def index_of(self, item_id: str) -> int:
         """Internal index of an item (raises :class:`UnknownItemError`)."""
-        return self._resolve(item_id)
+        index = self._index_of.get(item_id)
+        if index is None:
+            raise UnknownItemError(item_id)
+        return index
 
     def group_range(self, x: int) -> tuple[int, int]:
         """[lo, hi) internal indices of item ``x``'s substitution group."""
@@ -269,12 +278,6 @@ class SubstituteEngine:
         return top[scores[top] >= self.min_score], scores
 
     # -- query steps -----------------------------------------------------------------------------
-    def _resolve(self, item_id: str) -> int:
-        index = self._index_of.get(item_id)
-        if index is None:
-            raise UnknownItemError(item_id)
-        return index
-
     def _search(self, x: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Candidates in [lo, hi) with their cosine to x: the whole range when small, else FAISS top-N."""
         if hi - lo <= self.max_candidates:
@@ -363,7 +366,7 @@ class SubstituteEngine:
         indptr, indices, weight, count = self._cust
         start, end = int(indptr[cust_row]), int(indptr[cust_row + 1])
         row_items = indices[start:end]
-        own = _row_values(indptr, indices, count, cust_row, cand)
+        own, recent, recent_trend = _row_lookup(indptr, indices, cust_row, cand, count, weight, self._cust_recent)
         features[:, _F["own_history"]] = np.minimum(np.log1p(own) / math.log1p(10.0), 1.0)
         g_a, g_b = np.searchsorted(row_items, [lo, hi])
         group_counts = count[start + g_a:start + g_b]
@@ -371,9 +374,7 @@ class SubstituteEngine:
         if group_total > 0:
             features[:, _F["own_share"]] = own / group_total
             features[:, _F["own_count"]] = np.log1p(own) / math.log1p(float(group_counts.max()))
-            recent = _row_values(indptr, indices, weight, cust_row, cand)
             features[:, _F["own_recent"]] = recent / float(weight[start + g_a:start + g_b].max())
-            recent_trend = _row_values(indptr, indices, self._cust_recent, cust_row, cand)
             features[:, _F["own_trend"]] = np.minimum(np.log1p(recent_trend * 4.0) / math.log1p(4.0), 1.0)
             variety = float((group_counts > 0).sum()) / group_total
             features[:, _F["variety_new"]] = (own == 0) * variety

@@ -27,7 +27,9 @@ class ServiceState:
             previous = self.engine.version if self.engine is not None else None
             self.engine = engine
             # the model is ~10^5 long-lived Python objects: keep them out of the cyclic GC's full scans,
-            # which otherwise stall requests for tens of milliseconds
+            # which otherwise stall requests for tens of milliseconds; unfreeze first so that cycles left by
+            # the replaced model are still collected
+            gc.unfreeze()
             gc.collect()
             gc.freeze()
             return engine, previous
