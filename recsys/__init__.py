@@ -4,6 +4,7 @@ from recsys.artifact import ArtifactError
 from recsys.config import AlsConfig, TrainConfig
 from recsys.engine import (
     ItemInfo,
+    OrderSubstitutes,
     Substitute,
     SubstituteEngine,
     SubstituteFilters,
@@ -21,6 +22,7 @@ __all__ = [
     "Dataset",
     "Inventory",
     "ItemInfo",
+    "OrderSubstitutes",
     "PackageSize",
     "StockUpdate",
     "Substitute",

@@ -43,9 +43,10 @@ class UnknownItemError(LookupError):
 
 
 class SubstituteFilters(BaseModel):
-    """Optional request filters; every returned substitute satisfies all that are set."""
+    """Optional request filters; every returned substitute satisfies all that are set. Strict types: JSON
+    ``0`` is not ``false`` and ``"5"`` is not a price."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     brands: list[str] | None = Field(None, description="only these brands")
     exclude_brands: list[str] | None = Field(None, description="never these brands")
@@ -105,6 +106,16 @@ class SubstituteList(Sequence[Substitute]):
 
     def __iter__(self) -> Iterator[Substitute]:
         return iter(self.substitutes)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderSubstitutes:
+    """Substitutes for several unavailable lines of one order, in line order."""
+
+    lines: tuple[SubstituteList, ...]
+    unknown_items: tuple[str, ...]
+    personalized: bool
+    model_version: str
 
 
 def _row_lookup(indptr: np.ndarray, indices: np.ndarray, row: int, columns: np.ndarray,
@@ -224,6 +235,29 @@ class SubstituteEngine:
             item=target, substitutes=results, personalized=cust_row is not None,
             widened=any(r.widened for r in results), model_version=self.version, store_id=store,
             restock_eta=state.restock_eta if state is not None and not state.in_stock else None,
+        )
+
+    def order_substitutes(self, item_ids: Sequence[str], customer_id: str | None = None,
+                          store_id: str | None = None, k: int = 3, order: Iterable[str] = (),
+                          filters: SubstituteFilters | None = None) -> OrderSubstitutes:
+        """Substitutes for each unavailable line of one order (one customer, one store), in line order.
+
+        Never proposes an item of the order (``order``, plus the unavailable lines themselves) and never the
+        same substitute for two lines: each line's answer is excluded from the later lines. Unknown ids are
+        reported rather than failing the whole order; a repeated line is answered once.
+        """
+        lines = list(dict.fromkeys(item_ids))
+        unknown = tuple(i for i in lines if i not in self._index_of)
+        taken = set(order) | set(lines)
+        answers = []
+        for item_id in lines:
+            if item_id in self._index_of:
+                answer = self.substitutes(item_id, customer_id, store_id, k=k, exclude=taken, filters=filters)
+                taken.update(s.item_id for s in answer)
+                answers.append(answer)
+        return OrderSubstitutes(
+            lines=tuple(answers), unknown_items=unknown, model_version=self.version,
+            personalized=customer_id is not None and customer_id in self._customer_row,
         )
 
     def customer_row(self, customer_id: str) -> int | None:

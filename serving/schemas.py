@@ -11,6 +11,8 @@ from recsys import SubstituteFilters
 from recsys.engine import MAX_K
 from recsys.inventory import ONLINE
 
+MAX_ORDER_LINES = 200
+
 
 def _json_integer(value: object) -> object:
     """JSON Schema's integer: 3 and 3.0, but not "3", true or 3.5."""
@@ -38,6 +40,20 @@ class SubstituteRequest(BaseModel):
     store_id: str | None = Field(None, min_length=1, max_length=256, description=f"default: {ONLINE!r}")
     k: JsonInt = Field(10, ge=1, le=MAX_K)
     exclude: list[str] = Field(default_factory=list, max_length=10_000, description="e.g. the cart's items")
+    filters: SubstituteFilters | None = None
+
+
+class OrderSubstituteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        min_length=1, max_length=MAX_ORDER_LINES, description="the order's unavailable items, in line order"
+    )
+    order: list[str] = Field(default_factory=list, max_length=10_000,
+                             description="every other item in the order or cart: never proposed")
+    customer_id: str | None = Field(None, min_length=1, max_length=256)
+    store_id: str | None = Field(None, min_length=1, max_length=256, description=f"default: {ONLINE!r}")
+    k: JsonInt = Field(3, ge=1, le=MAX_K, description="substitutes per line")
     filters: SubstituteFilters | None = None
 
 
@@ -70,6 +86,13 @@ class SubstitutesResponse(BaseModel):
     widened: bool
     store_id: str
     restock_eta: datetime | None = Field(description="when X is expected back at this store, if known")
+    model_version: str
+
+
+class OrderSubstitutesResponse(BaseModel):
+    lines: list[SubstitutesResponse] = Field(description="one answer per known line, in line order")
+    unknown_items: list[str] = Field(description="lines the model does not know (not answered)")
+    personalized: bool
     model_version: str
 
 

@@ -169,3 +169,40 @@ def test_reasons_match_the_data(engine: SubstituteEngine) -> None:
                 assert s.price_difference == pytest.approx(s.price - x.price, abs=0.011)
             if any(r.startswith("same size") for r in s.reasons):
                 assert s.size_ratio == pytest.approx(1.0, abs=0.03)
+
+
+def test_whole_order_substitutions_obey_the_hard_rules_on_every_line(engine: SubstituteEngine,
+                                                                      cj_small) -> None:
+    """Real baskets: some lines out of stock at the store; each line's substitutes follow the single-item
+    rules, none is an item of the order, and no substitute is proposed for two lines."""
+    purchases = cj_small.events
+    sizes = purchases.groupby("session_id")["item_id"].nunique()
+    baskets = sizes[sizes >= 12].index[:40]
+    rng = np.random.default_rng(5)
+    overlapping_singles = 0
+    for basket in baskets:
+        rows = purchases[purchases["session_id"] == basket]
+        order = [i for i in rows["item_id"].unique().tolist() if i in engine]
+        customer = str(rows["customer_id"].iloc[0])
+        missing = rng.choice(order, size=4, replace=False).tolist()
+        # two lines from one group, so a naive per-line answer would propose the same items twice
+        lo, hi = engine.group_range(engine.index_of(missing[0]))
+        if hi - lo > 3:
+            missing.append(str(engine.item_ids[lo if engine.item_ids[lo] != missing[0] else lo + 1]))
+        out_of_stock = rng.choice(engine.item_ids, size=len(engine.item_ids) // 10, replace=False).tolist()
+        engine.inventory.apply([StockUpdate(item_id=i, store_id="S5", in_stock=False) for i in out_of_stock])
+        answer = engine.order_substitutes(missing + ["no-such-item"], customer_id=customer, store_id="S5", k=5,
+                                          order=order)
+        assert answer.unknown_items == ("no-such-item",) and answer.personalized
+        assert [line.item.item_id for line in answer.lines] == list(dict.fromkeys(missing))
+        proposed = [s.item_id for line in answer.lines for s in line]
+        assert len(proposed) == len(set(proposed)), "a substitute is proposed once per order"
+        assert not set(proposed) & (set(order) | set(missing) | set(out_of_stock))
+        for line in answer.lines:
+            x_dept, x_cat, x_type = _group_key(engine, line.item.item_id)
+            assert all((s.department, s.category) == (x_dept, x_cat) for s in line)
+            assert all(s.widened or s.product_type == x_type for s in line)
+        singles = [{s.item_id for s in engine.substitutes(m, customer, "S5", k=5, exclude=order)}
+                   for m in dict.fromkeys(missing)]
+        overlapping_singles += sum(len(a & b) > 0 for i, a in enumerate(singles) for b in singles[i + 1:])
+    assert overlapping_singles > 0, "the test orders must exercise the no-repeat rule"

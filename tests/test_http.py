@@ -114,6 +114,33 @@ def test_malformed_json_and_oversized_body(client: TestClient) -> None:
     assert huge.status_code == 413 and "request body over" in huge.json()["detail"]
 
 
+def test_whole_order_over_http(client: TestClient, item_id: str) -> None:
+    engine = client.app.state.service.engine
+    lo, hi = engine.group_range(engine.index_of(item_id))
+    same_group = [str(i) for i in engine.item_ids[lo:hi] if i != item_id][:2]
+    body = {"items": [item_id, *same_group, "nope"], "order": same_group[:1] + ["other"], "k": 4,
+            "customer_id": str(engine.model.customers[0]), "store_id": "7"}
+    response = client.post("/v1/substitutes/batch", json=body)
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["unknown_items"] == ["nope"] and answer["personalized"] is True
+    assert [line["item"]["item_id"] for line in answer["lines"]] == [item_id, *same_group]
+    proposed = [s["item_id"] for line in answer["lines"] for s in line["substitutes"]]
+    assert proposed and len(proposed) == len(set(proposed))
+    assert not set(proposed) & {item_id, *same_group, "other"}
+    single = client.post("/v1/substitutes", json={"item_id": item_id, "k": 4, "store_id": "7",
+                                                  "customer_id": body["customer_id"], "exclude": body["items"]
+                                                  + body["order"]}).json()
+    assert single == answer["lines"][0], "the first line is the single-item answer"
+
+
+@pytest.mark.parametrize("payload", [{"items": []}, {"items": ["1"] * 201}, {"items": [""]}, {"items": "1"},
+                                     {"items": ["1"], "k": 0}, {"order": ["1"]}])
+def test_bad_order_requests_are_422(client: TestClient, payload: dict) -> None:
+    response = client.post("/v1/substitutes/batch", json=payload)
+    assert response.status_code == 422 and response.json()["detail"]
+
+
 def test_inventory_needs_the_token(client: TestClient, item_id: str) -> None:
     update = {"updates": [{"item_id": item_id, "store_id": "7", "in_stock": False}]}
     assert client.put("/v1/inventory", json=update).status_code == 401
@@ -215,5 +242,5 @@ def test_not_ready_without_a_model(tmp_path: Path) -> None:
 
 def test_openapi_documents_the_endpoints(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/substitutes", "/v1/items/{item_id}/substitutes", "/v1/inventory", "/v1/admin/reload",
-            "/healthz", "/readyz", "/metrics"} <= set(paths)
+    assert {"/v1/substitutes", "/v1/substitutes/batch", "/v1/items/{item_id}/substitutes", "/v1/inventory",
+            "/v1/admin/reload", "/healthz", "/readyz", "/metrics"} <= set(paths)

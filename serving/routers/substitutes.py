@@ -11,7 +11,13 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from recsys import ItemInfo, Substitute, SubstituteList, UnknownItemError
 from recsys.engine import MAX_K
 from serving.deps import EngineDep
-from serving.schemas import ErrorOut, SubstituteRequest, SubstitutesResponse
+from serving.schemas import (
+    ErrorOut,
+    OrderSubstituteRequest,
+    OrderSubstitutesResponse,
+    SubstituteRequest,
+    SubstitutesResponse,
+)
 
 router = APIRouter(prefix="/v1", tags=["substitutes"])
 _ERRORS: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "description": "unknown item"},
@@ -22,17 +28,20 @@ _ITEM_FIELDS = tuple(f.name for f in dataclasses.fields(ItemInfo))
 _SUBSTITUTE_FIELDS = tuple(f.name for f in dataclasses.fields(Substitute))
 
 
-def _response(answer: SubstituteList) -> Response:
+def _json(body: object) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+def _body(answer: SubstituteList) -> dict[str, object]:
     """The JSON of :class:`SubstitutesResponse`, written directly from the engine's dataclasses: the hot path
     skips re-validating what the engine built (the schema conformance is fuzz-tested)."""
-    body = {
+    return {
         "item": {f: getattr(answer.item, f) for f in _ITEM_FIELDS},
         "substitutes": [{f: getattr(s, f) for f in _SUBSTITUTE_FIELDS} for s in answer.substitutes],
         "personalized": answer.personalized, "widened": answer.widened, "store_id": answer.store_id,
         "restock_eta": answer.restock_eta.isoformat() if answer.restock_eta else None,
         "model_version": answer.model_version,
     }
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
 def _query(engine: EngineDep, request: SubstituteRequest) -> Response:
@@ -43,13 +52,23 @@ def _query(engine: EngineDep, request: SubstituteRequest) -> Response:
         )
     except UnknownItemError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    return _response(answer)
+    return _json(_body(answer))
 
 
 @router.post("/substitutes", response_model=SubstitutesResponse, responses=_ERRORS)
 async def post_substitutes(request: SubstituteRequest, engine: EngineDep) -> Response:
     """Ranked substitutes for an unavailable item, for a customer at a store, with reasons."""
     return _query(engine, request)
+
+
+@router.post("/substitutes/batch", response_model=OrderSubstitutesResponse, responses={503: _ERRORS[503]})
+async def post_order_substitutes(request: OrderSubstituteRequest, engine: EngineDep) -> Response:
+    """Substitutes for many unavailable lines of one order (one customer, one store) in one call: never an
+    item of the order, never the same substitute for two lines. Unknown lines are listed, not fatal."""
+    answer = engine.order_substitutes(request.items, customer_id=request.customer_id, store_id=request.store_id,
+                                      k=request.k, order=request.order, filters=request.filters)
+    return _json({"lines": [_body(line) for line in answer.lines], "unknown_items": list(answer.unknown_items),
+                  "personalized": answer.personalized, "model_version": answer.model_version})
 
 
 @router.get("/items/{item_id}/substitutes", response_model=SubstitutesResponse, responses=_ERRORS)
