@@ -79,6 +79,55 @@ def train(
     typer.echo(str(result.model_dir))
 
 
+@app.command()
+def retrain(
+    data: Annotated[list[str] | None, typer.Option(help="as for train (default completejourney)")] = None,
+    models: Annotated[Path, typer.Option(help="models directory")] = Path("models"),
+    config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.config)")] = None,
+    max_drop: Annotated[float, typer.Option(help="largest allowed drop of HR@3, NDCG@10 and new-item HR@3")] = 0.01,
+    holdout_weeks: Annotated[float, typer.Option(help="the last weeks of data both models are judged on")] = 4.0,
+    households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Nightly: train on the latest data, compare with the current model on the same hold-out, promote only if
+    no gated metric drops by more than --max-drop. Exit 0 promoted, 1 refused, 2 error; logs to
+    MODELS/retrain.jsonl."""
+    from pydantic import ValidationError
+
+    from recsys import ArtifactError, TrainConfig
+    from recsys.schema import DataValidationError
+    from training.loaders import load_dataset
+    from training.nightly import GateConfig
+    from training.nightly import retrain as run_retrain
+
+    try:
+        train_config = TrainConfig.model_validate_json(config.read_text()) if config else TrainConfig()
+        gate = GateConfig(max_drop=max_drop, holdout_weeks=holdout_weeks)
+    except (OSError, ValidationError) as exc:
+        raise _fail(f"bad --config or gate option: {exc}") from exc
+    try:
+        dataset = load_dataset(data or [], households=households, known_event_types=set(train_config.event_weights))
+        result = run_retrain(dataset, models, train_config, gate, show_progress=progress)
+    except (DataValidationError, ArtifactError) as exc:
+        raise _fail(str(exc)) from exc
+    if result.metrics:
+        table = Table(title=f"quality gate: last {holdout_weeks:g} weeks from {str(result.split)[:10]}, "
+                            f"max drop {max_drop}")
+        table.add_column("model", style="bold")
+        for name in ("queries", *next(iter(result.metrics.values()))):
+            table.add_column(name, justify="right")
+        for version, values in result.metrics.items():
+            role = "candidate" if version == result.candidate else "current"
+            table.add_row(f"{role} {version}", f"{result.queries[version]['all']:,}",
+                          *(f"{v:.4f}" for v in values.values()))
+        console.print(table)
+    console.print(("[green]" if result.promoted else "[red]") + result.message + "[/]", soft_wrap=True,
+                  highlight=False)
+    typer.echo(str(models / result.candidate))
+    if not result.promoted:
+        raise typer.Exit(1)
+
+
 def _evaluation_table(result: Any, subset: str) -> Table:
     from training.evaluation import HIT_KS
 
@@ -320,18 +369,20 @@ ModelsDir = Annotated[Path, typer.Option("--models", help="models directory")]
 
 @models_app.command("list")
 def models_list(models: ModelsDir = Path("models")) -> None:
-    """Versions with creation time, data span, size, ranker and counts; * marks the current one."""
+    """Versions with creation time, data span, size, ranker, counts and held-out metrics; * marks the current."""
     from recsys.registry import list_models
 
     table = Table(title=f"models in {models}")
-    for column in ("", "version", "created", "data span", "size MB", "ranker", "events", "items"):
+    headline = ("HR@3", "NDCG@10", "new HR@3")
+    for column in ("", "version", "created", "data span", "size MB", "ranker", "events", "items", *headline):
         table.add_column(column)
     for entry in list_models(models) if models.is_dir() else []:
         span = f"{entry.data_span.get('start', '')[:10]} .. {entry.data_span.get('end', '')[:10]}"
         table.add_row("*" if entry.current else "", entry.version, entry.created_at, span,
                       f"{entry.size_bytes / 1e6:.1f}", entry.ranker, f"{entry.counts.get('events', 0):,}",
-                      f"{entry.counts.get('items', 0):,}")
-    Console().print(table)
+                      f"{entry.counts.get('items', 0):,}",
+                      *(f"{entry.metrics[m]:.3f}" if m in entry.metrics else "" for m in headline))
+    Console(width=max(Console().width, 150)).print(table)  # one line per model, even in a narrow pipe
 
 
 @models_app.command("promote")

@@ -37,6 +37,9 @@ class RankerConfig(BaseModel):
     validation_weeks: float = Field(6.0, gt=0.0, description="held-out weeks at the end of the training data")
     max_queries: int = Field(15_000, ge=100, description="validation queries sampled for the fit")
     min_queries: int = Field(200, ge=1, description="fewer validation queries than this keeps the defaults")
+    holdout_share: float = Field(
+        0.2, ge=0.0, lt=1.0, description="validation queries kept out of the fit, for the report's held-out metrics"
+    )
     l2: float = Field(1e-3, ge=0.0)
     new_item_emphasis: bool = Field(
         True, description="also fit each query on only its new-to-customer items, so the ranker learns both"

@@ -27,11 +27,22 @@ class ModelEntry:
     current: bool
     ranker: str
     counts: dict[str, Any]
+    metrics: dict[str, float]  # held-out headline metrics of the model ("ours"), empty if none
+
 
 
 def current_version(models: Path) -> str | None:
     link = models / CURRENT
     return link.resolve().name if link.exists() else None
+
+
+def headline_metrics(manifest: dict[str, Any]) -> dict[str, float]:
+    """HR@3 and NDCG@10 on all held-out queries, HR@3 on those new to the customer (from the training report)."""
+    metrics = (manifest.get("metrics") or {}).get("methods", {}).get("ours")
+    if not metrics:
+        return {}
+    return {"HR@3": metrics["all"]["HR@3"], "NDCG@10": metrics["all"]["NDCG@10"],
+            "new HR@3": metrics["new_to_customer"]["HR@3"]}
 
 
 def list_models(models: Path) -> list[ModelEntry]:
@@ -48,7 +59,7 @@ def list_models(models: Path) -> list[ModelEntry]:
             version=path.name, path=path, created_at=str(manifest.get("created_at", "")),
             data_span=manifest.get("data_span", {}), size_bytes=directory_size(path),
             current=path.name == current, ranker=str(manifest.get("ranker", {}).get("source", "default")),
-            counts=manifest.get("counts", {}),
+            counts=manifest.get("counts", {}), metrics=headline_metrics(manifest),
         ))
     return entries
 

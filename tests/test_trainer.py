@@ -32,6 +32,29 @@ def test_trains_a_complete_versioned_artifact(trained: TrainResult, cj_small: Da
     assert not [p for p in model_dir.parent.iterdir() if p.name.startswith(".tmp")]
 
 
+def test_report_with_held_out_metrics_loss_coverage_and_examples(trained: TrainResult) -> None:
+    model_dir, manifest = trained.model_dir, trained.manifest
+    assert {"report.md", "report-als-loss.png", "report-holdout.png"} <= set(manifest["files"])  # checksummed
+    for plot in ("report-als-loss.png", "report-holdout.png"):
+        assert (model_dir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    losses = manifest["als_loss"]
+    assert len(losses) == manifest["config"]["als"]["iterations"] and losses[-1] < losses[0]
+    metrics = manifest["metrics"]
+    assert set(metrics["methods"]) == {"ours", "default-weights", "random-in-group", "popular-in-group",
+                                       "history-then-popular", "cooccurrence-in-group", "implicit-similar-raw",
+                                       "implicit-in-group"}
+    fitted = manifest["ranker"]["validation"]["queries"]
+    assert metrics["queries"]["all"] > 0.1 * fitted, "about a fifth of the validation queries are held out"
+    ours = metrics["methods"]["ours"]["all"]
+    assert ours["HR@3"] > 2 * metrics["methods"]["random-in-group"]["all"]["HR@3"]
+    assert 0 <= ours["HR@1"] <= ours["HR@3"] <= ours["HR@10"] <= 1
+    cover = [manifest["coverage"][f"at_least_{k}"] for k in (1, 3, 5, 10)]
+    assert manifest["coverage"]["items_sampled"] == 2000 and cover == sorted(cover, reverse=True) and cover[0] > 0.9
+    report = (model_dir / "report.md").read_text()
+    assert f"# Model {manifest['version']}" in report and "history-then-popular" in report
+    assert f"{ours['HR@3']:.3f}" in report and "## Example answers" in report and "for customer" in report
+
+
 def test_groups_are_contiguous_and_embeddings_normalised(model_dir: Path) -> None:
     model = ModelData.load(model_dir)
     keys = model.items[["department", "category", "product_type"]].apply(tuple, axis=1)

@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 from recsys.artifact import ArtifactError
 from recsys.engine import SubstituteEngine
 from recsys.schema import PURCHASE_TYPES, Dataset
-from training.pipeline import cooccurrence
-from training.queries import build_queries
+from training.neighbours import cooccurrence
+from training.queries import Queries, build_queries
 
 CUTOFF: Final[int] = 10
 HIT_KS: Final[tuple[int, ...]] = (1, 3, 5, 10)
@@ -41,6 +41,17 @@ def default_split(events: pd.DataFrame, weeks: int = DEFAULT_SPLIT_WEEKS) -> pd.
 
 
 Ranker = Callable[[int, int], np.ndarray]  # (x, customer row) -> top-10 internal indices
+
+
+def engine_ranker(engine: SubstituteEngine) -> Ranker:
+    """The engine's own top 10 (its scorer and cut-off at call time), as an evaluation method."""
+
+    def ours(x: int, customer: int) -> np.ndarray:
+        candidates, features, _ = engine.candidates(x, customer if customer >= 0 else None)
+        top, _ = engine.top(features, CUTOFF)
+        return candidates[top]
+
+    return ours
 
 
 def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Timestamp, seed: int = 0
@@ -58,10 +69,7 @@ def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
         rest = rest[(rest != x) & ~np.isin(rest, ranked)]
         return np.concatenate([ranked, rest])[:CUTOFF]
 
-    def ours(x: int, customer: int) -> np.ndarray:
-        candidates, features, _ = engine.candidates(x, customer if customer >= 0 else None)
-        top, _ = engine.top(features, CUTOFF)
-        return candidates[top]
+    ours = engine_ranker(engine)
 
     def random_in_group(x: int, customer: int) -> np.ndarray:
         lo, hi = engine.group_range(x)
@@ -178,9 +186,18 @@ def evaluate(engine: SubstituteEngine, dataset: Dataset, split: pd.Timestamp, ma
         raise ValueError(f"no switch queries after the split {split}: move the split earlier")
     built = time.perf_counter() - started
     methods = make_methods(engine, dataset.events, split, seed)
-    new_mask = np.asarray([len(n) > 0 for n in queries.new])
+    metrics, seconds = score(engine, methods, queries, show_progress)
+    return EvaluationResult(split=str(split), model_version=engine.version,
+                            queries={"all": len(queries), "new_to_customer": queries.n_new},
+                            metrics=metrics, seconds={"queries": round(built, 2), **seconds})
+
+
+def score(engine: SubstituteEngine, methods: dict[str, Ranker], queries: Queries, show_progress: bool = False
+          ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, float]]:
+    """Metrics of each method on both subsets (method -> subset -> metric), and seconds per method."""
+    new_mask = np.asarray([len(n) > 0 for n in queries.new], dtype=bool)
     metrics: dict[str, dict[str, dict[str, float]]] = {}
-    seconds = {"queries": round(built, 2)}
+    seconds = {}
     covered = engine.model.items["n_customers"].to_numpy() > 0
     bar = tqdm(total=len(methods) * len(queries), desc="evaluate", unit="query", disable=not show_progress)
     for name, rank in methods.items():
@@ -199,9 +216,7 @@ def evaluate(engine: SubstituteEngine, dataset: Dataset, split: pd.Timestamp, ma
                                         [n for n, m in zip(queries.new, new_mask, strict=True) if m]),
         }
     bar.close()
-    return EvaluationResult(split=str(split), model_version=engine.version,
-                            queries={"all": len(queries), "new_to_customer": int(new_mask.sum())},
-                            metrics=metrics, seconds=seconds)
+    return metrics, seconds
 
 
 def plot(result: EvaluationResult, path: Path) -> None:

@@ -25,13 +25,15 @@ from recsys import artifact
 from recsys.config import TrainConfig
 from recsys.engine import SubstituteEngine
 from recsys.model import GROUP_KEYS, ITEM_COLUMNS, ModelData, contiguous_ranges
-from recsys.ranking import DEFAULT_WEIGHTS
+from recsys.ranking import DEFAULT_WEIGHTS, Scorer
 from recsys.schema import PURCHASE_TYPES, Dataset, DataValidationError, ValidationReport
 from recsys.sizes import parse_package_sizes
+from training import evaluation, report
+from training.neighbours import cooccurrence, switching
 from training.queries import build_queries
 from training.ranker import collect, fit
 
-STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "index", "ranker", "write")
+STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "index", "ranker", "report", "write")
 
 
 @dataclass
@@ -109,78 +111,6 @@ def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarra
     return items[list(ITEM_COLUMNS)].reset_index(drop=True)
 
 
-def cooccurrence(rows: np.ndarray, item_idx: np.ndarray, group_of: np.ndarray, n_items: int,
-                  max_neighbours: int, conditional: bool = False) -> sp.csr_matrix:
-    """Co-occurrence within (row key, group) baskets, restricted to same-group pairs: cosine, or with
-    ``conditional`` P(b | a) = co(a, b) / support(a), which favours the popular switches from a.
-
-    Each (customer or session, group) pair becomes one binary row, so ``M.T @ M`` only pairs items of the
-    same group: one sparse product instead of a loop over groups. Keeps the top ``max_neighbours`` per item.
-    """
-    if len(rows) == 0:
-        return sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    key = pd.DataFrame({"row": rows, "group": group_of[item_idx], "item": item_idx}).drop_duplicates()
-    basket = pd.factorize(pd.MultiIndex.from_arrays([key["row"], key["group"]]))[0]
-    matrix = sp.csr_matrix((np.ones(len(key), np.float32), (basket, key["item"].to_numpy())),
-                           shape=(int(basket.max()) + 1, n_items))
-    co = (matrix.T @ matrix).tocsr()
-    support = co.diagonal().astype(np.float32)
-    co.setdiag(0)
-    co.eliminate_zeros()
-    coo = co.tocoo()
-    # 1 shared basket between two rare items is noise: shrink towards 0 for small counts
-    denominator = support[coo.row] if conditional else np.sqrt(support[coo.row] * support[coo.col])
-    values = coo.data / denominator * (coo.data / (coo.data + 2.0))
-    return _top_per_row(coo.row, coo.col, values.astype(np.float32), n_items, max_neighbours)
-
-
-def switching(customers: np.ndarray, baskets: np.ndarray, item_idx: np.ndarray, group_of: np.ndarray,
-              n_items: int, max_neighbours: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """What customers actually buy *instead* of their usual item, from purchases.
-
-    For each customer and group, the usual item X is the one bought in the most baskets (at least 2). A basket
-    with items of the group but without X is a switch to those items. Returns, per X:
-    ``switch`` = share of the switch baskets that held Y, and ``trial`` = share of the customers loyal to X
-    who bought Y at all (what they try besides X). Shrunk towards 0 for small counts.
-    """
-    frame = pd.DataFrame({"c": customers, "b": baskets, "i": item_idx, "g": group_of[item_idx]}).drop_duplicates()
-    per_item = frame.groupby(["c", "g", "i"], sort=False).size().rename("n").reset_index()
-    per_item = per_item.sort_values(["c", "g", "n", "i"], ascending=[True, True, False, True])
-    usual = per_item.drop_duplicates(["c", "g"])
-    usual = usual.loc[usual["n"] >= 2, ["c", "g", "i"]].rename(columns={"i": "x"})
-    bought = per_item.merge(usual, on=["c", "g"])
-    bought = bought[bought["i"] != bought["x"]]
-    loyal = usual.groupby("x").size()
-    trial_counts = bought.groupby(["x", "i"]).size().rename("n").reset_index()
-    trial_values = trial_counts["n"] / loyal.reindex(trial_counts["x"]).to_numpy() * (
-        trial_counts["n"] / (trial_counts["n"] + 2.0))
-
-    lines = frame.merge(usual, on=["c", "g"])
-    has_x = (lines["i"] == lines["x"]).groupby([lines["c"], lines["b"], lines["g"]]).transform("any")
-    switched = lines[~has_x]
-    switch_counts = switched.groupby(["x", "i"]).size().rename("n").reset_index()
-    switch_total = switched.drop_duplicates(["c", "b", "g"]).groupby("x").size()
-    switch_values = switch_counts["n"] / switch_total.reindex(switch_counts["x"]).to_numpy() * (
-        switch_counts["n"] / (switch_counts["n"] + 2.0))
-
-    def matrix(pairs: pd.DataFrame, values: pd.Series) -> sp.csr_matrix:
-        return _top_per_row(pairs["x"].to_numpy(np.int64), pairs["i"].to_numpy(np.int64),
-                            values.to_numpy(np.float32), n_items, max_neighbours)
-
-    return matrix(switch_counts, switch_values), matrix(trial_counts, trial_values)
-
-
-def _top_per_row(row: np.ndarray, col: np.ndarray, value: np.ndarray, n: int, top: int) -> sp.csr_matrix:
-    order = np.lexsort((-value, row))
-    row, col, value = row[order], col[order], value[order]
-    starts = np.searchsorted(row, np.arange(n))
-    rank = np.arange(len(row)) - starts[row]
-    keep = rank < top
-    result = sp.csr_matrix((value[keep], (row[keep], col[keep])), shape=(n, n), dtype=np.float32)
-    result.sort_indices()
-    return result
-
-
 def _profiles(cust: np.ndarray, item_idx: np.ndarray, weights: np.ndarray, recent_weights: np.ndarray,
               is_purchase: np.ndarray, n_customers: int, n_items: int
               ) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
@@ -217,7 +147,9 @@ def _stores(events: pd.DataFrame, cust_codes: np.ndarray, item_idx: np.ndarray, 
     return np.asarray(stores, dtype=object), store_items, home
 
 
-def _embeddings(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool) -> np.ndarray:
+def _embeddings(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool
+                ) -> tuple[np.ndarray, list[float]]:
+    """Normalised ALS item factors (zero for items without events) and the training loss per iteration."""
     als_config = config.als
     confidence = weight.copy()
     confidence.data = np.log1p(confidence.data * 4.0).astype(np.float32)
@@ -225,52 +157,79 @@ def _embeddings(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool)
         model = AlternatingLeastSquares(
             factors=als_config.factors, regularization=als_config.regularization, alpha=als_config.alpha,
             iterations=als_config.iterations, random_state=als_config.random_state,
-            num_threads=os.cpu_count() or 1,
+            num_threads=os.cpu_count() or 1, calculate_training_loss=True,
         )
-        model.fit(confidence, show_progress=show_progress)
+        losses: list[float] = []
+        model.fit(confidence, show_progress=show_progress,
+                  callback=lambda iteration, seconds, loss: losses.append(round(float(loss), 6)))
     factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
     has_events = np.asarray(weight.getnnz(axis=0)) > 0
     factors[~has_events] = 0.0
     norms = np.linalg.norm(factors, axis=1, keepdims=True)
-    return np.divide(factors, norms, out=np.zeros_like(factors), where=norms > 0)
+    return np.divide(factors, norms, out=np.zeros_like(factors), where=norms > 0), losses
 
 
-def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig) -> dict[str, Any]:
-    """Fit ranking weights on the last ``validation_weeks`` of the data (an inner model trained before them)."""
+def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
+                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Fit ranking weights on the last ``validation_weeks`` of the data (an inner model trained before them).
+
+    Returns the manifest's ``ranker`` section and the held-out metrics: a seeded share of the validation
+    queries is kept out of the fit and answered by the fitted ranker, the default weights and the baselines.
+    """
     ranker = config.ranker
     default: dict[str, Any] = {"weights": dict(DEFAULT_WEIGHTS), "source": "default", "min_score": config.min_score}
     if not ranker.enabled:
-        return default
+        return default, None
     data_end = pd.Timestamp(events["timestamp"].max())
     validation_start = data_end - pd.Timedelta(weeks=ranker.validation_weeks)
     inner_config = config.model_copy(update={"ranker": ranker.model_copy(update={"enabled": False})})
     with tempfile.TemporaryDirectory(prefix="recsys-ranker-") as tmp:
         try:
             inner = train(dataset, inner_config, out_dir=Path(tmp), train_until=validation_start.to_pydatetime(),
-                          show_progress=False, make_current=False)
+                          show_progress=False, make_current=False, with_report=False)
         except DataValidationError:
-            return {**default, "note": "no events before the validation period"}
+            return {**default, "note": "no events before the validation period"}, None
         engine = SubstituteEngine.load(inner.model_dir)
         queries = build_queries(events, engine, validation_start).sample(ranker.max_queries, ranker.seed)
         if len(queries) < ranker.min_queries:
-            return {**default, "note": f"only {len(queries)} validation queries"}
-        xs, customers, relevant = queries.x, queries.customer, list(queries.relevant)
+            return {**default, "note": f"only {len(queries)} validation queries"}, None
+        fit_queries, held_out = queries.split(ranker.holdout_share, ranker.seed)
+        xs, customers, relevant = fit_queries.x, fit_queries.customer, list(fit_queries.relevant)
         if ranker.new_item_emphasis:
-            has_new = np.asarray([len(n) > 0 for n in queries.new])
+            has_new = np.asarray([len(n) > 0 for n in fit_queries.new], dtype=bool)
             xs = np.concatenate([xs, xs[has_new]])
             customers = np.concatenate([customers, customers[has_new]])
-            relevant += [n for n, keep in zip(queries.new, has_new, strict=True) if keep]
+            relevant += [n for n, keep in zip(fit_queries.new, has_new, strict=True) if keep]
         features, labels, starts = collect(engine, xs, customers, relevant)
-    fitted = fit(features, labels, starts, l2=ranker.l2)
+        fitted = fit(features, labels, starts, l2=ranker.l2)
+        metrics = None
+        if len(held_out):
+            methods = evaluation.make_methods(engine, events, validation_start, ranker.seed)
+            default_metrics, _ = evaluation.score(engine, {"default-weights": methods["ours"]}, held_out)
+            engine.scorer, engine.min_score = Scorer(fitted.ranker), fitted.min_score  # "ours" = the fitted one
+            metrics, _ = evaluation.score(engine, methods, held_out)
+            metrics = {"split": validation_start.isoformat(),
+                       "queries": {"all": len(held_out), "new_to_customer": held_out.n_new},
+                       "methods": {**metrics, **default_metrics}}
     return {**fitted.ranker, "source": "learned", "min_score": fitted.min_score,
-            "validation": {"start": validation_start.isoformat(), "queries": len(queries),
+            "validation": {"start": validation_start.isoformat(), "queries": len(fit_queries),
                            "fitted_lists": fitted.queries, "candidates": fitted.candidates,
-                           "loss": round(fitted.loss, 5)}}
+                           "loss": round(fitted.loss, 5)}}, metrics
+
+
+def _current_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """The manifest of the model that is current before this one (for the report's comparison)."""
+    try:
+        return artifact.read_manifest(out_dir / artifact.CURRENT, verify=False)
+    except artifact.ArtifactError:
+        return None
 
 
 def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = Path("models"),
-          train_until: datetime | None = None, show_progress: bool = True, make_current: bool = True) -> TrainResult:
-    """Train a model from ``dataset`` and write it to ``out_dir/<version>`` (repointing ``current``)."""
+          train_until: datetime | None = None, show_progress: bool = True, make_current: bool = True,
+          with_report: bool = True) -> TrainResult:
+    """Train a model from ``dataset`` and write it to ``out_dir/<version>`` (repointing ``current``), with its
+    report (see :mod:`training.report`) unless ``with_report`` is false."""
     config = config or TrainConfig()
     timer = _StageTimer(show_progress)
     started = time.perf_counter()
@@ -298,7 +257,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         stores, store_items, home_store = _stores(events, cust_codes, item_idx, weights, len(customers), len(items))
 
     with timer.stage("embeddings"):
-        factors = _embeddings(weight, config, show_progress)
+        factors, als_loss = _embeddings(weight, config, show_progress)
 
     with timer.stage("neighbours"):
         group_of, _ = contiguous_ranges(items[list(GROUP_KEYS)])
@@ -315,7 +274,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         index.add(factors)
 
     with timer.stage("ranker"):
-        ranker = _learn_ranker(dataset, events, config)
+        ranker, holdout_metrics = _learn_ranker(dataset, events, config)
 
     model = ModelData(items=items, factors=factors, switch=switch, coview=coview, switch_to=switch_to, trial=trial,
                       customers=np.asarray(customers, dtype=object), stores=stores, store_items=store_items,
@@ -323,6 +282,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
                       customer_count=count, customer_recent=recent, index=index)
     reports = [*dataset.reports, prep]
     manifest: dict[str, Any] = {
+        "version": artifact.new_version(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "data_span": {"start": events["timestamp"].min().isoformat(), "end": data_end.isoformat()},
         "train_until": train_until.isoformat() if train_until else None,
@@ -338,11 +298,23 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         },
         "size_parse_rate": size_parse_rate,
         "sources": [r.as_dict() for r in reports],
+        "als_loss": als_loss,
+        "metrics": holdout_metrics,
     }
+    with timer.stage("report"):
+        engine = SubstituteEngine(model, manifest)
+        manifest["coverage"] = report.coverage(engine) if with_report else None
+        previous = _current_manifest(out_dir)
+
+    def write_files(directory: Path) -> None:
+        model.save(directory)
+        if with_report:
+            report.write(directory, manifest, engine, previous)
+
     with timer.stage("write"):
         manifest["stage_seconds"] = dict(timer.seconds)
         manifest["stage_peak_rss_mb"] = dict(timer.peak_rss_mb)
-        model_dir = artifact.write_model(out_dir, model.save, manifest, make_current=make_current)
+        model_dir = artifact.write_model(out_dir, write_files, manifest, make_current=make_current)
     timer.bar.close()
     stage_seconds = {**timer.seconds, "total": round(time.perf_counter() - started, 3)}
     return TrainResult(model_dir=model_dir, manifest=artifact.read_manifest(model_dir, verify=False),

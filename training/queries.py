@@ -28,12 +28,24 @@ class Queries:
     def __len__(self) -> int:
         return len(self.x)
 
+    @property
+    def n_new(self) -> int:
+        """Queries with at least one Y new to the customer (the "new to customer" subset)."""
+        return sum(len(n) > 0 for n in self.new)
+
     def sample(self, n: int | None, seed: int) -> Queries:
         if n is None or n >= len(self):
             return self
-        keep = np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False))
-        return Queries(self.customer[keep], self.x[keep], [self.relevant[i] for i in keep],
-                       [self.new[i] for i in keep])
+        return self.take(np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False)))
+
+    def take(self, rows: np.ndarray) -> Queries:
+        return Queries(self.customer[rows], self.x[rows], [self.relevant[i] for i in rows],
+                       [self.new[i] for i in rows])
+
+    def split(self, share: float, seed: int) -> tuple[Queries, Queries]:
+        """A seeded random split: (the rest, ``share`` of the queries)."""
+        held = np.random.default_rng(seed).random(len(self)) < share
+        return self.take(np.flatnonzero(~held)), self.take(np.flatnonzero(held))
 
 
 def build_queries(events: pd.DataFrame, engine: SubstituteEngine, split: pd.Timestamp,

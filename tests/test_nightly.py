@@ -1,0 +1,74 @@
+"""`recsys retrain`: the quality gate promotes an equally good model and refuses a deliberately worse one."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import HOUSEHOLDS
+from typer.testing import CliRunner
+
+from recsys.artifact import CURRENT
+from recsys.cli import app
+from recsys.registry import current_version
+
+pytestmark = pytest.mark.realdata
+# a plausible config mistake: 2-dimensional embeddings, one ALS pass, hand-set weights, 10 candidates
+WORSE = {"ranker": {"enabled": False}, "als": {"factors": 2, "iterations": 1}, "max_candidates": 10}
+
+
+@pytest.fixture()
+def models(model_dir: Path, tmp_path: Path) -> Path:
+    """A models directory whose current model is the session's (same households as --households 300)."""
+    root = tmp_path / "models"
+    root.mkdir()
+    shutil.copytree(model_dir, root / model_dir.name)
+    (root / CURRENT).symlink_to(model_dir.name)
+    return root
+
+
+def retrain(models: Path, *extra: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["retrain", "--models", str(models), "--households", str(HOUSEHOLDS),
+                                      "--no-progress", *extra])
+    return result.exit_code, result.output
+
+
+def log(models: Path) -> list[dict]:
+    return [json.loads(line) for line in (models / "retrain.jsonl").read_text().splitlines()]
+
+
+def test_gate_refuses_a_worse_model_and_keeps_the_current_one(models: Path, tmp_path: Path) -> None:
+    before = current_version(models)
+    config = tmp_path / "worse.json"
+    config.write_text(json.dumps(WORSE))
+    code, output = retrain(models, "--config", str(config))
+    assert code == 1, output
+    assert "refused: HR@3" in output
+    assert current_version(models) == before
+    (entry,) = log(models)
+    assert entry["promoted"] is False and entry["current"] == before
+    candidate = entry["candidate"]
+    assert (models / candidate).is_dir() and candidate != before
+    assert entry["metrics"][candidate]["HR@3"] < entry["metrics"][before]["HR@3"] - 0.01
+    assert entry["queries"][candidate]["all"] >= 100
+
+
+def test_gate_promotes_an_equally_good_model(models: Path) -> None:
+    before = current_version(models)
+    code, output = retrain(models, "--max-drop", "0.01")
+    assert code == 0, output
+    (entry,) = log(models)
+    assert entry["promoted"] is True and current_version(models) == entry["candidate"] != before
+    assert all(abs(entry["metrics"][entry["candidate"]][m] - entry["metrics"][before][m]) <= 0.01
+               for m in ("HR@3", "NDCG@10", "new HR@3"))
+    report = (models / CURRENT / "report.md").read_text()
+    assert f"Previous: {before}" in report, "the new model's report compares it with the one it replaces"
+
+
+def test_first_model_is_promoted_without_a_gate(rees46_path: Path, tmp_path: Path) -> None:
+    models = tmp_path / "fresh"
+    result = CliRunner().invoke(app, ["retrain", "--models", str(models), "--data", str(rees46_path),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "no current model" in result.output
+    assert current_version(models) == log(models)[0]["candidate"]

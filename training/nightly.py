@@ -1,0 +1,122 @@
+"""``recsys retrain``: the nightly job. Train on the latest data, gate the new model against the current one
+on the same hold-out, promote it only if it is not worse by more than a margin.
+
+The gate's hold-out is the switch queries (see :mod:`training.queries`) of the last ``holdout_weeks`` of the
+latest data, answered by both models through the engine, exactly as served. Both models may have seen those
+weeks (the new one always has), so the gate is a *regression check* (broken data, a bad config, a code change
+that hurts ranking), not an unbiased estimate: that is ``recsys evaluate``'s job, and every model's report
+carries held-out numbers measured before its ranker saw the data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys import artifact
+from recsys.config import TrainConfig
+from recsys.engine import SubstituteEngine
+from recsys.registry import current_version, promote
+from recsys.schema import Dataset
+from training import evaluation
+from training.pipeline import train
+from training.queries import build_queries
+
+LOG: Final[str] = "retrain.jsonl"
+GATED_METRICS: Final[dict[str, tuple[str, str]]] = {
+    "HR@3": ("all", "HR@3"), "NDCG@10": ("all", "NDCG@10"), "new HR@3": ("new_to_customer", "HR@3"),
+}
+
+
+class GateConfig(BaseModel):
+    """When a retrained model may replace the current one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_drop: float = Field(0.01, ge=0.0, le=1.0,
+                            description="largest allowed drop of each gated metric (absolute, e.g. HR@3 0.50 -> 0.49)")
+    holdout_weeks: float = Field(4.0, gt=0.0, description="the last weeks of data, whose switches both models answer")
+    max_queries: int = Field(5_000, ge=1, description="queries sampled (seeded) from the hold-out")
+    min_queries: int = Field(100, ge=1, description="fewer hold-out queries than this refuses: nothing to judge on")
+    seed: int = 0
+
+
+@dataclass
+class RetrainResult:
+    candidate: str
+    current: str | None  # the model current before this run
+    promoted: bool
+    message: str
+    split: str | None = None
+    queries: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # version -> gated metric -> value
+    finished_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def gate_metrics(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Timestamp, gate: GateConfig
+                 ) -> tuple[dict[str, float], dict[str, int]]:
+    """The gated metrics of ``engine`` on the switch queries after ``split``, and the query counts."""
+    queries = build_queries(events, engine, split).sample(gate.max_queries, gate.seed)
+    if len(queries) == 0:
+        return {}, {"all": 0, "new_to_customer": 0}
+    metrics, _ = evaluation.score(engine, {"ours": evaluation.engine_ranker(engine)}, queries)
+    values = {name: round(metrics["ours"][subset][metric], 5) for name, (subset, metric) in GATED_METRICS.items()}
+    return values, {"all": len(queries), "new_to_customer": queries.n_new}
+
+
+def retrain(dataset: Dataset, models: Path, config: TrainConfig | None = None, gate: GateConfig | None = None,
+            show_progress: bool = True) -> RetrainResult:
+    """Train a candidate into ``models`` (not current), gate it, promote it if it passes, log the outcome."""
+    gate = gate or GateConfig()
+    current = current_version(models) if models.is_dir() else None
+    trained = train(dataset, config, out_dir=models, show_progress=show_progress, make_current=False)
+    candidate = trained.model_dir.name
+    if current is None:
+        promote(models, candidate)
+        result = RetrainResult(candidate, None, True, "no current model: promoted without a gate")
+        return _log(models, result)
+
+    events = dataset.events
+    split = pd.Timestamp(trained.manifest["data_span"]["end"]) - pd.Timedelta(weeks=gate.holdout_weeks)
+    result = RetrainResult(candidate, current, False, "", split=split.isoformat())
+    for version in (candidate, current):
+        try:
+            engine = SubstituteEngine.load(models / version)
+        except artifact.ArtifactError as exc:
+            if version == candidate:
+                raise
+            promote(models, candidate)  # the current model is unreadable: anything loadable is better
+            result.promoted, result.message = True, f"current model {current} is unusable ({exc}): promoted"
+            return _log(models, result)
+        result.metrics[version], result.queries[version] = gate_metrics(engine, events, split, gate)
+
+    if result.queries[candidate]["all"] < gate.min_queries:
+        result.message = (f"refused: only {result.queries[candidate]['all']} hold-out queries after {split.date()} "
+                          f"(need {gate.min_queries}); more data or a longer --holdout-weeks")
+        return _log(models, result)
+    drops = {name: result.metrics[current][name] - result.metrics[candidate][name] for name in GATED_METRICS}
+    worse = {name: drop for name, drop in drops.items() if drop > gate.max_drop}
+    if worse:
+        result.message = "refused: " + ", ".join(
+            f"{name} {result.metrics[candidate][name]:.4f} vs current {result.metrics[current][name]:.4f} "
+            f"(-{drop:.4f} > {gate.max_drop})" for name, drop in worse.items())
+    else:
+        promote(models, candidate)
+        result.promoted = True
+        result.message = "promoted: " + ", ".join(
+            f"{name} {result.metrics[candidate][name]:.4f} ({-drop:+.4f})" for name, drop in drops.items())
+    return _log(models, result)
+
+
+def _log(models: Path, result: RetrainResult) -> RetrainResult:
+    """Append the outcome as one JSON line to ``models/retrain.jsonl`` (the nightly job's history)."""
+    with (models / LOG).open("a") as handle:
+        handle.write(json.dumps(asdict(result), sort_keys=True) + "\n")
+    return result
+

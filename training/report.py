@@ -1,0 +1,161 @@
+"""The model report: ``report.md`` with PNG plots, written into every model directory by ``recsys train``.
+
+For a person deciding whether to trust tonight's model: data span and counts, size-parse rate, ALS and ranker
+training loss, held-out hit rates against the baselines and against the previous model, coverage, and a few
+example answers. Everything in it comes from the manifest and the in-memory engine; nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from recsys.engine import SubstituteEngine
+
+REPORT: Final[str] = "report.md"
+LOSS_PLOT: Final[str] = "report-als-loss.png"
+HOLDOUT_PLOT: Final[str] = "report-holdout.png"
+COVERAGE_KS: Final[tuple[int, ...]] = (1, 3, 5, 10)
+HEADLINE: Final[tuple[str, ...]] = ("HR@1", "HR@3", "HR@10", "NDCG@10", "MRR@10")
+
+
+def coverage(engine: SubstituteEngine, sample: int = 2_000, seed: int = 0) -> dict[str, Any]:
+    """Share of items (a seeded sample of those with events) that get at least k non-personal substitutes."""
+    items = engine.model.items
+    pool = items.loc[items["n_customers"] > 0, "item_id"].astype(str).to_numpy()
+    if len(pool) == 0:
+        return {"items_sampled": 0, **{f"at_least_{k}": 0.0 for k in COVERAGE_KS}}
+    chosen = np.random.default_rng(seed).choice(pool, size=min(sample, len(pool)), replace=False)
+    counts = np.asarray([len(engine.substitutes(i, k=max(COVERAGE_KS))) for i in chosen])
+    return {"items_sampled": len(chosen), **{f"at_least_{k}": round(float((counts >= k).mean()), 4)
+                                             for k in COVERAGE_KS}}
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(v).replace("|", "/") for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _plot_loss(manifest: dict[str, Any], path: Path) -> bool:
+    losses = manifest.get("als_loss") or []
+    if not losses:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(losses) + 1), losses, marker="o")
+    ax.set_xlabel("ALS iteration")
+    ax.set_ylabel("training loss")
+    ax.set_title("implicit ALS training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _examples(engine: SubstituteEngine, n: int = 3, k: int = 5) -> list[str]:
+    """Answers for the most popular item of ``n`` departments, and one personal answer."""
+    items = engine.model.items
+    popular = items[items["n_customers"] > 0].sort_values("n_customers", ascending=False)
+    picks = popular.drop_duplicates("department").head(n)["item_id"].astype(str).tolist()
+    sections = []
+    for position, item_id in enumerate(picks):
+        customer = None
+        if position == 0:  # the customer who bought this item most often: how personal answers differ
+            column = engine.model.customer_count[:, engine.index_of(item_id)].toarray().ravel()
+            if column.max() > 0:
+                customer = str(engine.model.customers[int(column.argmax())])
+        answer = engine.substitutes(item_id, customer_id=customer, k=k)
+        x = answer.item
+        title = f"**{x.item_id}** {x.brand}, {x.product_type.lower()}, {x.package_size or '?'}, ${x.price}"
+        title += f", for customer {customer}" if customer else " (non-personal)"
+        rows = [(s.item_id, s.brand, s.package_size or "", s.price, f"{s.score:.2f}", "; ".join(s.reasons))
+                for s in answer]
+        sections.append(title + "\n\n" + (_table(("substitute", "brand", "size", "price", "score", "reasons"),
+                                                 rows) if rows else "_no substitute above the score cut-off_"))
+    return sections
+
+
+def write(directory: Path, manifest: dict[str, Any], engine: SubstituteEngine,
+          previous: dict[str, Any] | None) -> None:
+    """Write ``report.md`` and its plots into ``directory`` (the model being written)."""
+    from training.evaluation import EvaluationResult, plot
+
+    span, counts = manifest["data_span"], manifest["counts"]
+    rate = manifest.get("size_parse_rate")
+    out = [f"# Model {manifest['version']}", "",
+           f"Created {manifest['created_at']}; data {span['start']} .. {span['end']}.", "", "## Data", "",
+           _table(("what", "count"), [(k.replace("_", " "), f"{v:,}") for k, v in counts.items()
+                                      if isinstance(v, int)]), "",
+           f"Package sizes parsed: {'no sizes in data' if rate is None else f'{rate:.2%}'}.", ""]
+    for source in manifest.get("sources", []):
+        skipped = ", ".join(f"{k}: {v:,}" for k, v in source["skipped"].items()) or "none"
+        out.append(f"- {source['source']}: {source['rows_read']:,} rows read, {source['rows_used']:,} used; "
+                   f"skipped {skipped}")
+    out += ["", "## Training", ""]
+    if _plot_loss(manifest, directory / LOSS_PLOT):
+        losses = manifest["als_loss"]
+        out += [f"ALS loss {losses[0]:.5f} after iteration 1, {losses[-1]:.5f} after {len(losses)}.", "",
+                f"![ALS loss]({LOSS_PLOT})", ""]
+    ranker = manifest.get("ranker", {})
+    validation = ranker.get("validation")
+    out.append(f"Ranker: {ranker.get('source', 'default')} weights"
+               + (f", fitted on {validation['fitted_lists']:,} query lists from {validation['start'][:10]} "
+                  f"(loss {validation['loss']})" if validation else "")
+               + f"; score cut-off {ranker.get('min_score', 0):.3f}.")
+    stage_seconds = manifest.get("stage_seconds", {})
+    if stage_seconds:
+        out += ["", "Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in stage_seconds.items()) + "."]
+
+    metrics = manifest.get("metrics")
+    out += ["", "## Held-out hit rate", ""]
+    if metrics:
+        queries = metrics["queries"]
+        out += [f"Switch queries from {metrics['split'][:10]} on (an inner model trained before that date; these "
+                f"queries were not used to fit the ranker): {queries['all']:,} queries, "
+                f"{queries['new_to_customer']:,} with an item new to the customer.", ""]
+        header = ("method", *(f"{m}" for m in HEADLINE), "new HR@3", "new NDCG@10")
+        rows = [(name, *(f"{v['all'][m]:.3f}" for m in HEADLINE), f"{v['new_to_customer']['HR@3']:.3f}",
+                 f"{v['new_to_customer']['NDCG@10']:.3f}")
+                for name, v in sorted(metrics["methods"].items(), key=lambda kv: -kv[1]["all"]["HR@3"])]
+        out += [_table(header, rows), ""]
+        result = EvaluationResult(split=metrics["split"], model_version=manifest["version"],
+                                  queries=queries, metrics=metrics["methods"])
+        plot(result, directory / HOLDOUT_PLOT)
+        out += [f"![held-out hit rate]({HOLDOUT_PLOT})", ""]
+    else:
+        out += ["No held-out metrics: the ranker was not fitted (disabled, or too little data).", ""]
+
+    out += ["## Against the previous model", ""]
+    previous_metrics = (previous or {}).get("metrics")
+    if previous_metrics and metrics:
+        rows = []
+        for label, m, subset in (("HR@3", "HR@3", "all"), ("NDCG@10", "NDCG@10", "all"),
+                                 ("new HR@3", "HR@3", "new_to_customer")):
+            new, old = metrics["methods"]["ours"][subset][m], previous_metrics["methods"]["ours"][subset][m]
+            rows.append((label, f"{new:.3f}", f"{old:.3f}", f"{new - old:+.3f}"))
+        out += [f"Previous: {previous['version']} (data to {previous['data_span']['end'][:10]}). Each model on "
+                "its own held-out weeks; `recsys retrain` compares both on the same weeks.", "",
+                _table(("metric", "this model", "previous", "change"), rows), ""]
+    else:
+        out += ["No previous model with held-out metrics to compare with.", ""]
+
+    cover = manifest.get("coverage", {})
+    if cover.get("items_sampled"):
+        out += ["## Coverage", "", f"Of {cover['items_sampled']:,} sampled items with events, the share that gets "
+                "at least k substitutes (non-personal, everything in stock; fewer than k means the rest scored "
+                "below the cut-off or the group is small):", "",
+                _table([f"k = {k}" for k in COVERAGE_KS], [[f"{cover[f'at_least_{k}']:.1%}" for k in COVERAGE_KS]]),
+                ""]
+    out += ["## Example answers", ""]
+    for section in _examples(engine):
+        out += [section, ""]
+    (directory / REPORT).write_text("\n".join(out))
