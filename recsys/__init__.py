@@ -10,6 +10,7 @@ from recsys.engine import (
     SubstituteFilters,
     SubstituteList,
     UnknownItemError,
+    Variant,
 )
 from recsys.inventory import Inventory, StockUpdate
 from recsys.schema import Dataset, DataValidationError
@@ -31,5 +32,6 @@ __all__ = [
     "SubstituteList",
     "TrainConfig",
     "UnknownItemError",
+    "Variant",
     "parse_package_size",
 ]

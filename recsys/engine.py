@@ -24,7 +24,7 @@ from recsys import artifact
 from recsys.inventory import ONLINE, Inventory
 from recsys.model import ModelData
 from recsys.ranking import FEATURES, Scorer
-from recsys.sizes import format_quantity
+from recsys.sizes import UNIT_PRICE_BASIS, format_quantity
 
 MAX_K: Final[int] = 100
 _F = {name: i for i, name in enumerate(FEATURES)}
@@ -32,6 +32,11 @@ _F = {name: i for i, name in enumerate(FEATURES)}
 USUAL_BRAND_SHARE: Final[float] = 0.3
 BOUGHT_INSTEAD_MIN: Final[float] = 0.05
 SAME_SIZE_TOLERANCE: Final[float] = 0.02
+#: ranked candidates considered per requested result, so dropping near-duplicates can still fill k
+NEAR_DUPLICATE_POOL: Final[int] = 4
+MAX_VARIANTS: Final[int] = 5
+#: most pack sizes of one brand's product in one answer (more crowd the list; fewer hide real switches)
+MAX_PACK_SIZES: Final[int] = 2
 
 
 class UnknownItemError(LookupError):
@@ -56,6 +61,9 @@ class SubstituteFilters(BaseModel):
     max_size_ratio: float | None = Field(
         None, ge=1.0, description="size within this factor of X's size (1.5: between 2/3 and 1.5 times)"
     )
+    size_alternatives: bool = Field(
+        False, description="allow several pack sizes of one brand's product (default: the best-ranked one only)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,8 @@ class ItemInfo:
     package_size: str | None
     size: str | None
     price: float | None
+    unit_price: float | None  # price per ``unit_price_per``: compares packs of different sizes
+    unit_price_per: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +86,24 @@ class Substitute(ItemInfo):
     score: float
     reasons: tuple[str, ...]
     size_ratio: float | None
+    size_difference: str | None
     price_difference: float | None
     usual_brand: bool
     bought_before: int
     widened: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """Another pack size of X (same brand and product type) and where it is."""
+
+    item_id: str
+    package_size: str | None
+    size: str | None
+    price: float | None
+    in_stock: bool  # at the queried store (unreported counts as in stock)
+    restock_eta: datetime | None  # at the queried store, when out of stock and known
+    available_at: tuple[str, ...]  # other stores or channels that reported it in stock
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +116,9 @@ class SubstituteList(Sequence[Substitute]):
     widened: bool
     model_version: str
     store_id: str
-    restock_eta: datetime | None
+    restock_eta: datetime | None  # of X at the queried store, when out of stock and known
+    available_at: tuple[str, ...]  # other stores or channels that reported X in stock
+    variants: tuple[Variant, ...]  # X's other pack sizes, most popular first
 
     @overload
     def __getitem__(self, index: int) -> Substitute: ...
@@ -219,7 +245,7 @@ class SubstituteEngine:
         store = store_id or ONLINE
         cust_row = self._customer_row.get(customer_id) if customer_id is not None else None
         candidates, features, widened = self.candidates(x, cust_row, store, exclude, filters)
-        top, scores = self.top(features, k)
+        top, scores = self.select(candidates, features, k, filters is not None and filters.size_alternatives)
         target = self._infos[x]
         bought = np.zeros(len(top), dtype=np.int64)
         if cust_row is not None and len(top):
@@ -230,12 +256,32 @@ class SubstituteEngine:
                              cust_row is not None, int(n))
             for i, n in zip(top.tolist(), bought.tolist(), strict=True)
         )
-        state = self.inventory.state(store, item_id)
+        _, restock_eta, available_at = self._availability(item_id, store)
         return SubstituteList(
             item=target, substitutes=results, personalized=cust_row is not None,
             widened=any(r.widened for r in results), model_version=self.version, store_id=store,
-            restock_eta=state.restock_eta if state is not None and not state.in_stock else None,
+            restock_eta=restock_eta, available_at=available_at, variants=self._variants(x, store),
         )
+
+    def _availability(self, item_id: str, store: str) -> tuple[bool, datetime | None, tuple[str, ...]]:
+        """(in stock at ``store``, restock date there if out and known, other places that report it in stock)."""
+        state = self.inventory.state(store, item_id)
+        out = state is not None and not state.in_stock
+        elsewhere = tuple(s for s in self.inventory.in_stock_at(item_id) if s != store)
+        return not out, state.restock_eta if out and state is not None else None, elsewhere
+
+    def _variants(self, x: int, store: str) -> tuple[Variant, ...]:
+        """Up to :data:`MAX_VARIANTS` other pack sizes of X: same brand and group, another size."""
+        lo, hi = self.group_range(x)
+        members = np.arange(lo, hi)  # the group is stored most popular first
+        same = (self.brand_codes[lo:hi] == self.brand_codes[x]) & (members != x)
+        other_size = np.abs(self.log_size[lo:hi] - self.log_size[x]) > SAME_SIZE_TOLERANCE  # False if unknown
+        variants = []
+        for v in members[same & other_size][:MAX_VARIANTS].tolist():
+            info = self._infos[v]
+            in_stock, eta, elsewhere = self._availability(info.item_id, store)
+            variants.append(Variant(info.item_id, info.package_size, info.size, info.price, in_stock, eta, elsewhere))
+        return tuple(variants)
 
     def order_substitutes(self, item_ids: Sequence[str], customer_id: str | None = None,
                           store_id: str | None = None, k: int = 3, order: Iterable[str] = (),
@@ -310,6 +356,43 @@ class SubstituteEngine:
         else:
             top = np.lexsort((np.arange(len(scores)), -scores))
         return top[scores[top] >= self.min_score], scores
+
+    def select(self, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the answer among ``candidates``: the best ``k`` scoring at least ``min_score``, without
+        near-duplicates (see :meth:`_distinct`); and all scores."""
+        top, scores = self.top(features, NEAR_DUPLICATE_POOL * k)
+        distinct = self._distinct(candidates, features, top, k, size_alternatives)
+        if len(distinct) < k and len(top) == NEAR_DUPLICATE_POOL * k:  # near-duplicates crowded the pool
+            everything = self.top(features, len(features))[0]
+            distinct = self._distinct(candidates, features, everything, k, size_alternatives)
+        return distinct, scores
+
+    def _distinct(self, candidates: np.ndarray, features: np.ndarray, ranked: np.ndarray, k: int,
+                  size_alternatives: bool) -> np.ndarray:
+        """The first ``k`` of ``ranked`` without near-duplicates: once :data:`MAX_PACK_SIZES` pack sizes of one
+        brand's product (same brand and group) are in, further sizes are skipped, unless ``size_alternatives``
+        or the customer bought that pack before. Same-size items of one brand stay: in this data they are the
+        brand's varieties (flavours), which customers do switch between. Measured on the switch hold-out
+        (10,000 queries): HR@3 0.515 -> 0.516, new-to-customer HR@3 0.228 -> 0.225, HR@10 0.736 -> 0.726;
+        one size per product cost 0.04 HR@3 and 0.12 HR@10."""
+        if size_alternatives:
+            return ranked[:k]
+        items = candidates[ranked]
+        brand, group = self.brand_codes[items].tolist(), self.model.group_of[items].tolist()
+        size = np.where(np.isnan(self.log_size[items]), -1, np.round(self.log_size[items] / SAME_SIZE_TOLERANCE))
+        bought = (features[ranked, _F["own_history"]] > 0).tolist()
+        sizes_of: dict[tuple[int, int], set[int]] = {}  # (brand, group) -> sizes shown
+        keep = []
+        for i, (key, bucket) in enumerate(zip(zip(brand, group, strict=True), size.tolist(), strict=True)):
+            shown = sizes_of.setdefault(key, set())
+            if len(shown) >= MAX_PACK_SIZES and bucket not in shown and not bought[i]:
+                continue
+            shown.add(bucket)
+            keep.append(i)
+            if len(keep) == k:
+                break
+        return ranked[keep]
 
     # -- query steps -----------------------------------------------------------------------------
     def _search(self, x: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -436,20 +519,30 @@ class SubstituteEngine:
         sizes = [None if t is None or pd.isna(t) else " ".join(str(t).split())
                  for t in items["package_size"].astype(object).tolist()]
         prices = [None if math.isnan(p) else round(p, 2) for p in self.price.tolist()]
+        families = items["size_family"].tolist()
+        basis = np.asarray([UNIT_PRICE_BASIS.get(f, np.nan) if f is not None else np.nan for f in families])
+        per_unit = self.price / np.exp(self.log_size.astype(np.float64)) * basis
+        unit_prices = [None if not math.isfinite(u) or u <= 0 else float(f"{u:.3g}") for u in per_unit.tolist()]
+        unit_per = [format_quantity(b, f) if u is not None else None
+                    for u, b, f in zip(unit_prices, basis.tolist(), families, strict=True)]
         columns = zip(items["item_id"].astype(str).tolist(), items["brand"].astype(str).tolist(),
                       items["private_label"].astype(bool).tolist(), items["department"].astype(str).tolist(),
                       items["category"].astype(str).tolist(), items["product_type"].astype(str).tolist(),
-                      sizes, self._size_display, prices, strict=True)
+                      sizes, self._size_display, prices, unit_prices, unit_per, strict=True)
         return [ItemInfo(*row) for row in columns]
 
     def _substitute(self, x: int, target: ItemInfo, c: int, score: float, features: np.ndarray, widened: bool,
                     personal: bool, bought_before: int) -> Substitute:
         info = self._infos[c]
         reasons: list[str] = [] if widened else [f"same type: {target.product_type.lower()}"]
-        size_ratio = None
+        size_ratio = size_difference = None
         if self.family_codes[c] == self.family_codes[x] and self.family_codes[x] >= 0:
             log_ratio = float(self.log_size[c] - self.log_size[x])
             size_ratio = float(f"{math.exp(log_ratio):.3g}")
+            difference = math.exp(float(self.log_size[c])) - math.exp(float(self.log_size[x]))
+            family = str(self.model.items["size_family"].iat[c])
+            size_difference = ("same" if abs(log_ratio) <= SAME_SIZE_TOLERANCE
+                               else ("+" if difference > 0 else "-") + format_quantity(abs(difference), family))
             if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
                 reasons.append(f"same size: {info.package_size or info.size}")
             else:
@@ -480,7 +573,7 @@ class SubstituteEngine:
             reasons.append(f"from the wider category {info.category}: too few {target.product_type} available")
         return Substitute(
             info.item_id, info.brand, info.private_label, info.department, info.category, info.product_type,
-            info.package_size, info.size, info.price, score=round(score, 4), reasons=tuple(reasons),
-            size_ratio=size_ratio, price_difference=price_difference, usual_brand=usual_brand,
-            bought_before=bought_before, widened=widened,
+            info.package_size, info.size, info.price, info.unit_price, info.unit_price_per, score=round(score, 4),
+            reasons=tuple(reasons), size_ratio=size_ratio, size_difference=size_difference,
+            price_difference=price_difference, usual_brand=usual_brand, bought_before=bought_before, widened=widened,
         )

@@ -106,6 +106,7 @@ class Inventory:
     def __init__(self, store: StockStore | None = None) -> None:
         self._lock = threading.Lock()
         self._stores: dict[str, dict[str, StockState]] = {}
+        self._in_stock_at: dict[str, set[str]] = {}  # item -> stores that reported it in stock
         self._versions: dict[str, int] = {}
         self._durable = store
         if store is not None:
@@ -123,6 +124,11 @@ class Inventory:
         for update in updates:
             store = self._stores.setdefault(update.store_id, {})
             store[update.item_id] = StockState(update.in_stock, update.restock_eta)
+            stores = self._in_stock_at.setdefault(update.item_id, set())
+            if update.in_stock:
+                stores.add(update.store_id)
+            else:
+                stores.discard(update.store_id)
             self._versions[update.store_id] = self._versions.get(update.store_id, 0) + 1
 
     def version(self, store_id: str) -> int:
@@ -133,6 +139,11 @@ class Inventory:
         with self._lock:
             store = self._stores.get(store_id, {})
             return self._versions.get(store_id, 0), [i for i, s in store.items() if not s.in_stock]
+
+    def in_stock_at(self, item_id: str) -> list[str]:
+        """Stores (and channels) that *reported* ``item_id`` in stock, sorted; unreported ones are not listed."""
+        with self._lock:
+            return sorted(self._in_stock_at.get(item_id, ()))
 
     def state(self, store_id: str, item_id: str) -> StockState | None:
         store = self._stores.get(store_id)

@@ -53,6 +53,10 @@ PACK_UNITS: Final[frozenset[str]] = frozenset({"PK", "PACK", "PCK", "CT", "CTN"}
 DISPLAY_UNIT: Final[dict[str, str]] = {
     "mass": "g", "volume": "ml", "count": "ct", "length": "cm", "area": "m²", "load": "loads",
 }
+#: quantity a unit price refers to, per family: $ per 100 g, per 100 ml, per item, ...
+UNIT_PRICE_BASIS: Final[dict[str, float]] = {
+    "mass": 100.0, "volume": 100.0, "count": 1.0, "length": 100.0, "area": 1.0, "load": 1.0,
+}
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _UNIT = r"(FL\.?\s*OZ|SQ\.?\s*FT|[A-Z]+)"

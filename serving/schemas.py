@@ -66,17 +66,30 @@ class ItemOut(BaseModel):
     product_type: str
     package_size: str | None = Field(description="as printed on the pack")
     size: str | None = Field(description="normalised: g, ml, ct, cm, m², loads")
-    price: float | None = Field(description="typical unit price")
+    price: float | None = Field(description="typical price of one pack")
+    unit_price: float | None = Field(description="price per unit_price_per (compares different pack sizes)")
+    unit_price_per: str | None = Field(description="e.g. '100 g', '100 ml', '1 ct'")
 
 
 class SubstituteOut(ItemOut):
     score: float
     reasons: list[str]
     size_ratio: float | None = Field(description="substitute size / X's size, same unit family only")
+    size_difference: str | None = Field(description="substitute size - X's size, e.g. '+113 g' or 'same'")
     price_difference: float | None = Field(description="substitute price - X's price")
     usual_brand: bool
     bought_before: int
     widened: bool = Field(description="from X's parent category, because X's group had too few")
+
+
+class VariantOut(BaseModel):
+    item_id: str
+    package_size: str | None
+    size: str | None
+    price: float | None
+    in_stock: bool = Field(description="at the queried store (not reported out of stock)")
+    restock_eta: datetime | None
+    available_at: list[str] = Field(description="other stores or channels that reported it in stock")
 
 
 class SubstitutesResponse(BaseModel):
@@ -86,6 +99,8 @@ class SubstitutesResponse(BaseModel):
     widened: bool
     store_id: str
     restock_eta: datetime | None = Field(description="when X is expected back at this store, if known")
+    available_at: list[str] = Field(description="other stores or channels that reported X in stock")
+    variants: list[VariantOut] = Field(description="X's other pack sizes (same brand and type) and their stock")
     model_version: str
 
 

@@ -3,6 +3,7 @@
 from datetime import datetime
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recsys import StockUpdate, SubstituteEngine, SubstituteFilters, UnknownItemError
@@ -206,3 +207,74 @@ def test_whole_order_substitutions_obey_the_hard_rules_on_every_line(engine: Sub
                    for m in dict.fromkeys(missing)]
         overlapping_singles += sum(len(a & b) > 0 for i, a in enumerate(singles) for b in singles[i + 1:])
     assert overlapping_singles > 0, "the test orders must exercise the no-repeat rule"
+
+
+def test_no_near_duplicates_unless_size_alternatives_are_asked_for(engine: SubstituteEngine) -> None:
+    size = engine.model.items.set_index("item_id")["size_qty"]
+
+    def same_size(a: str, b: str) -> bool:  # the engine's tolerance: 2% apart at most
+        return bool(abs(np.log(size[a] / size[b])) <= 0.0201) if size[a] > 0 and size[b] > 0 else True
+
+    def pack_sizes(answer) -> int:
+        """The most distinct pack sizes of one brand's product type in the answer."""
+        most = 0
+        for a in answer:
+            same = [b.item_id for b in answer if (b.brand, b.product_type) == (a.brand, a.product_type)]
+            distinct: list[str] = []
+            for b in same:
+                if not any(same_size(b, c) for c in distinct):
+                    distinct.append(b)
+            most = max(most, len(distinct))
+        return most
+
+    crowded = 0
+    for item_id in _items_with_events(engine, 200, seed=11):
+        assert pack_sizes(engine.substitutes(item_id, k=10)) <= 2
+        crowded += pack_sizes(engine.substitutes(item_id, k=10, filters=SubstituteFilters(size_alternatives=True))) > 2
+    assert crowded > 5, "size_alternatives lets more pack sizes of one product through"
+
+
+def test_comparison_fields_agree_with_the_catalog(engine: SubstituteEngine) -> None:
+    items = engine.model.items.set_index("item_id")
+    basis = {"mass": 100.0, "volume": 100.0, "count": 1.0}
+    checked = 0
+    for item_id in _items_with_events(engine, 100, seed=12):
+        answer = engine.substitutes(item_id, k=5)
+        for s in answer:
+            row = items.loc[s.item_id]
+            if s.unit_price is not None and row["size_family"] in basis:
+                expected = row["price"] / row["size_qty"] * basis[row["size_family"]]
+                assert abs(s.unit_price - expected) <= 0.01 * expected
+                checked += 1
+            if s.size_ratio is not None:
+                sign = "same" if abs(s.size_ratio - 1) < 0.02 else "+" if s.size_ratio > 1 else "-"
+                assert s.size_difference is not None and s.size_difference.startswith(sign)
+            else:
+                assert s.size_difference is None
+    assert checked > 100
+
+
+def test_where_else_the_item_and_its_variants_are_in_stock(engine: SubstituteEngine) -> None:
+    model = engine.model
+    keys = ["department", "category", "product_type", "brand"]
+    by_type = model.items[model.items["n_customers"] > 0].groupby(keys)["size_qty"].nunique()
+    *_, product_type, brand = key = by_type[by_type >= 3].index[0]
+    family = model.items[(model.items[keys] == pd.Series(key, index=keys)).all(axis=1)]
+    x = str(family["item_id"].iloc[0])
+    eta = datetime(2026, 12, 3, 9, 0)
+    engine.inventory.apply([StockUpdate(x, False, "S1", eta), StockUpdate(x, True, "S2"),
+                            StockUpdate(x, True, "online"), StockUpdate(x, False, "S3")])
+    answer = engine.substitutes(x, store_id="S1")
+    assert answer.restock_eta == eta and answer.available_at == ("S2", "online")
+    assert engine.substitutes(x, store_id="S2").available_at == ("online",)
+    assert answer.variants, "the item has other pack sizes of the same brand"
+    for v in answer.variants:
+        info = engine.item_info(v.item_id)
+        assert (info.brand, info.product_type) == (brand, product_type) and v.item_id != x
+        assert v.size != answer.item.size and v.in_stock and v.available_at == ()
+    variant = answer.variants[0].item_id
+    engine.inventory.apply([StockUpdate(variant, False, "S1", eta), StockUpdate(variant, True, "S4")])
+    (first, *_) = engine.substitutes(x, store_id="S1").variants
+    assert (first.item_id, first.in_stock, first.restock_eta, first.available_at) == (variant, False, eta, ("S4",))
+    engine.inventory.apply([StockUpdate(x, False, "S2")])
+    assert engine.substitutes(x, store_id="S1").available_at == ("online",)

@@ -161,13 +161,14 @@ def test_inventory_updates_change_answers_live(client: TestClient, item_id: str)
         {"item_id": top, "store_id": "7", "in_stock": False},
         {"item_id": item_id, "store_id": "7", "in_stock": False, "restock_eta": "2026-12-01T08:00:00"},
         {"item_id": "not-in-model", "store_id": "7", "in_stock": False},
+        {"item_id": item_id, "store_id": "9", "in_stock": True},
     ]}
     response = client.put("/v1/inventory", json=update, headers=AUTH)
     assert response.status_code == 200
-    assert response.json() == {"applied": 3, "unknown_items": ["not-in-model"]}
+    assert response.json() == {"applied": 4, "unknown_items": ["not-in-model"]}
     after = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": "7", "k": 3}).json()
     assert top not in [s["item_id"] for s in after["substitutes"]]
-    assert after["restock_eta"] == "2026-12-01T08:00:00"
+    assert after["restock_eta"] == "2026-12-01T08:00:00" and after["available_at"] == ["9"]
     elsewhere = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": "8", "k": 3}).json()
     assert elsewhere["substitutes"][0]["item_id"] == top and elsewhere["restock_eta"] is None
 

@@ -44,11 +44,11 @@ Ranker = Callable[[int, int], np.ndarray]  # (x, customer row) -> top-10 interna
 
 
 def engine_ranker(engine: SubstituteEngine) -> Ranker:
-    """The engine's own top 10 (its scorer and cut-off at call time), as an evaluation method."""
+    """The engine's own top 10 as served (its scorer, cut-off and near-duplicate rule at call time)."""
 
     def ours(x: int, customer: int) -> np.ndarray:
         candidates, features, _ = engine.candidates(x, customer if customer >= 0 else None)
-        top, _ = engine.top(features, CUTOFF)
+        top, _ = engine.select(candidates, features, CUTOFF)
         return candidates[top]
 
     return ours

@@ -40,6 +40,10 @@ def _body(answer: SubstituteList) -> dict[str, object]:
         "substitutes": [{f: getattr(s, f) for f in _SUBSTITUTE_FIELDS} for s in answer.substitutes],
         "personalized": answer.personalized, "widened": answer.widened, "store_id": answer.store_id,
         "restock_eta": answer.restock_eta.isoformat() if answer.restock_eta else None,
+        "available_at": list(answer.available_at),
+        "variants": [{"item_id": v.item_id, "package_size": v.package_size, "size": v.size, "price": v.price,
+                      "in_stock": v.in_stock, "restock_eta": v.restock_eta.isoformat() if v.restock_eta else None,
+                      "available_at": list(v.available_at)} for v in answer.variants],
         "model_version": answer.model_version,
     }
 
