@@ -48,6 +48,25 @@ def _summary(result: Any) -> Table:
     return table
 
 
+FeedbackOption = Annotated[Path | None, typer.Option(
+    help="substitution feedback: the server's state file (RECSYS_STATE_PATH), the strongest signal")]
+
+
+def _decisions(path: Path | None) -> Any:
+    import sqlite3
+
+    from recsys.feedback import read_decisions
+
+    if path is None:
+        return None
+    try:
+        decisions = read_decisions(path)
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        raise _fail(f"--feedback {path}: {exc}") from exc
+    console.print(f"feedback: {len(decisions):,} decisions from {path}")
+    return decisions
+
+
 @app.command()
 def train(
     data: Annotated[list[str] | None, typer.Option(
@@ -56,6 +75,7 @@ def train(
     out: Annotated[Path, typer.Option(help="models directory; the new model becomes out/current")] = Path("models"),
     households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
     config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.config)")] = None,
+    feedback: FeedbackOption = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train a model and write it to OUT/<version>; prints the model's path last."""
@@ -72,7 +92,8 @@ def train(
         raise _fail(f"bad --config: {exc}") from exc
     try:
         dataset = load_dataset(data or [], households=households, known_event_types=set(train_config.event_weights))
-        result = run_training(dataset, train_config, out_dir=out, train_until=train_until, show_progress=progress)
+        result = run_training(dataset, train_config, out_dir=out, train_until=train_until, show_progress=progress,
+                              feedback=_decisions(feedback))
     except DataValidationError as exc:
         raise _fail(str(exc)) from exc
     console.print(_summary(result))
@@ -87,6 +108,7 @@ def retrain(
     max_drop: Annotated[float, typer.Option(help="largest allowed drop of HR@3, NDCG@10 and new-item HR@3")] = 0.01,
     holdout_weeks: Annotated[float, typer.Option(help="the last weeks of data both models are judged on")] = 4.0,
     households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
+    feedback: FeedbackOption = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Nightly: train on the latest data, compare with the current model on the same hold-out, promote only if
@@ -107,7 +129,8 @@ def retrain(
         raise _fail(f"bad --config or gate option: {exc}") from exc
     try:
         dataset = load_dataset(data or [], households=households, known_event_types=set(train_config.event_weights))
-        result = run_retrain(dataset, models, train_config, gate, show_progress=progress)
+        result = run_retrain(dataset, models, train_config, gate, show_progress=progress,
+                             feedback=_decisions(feedback))
     except (DataValidationError, ArtifactError) as exc:
         raise _fail(str(exc)) from exc
     if result.metrics:

@@ -210,8 +210,9 @@ class SubstituteEngine:
         self.popularity = self._log_relative_to_group_top(items["n_customers"].to_numpy(np.float64))
         self.trend = self._log_relative_to_group_top(items["trend"].to_numpy(np.float64))
         model = self.model
-        self._switch, self._coview, self._switch_to, self._trial = (
-            (m.indptr, m.indices, m.data) for m in (model.switch, model.coview, model.switch_to, model.trial))
+        self._switch, self._coview, self._switch_to, self._trial, self._feedback, self._accepted = (
+            (m.indptr, m.indices, m.data) for m in (model.switch, model.coview, model.switch_to, model.trial,
+                                                    model.feedback, model.customer_accepted))
         weight, count = self.model.customer_weight, self.model.customer_count
         self._cust = (weight.indptr, weight.indices, weight.data, count.data)
         self._cust_recent = self.model.customer_recent.data
@@ -458,6 +459,7 @@ class SubstituteEngine:
         features[:, _F["viewed_together"]] = _row_values(*self._coview, x, cand)
         features[:, _F["switched_to"]] = _row_values(*self._switch_to, x, cand)
         features[:, _F["tried"]] = _row_values(*self._trial, x, cand)
+        features[:, _F["accepted_instead"]] = _row_values(*self._feedback, x, cand)
         features[:, _F["popularity"]] = self.popularity[cand]
         features[:, _F["trend"]] = self.trend[cand]
         if store_row is not None:
@@ -480,6 +482,8 @@ class SubstituteEngine:
 
     def _personal_features(self, features: np.ndarray, cand: np.ndarray, cust_row: int, parent: int,
                            lo: int, hi: int) -> None:
+        accepted = _row_values(*self._accepted, cust_row, cand)
+        features[:, _F["own_accepted"]] = np.minimum(np.log1p(accepted) / math.log1p(3.0), 1.0)
         indptr, indices, weight, count = self._cust
         start, end = int(indptr[cust_row]), int(indptr[cust_row + 1])
         row_items = indices[start:end]
@@ -554,8 +558,12 @@ class SubstituteEngine:
             reasons.append("same brand")
         if info.private_label and not target.private_label:
             reasons.append("store brand")
+        if features[_F["own_accepted"]] > 0:
+            reasons.append("you accepted it as a substitute before")
         if bought_before:
             reasons.append(f"you bought it before ({bought_before}x)")
+        if features[_F["accepted_instead"]] >= BOUGHT_INSTEAD_MIN:
+            reasons.append("shoppers accepted it instead")
         if max(features[_F["switched_to"]], features[_F["bought_instead"]]) >= BOUGHT_INSTEAD_MIN:
             reasons.append("often bought instead")
         if features[_F["viewed_together"]] >= BOUGHT_INSTEAD_MIN:

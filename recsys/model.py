@@ -49,6 +49,13 @@ def _load_csr(arrays: Any, prefix: str) -> sp.csr_matrix:
     )
 
 
+def _load_optional_csr(arrays: Any, prefix: str, shape: tuple[int, int]) -> sp.csr_matrix:
+    """A matrix added after format version 1's first models: empty when an older model lacks it."""
+    if f"{prefix}_shape" not in arrays:
+        return sp.csr_matrix(shape, dtype=np.float32)
+    return _load_csr(arrays, prefix)
+
+
 @dataclass
 class ModelData:
     """Everything a query needs, indexed by internal item index (group order) and customer index."""
@@ -66,6 +73,8 @@ class ModelData:
     customer_weight: sp.csr_matrix  # customer x item, recency-weighted interaction weight
     customer_count: sp.csr_matrix  # same structure: purchase count
     customer_recent: sp.csr_matrix  # same structure: weight with the short (trend) half-life
+    feedback: sp.csr_matrix  # item x item, substitution feedback X -> Y: (accepted - rejected) / (all + 1)
+    customer_accepted: sp.csr_matrix  # customer x item, substitutes the customer accepted or chose
     index: faiss.Index = field(repr=False)
     # derived at construction, never stored
     group_of: np.ndarray = field(init=False, repr=False)
@@ -94,11 +103,13 @@ class ModelData:
         _save_csr(neighbours, "switch_to", self.switch_to)
         _save_csr(neighbours, "trial", self.trial)
         _save_csr(neighbours, "store_items", self.store_items)
+        _save_csr(neighbours, "feedback", self.feedback)
         np.savez(directory / NEIGHBOURS_FILE, **neighbours)
         profiles: dict[str, np.ndarray] = {}
         _save_csr(profiles, "weight", self.customer_weight)
         profiles["count_data"] = self.customer_count.data.astype(np.float32)
         profiles["recent_data"] = self.customer_recent.data.astype(np.float32)
+        _save_csr(profiles, "accepted", self.customer_accepted)
         np.savez(directory / PROFILES_FILE, **profiles)
 
     @classmethod
@@ -113,16 +124,19 @@ class ModelData:
             switch, coview = _load_csr(arrays, "switch"), _load_csr(arrays, "coview")
             switch_to, trial = _load_csr(arrays, "switch_to"), _load_csr(arrays, "trial")
             store_items = _load_csr(arrays, "store_items")
+            feedback = _load_optional_csr(arrays, "feedback", (len(items), len(items)))
         with np.load(directory / PROFILES_FILE, allow_pickle=False) as arrays:
             weight = _load_csr(arrays, "weight")
             count = sp.csr_matrix((arrays["count_data"], weight.indices, weight.indptr), shape=weight.shape)
             recent = sp.csr_matrix((arrays["recent_data"], weight.indices, weight.indptr), shape=weight.shape)
+            accepted = _load_optional_csr(arrays, "accepted", weight.shape)
         index = faiss.read_index(str(directory / INDEX_FILE))
         if index.ntotal != len(items) or factors.shape[0] != len(items):
             raise ValueError(f"index has {index.ntotal} vectors, factors {factors.shape[0]}, items {len(items)}")
         return cls(items=items, factors=factors, switch=switch, coview=coview, switch_to=switch_to, trial=trial,
                    customers=customers, stores=stores, store_items=store_items, home_store=home_store,
-                   customer_weight=weight, customer_count=count, customer_recent=recent, index=index)
+                   customer_weight=weight, customer_count=count, customer_recent=recent, feedback=feedback,
+                   customer_accepted=accepted, index=index)
 
 
 def contiguous_ranges(keys: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

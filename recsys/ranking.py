@@ -37,6 +37,8 @@ FEATURES: Final[tuple[str, ...]] = (
     "size_affinity",     # closeness to the customer's usual size in the category
     "price_affinity",    # closeness to the customer's usual price level in the category
     "widened",           # candidate comes from the parent category, not X's own group
+    "accepted_instead",  # substitution feedback for X -> candidate: (accepted - rejected) / (all + 1), in [-1, 1]
+    "own_accepted",      # the customer accepted this candidate as a substitute before (log count, saturating at 3)
 )
 
 DEFAULT_WEIGHTS: Final[dict[str, float]] = {
@@ -63,6 +65,10 @@ DEFAULT_WEIGHTS: Final[dict[str, float]] = {
     "size_affinity": 0.3,
     "price_affinity": 0.3,
     "widened": -1.0,
+    # feedback is rare in any validation period, so these weights are set, not learned: an accepted
+    # substitution outranks every behavioural signal, repeated rejections push the pair below the cut-off
+    "accepted_instead": 4.0,
+    "own_accepted": 6.0,
 }
 
 

@@ -10,9 +10,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from recsys import ArtifactError, Inventory
+from recsys.feedback import FeedbackLog
 from recsys.inventory import SqliteStockStore
 from serving.metrics import Metrics, ObservabilityMiddleware
-from serving.routers import admin, health, substitutes
+from serving.routers import admin, feedback, health, substitutes
 from serving.schemas import ErrorOut
 from serving.settings import Settings
 from serving.state import ServiceState
@@ -41,10 +42,10 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
     app.state.settings = settings
     if inventory is None:
         inventory = Inventory(SqliteStockStore(settings.state_path) if settings.state_path else None)
-    app.state.service = ServiceState(settings.model_path, inventory)
+    app.state.service = ServiceState(settings.model_path, inventory, FeedbackLog(settings.state_path))
     app.state.metrics = Metrics()
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
-    for router in (substitutes.router, admin.router, health.router):
+    for router in (substitutes.router, feedback.router, admin.router, health.router):
         app.include_router(router)
 
     @app.exception_handler(Exception)

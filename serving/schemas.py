@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from recsys import SubstituteFilters
 from recsys.engine import MAX_K
@@ -109,6 +109,39 @@ class OrderSubstitutesResponse(BaseModel):
     unknown_items: list[str] = Field(description="lines the model does not know (not answered)")
     personalized: bool
     model_version: str
+
+
+Id = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class FeedbackIn(BaseModel):
+    """At least one of ``accepted``, ``chosen`` or a non-empty ``rejected``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["accepted"], "properties": {"accepted": {"type": "string"}}},
+        {"required": ["chosen"], "properties": {"chosen": {"type": "string"}}},
+        {"required": ["rejected"], "properties": {"rejected": {"minItems": 1}}},
+    ]})
+
+    item_id: Id = Field(description="the unavailable item X")
+    shown: list[Id] = Field(default_factory=list, max_length=MAX_K, description="substitutes shown, in order")
+    accepted: Id | None = Field(None, description="the shown substitute the shopper accepted")
+    rejected: list[Id] = Field(default_factory=list, max_length=MAX_K, description="shown substitutes rejected")
+    chosen: Id | None = Field(None, description="a manual choice (picker or shopper), shown or not")
+    customer_id: Id | None = None
+    store_id: Id | None = None
+    source: Literal["shopper", "picker"] = "shopper"
+    model_version: str | None = Field(None, max_length=64, description="the model_version of the answer shown")
+
+    @model_validator(mode="after")
+    def _decides_something(self) -> FeedbackIn:
+        if self.accepted is None and self.chosen is None and not self.rejected:
+            raise ValueError("feedback needs accepted, chosen or at least one rejected item")
+        return self
+
+
+class FeedbackRecorded(BaseModel):
+    id: int = Field(description="the stored feedback's id")
 
 
 class StockUpdateIn(BaseModel):

@@ -1,4 +1,5 @@
-"""The service's live state: the current engine (swapped atomically on reload) and the inventory."""
+"""The service's live state: the current engine (swapped atomically on reload), the inventory and the
+substitution feedback log."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import gc
 from pathlib import Path
 
 from recsys import Inventory, SubstituteEngine
+from recsys.feedback import FeedbackLog
 
 
 class ServiceState:
     """Holds the serving engine. A reload builds the new engine off the event loop, then swaps one reference,
     so in-flight requests finish on the model they started with and none sees a half-loaded model."""
 
-    def __init__(self, model_path: Path, inventory: Inventory | None = None) -> None:
+    def __init__(self, model_path: Path, inventory: Inventory | None = None, feedback: FeedbackLog | None = None
+                 ) -> None:
         self.model_path = model_path
         self.inventory = inventory or Inventory()
+        self.feedback = feedback if feedback is not None else FeedbackLog()
         self.engine: SubstituteEngine | None = None
         self._reload_lock = asyncio.Lock()
 

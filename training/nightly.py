@@ -71,11 +71,12 @@ def gate_metrics(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
 
 
 def retrain(dataset: Dataset, models: Path, config: TrainConfig | None = None, gate: GateConfig | None = None,
-            show_progress: bool = True) -> RetrainResult:
+            show_progress: bool = True, feedback: pd.DataFrame | None = None) -> RetrainResult:
     """Train a candidate into ``models`` (not current), gate it, promote it if it passes, log the outcome."""
     gate = gate or GateConfig()
     current = current_version(models) if models.is_dir() else None
-    trained = train(dataset, config, out_dir=models, show_progress=show_progress, make_current=False)
+    trained = train(dataset, config, out_dir=models, show_progress=show_progress, make_current=False,
+                    feedback=feedback)
     candidate = trained.model_dir.name
     if current is None:
         promote(models, candidate)

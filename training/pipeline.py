@@ -33,7 +33,8 @@ from training.neighbours import cooccurrence, switching
 from training.queries import build_queries
 from training.ranker import collect, fit
 
-STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "index", "ranker", "report", "write")
+STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "feedback", "index", "ranker", "report",
+          "write")
 
 
 @dataclass
@@ -217,6 +218,34 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
                            "loss": round(fitted.loss, 5)}}, metrics
 
 
+def _feedback(decisions: pd.DataFrame | None, item_ids: pd.Series, customers: pd.Index
+              ) -> tuple[sp.csr_matrix, sp.csr_matrix, dict[str, int]]:
+    """Substitution feedback as an item x item score, (accepted - rejected) / (all + 1) per pair (one
+    rejection -0.5, three -0.75, one acceptance +0.5), and customer x item counts of accepted substitutes.
+    No time decay: feedback is rare and recent by nature."""
+    n_items, n_customers = len(item_ids), len(customers)
+    empty = sp.csr_matrix((n_items, n_items), dtype=np.float32), sp.csr_matrix((n_customers, n_items),
+                                                                               dtype=np.float32)
+    if decisions is None or decisions.empty:
+        return *empty, {"feedback_decisions": 0}
+    index = pd.Index(item_ids)
+    x, y = index.get_indexer(decisions["item_id"]), index.get_indexer(decisions["substitute_id"])
+    known = (x >= 0) & (y >= 0)
+    frame = pd.DataFrame({"x": x[known], "y": y[known], "accepted": decisions["accepted"].to_numpy(bool)[known],
+                          "customer": customers.get_indexer(decisions["customer_id"].astype(object))[known]})
+    pairs = frame.groupby(["x", "y"])["accepted"].agg(["sum", "count"]).reset_index()
+    score = (2 * pairs["sum"] - pairs["count"]) / (pairs["count"] + 1)
+    pair_matrix = sp.csr_matrix((score.to_numpy(np.float32), (pairs["x"], pairs["y"])), shape=(n_items, n_items))
+    mine = frame[frame["accepted"] & (frame["customer"] >= 0)]
+    accepted = sp.csr_matrix((np.ones(len(mine), np.float32), (mine["customer"], mine["y"])),
+                             shape=(n_customers, n_items))
+    accepted.sum_duplicates()
+    for matrix in (pair_matrix, accepted):
+        matrix.sort_indices()
+    return pair_matrix, accepted, {"feedback_decisions": int(known.sum()),
+                                   "feedback_unknown_items": int((~known).sum()), "feedback_pairs": len(pairs)}
+
+
 def _current_manifest(out_dir: Path) -> dict[str, Any] | None:
     """The manifest of the model that is current before this one (for the report's comparison)."""
     try:
@@ -227,9 +256,10 @@ def _current_manifest(out_dir: Path) -> dict[str, Any] | None:
 
 def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = Path("models"),
           train_until: datetime | None = None, show_progress: bool = True, make_current: bool = True,
-          with_report: bool = True) -> TrainResult:
+          with_report: bool = True, feedback: pd.DataFrame | None = None) -> TrainResult:
     """Train a model from ``dataset`` and write it to ``out_dir/<version>`` (repointing ``current``), with its
-    report (see :mod:`training.report`) unless ``with_report`` is false."""
+    report (see :mod:`training.report`) unless ``with_report`` is false. ``feedback``: substitution decisions
+    (:func:`recsys.feedback.read_decisions`), the strongest signal."""
     config = config or TrainConfig()
     timer = _StageTimer(show_progress)
     started = time.perf_counter()
@@ -269,6 +299,9 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         browse = ~is_purchase
         coview = cooccurrence(session_codes[browse], item_idx[browse], group_of, len(items), config.max_neighbours)
 
+    with timer.stage("feedback"):
+        pair_feedback, accepted, feedback_counts = _feedback(feedback, items["item_id"], customers)
+
     with timer.stage("index"):
         index = faiss.IndexFlatIP(factors.shape[1])
         index.add(factors)
@@ -279,7 +312,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
     model = ModelData(items=items, factors=factors, switch=switch, coview=coview, switch_to=switch_to, trial=trial,
                       customers=np.asarray(customers, dtype=object), stores=stores, store_items=store_items,
                       home_store=home_store, customer_weight=weight,
-                      customer_count=count, customer_recent=recent, index=index)
+                      customer_count=count, customer_recent=recent, feedback=pair_feedback,
+                      customer_accepted=accepted, index=index)
     reports = [*dataset.reports, prep]
     manifest: dict[str, Any] = {
         "version": artifact.new_version(),
@@ -295,6 +329,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
             "co_customer_pairs": int(switch.nnz), "coview_pairs": int(coview.nnz),
             "switched_to_pairs": int(switch_to.nnz), "tried_pairs": int(trial.nnz),
             "event_types": events["event_type"].value_counts().to_dict(),
+            **feedback_counts,
         },
         "size_parse_rate": size_parse_rate,
         "sources": [r.as_dict() for r in reports],

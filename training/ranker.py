@@ -16,7 +16,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from recsys.engine import SubstituteEngine
-from recsys.ranking import Scorer
+from recsys.ranking import DEFAULT_WEIGHTS, FEATURES, Scorer
 
 
 @dataclass
@@ -70,6 +70,11 @@ def fit(raw_features: np.ndarray, labels: np.ndarray, starts: np.ndarray, l2: fl
 
     result = minimize(loss_and_grad, np.zeros(features.shape[1]), jac=True, method="L-BFGS-B")
     ranker = Scorer.from_vector(result.x)
+    # a feature that is 0 on every validation candidate (e.g. substitution feedback, views in a purchase-only
+    # period) carries no evidence: it keeps its default weight rather than the prior's 0
+    weights: dict[str, float] = ranker["weights"]  # type: ignore[assignment]
+    for name in np.asarray(FEATURES)[~raw_features.any(axis=0)].tolist():
+        weights[name] = DEFAULT_WEIGHTS[name]
     relevant_scores = Scorer(ranker)(raw_features)[labels]
     return RankerFit(
         ranker=ranker,

@@ -1,0 +1,21 @@
+"""Substitution feedback: what was shown, accepted, rejected or chosen; the next training's strongest signal."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from recsys.feedback import Feedback
+from serving.deps import StateDep
+from serving.schemas import FeedbackIn, FeedbackRecorded
+
+router = APIRouter(prefix="/v1", tags=["feedback"])
+
+
+@router.post("/feedback", response_model=FeedbackRecorded, status_code=status.HTTP_201_CREATED)
+def post_feedback(body: FeedbackIn, state: StateDep) -> FeedbackRecorded:
+    """Record one answer's outcome durably (committed before the reply). A plain ``def``: the SQLite commit
+    runs in the thread pool, off the event loop."""
+    feedback = Feedback(item_id=body.item_id, shown=tuple(body.shown), accepted=body.accepted,
+                        rejected=tuple(body.rejected), chosen=body.chosen, customer_id=body.customer_id,
+                        store_id=body.store_id, source=body.source, model_version=body.model_version)
+    return FeedbackRecorded(id=state.feedback.record(feedback))

@@ -1,0 +1,66 @@
+"""Substitution feedback end to end: POST /v1/feedback -> recsys train --feedback -> a changed ranking."""
+
+from pathlib import Path
+
+import pytest
+from conftest import HOUSEHOLDS
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from recsys import SubstituteEngine
+from recsys.cli import app
+from recsys.feedback import FeedbackLog
+from serving.app import create_app
+from serving.settings import Settings
+
+pytestmark = pytest.mark.realdata
+
+
+def test_feedback_is_recorded_and_retraining_changes_the_ranking(model_dir: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite3"
+    with TestClient(create_app(Settings(model_path=model_dir, state_path=state))) as client:
+        engine: SubstituteEngine = client.app.state.service.engine
+        items = engine.model.items
+        x = next(str(i) for i in items.sort_values("n_customers", ascending=False)["item_id"]
+                 if len(engine.substitutes(str(i), k=10)) == 10)
+        before = client.get(f"/v1/items/{x}/substitutes", params={"k": 10}).json()
+        shown = [s["item_id"] for s in before["substitutes"]]
+        liked, disliked = shown[7], shown[0]
+        customers = [str(c) for c in engine.model.customers[:4]]
+        for customer in customers[:3]:
+            response = client.post("/v1/feedback", json={
+                "item_id": x, "shown": shown, "accepted": liked, "rejected": [disliked], "customer_id": customer,
+                "store_id": "330", "model_version": before["model_version"]})
+            assert response.status_code == 201 and response.json()["id"] > 0
+        picker = client.post("/v1/feedback", json={"item_id": x, "chosen": liked, "customer_id": customers[3],
+                                                   "source": "picker"})
+        assert picker.status_code == 201
+        for bad in ({"item_id": x, "shown": shown}, {"item_id": x, "shown": shown, "rejected": []},
+                    {"item_id": x, "accepted": None}, {"item_id": x, "chosen": liked, "source": "robot"},
+                    {"item_id": x, "chosen": liked, "surprise": 1}):
+            response = client.post("/v1/feedback", json=bad)
+            assert response.status_code == 422 and response.json()["detail"]
+    assert len(FeedbackLog(state)) == 4, "recorded durably, nothing from the refused requests"
+
+    result = CliRunner().invoke(app, ["train", "--households", str(HOUSEHOLDS), "--feedback", str(state),
+                                      "--out", str(tmp_path / "models"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "feedback: 7 decisions" in result.output
+    retrained = SubstituteEngine.load(tmp_path / "models" / "current")
+    assert retrained.manifest["counts"]["feedback_decisions"] == 7
+
+    after = [s.item_id for s in retrained.substitutes(x, k=10)]
+    assert after[0] == liked, f"accepted 4 times: first now (was #{shown.index(liked) + 1})"
+    assert disliked not in after[:1] and (disliked not in after or after.index(disliked) > shown.index(disliked))
+    assert "shoppers accepted it instead" in retrained.substitutes(x, k=1)[0].reasons
+    # the customers' own accepted choice comes first for them, with the reason
+    for customer in customers:
+        personal = retrained.substitutes(x, customer_id=customer, k=3)
+        assert personal[0].item_id == liked
+        assert "you accepted it as a substitute before" in personal[0].reasons
+
+
+def test_training_refuses_a_missing_feedback_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "--households", "20", "--feedback", str(tmp_path / "nope.db"),
+                                      "--out", str(tmp_path / "models"), "--no-progress"])
+    assert result.exit_code == 2 and "no feedback database" in result.output
