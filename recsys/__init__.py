@@ -3,12 +3,15 @@
 from recsys.artifact import ArtifactError
 from recsys.config import AlsConfig, TrainConfig
 from recsys.engine import (
+    CategoryPreference,
+    CustomerProfile,
     ItemInfo,
     OrderSubstitutes,
     Substitute,
     SubstituteEngine,
     SubstituteFilters,
     SubstituteList,
+    UnknownCustomerError,
     UnknownItemError,
     Variant,
 )
@@ -17,6 +20,8 @@ from recsys.schema import Dataset, DataValidationError
 from recsys.sizes import PackageSize, parse_package_size
 
 __all__ = [
+    "CategoryPreference",
+    "CustomerProfile",
     "AlsConfig",
     "ArtifactError",
     "DataValidationError",
@@ -31,6 +36,7 @@ __all__ = [
     "SubstituteFilters",
     "SubstituteList",
     "TrainConfig",
+    "UnknownCustomerError",
     "UnknownItemError",
     "Variant",
     "parse_package_size",

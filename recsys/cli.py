@@ -151,6 +151,28 @@ def retrain(
         raise typer.Exit(1)
 
 
+@app.command("add-items")
+def add_items(
+    catalog: Annotated[Path, typer.Option(help="catalog file (.csv/.tsv/.parquet) with the new items")],
+    model: Annotated[Path, typer.Option(help="model to extend")] = Path("models/current"),
+    out: Annotated[Path, typer.Option(help="models directory; the new version becomes out/current")] = Path(
+        "models"),
+) -> None:
+    """Add catalog items without retraining: a new model version in seconds, each new item with a
+    metadata-based embedding (its brand's and group's items). Then POST /v1/admin/reload."""
+    from recsys import ArtifactError
+    from recsys.schema import DataValidationError
+    from training.catalog import add_items as run_add_items
+    from training.loaders import read_catalog
+
+    try:
+        path, added = run_add_items(model.resolve(), read_catalog(catalog), out)
+    except (ArtifactError, DataValidationError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"{added:,} new items" + ("" if added else ": nothing to do, the model is unchanged"))
+    typer.echo(str(path))
+
+
 def _evaluation_table(result: Any, subset: str) -> Table:
     from training.evaluation import HIT_KS
 

@@ -119,6 +119,7 @@ class SubstituteList(Sequence[Substitute]):
     restock_eta: datetime | None  # of X at the queried store, when out of stock and known
     available_at: tuple[str, ...]  # other stores or channels that reported X in stock
     variants: tuple[Variant, ...]  # X's other pack sizes, most popular first
+    metadata_based: bool  # X has no events yet: its substitutes come from its group, brand, size and price
 
     @overload
     def __getitem__(self, index: int) -> Substitute: ...
@@ -132,6 +133,50 @@ class SubstituteList(Sequence[Substitute]):
 
     def __iter__(self) -> Iterator[Substitute]:
         return iter(self.substitutes)
+
+
+class UnknownCustomerError(LookupError):
+    """The customer id is not in the model."""
+
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(f"unknown customer {customer_id!r}")
+        self.customer_id = customer_id
+
+
+@dataclass(frozen=True, slots=True)
+class CategoryPreference:
+    """What a customer buys in one category (department, category), from their weighted history."""
+
+    department: str
+    category: str
+    share: float  # of the customer's recency-weighted interactions
+    purchases: int
+    brands: tuple[tuple[str, float], ...]  # up to 3 (brand, share in this category), largest first
+    private_label_share: float
+    usual_size: str | None  # weighted median size in the customer's main unit family here
+    price_band: tuple[float, float, float] | None  # weighted 25th, 50th, 75th percentile of item prices
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerProfile:
+    """What the engine believes about a customer: ids and derived preferences only."""
+
+    customer_id: str
+    model_version: str
+    segment: str | None  # RFM: champion, loyal, at risk, new, occasional, browser
+    recency_days: float | None  # days from the last purchase to the end of the training data
+    baskets: int | None
+    spend: float | None
+    home_store: str | None
+    items: int  # distinct items interacted with
+    categories: tuple[CategoryPreference, ...]  # largest share first
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[float]) -> list[float]:
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    positions = np.searchsorted(cumulative, np.asarray(qs) * cumulative[-1])
+    return [float(values[order][min(p, len(values) - 1)]) for p in positions]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +252,7 @@ class SubstituteEngine:
         self.price = items["price"].to_numpy(np.float64)
         self.log_price = np.log(self.price).astype(np.float32)
         self.private_label = items["private_label"].to_numpy(bool)
+        self._cold = items["n_customers"].to_numpy() == 0  # no events: known from the catalog only
         self.popularity = self._log_relative_to_group_top(items["n_customers"].to_numpy(np.float64))
         self.trend = self._log_relative_to_group_top(items["trend"].to_numpy(np.float64))
         model = self.model
@@ -262,6 +308,7 @@ class SubstituteEngine:
             item=target, substitutes=results, personalized=cust_row is not None,
             widened=any(r.widened for r in results), model_version=self.version, store_id=store,
             restock_eta=restock_eta, available_at=available_at, variants=self._variants(x, store),
+            metadata_based=bool(self._cold[x]),
         )
 
     def _availability(self, item_id: str, store: str) -> tuple[bool, datetime | None, tuple[str, ...]]:
@@ -305,6 +352,56 @@ class SubstituteEngine:
         return OrderSubstitutes(
             lines=tuple(answers), unknown_items=unknown, model_version=self.version,
             personalized=customer_id is not None and customer_id in self._customer_row,
+        )
+
+    def customer_profile(self, customer_id: str, max_categories: int = 10) -> CustomerProfile:
+        """The customer's segment and, per category they buy most, brands, usual size and price band."""
+        row = self._customer_row.get(customer_id)
+        if row is None:
+            raise UnknownCustomerError(customer_id)
+        indptr, indices, weight, count = self._cust
+        start, end = int(indptr[row]), int(indptr[row + 1])
+        items, w, n = indices[start:end], weight[start:end].astype(np.float64), count[start:end]
+        parents = self.model.parent_of[items]
+        totals = np.bincount(parents, weights=w, minlength=len(self.model.parent_ptr) - 1)
+        categories = []
+        for parent in np.argsort(-totals, kind="stable")[:max_categories]:
+            if totals[parent] <= 0:
+                break
+            mine = parents == parent
+            its, iw = items[mine], w[mine]
+            brand_weight = pd.Series(iw).groupby(self.brand_names[self.brand_codes[its]]).sum().nlargest(3)
+            info = self._infos[int(its[0])]
+            usual_size = None
+            families = self.family_codes[its]
+            if (families >= 0).any():
+                main = np.bincount(families[families >= 0], weights=iw[families >= 0]).argmax()
+                sized = families == main
+                middle = _weighted_quantiles(self.log_size[its][sized].astype(np.float64), iw[sized], [0.5])[0]
+                family = str(self.model.items["size_family"].iat[int(its[sized][0])])
+                usual_size = format_quantity(math.exp(middle), family)
+            priced = ~np.isnan(self.price[its])
+            band = (tuple(round(v, 2) for v in _weighted_quantiles(self.price[its][priced], iw[priced],
+                                                                  [0.25, 0.5, 0.75]))
+                    if priced.any() else None)
+            categories.append(CategoryPreference(
+                department=info.department, category=info.category,
+                share=round(float(totals[parent] / totals.sum()), 4), purchases=int(n[mine].sum()),
+                brands=tuple((str(b), round(float(v / iw.sum()), 4)) for b, v in brand_weight.items()),
+                private_label_share=round(float(iw[self.private_label[its]].sum() / iw.sum()), 4),
+                usual_size=usual_size, price_band=band,  # type: ignore[arg-type]
+            ))
+        stats = self.model.customer_stats
+        stat = stats.iloc[row] if len(stats.columns) else None
+        home = int(self.model.home_store[row])
+        return CustomerProfile(
+            customer_id=customer_id, model_version=self.version,
+            segment=None if stat is None else str(stat["segment"]),
+            recency_days=None if stat is None or pd.isna(stat["recency_days"]) else float(stat["recency_days"]),
+            baskets=None if stat is None else int(stat["baskets"]),
+            spend=None if stat is None else float(stat["spend"]),
+            home_store=str(self.model.stores[home]) if home >= 0 else None, items=int(end - start),
+            categories=tuple(categories),
         )
 
     def customer_row(self, customer_id: str) -> int | None:
@@ -577,6 +674,8 @@ class SubstituteEngine:
                 reasons.append(f"${price_difference:.2f} more")
             else:
                 reasons.append("same price")
+        if self._cold[c]:
+            reasons.append("new in the catalog")
         if widened:
             reasons.append(f"from the wider category {info.category}: too few {target.product_type} available")
         return Substitute(

@@ -70,6 +70,7 @@ class ModelData:
     stores: np.ndarray  # store ids (str), row order of ``store_items``
     store_items: sp.csr_matrix  # store x item, recency-weighted purchases (what sells at each store)
     home_store: np.ndarray  # per customer: row in ``stores`` of the store they shop at most, -1 if none
+    customer_stats: pd.DataFrame  # per customer (row order): recency_days, baskets, spend, segment (RFM)
     customer_weight: sp.csr_matrix  # customer x item, recency-weighted interaction weight
     customer_count: sp.csr_matrix  # same structure: purchase count
     customer_recent: sp.csr_matrix  # same structure: weight with the short (trend) half-life
@@ -92,8 +93,10 @@ class ModelData:
 
     def save(self, directory: Path) -> None:
         self.items.to_parquet(directory / ITEMS_FILE, index=False)
-        pd.DataFrame({"customer_id": self.customers.astype(str), "home_store": self.home_store.astype(np.int32)}
-                     ).to_parquet(directory / CUSTOMERS_FILE, index=False)
+        customers = pd.DataFrame({"customer_id": self.customers.astype(str),
+                                  "home_store": self.home_store.astype(np.int32)})
+        pd.concat([customers, self.customer_stats.reset_index(drop=True)], axis=1).to_parquet(
+            directory / CUSTOMERS_FILE, index=False)
         pd.DataFrame({"store_id": self.stores.astype(str)}).to_parquet(directory / STORES_FILE, index=False)
         np.save(directory / FACTORS_FILE, self.factors.astype(np.float32), allow_pickle=False)
         faiss.write_index(self.index, str(directory / INDEX_FILE))
@@ -118,6 +121,7 @@ class ModelData:
         customer_table = pd.read_parquet(directory / CUSTOMERS_FILE)
         customers = customer_table["customer_id"].to_numpy(dtype=object)
         home_store = customer_table["home_store"].to_numpy(np.int64)
+        stats = customer_table.drop(columns=["customer_id", "home_store"])  # no columns in older models
         stores = pd.read_parquet(directory / STORES_FILE)["store_id"].to_numpy(dtype=object)
         factors = np.load(directory / FACTORS_FILE, allow_pickle=False)
         with np.load(directory / NEIGHBOURS_FILE, allow_pickle=False) as arrays:
@@ -135,6 +139,7 @@ class ModelData:
             raise ValueError(f"index has {index.ntotal} vectors, factors {factors.shape[0]}, items {len(items)}")
         return cls(items=items, factors=factors, switch=switch, coview=coview, switch_to=switch_to, trial=trial,
                    customers=customers, stores=stores, store_items=store_items, home_store=home_store,
+                   customer_stats=stats,
                    customer_weight=weight, customer_count=count, customer_recent=recent, feedback=feedback,
                    customer_accepted=accepted, index=index)
 

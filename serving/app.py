@@ -13,7 +13,7 @@ from recsys import ArtifactError, Inventory
 from recsys.feedback import FeedbackLog
 from recsys.inventory import SqliteStockStore
 from serving.metrics import Metrics, ObservabilityMiddleware
-from serving.routers import admin, feedback, health, substitutes
+from serving.routers import admin, customers, feedback, health, substitutes
 from serving.schemas import ErrorOut
 from serving.settings import Settings
 from serving.state import ServiceState
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
     app.state.service = ServiceState(settings.model_path, inventory, FeedbackLog(settings.state_path))
     app.state.metrics = Metrics()
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
-    for router in (substitutes.router, feedback.router, admin.router, health.router):
+    for router in (substitutes.router, customers.router, feedback.router, admin.router, health.router):
         app.include_router(router)
 
     @app.exception_handler(Exception)

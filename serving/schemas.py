@@ -101,6 +101,7 @@ class SubstitutesResponse(BaseModel):
     restock_eta: datetime | None = Field(description="when X is expected back at this store, if known")
     available_at: list[str] = Field(description="other stores or channels that reported X in stock")
     variants: list[VariantOut] = Field(description="X's other pack sizes (same brand and type) and their stock")
+    metadata_based: bool = Field(description="X has no events yet: substitutes from its group, brand, size, price")
     model_version: str
 
 
@@ -142,6 +143,40 @@ class FeedbackIn(BaseModel):
 
 class FeedbackRecorded(BaseModel):
     id: int = Field(description="the stored feedback's id")
+
+
+class BrandShare(BaseModel):
+    brand: str
+    share: float
+
+
+class PriceBand(BaseModel):
+    p25: float
+    median: float
+    p75: float
+
+
+class CategoryPreferenceOut(BaseModel):
+    department: str
+    category: str
+    share: float = Field(description="of the customer's recency-weighted interactions")
+    purchases: int
+    brands: list[BrandShare] = Field(description="up to 3, largest share in this category first")
+    private_label_share: float
+    usual_size: str | None
+    price_band: PriceBand | None = Field(description="weighted percentiles of the prices of the items bought")
+
+
+class CustomerProfileOut(BaseModel):
+    customer_id: str
+    model_version: str
+    segment: str | None = Field(description="RFM: champion, loyal, at risk, new, occasional, browser")
+    recency_days: float | None = Field(description="days from the last purchase to the end of the training data")
+    baskets: int | None
+    spend: float | None
+    home_store: str | None
+    items: int = Field(description="distinct items the customer interacted with")
+    categories: list[CategoryPreferenceOut]
 
 
 class StockUpdateIn(BaseModel):

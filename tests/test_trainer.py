@@ -66,7 +66,21 @@ def test_groups_are_contiguous_and_embeddings_normalised(model_dir: Path) -> Non
     norms = np.linalg.norm(model.factors, axis=1)
     has_events = model.items["n_customers"].to_numpy() > 0
     assert np.allclose(norms[has_events], 1.0, atol=1e-4)
-    assert np.all(norms[~has_events] == 0)
+    # items without events: the mean direction of their brand's items with events in their group, else the
+    # group's, else zero (cold start from metadata)
+    items = model.items.assign(warm=has_events, group=model.group_of)
+    warm_groups = set(items.loc[has_events, "group"])
+    cold = items[~has_events]
+    assert np.allclose(norms[cold.index[cold["group"].isin(warm_groups)]], 1.0, atol=1e-4)
+    assert np.all(norms[cold.index[~cold["group"].isin(warm_groups)]] == 0)
+    checked = 0
+    for i in cold.index[:300]:
+        peers = items[has_events & (items["group"] == items.at[i, "group"]) & (items["brand"] == items.at[i, "brand"])]
+        if len(peers):
+            mean = model.factors[peers.index].sum(axis=0)
+            assert np.allclose(model.factors[i], mean / np.linalg.norm(mean), atol=1e-4)
+            checked += 1
+    assert checked > 20
     # the bought-instead signal only links items of the same group
     coo = model.switch.tocoo()
     assert coo.nnz > 0 and np.all(model.group_of[coo.row] == model.group_of[coo.col])

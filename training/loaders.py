@@ -98,7 +98,7 @@ class ColumnMapping(BaseModel):
 
 def _read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
-        raise DataValidationError(f"event log not found: {path}")
+        raise DataValidationError(f"file not found: {path}")
     suffixes = "".join(path.suffixes).lower()
     try:
         if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
@@ -108,7 +108,7 @@ def _read_table(path: Path) -> pd.DataFrame:
                                sep="\t" if ".tsv" in suffixes else ",")
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise DataValidationError(f"cannot read {path}: {exc}") from exc
-    raise DataValidationError(f"unsupported event-log format {path.suffix!r} (use .csv, .tsv or .parquet)")
+    raise DataValidationError(f"unsupported file format {path.suffix!r} (use .csv, .tsv or .parquet)")
 
 
 def _clean_id(series: pd.Series) -> pd.Series:
@@ -217,6 +217,29 @@ def _catalog_from_log(raw: pd.DataFrame, item: pd.Series, mapping: ColumnMapping
             "package_size": frame["package_size"].astype(object),
         }
     )[list(CATALOG_COLUMNS)]
+
+
+def read_catalog(path: str | Path) -> pd.DataFrame:
+    """A catalog file (CSV/TSV/parquet): ``item_id, department, category, product_type`` required; ``brand``
+    (default UNKNOWN), ``manufacturer`` (default the brand), ``private_label`` (true/false/1/0, default
+    false), ``package_size`` and ``price`` optional. Rows without an id are dropped."""
+    raw = _read_table(Path(path))
+    missing = [c for c in ("item_id", "department", "category", "product_type") if c not in raw.columns]
+    if missing:
+        raise DataValidationError(f"{path}: catalog is missing columns: {', '.join(missing)}")
+    item_id = _clean_id(raw["item_id"])
+    brand = raw["brand"].astype("string").fillna(UNKNOWN) if "brand" in raw.columns else UNKNOWN
+    flags = raw.get("private_label", pd.Series("false", index=raw.index)).astype(str).str.strip().str.lower()
+    catalog = pd.DataFrame({
+        "item_id": item_id, "brand": brand,
+        "manufacturer": raw["manufacturer"].astype("string") if "manufacturer" in raw.columns else brand,
+        "private_label": flags.isin(["true", "1", "yes"]),
+        **{c: raw[c].astype("string").fillna(UNKNOWN).str.strip() for c in ("department", "category",
+                                                                           "product_type")},
+        "package_size": raw["package_size"] if "package_size" in raw.columns else None,
+        "price": pd.to_numeric(raw["price"], errors="coerce") if "price" in raw.columns else np.nan,
+    })
+    return catalog[item_id.notna()].reset_index(drop=True)
 
 
 def load_dataset(sources: list[str], households: int | None = None,

@@ -24,11 +24,12 @@ from tqdm.auto import tqdm
 from recsys import artifact
 from recsys.config import TrainConfig
 from recsys.engine import SubstituteEngine
-from recsys.model import GROUP_KEYS, ITEM_COLUMNS, ModelData, contiguous_ranges
+from recsys.model import GROUP_KEYS, ModelData, contiguous_ranges
 from recsys.ranking import DEFAULT_WEIGHTS, Scorer
 from recsys.schema import PURCHASE_TYPES, Dataset, DataValidationError, ValidationReport
 from recsys.sizes import parse_package_sizes
 from training import evaluation, report
+from training.catalog import impute_cold_factors, sort_items
 from training.neighbours import cooccurrence, switching
 from training.queries import build_queries
 from training.ranker import collect, fit
@@ -105,11 +106,7 @@ def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarra
     items["trend"] = items["item_id"].map(trend).fillna(0.0).astype("float64")
     items["n_customers"] = items["item_id"].map(n_customers).fillna(0).astype("int64")
     items["package_size"] = items["package_size"].astype("string")
-    items = items.sort_values(
-        ["department", "category", "product_type", "n_customers", "item_id"],
-        ascending=[True, True, True, False, True], kind="mergesort",
-    )
-    return items[list(ITEM_COLUMNS)].reset_index(drop=True)
+    return sort_items(items)
 
 
 def _profiles(cust: np.ndarray, item_idx: np.ndarray, weights: np.ndarray, recent_weights: np.ndarray,
@@ -146,6 +143,32 @@ def _stores(events: pd.DataFrame, cust_codes: np.ndarray, item_idx: np.ndarray, 
         per_store = per_store.sort_values(["c", "n", "s"], ascending=[True, False, True]).drop_duplicates("c")
         home[per_store["c"].to_numpy()] = per_store["s"].to_numpy()
     return np.asarray(stores, dtype=object), store_items, home
+
+
+def _customer_stats(purchases: pd.DataFrame, cust_codes: np.ndarray, n_customers: int, data_end: pd.Timestamp
+                    ) -> pd.DataFrame:
+    """Recency (days from the last purchase to the data's end), frequency (baskets), monetary (spend), and an
+    RFM segment from their quintiles among customers: champion, loyal, at risk, new, occasional, or
+    browser (no purchase)."""
+    frame = pd.DataFrame({"c": cust_codes, "t": purchases["timestamp"].to_numpy(),
+                          "b": purchases["session_id"].to_numpy(),
+                          "spend": (purchases["price"].fillna(0.0) * purchases["quantity"].fillna(1.0)).to_numpy()})
+    per = frame.groupby("c").agg(last=("t", "max"), baskets=("b", "nunique"), spend=("spend", "sum"))
+    per = per.reindex(range(n_customers))
+    recency = ((data_end - per["last"]).dt.total_seconds() / 86400.0).round(1)
+    stats = pd.DataFrame({"recency_days": recency.astype("float64"),
+                          "baskets": per["baskets"].fillna(0).astype("int64"),
+                          "spend": per["spend"].fillna(0.0).round(2).astype("float64")})
+
+    def quintile(values: pd.Series) -> pd.Series:  # 1 (lowest) .. 5 (highest)
+        return np.ceil(values.rank(pct=True) * 5).clip(1, 5)
+
+    r, f = quintile(-stats["recency_days"]), quintile(stats["baskets"].astype(float))
+    segment = np.select([(r >= 4) & (f >= 4), f >= 4, (r <= 2) & (f >= 3), (f <= 1) & (r >= 4)],
+                        ["champion", "loyal", "at risk", "new"], default="occasional")
+    stats["segment"] = np.where(stats["baskets"] > 0, segment, "browser")
+    stats["segment"] = stats["segment"].astype(str)
+    return stats
 
 
 def _embeddings(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool
@@ -285,9 +308,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         weight, count, recent = _profiles(cust_codes, item_idx, weights, trend_weights, is_purchase,
                                           len(customers), len(items))
         stores, store_items, home_store = _stores(events, cust_codes, item_idx, weights, len(customers), len(items))
+        customer_stats = _customer_stats(events[is_purchase], cust_codes[is_purchase], len(customers), data_end)
 
     with timer.stage("embeddings"):
         factors, als_loss = _embeddings(weight, config, show_progress)
+        factors = impute_cold_factors(items, factors)
 
     with timer.stage("neighbours"):
         group_of, _ = contiguous_ranges(items[list(GROUP_KEYS)])
@@ -311,7 +336,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
 
     model = ModelData(items=items, factors=factors, switch=switch, coview=coview, switch_to=switch_to, trial=trial,
                       customers=np.asarray(customers, dtype=object), stores=stores, store_items=store_items,
-                      home_store=home_store, customer_weight=weight,
+                      home_store=home_store, customer_stats=customer_stats, customer_weight=weight,
                       customer_count=count, customer_recent=recent, feedback=pair_feedback,
                       customer_accepted=accepted, index=index)
     reports = [*dataset.reports, prep]

@@ -44,7 +44,7 @@ def _body(answer: SubstituteList) -> dict[str, object]:
         "variants": [{"item_id": v.item_id, "package_size": v.package_size, "size": v.size, "price": v.price,
                       "in_stock": v.in_stock, "restock_eta": v.restock_eta.isoformat() if v.restock_eta else None,
                       "available_at": list(v.available_at)} for v in answer.variants],
-        "model_version": answer.model_version,
+        "metadata_based": answer.metadata_based, "model_version": answer.model_version,
     }
 
 

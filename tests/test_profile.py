@@ -1,0 +1,56 @@
+"""GET /v1/customers/{id}/profile and SubstituteEngine.customer_profile, checked against the raw purchases."""
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from recsys import Dataset, SubstituteEngine, UnknownCustomerError
+from serving.app import create_app
+from serving.settings import Settings
+
+pytestmark = pytest.mark.realdata
+
+
+def test_profile_agrees_with_the_customers_purchases(engine: SubstituteEngine, cj_small: Dataset) -> None:
+    events = cj_small.events.merge(cj_small.catalog, on="item_id")
+    data_end = events["timestamp"].max()
+    segments = set()
+    for customer in [str(c) for c in engine.model.customers[::30]]:
+        profile = engine.customer_profile(customer, max_categories=5)
+        mine = events[events["customer_id"] == customer]
+        assert profile.baskets == mine["session_id"].nunique()
+        assert profile.recency_days == pytest.approx((data_end - mine["timestamp"].max()).total_seconds() / 86400,
+                                                     abs=0.06)
+        assert profile.items == mine["item_id"].nunique()
+        segments.add(profile.segment)
+        shares = [c.share for c in profile.categories]
+        assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
+        for category in profile.categories:
+            bought = mine[(mine["department"] == category.department) & (mine["category"] == category.category)]
+            assert category.purchases == len(bought.drop_duplicates())
+            assert category.brands[0][0] in set(bought["brand"])
+            assert [v for _, v in category.brands] == sorted((v for _, v in category.brands), reverse=True)
+            assert (category.private_label_share > 0) == bool(bought["private_label"].any())
+            if category.price_band:
+                low, median, high = category.price_band
+                assert low <= median <= high
+    assert len(segments) >= 3, "customers fall into different RFM segments"
+    with pytest.raises(UnknownCustomerError):
+        engine.customer_profile("nobody")
+
+
+def test_profile_over_http(model_dir: Path) -> None:
+    with TestClient(create_app(Settings(model_path=model_dir, state_path=None))) as client:
+        engine: SubstituteEngine = client.app.state.service.engine
+        customer = str(engine.model.customers[5])
+        response = client.get(f"/v1/customers/{customer}/profile", params={"categories": 3})
+        assert response.status_code == 200
+        body = response.json()
+        expected = engine.customer_profile(customer, max_categories=3)
+        assert body["segment"] == expected.segment and len(body["categories"]) == 3
+        assert body["categories"][0]["brands"][0] == {"brand": expected.categories[0].brands[0][0],
+                                                      "share": expected.categories[0].brands[0][1]}
+        missing = client.get("/v1/customers/nobody/profile")
+        assert missing.status_code == 404 and missing.json() == {"detail": "unknown customer 'nobody'"}
+        assert client.get(f"/v1/customers/{customer}/profile", params={"categories": 0}).status_code == 422
