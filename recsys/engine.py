@@ -62,7 +62,7 @@ class SubstituteFilters(BaseModel):
         None, ge=1.0, description="size within this factor of X's size (1.5: between 2/3 and 1.5 times)"
     )
     size_alternatives: bool = Field(
-        False, description="allow several pack sizes of one brand's product (default: the best-ranked one only)"
+        False, description="allow more than 2 pack sizes of one brand's product in the answer"
     )
 
 
@@ -262,9 +262,10 @@ class SubstituteEngine:
         weight, count = self.model.customer_weight, self.model.customer_count
         self._cust = (weight.indptr, weight.indices, weight.data, count.data)
         self._cust_recent = self.model.customer_recent.data
+        self._families: list[str | None] = items["size_family"].tolist()
         self._size_display = [
             format_quantity(math.exp(q), f) if f is not None and not math.isnan(q) else None
-            for q, f in zip(self.log_size.tolist(), items["size_family"].tolist(), strict=True)
+            for q, f in zip(self.log_size.tolist(), self._families, strict=True)
         ]
         self._infos = self._build_infos()
 
@@ -378,8 +379,7 @@ class SubstituteEngine:
                 main = np.bincount(families[families >= 0], weights=iw[families >= 0]).argmax()
                 sized = families == main
                 middle = _weighted_quantiles(self.log_size[its][sized].astype(np.float64), iw[sized], [0.5])[0]
-                family = str(self.model.items["size_family"].iat[int(its[sized][0])])
-                usual_size = format_quantity(math.exp(middle), family)
+                usual_size = format_quantity(math.exp(middle), str(self._families[int(its[sized][0])]))
             priced = ~np.isnan(self.price[its])
             band = (tuple(round(v, 2) for v in _weighted_quantiles(self.price[its][priced], iw[priced],
                                                                   [0.25, 0.5, 0.75]))
@@ -620,7 +620,7 @@ class SubstituteEngine:
         sizes = [None if t is None or pd.isna(t) else " ".join(str(t).split())
                  for t in items["package_size"].astype(object).tolist()]
         prices = [None if math.isnan(p) else round(p, 2) for p in self.price.tolist()]
-        families = items["size_family"].tolist()
+        families = self._families
         basis = np.asarray([UNIT_PRICE_BASIS.get(f, np.nan) if f is not None else np.nan for f in families])
         per_unit = self.price / np.exp(self.log_size.astype(np.float64)) * basis
         unit_prices = [None if not math.isfinite(u) or u <= 0 else float(f"{u:.3g}") for u in per_unit.tolist()]
@@ -641,9 +641,8 @@ class SubstituteEngine:
             log_ratio = float(self.log_size[c] - self.log_size[x])
             size_ratio = float(f"{math.exp(log_ratio):.3g}")
             difference = math.exp(float(self.log_size[c])) - math.exp(float(self.log_size[x]))
-            family = str(self.model.items["size_family"].iat[c])
-            size_difference = ("same" if abs(log_ratio) <= SAME_SIZE_TOLERANCE
-                               else ("+" if difference > 0 else "-") + format_quantity(abs(difference), family))
+            size_difference = ("same" if abs(log_ratio) <= SAME_SIZE_TOLERANCE else ("+" if difference > 0 else "-")
+                               + format_quantity(abs(difference), str(self._families[c])))
             if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
                 reasons.append(f"same size: {info.package_size or info.size}")
             else:
