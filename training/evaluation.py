@@ -107,7 +107,10 @@ def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
         return popular_fill(ranked, x, lo, hi)
 
     als = AlternatingLeastSquares(factors=model.factors.shape[1])
-    als.item_factors = model.factors  # the engine's own embeddings, queried through implicit's API
+    # the engine's own ALS embeddings, queried through implicit's API; items without events get no vector
+    # (the engine's metadata-based cold-start vectors are ours, not the baseline's)
+    warm = (model.items["n_customers"].to_numpy() > 0)[:, None]
+    als.item_factors = np.where(warm, model.factors, 0.0).astype(np.float32)
 
     def implicit_raw(x: int, customer: int) -> np.ndarray:
         ids, _ = als.similar_items(x, N=CUTOFF + 1)
