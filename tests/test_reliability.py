@@ -18,6 +18,7 @@ import pytest
 
 from recsys import SubstituteEngine
 from recsys.artifact import CURRENT, MANIFEST, read_manifest
+from recsys.feedback import FeedbackLog
 from serving.process import serving
 
 pytestmark = [pytest.mark.realdata, pytest.mark.reliability]
@@ -34,7 +35,7 @@ def _popular(model: Path, n: int = 1) -> list[str]:
     return items.sort_values("n_customers", ascending=False)["item_id"].head(n).astype(str).tolist()
 
 
-def test_acknowledged_inventory_survives_sigkill(model_dir: Path, tmp_path: Path) -> None:
+def test_acknowledged_inventory_and_feedback_survive_sigkill(model_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / "state.sqlite3"
     item = _popular(model_dir)[0]
     with _serving(model_dir, state) as (base, process):
@@ -44,12 +45,16 @@ def test_acknowledged_inventory_survives_sigkill(model_dir: Path, tmp_path: Path
                               {"item_id": item, "store_id": "42", "in_stock": False,
                                "restock_eta": "2026-12-24T07:00:00"}]}
         assert httpx.put(f"{base}/v1/inventory", json=update, headers=AUTH).json()["applied"] == 2
+        feedback = {"item_id": item, "shown": [gone], "rejected": [gone], "customer_id": "7"}
+        assert httpx.post(f"{base}/v1/feedback", json=feedback).status_code == 201
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
     with _serving(model_dir, state) as (base, _):
         answer = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": "42", "k": 5}).json()
         assert gone not in [s["item_id"] for s in answer["substitutes"]]
         assert answer["restock_eta"] == "2026-12-24T07:00:00"
+    (kept,) = FeedbackLog(state).feedback()
+    assert (kept.item_id, kept.rejected, kept.customer_id) == (item, (gone,), "7")
 
 
 def test_reloads_under_load_drop_no_request(model_dir: Path, tmp_path: Path) -> None:
