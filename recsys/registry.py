@@ -30,7 +30,6 @@ class ModelEntry:
     metrics: dict[str, float]  # held-out headline metrics of the model ("ours"), empty if none
 
 
-
 def current_version(models: Path) -> str | None:
     link = models / CURRENT
     return link.resolve().name if link.exists() else None

@@ -13,8 +13,8 @@ router = APIRouter(prefix="/v1", tags=["feedback"])
 
 @router.post("/feedback", response_model=FeedbackRecorded, status_code=status.HTTP_201_CREATED)
 def post_feedback(body: FeedbackIn, state: StateDep) -> FeedbackRecorded:
-    """Record one answer's outcome durably (committed before the reply). A plain ``def``: the SQLite commit
-    runs in the thread pool, off the event loop."""
+    """Record one answer's outcome durably (committed before the reply)."""
+    # a plain def: the SQLite commit (an fsync) runs in the thread pool, off the event loop
     feedback = Feedback(item_id=body.item_id, shown=tuple(body.shown), accepted=body.accepted,
                         rejected=tuple(body.rejected), chosen=body.chosen, customer_id=body.customer_id,
                         store_id=body.store_id, source=body.source, model_version=body.model_version)

@@ -66,9 +66,10 @@ async def post_substitutes(request: SubstituteRequest, engine: EngineDep) -> Res
 
 
 @router.post("/substitutes/batch", response_model=OrderSubstitutesResponse, responses={503: _ERRORS[503]})
-async def post_order_substitutes(request: OrderSubstituteRequest, engine: EngineDep) -> Response:
+def post_order_substitutes(request: OrderSubstituteRequest, engine: EngineDep) -> Response:
     """Substitutes for many unavailable lines of one order (one customer, one store) in one call: never an
     item of the order, never the same substitute for two lines. Unknown lines are listed, not fatal."""
+    # a plain def: up to 200 lines of work run in the thread pool, not on the event loop
     answer = engine.order_substitutes(request.items, customer_id=request.customer_id, store_id=request.store_id,
                                       k=request.k, order=request.order, filters=request.filters)
     return _json({"lines": [_body(line) for line in answer.lines], "unknown_items": list(answer.unknown_items),
