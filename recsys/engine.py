@@ -426,7 +426,7 @@ class SubstituteEngine:
         parent = model.parent_of[x]
         lo, hi = self.group_range(x)
         candidates, similarity = self._search(x, lo, hi)
-        allowed = self._allowed(candidates, x, store, exclude, filters)
+        allowed = self.allowed(candidates, x, store, exclude, filters)
         candidates, similarity = candidates[allowed], similarity[allowed]
         widened = np.zeros(len(candidates), dtype=bool)
         if len(candidates) < self.min_group_size:
@@ -435,7 +435,7 @@ class SubstituteEngine:
                 wide, wide_sim = self._search(x, plo, phi)
                 outside = (wide < lo) | (wide >= hi)
                 wide, wide_sim = wide[outside], wide_sim[outside]
-                keep = self._allowed(wide, x, store, exclude, filters)
+                keep = self.allowed(wide, x, store, exclude, filters)
                 candidates = np.concatenate([candidates, wide[keep]])
                 similarity = np.concatenate([similarity, wide_sim[keep]])
                 widened = np.concatenate([widened, np.ones(int(keep.sum()), dtype=bool)])
@@ -444,6 +444,20 @@ class SubstituteEngine:
             store_row = int(model.home_store[cust_row])
         features = self._features(x, candidates, similarity, widened, cust_row, store_row, parent, lo, hi)
         return candidates, features, widened
+
+    def retrieve(self, x: int, store: str = ONLINE, exclude: Iterable[str] = (),
+                 filters: SubstituteFilters | None = None, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Retrieval only: members of X's group that pass the hard rules and filters, most similar to X first
+        (the best ``k`` when given), with their cosine. No widening, features or ranking: the step a
+        nearest-neighbour baseline does, for benchmarks and diagnostics."""
+        candidates, similarity = self._search(x, *self.group_range(x))
+        keep = self.allowed(candidates, x, store, exclude, filters)
+        candidates, similarity = candidates[keep], similarity[keep]
+        if k is not None and len(similarity) > k:
+            part = np.argpartition(-similarity, k - 1)[:k]
+            candidates, similarity = candidates[part], similarity[part]
+        order = np.argsort(-similarity, kind="stable")
+        return candidates[order], similarity[order]
 
     def top(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Positions of the best ``k`` rows scoring at least ``min_score`` (best first), and all scores."""
@@ -516,8 +530,9 @@ class SubstituteEngine:
         self._stock_masks[store] = (version, mask)
         return mask
 
-    def _allowed(self, candidates: np.ndarray, x: int, store: str, exclude: Iterable[str],
-                 filters: SubstituteFilters | None) -> np.ndarray:
+    def allowed(self, candidates: np.ndarray, x: int, store: str = ONLINE, exclude: Iterable[str] = (),
+                filters: SubstituteFilters | None = None) -> np.ndarray:
+        """Which ``candidates`` pass the hard rules (not X, in stock at ``store``, not excluded) and ``filters``."""
         allowed = candidates != x
         stock = self._stock_mask(store)
         if stock is not None:

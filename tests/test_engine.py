@@ -278,3 +278,18 @@ def test_where_else_the_item_and_its_variants_are_in_stock(engine: SubstituteEng
     assert (first.item_id, first.in_stock, first.restock_eta, first.available_at) == (variant, False, eta, ("S4",))
     engine.inventory.apply([StockUpdate(x, False, "S2")])
     assert engine.substitutes(x, store_id="S1").available_at == ("online",)
+
+
+def test_retrieve_is_the_exact_filtered_neighbourhood_in_the_group(engine: SubstituteEngine) -> None:
+    factors = engine.model.factors
+    engine.inventory.apply([StockUpdate(i, False, "S7") for i in engine.item_ids[::7].tolist()])
+    out = set(engine.item_ids[::7].tolist())
+    for item_id in _items_with_events(engine, 60, seed=13):
+        x = engine.index_of(item_id)
+        found, similarity = engine.retrieve(x, "S7", filters=SubstituteFilters(private_label=False), k=5)
+        lo, hi = engine.group_range(x)
+        members = [i for i in range(lo, hi) if i != x and engine.item_ids[i] not in out
+                   and not engine.private_label[i]]
+        expected = np.sort(factors[members] @ factors[x])[::-1][:5]
+        assert np.allclose(similarity, expected, atol=1e-5), "the k most similar allowed members, best first"
+        assert all(lo <= i < hi and i != x and engine.item_ids[i] not in out for i in found.tolist())
