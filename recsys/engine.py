@@ -208,6 +208,14 @@ def _row_values(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row: 
     return _row_lookup(indptr, indices, row, columns, data)[0]
 
 
+def _best(values: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest ``values``, largest first; ties by position."""
+    if len(values) > k:
+        part = np.argpartition(-values, k - 1)[:k]
+        return part[np.lexsort((part, -values[part]))]
+    return np.lexsort((np.arange(len(values)), -values))
+
+
 class SubstituteEngine:
     """Loads a model directory and answers substitute queries. Thread-safe for concurrent reads."""
 
@@ -425,20 +433,16 @@ class SubstituteEngine:
         model = self.model
         parent = model.parent_of[x]
         lo, hi = self.group_range(x)
-        candidates, similarity = self._search(x, lo, hi)
-        allowed = self.allowed(candidates, x, store, exclude, filters)
-        candidates, similarity = candidates[allowed], similarity[allowed]
+        candidates, similarity = self._allowed_in_range(x, lo, hi, store, exclude, filters)
         widened = np.zeros(len(candidates), dtype=bool)
         if len(candidates) < self.min_group_size:
             plo, phi = int(model.parent_ptr[parent]), int(model.parent_ptr[parent + 1])
             if phi - plo > hi - lo:
-                wide, wide_sim = self._search(x, plo, phi)
+                wide, wide_sim = self._allowed_in_range(x, plo, phi, store, exclude, filters)
                 outside = (wide < lo) | (wide >= hi)
-                wide, wide_sim = wide[outside], wide_sim[outside]
-                keep = self.allowed(wide, x, store, exclude, filters)
-                candidates = np.concatenate([candidates, wide[keep]])
-                similarity = np.concatenate([similarity, wide_sim[keep]])
-                widened = np.concatenate([widened, np.ones(int(keep.sum()), dtype=bool)])
+                candidates = np.concatenate([candidates, wide[outside]])
+                similarity = np.concatenate([similarity, wide_sim[outside]])
+                widened = np.concatenate([widened, np.ones(int(outside.sum()), dtype=bool)])
         store_row = self._store_row.get(store)
         if store_row is None and cust_row is not None and model.home_store[cust_row] >= 0:
             store_row = int(model.home_store[cust_row])
@@ -450,34 +454,23 @@ class SubstituteEngine:
         """Retrieval only: members of X's group that pass the hard rules and filters, most similar to X first
         (the best ``k`` when given), with their cosine. No widening, features or ranking: the step a
         nearest-neighbour baseline does, for benchmarks and diagnostics."""
-        candidates, similarity = self._search(x, *self.group_range(x))
-        keep = self.allowed(candidates, x, store, exclude, filters)
-        candidates, similarity = candidates[keep], similarity[keep]
-        if k is not None and len(similarity) > k:
-            part = np.argpartition(-similarity, k - 1)[:k]
-            candidates, similarity = candidates[part], similarity[part]
-        order = np.argsort(-similarity, kind="stable")
-        return candidates[order], similarity[order]
-
-    def top(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of the best ``k`` rows scoring at least ``min_score`` (best first), and all scores."""
-        scores = self.scorer(features)
-        if len(scores) > k:
-            part = np.argpartition(-scores, k - 1)[:k]
-            top = part[np.lexsort((part, -scores[part]))]
-        else:
-            top = np.lexsort((np.arange(len(scores)), -scores))
-        return top[scores[top] >= self.min_score], scores
+        candidates, similarity = self._allowed_in_range(x, *self.group_range(x), store, exclude, filters)
+        best = _best(similarity, len(similarity) if k is None else k)
+        return candidates[best], similarity[best]
 
     def select(self, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False
                ) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of the answer among ``candidates``: the best ``k`` scoring at least ``min_score``, without
-        near-duplicates (see :meth:`_distinct`); and all scores."""
-        top, scores = self.top(features, NEAR_DUPLICATE_POOL * k)
-        distinct = self._distinct(candidates, features, top, k, size_alternatives)
-        if len(distinct) < k and len(top) == NEAR_DUPLICATE_POOL * k:  # near-duplicates crowded the pool
-            everything = self.top(features, len(features))[0]
-            distinct = self._distinct(candidates, features, everything, k, size_alternatives)
+        """Positions of the answer among ``candidates``: the best ``k`` scoring at least ``min_score`` (best
+        first), without near-duplicates (see :meth:`_distinct`); and all scores."""
+        scores = self.scorer(features)
+        pool = NEAR_DUPLICATE_POOL * k
+        ranked = _best(scores, pool)
+        ranked = ranked[scores[ranked] >= self.min_score]
+        distinct = self._distinct(candidates, features, ranked, k, size_alternatives)
+        if len(distinct) < k and len(ranked) == pool:  # near-duplicates crowded the pool: rank them all
+            ranked = _best(scores, len(scores))
+            ranked = ranked[scores[ranked] >= self.min_score]
+            distinct = self._distinct(candidates, features, ranked, k, size_alternatives)
         return distinct, scores
 
     def _distinct(self, candidates: np.ndarray, features: np.ndarray, ranked: np.ndarray, k: int,
@@ -507,6 +500,13 @@ class SubstituteEngine:
         return ranked[keep]
 
     # -- query steps -----------------------------------------------------------------------------
+    def _allowed_in_range(self, x: int, lo: int, hi: int, store: str, exclude: Iterable[str],
+                          filters: SubstituteFilters | None) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates in [lo, hi) that pass :meth:`allowed`, with their cosine to x."""
+        candidates, similarity = self._search(x, lo, hi)
+        keep = self.allowed(candidates, x, store, exclude, filters)
+        return candidates[keep], similarity[keep]
+
     def _search(self, x: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Candidates in [lo, hi) with their cosine to x: the whole range when small, else FAISS top-N."""
         if hi - lo <= self.max_candidates:
