@@ -361,14 +361,14 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         "als_loss": als_loss,
         "metrics": holdout_metrics,
     }
-    with timer.stage("report"):
-        engine = SubstituteEngine(model, manifest)
-        manifest["coverage"] = report.coverage(engine) if with_report else None
-        previous = _current_manifest(out_dir)
+    with timer.stage("report"):  # an in-memory engine for coverage and examples; skipped without a report
+        engine = SubstituteEngine(model, manifest) if with_report else None
+        manifest["coverage"] = report.coverage(engine) if engine is not None else None
+        previous = _current_manifest(out_dir) if engine is not None else None
 
     def write_files(directory: Path) -> None:
         model.save(directory)
-        if with_report:
+        if engine is not None:
             report.write(directory, manifest, engine, previous)
 
     with timer.stage("write"):
