@@ -9,7 +9,6 @@ per (item, substitute, customer): +1 for an acceptance or a manual choice, -1 fo
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Final
 
 import pandas as pd
+
+from recsys import storage
 
 DECISION_COLUMNS: Final[tuple[str, ...]] = ("item_id", "substitute_id", "customer_id", "accepted", "source")
 
@@ -55,13 +56,7 @@ class FeedbackLog:
     """Append-only feedback store: a SQLite file, or memory when ``path`` is None."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(":memory:" if path is None else Path(path), check_same_thread=False,
-                                           isolation_level=None)
-        if path is not None:
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=FULL")
+        self._connection = storage.connect(path)
         self._connection.execute(
             "CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)")
         self._lock = threading.Lock()

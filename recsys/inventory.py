@@ -11,13 +11,14 @@ acknowledged update survives a crash; on start the memory state is loaded back f
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Final, Protocol
+
+from recsys import storage
 
 #: the channel a query without a store id checks
 ONLINE: Final[str] = "online"
@@ -61,10 +62,7 @@ class SqliteStockStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._connection = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=FULL")
+        self._connection = storage.connect(self.path)
         self._connection.execute(
             "CREATE TABLE IF NOT EXISTS stock (store_id BLOB NOT NULL, item_id BLOB NOT NULL, "
             "in_stock INTEGER NOT NULL, restock_eta TEXT, updated_at TEXT DEFAULT CURRENT_TIMESTAMP, "
