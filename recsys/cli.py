@@ -67,6 +67,26 @@ def _decisions(path: Path | None) -> Any:
     return decisions
 
 
+def _training_inputs(data: list[str] | None, households: int | None, config: Path | None) -> tuple[Any, Any]:
+    """The TrainConfig (``--config`` JSON, else the defaults) and the dataset read with its event types;
+    either one bad fails the command with a message."""
+    from pydantic import ValidationError
+
+    from recsys.config import TrainConfig
+    from recsys.schema import DataValidationError
+    from training.loaders import load_dataset
+
+    try:
+        train_config = TrainConfig.model_validate_json(config.read_text()) if config else TrainConfig()
+    except (OSError, ValidationError) as exc:
+        raise _fail(f"bad --config: {exc}") from exc
+    try:
+        dataset = load_dataset(data or [], households=households, known_event_types=set(train_config.event_weights))
+    except DataValidationError as exc:
+        raise _fail(str(exc)) from exc
+    return train_config, dataset
+
+
 @app.command()
 def train(
     data: Annotated[list[str] | None, typer.Option(
@@ -79,19 +99,11 @@ def train(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train a model and write it to OUT/<version>; prints the model's path last."""
-    from pydantic import ValidationError
-
-    from recsys.config import TrainConfig
     from recsys.schema import DataValidationError
-    from training.loaders import load_dataset
     from training.pipeline import train as run_training
 
+    train_config, dataset = _training_inputs(data, households, config)
     try:
-        train_config = TrainConfig.model_validate_json(config.read_text()) if config else TrainConfig()
-    except (OSError, ValidationError) as exc:
-        raise _fail(f"bad --config: {exc}") from exc
-    try:
-        dataset = load_dataset(data or [], households=households, known_event_types=set(train_config.event_weights))
         result = run_training(dataset, train_config, out_dir=out, train_until=train_until, show_progress=progress,
                               feedback=_decisions(feedback))
     except DataValidationError as exc:
@@ -116,19 +128,17 @@ def retrain(
     MODELS/retrain.jsonl."""
     from pydantic import ValidationError
 
-    from recsys import ArtifactError, TrainConfig
+    from recsys import ArtifactError
     from recsys.schema import DataValidationError
-    from training.loaders import load_dataset
     from training.nightly import GateConfig
     from training.nightly import retrain as run_retrain
 
     try:
-        train_config = TrainConfig.model_validate_json(config.read_text()) if config else TrainConfig()
         gate = GateConfig(max_drop=max_drop, holdout_weeks=holdout_weeks)
-    except (OSError, ValidationError) as exc:
-        raise _fail(f"bad --config or gate option: {exc}") from exc
+    except ValidationError as exc:
+        raise _fail(f"bad gate option: {exc}") from exc
+    train_config, dataset = _training_inputs(data, households, config)
     try:
-        dataset = load_dataset(data or [], households=households, known_event_types=set(train_config.event_weights))
         result = run_retrain(dataset, models, train_config, gate, show_progress=progress,
                              feedback=_decisions(feedback))
     except (DataValidationError, ArtifactError) as exc:
@@ -417,10 +427,10 @@ ModelsDir = Annotated[Path, typer.Option("--models", help="models directory")]
 @models_app.command("list")
 def models_list(models: ModelsDir = Path("models")) -> None:
     """Versions with creation time, data span, size, ranker, counts and held-out metrics; * marks the current."""
-    from recsys.registry import list_models
+    from recsys.registry import HEADLINE_METRICS, list_models
 
     table = Table(title=f"models in {models}")
-    headline = ("HR@3", "NDCG@10", "new HR@3")
+    headline = tuple(HEADLINE_METRICS)
     for column in ("", "version", "created", "data span", "size MB", "ranker", "events", "items", *headline):
         table.add_column(column)
     for entry in list_models(models) if models.is_dir() else []:

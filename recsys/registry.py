@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from recsys.artifact import CURRENT, ArtifactError, directory_size, point_current, read_manifest
 
@@ -35,13 +35,21 @@ def current_version(models: Path) -> str | None:
     return link.resolve().name if link.exists() else None
 
 
+#: the metrics a model is judged by: name -> (query subset, metric) in the evaluation's results
+HEADLINE_METRICS: Final[dict[str, tuple[str, str]]] = {
+    "HR@3": ("all", "HR@3"), "NDCG@10": ("all", "NDCG@10"), "new HR@3": ("new_to_customer", "HR@3"),
+}
+
+
+def headline(method_metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """:data:`HEADLINE_METRICS` of one method's results (subset -> metric -> value)."""
+    return {name: method_metrics[subset][metric] for name, (subset, metric) in HEADLINE_METRICS.items()}
+
+
 def headline_metrics(manifest: dict[str, Any]) -> dict[str, float]:
-    """HR@3 and NDCG@10 on all held-out queries, HR@3 on those new to the customer (from the training report)."""
+    """The model's held-out headline metrics (from its training report), empty if it has none."""
     metrics = (manifest.get("metrics") or {}).get("methods", {}).get("ours")
-    if not metrics:
-        return {}
-    return {"HR@3": metrics["all"]["HR@3"], "NDCG@10": metrics["all"]["NDCG@10"],
-            "new HR@3": metrics["new_to_customer"]["HR@3"]}
+    return headline(metrics) if metrics else {}
 
 
 def list_models(models: Path) -> list[ModelEntry]:

@@ -22,16 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from recsys import artifact
 from recsys.config import TrainConfig
 from recsys.engine import SubstituteEngine
-from recsys.registry import current_version, promote
+from recsys.registry import HEADLINE_METRICS, current_version, headline, promote
 from recsys.schema import Dataset
 from training import evaluation
 from training.pipeline import train
 from training.queries import build_queries
 
 LOG: Final[str] = "retrain.jsonl"
-GATED_METRICS: Final[dict[str, tuple[str, str]]] = {
-    "HR@3": ("all", "HR@3"), "NDCG@10": ("all", "NDCG@10"), "new HR@3": ("new_to_customer", "HR@3"),
-}
 
 
 class GateConfig(BaseModel):
@@ -66,7 +63,7 @@ def gate_metrics(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
     if len(queries) == 0:
         return {}, {"all": 0, "new_to_customer": 0}
     metrics, _ = evaluation.score(engine, {"ours": evaluation.engine_ranker(engine)}, queries)
-    values = {name: round(metrics["ours"][subset][metric], 5) for name, (subset, metric) in GATED_METRICS.items()}
+    values = {name: round(value, 5) for name, value in headline(metrics["ours"]).items()}
     return values, {"all": len(queries), "new_to_customer": queries.n_new}
 
 
@@ -101,7 +98,7 @@ def retrain(dataset: Dataset, models: Path, config: TrainConfig | None = None, g
         result.message = (f"refused: only {result.queries[candidate]['all']} hold-out queries after {split.date()} "
                           f"(need {gate.min_queries}); more data or a longer --holdout-weeks")
         return _log(models, result)
-    drops = {name: result.metrics[current][name] - result.metrics[candidate][name] for name in GATED_METRICS}
+    drops = {name: result.metrics[current][name] - result.metrics[candidate][name] for name in HEADLINE_METRICS}
     worse = {name: drop for name, drop in drops.items() if drop > gate.max_drop}
     if worse:
         result.message = "refused: " + ", ".join(

@@ -14,6 +14,7 @@ from typing import Any, Final
 import numpy as np
 
 from recsys.engine import SubstituteEngine
+from recsys.registry import headline
 
 REPORT: Final[str] = "report.md"
 LOSS_PLOT: Final[str] = "report-als-loss.png"
@@ -137,11 +138,8 @@ def write(directory: Path, manifest: dict[str, Any], engine: SubstituteEngine,
     out += ["## Against the previous model", ""]
     previous_metrics = (previous or {}).get("metrics")
     if previous_metrics and metrics:
-        rows = []
-        for label, m, subset in (("HR@3", "HR@3", "all"), ("NDCG@10", "NDCG@10", "all"),
-                                 ("new HR@3", "HR@3", "new_to_customer")):
-            new, old = metrics["methods"]["ours"][subset][m], previous_metrics["methods"]["ours"][subset][m]
-            rows.append((label, f"{new:.3f}", f"{old:.3f}", f"{new - old:+.3f}"))
+        now, before = headline(metrics["methods"]["ours"]), headline(previous_metrics["methods"]["ours"])
+        rows = [(name, f"{now[name]:.3f}", f"{before[name]:.3f}", f"{now[name] - before[name]:+.3f}") for name in now]
         out += [f"Previous: {previous['version']} (data to {previous['data_span']['end'][:10]}). Each model on "
                 "its own held-out weeks; `recsys retrain` compares both on the same weeks.", "",
                 _table(("metric", "this model", "previous", "change"), rows), ""]
