@@ -37,11 +37,9 @@ def impute_cold_factors(items: pd.DataFrame, factors: np.ndarray) -> np.ndarray:
     if not cold.any() or cold.all():
         return factors
     factors = factors.copy()
-    keys = {"brand": [*GROUP_KEYS, "brand"], "group": list(GROUP_KEYS)}
-    todo = cold.copy()
-    for columns in keys.values():
+    warm, todo = ~cold, cold.copy()
+    for columns in ([*GROUP_KEYS, "brand"], list(GROUP_KEYS)):  # the brand's items in the group, else the group's
         code = pd.MultiIndex.from_frame(items[columns].astype(str)).factorize()[0]
-        warm = ~cold
         sums = np.zeros((code.max() + 1, factors.shape[1]), dtype=np.float64)
         np.add.at(sums, code[warm], factors[warm])
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
