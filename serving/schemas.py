@@ -30,31 +30,33 @@ def _json_text(value: object) -> object:
 
 JsonInt = Annotated[int, BeforeValidator(_json_integer)]
 JsonDateTime = Annotated[datetime | None, BeforeValidator(_json_text)]
+#: an item, customer or store id
+Id = Annotated[str, Field(min_length=1, max_length=256)]
 
 
-class SubstituteRequest(BaseModel):
+class _QueryContext(BaseModel):
+    """Who asks and where: shared by the single-item and the whole-order request."""
+
     model_config = ConfigDict(extra="forbid")
 
-    item_id: str = Field(min_length=1, max_length=256, description="the unavailable item X")
-    customer_id: str | None = Field(None, min_length=1, max_length=256)
-    store_id: str | None = Field(None, min_length=1, max_length=256, description=f"default: {ONLINE!r}")
-    k: JsonInt = Field(10, ge=1, le=MAX_K)
-    exclude: list[str] = Field(default_factory=list, max_length=10_000, description="e.g. the cart's items")
+    customer_id: Id | None = None
+    store_id: Id | None = Field(None, description=f"default: {ONLINE!r}")
     filters: SubstituteFilters | None = None
 
 
-class OrderSubstituteRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SubstituteRequest(_QueryContext):
+    item_id: Id = Field(description="the unavailable item X")
+    k: JsonInt = Field(10, ge=1, le=MAX_K)
+    exclude: list[str] = Field(default_factory=list, max_length=10_000, description="e.g. the cart's items")
 
-    items: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+
+class OrderSubstituteRequest(_QueryContext):
+    items: list[Id] = Field(
         min_length=1, max_length=MAX_ORDER_LINES, description="the order's unavailable items, in line order"
     )
     order: list[str] = Field(default_factory=list, max_length=10_000,
                              description="every other item in the order or cart: never proposed")
-    customer_id: str | None = Field(None, min_length=1, max_length=256)
-    store_id: str | None = Field(None, min_length=1, max_length=256, description=f"default: {ONLINE!r}")
     k: JsonInt = Field(3, ge=1, le=MAX_K, description="substitutes per line")
-    filters: SubstituteFilters | None = None
 
 
 class ItemOut(BaseModel):
@@ -110,9 +112,6 @@ class OrderSubstitutesResponse(BaseModel):
     unknown_items: list[str] = Field(description="lines the model does not know (not answered)")
     personalized: bool
     model_version: str
-
-
-Id = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class FeedbackIn(BaseModel):
@@ -182,8 +181,8 @@ class CustomerProfileOut(BaseModel):
 class StockUpdateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    item_id: str = Field(min_length=1, max_length=256)
-    store_id: str = Field(ONLINE, min_length=1, max_length=256)
+    item_id: Id
+    store_id: Id = ONLINE
     in_stock: StrictBool = Field(description="true or false; not 1 or \"yes\"")
     restock_eta: JsonDateTime = None
 
