@@ -32,11 +32,14 @@ _F = {name: i for i, name in enumerate(FEATURES)}
 USUAL_BRAND_SHARE: Final[float] = 0.3
 BOUGHT_INSTEAD_MIN: Final[float] = 0.05
 SAME_SIZE_TOLERANCE: Final[float] = 0.02
-#: ranked candidates considered per requested result, so dropping near-duplicates can still fill k
+#: ranked candidates considered per requested result, so dropping near-duplicates can still fill k; also the
+#: re-ranker's shortlist (see recsys.ranking)
 NEAR_DUPLICATE_POOL: Final[int] = 4
 MAX_VARIANTS: Final[int] = 5
 #: most pack sizes of one brand's product in one answer (more crowd the list; fewer hide real switches)
 MAX_PACK_SIZES: Final[int] = 2
+#: the time scale of the ``launch_recency`` feature: exp(-days on sale / LAUNCH_DAYS)
+LAUNCH_DAYS: Final[float] = 30.0
 
 
 class UnknownItemError(LookupError):
@@ -228,7 +231,7 @@ class SubstituteEngine:
         self.max_candidates = int(config.get("max_candidates", 2000))
         self.min_group_size = int(config.get("min_group_size", 4))
         ranker = manifest.get("ranker", {})
-        self.scorer = Scorer(ranker)
+        self.scorer = Scorer(ranker, model.reranker)
         self.min_score = float(ranker.get("min_score", config.get("min_score", 0.25)))
         self._precompute()
         self._stock_masks: dict[str, tuple[int, np.ndarray]] = {}
@@ -263,6 +266,9 @@ class SubstituteEngine:
         self._cold = items["n_customers"].to_numpy() == 0  # no events: known from the catalog only
         self.popularity = self._log_relative_to_group_top(items["n_customers"].to_numpy(np.float64))
         self.trend = self._log_relative_to_group_top(items["trend"].to_numpy(np.float64))
+        self.trial_trend = self._log_relative_to_group_top(items["trial_trend"].to_numpy(np.float64))
+        self.launch_recency = np.nan_to_num(np.exp(-items["days_on_sale"].to_numpy(np.float64) / LAUNCH_DAYS)
+                                            ).astype(np.float32)
         model = self.model
         self._switch, self._coview, self._switch_to, self._trial, self._feedback, self._accepted = (
             (m.indptr, m.indices, m.data) for m in (model.switch, model.coview, model.switch_to, model.trial,
@@ -462,12 +468,13 @@ class SubstituteEngine:
                ) -> tuple[np.ndarray, np.ndarray]:
         """Positions of the answer among ``candidates``: the best ``k`` scoring at least ``min_score`` (best
         first), without near-duplicates (see :meth:`_distinct`); and all scores."""
-        scores = self.scorer(features)
         pool = NEAR_DUPLICATE_POOL * k
+        scores = self.scorer(features, shortlist=pool)
         ranked = _best(scores, pool)
         ranked = ranked[scores[ranked] >= self.min_score]
         distinct = self._distinct(candidates, features, ranked, k, size_alternatives)
         if len(distinct) < k and len(ranked) == pool:  # near-duplicates crowded the pool: rank them all
+            scores = self.scorer(features)
             ranked = _best(scores, len(scores))
             ranked = ranked[scores[ranked] >= self.min_score]
             distinct = self._distinct(candidates, features, ranked, k, size_alternatives)
@@ -574,6 +581,8 @@ class SubstituteEngine:
         features[:, _F["accepted_instead"]] = _row_values(*self._feedback, x, cand)
         features[:, _F["popularity"]] = self.popularity[cand]
         features[:, _F["trend"]] = self.trend[cand]
+        features[:, _F["trial_trend"]] = self.trial_trend[cand]
+        features[:, _F["launch_recency"]] = self.launch_recency[cand]
         if store_row is not None:
             sold = _row_values(*self._store_items, store_row, cand)
             top = float(sold.max())

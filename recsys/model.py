@@ -32,7 +32,11 @@ PARENT_KEYS = ("department", "category")
 ITEM_COLUMNS = (
     "item_id", "brand", "manufacturer", "private_label", "department", "category", "product_type",
     "package_size", "size_qty", "size_family", "price", "popularity", "trend", "n_customers",
+    "trial_trend", "days_on_sale",
 )
+#: item columns added after format version 1's first models, with the value an older model gets
+OPTIONAL_ITEM_COLUMNS = {"trial_trend": 0.0, "days_on_sale": float("nan")}
+RERANKER_FILE = "reranker.txt"
 
 
 def _save_csr(arrays: dict[str, np.ndarray], prefix: str, matrix: sp.csr_matrix) -> None:
@@ -77,6 +81,7 @@ class ModelData:
     feedback: sp.csr_matrix  # item x item, substitution feedback X -> Y: (accepted - rejected) / (all + 1)
     customer_accepted: sp.csr_matrix  # customer x item, substitutes the customer accepted or chose
     index: faiss.Index = field(repr=False)
+    reranker: str = field(default="", repr=False)  # LightGBM text model of the re-ranker, "" when none
     # derived at construction, never stored
     group_of: np.ndarray = field(init=False, repr=False)
     group_ptr: np.ndarray = field(init=False, repr=False)
@@ -114,10 +119,13 @@ class ModelData:
         profiles["recent_data"] = self.customer_recent.data.astype(np.float32)
         _save_csr(profiles, "accepted", self.customer_accepted)
         np.savez(directory / PROFILES_FILE, **profiles)
+        if self.reranker:
+            (directory / RERANKER_FILE).write_text(self.reranker)
 
     @classmethod
     def load(cls, directory: Path) -> ModelData:
         items = pd.read_parquet(directory / ITEMS_FILE)
+        items = items.assign(**{c: v for c, v in OPTIONAL_ITEM_COLUMNS.items() if c not in items.columns})
         customer_table = pd.read_parquet(directory / CUSTOMERS_FILE)
         customers = customer_table["customer_id"].to_numpy(dtype=object)
         home_store = customer_table["home_store"].to_numpy(np.int64)
@@ -135,13 +143,14 @@ class ModelData:
             recent = sp.csr_matrix((arrays["recent_data"], weight.indices, weight.indptr), shape=weight.shape)
             accepted = _load_optional_csr(arrays, "accepted", weight.shape)
         index = faiss.read_index(str(directory / INDEX_FILE))
+        reranker = (directory / RERANKER_FILE).read_text() if (directory / RERANKER_FILE).is_file() else ""
         if index.ntotal != len(items) or factors.shape[0] != len(items):
             raise ValueError(f"index has {index.ntotal} vectors, factors {factors.shape[0]}, items {len(items)}")
         return cls(items=items, factors=factors, switch=switch, coview=coview, switch_to=switch_to, trial=trial,
                    customers=customers, stores=stores, store_items=store_items, home_store=home_store,
                    customer_stats=stats,
                    customer_weight=weight, customer_count=count, customer_recent=recent, feedback=feedback,
-                   customer_accepted=accepted, index=index)
+                   customer_accepted=accepted, index=index, reranker=reranker)
 
 
 def contiguous_ranges(keys: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

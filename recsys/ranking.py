@@ -1,16 +1,27 @@
 """The ranking features and the scorer that combines them.
 
 Every candidate of a query gets one row of :data:`FEATURES`, each scaled to roughly [0, 1] (``widened`` is
-an indicator). The score is piecewise linear: ``features @ weights``, plus ``features @ history_weights +
-history_bias`` for candidates the customer bought before, because what makes a good substitute differs
-between a shopper's own items and items new to them. Default weights are set by hand; a trained model
-carries weights learned on validation data in its manifest (``ranker``), which the engine uses instead.
+an indicator). Scoring has two stages:
+
+1. A piecewise-linear score shortlists the candidates: ``features @ weights``, plus ``features @
+   history_weights + history_bias`` for candidates the customer bought before (what makes a good substitute
+   differs between a shopper's own items and items new to them). Default weights are set by hand; a trained
+   model carries weights learned on validation data in its manifest (``ranker``).
+2. A trained model may also carry a re-ranker: gradient-boosted trees (LightGBM lambdarank, stored as
+   LightGBM's text model, no pickle) that score the shortlist. Trees learn what one weight per feature cannot
+   ("this customer varies in this group, so a popular new item beats their second-favourite"). The final
+   score adds ``new_item_bias`` for candidates the customer never bought (chosen on validation queries, it
+   trades "offer what they buy" against "offer something new") and the default weights of features the
+   validation data never showed (substitution feedback, views in a purchase-only log), so those still act.
+   Trees cost about 1.5 us per row, hence the shortlist: re-ranking the linear top 30-50 measured the same
+   hit rates as re-ranking every candidate.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
+import lightgbm
 import numpy as np
 
 FEATURES: Final[tuple[str, ...]] = (
@@ -39,6 +50,8 @@ FEATURES: Final[tuple[str, ...]] = (
     "widened",           # candidate comes from the parent category, not X's own group
     "accepted_instead",  # substitution feedback for X -> candidate: (accepted - rejected) / (all + 1), in [-1, 1]
     "own_accepted",      # the customer accepted this candidate as a substitute before (log count, saturating at 3)
+    "trial_trend",       # recent first purchases (customers trying the item), relative to the group's top
+    "launch_recency",    # exp(-days since the item's first event / 30): a recent launch
 )
 
 DEFAULT_WEIGHTS: Final[dict[str, float]] = {
@@ -69,6 +82,8 @@ DEFAULT_WEIGHTS: Final[dict[str, float]] = {
     # substitution outranks every behavioural signal, repeated rejections push the pair below the cut-off
     "accepted_instead": 4.0,
     "own_accepted": 6.0,
+    "trial_trend": 0.5,
+    "launch_recency": 0.2,
 }
 
 
@@ -83,24 +98,47 @@ def weight_vector(weights: dict[str, float] | None = None, defaults: dict[str, f
 
 
 class Scorer:
-    """Scores feature rows with the (piecewise) linear ranker of a manifest's ``ranker`` section."""
+    """Scores feature rows with a manifest's ``ranker`` section and, when given, its re-ranker's text model."""
 
-    def __init__(self, ranker: dict[str, object] | None = None) -> None:
+    def __init__(self, ranker: dict[str, Any] | None = None, reranker: str = "") -> None:
         ranker = ranker or {}
-        self.weights = weight_vector(ranker.get("weights"))  # type: ignore[arg-type]
+        self.weights = weight_vector(ranker.get("weights"))
         history = ranker.get("history_weights")
-        self.history_weights = (weight_vector(history, defaults=dict.fromkeys(FEATURES, 0.0))  # type: ignore[arg-type]
-                                if history else None)
-        self.history_bias = float(ranker.get("history_bias", 0.0))  # type: ignore[arg-type]
+        self.history_weights = weight_vector(history, defaults=dict.fromkeys(FEATURES, 0.0)) if history else None
+        self.history_bias = float(ranker.get("history_bias", 0.0))
         self._own = FEATURES.index("own_history")
+        rerank: dict[str, Any] = ranker.get("reranker") or {}
+        if rerank and not reranker:
+            raise ValueError("the ranker names a re-ranker but its model text is missing")
+        self.booster = lightgbm.Booster(model_str=reranker) if rerank else None
+        if self.booster is not None and self.booster.num_feature() != len(FEATURES):
+            raise ValueError(f"the re-ranker takes {self.booster.num_feature()} features, this build has "
+                             f"{len(FEATURES)}")
+        self.new_item_bias = float(rerank.get("new_item_bias", 0.0))
+        self.fixed_weights = weight_vector(rerank.get("fixed_weights"), defaults=dict.fromkeys(FEATURES, 0.0))
 
-    def __call__(self, features: np.ndarray) -> np.ndarray:
+    def linear(self, features: np.ndarray) -> np.ndarray:
+        """Stage 1: the piecewise-linear score."""
         scores = features @ self.weights
         if self.history_weights is not None:
             bought = features[:, self._own] > 0
             if bought.any():
                 scores[bought] += features[bought] @ self.history_weights + self.history_bias
         return scores
+
+    def __call__(self, features: np.ndarray, shortlist: int | None = None) -> np.ndarray:
+        """Scores of all rows. With a re-ranker, the linear score keeps the best ``shortlist`` rows (all when
+        None) and the re-ranker scores them; the other rows get -inf."""
+        scores = self.linear(features)
+        if self.booster is None or not len(scores):
+            return scores
+        rows = (np.arange(len(scores)) if shortlist is None or shortlist >= len(scores)
+                else np.argpartition(-scores, shortlist - 1)[:shortlist])
+        chosen = features[rows]
+        final = np.full(len(scores), -np.inf, dtype=np.float64)
+        final[rows] = (self.booster.predict(chosen, raw_score=True, num_threads=1)
+                       + self.new_item_bias * (chosen[:, self._own] <= 0) + chosen @ self.fixed_weights)
+        return final
 
     @staticmethod
     def design(features: np.ndarray) -> np.ndarray:

@@ -106,7 +106,10 @@ def test_deterministic(engine: SubstituteEngine, model_dir) -> None:
 
 
 def test_personalisation_uses_the_customers_history(engine: SubstituteEngine) -> None:
-    """A customer who bought several items of a group gets their own items ranked up, with the reason."""
+    """A customer who bought several items of a group gets their own items ranked up, with the reason.
+
+    Not always first: the ranker also offers items new to the customer (the new-item bias is chosen on
+    validation switches), so the bar is "far more often than the anonymous answer", not "always"."""
     model = engine.model
     weight = model.customer_count.tocoo()
     frame = {"c": weight.row, "g": model.group_of[weight.col], "i": weight.col, "n": weight.data}
@@ -115,7 +118,7 @@ def test_personalisation_uses_the_customers_history(engine: SubstituteEngine) ->
     bought = pd.DataFrame(frame).query("n >= 2")
     per_group = bought.groupby(["c", "g"])["i"].agg(list)
     per_group = per_group[per_group.map(len) >= 2].head(40)
-    hits = 0
+    hits = anonymous_hits = 0
     for (c, _), items in per_group.items():
         x, own = str(model.items["item_id"].iloc[items[0]]), {str(model.items["item_id"].iloc[i]) for i in items[1:]}
         customer = str(model.customers[c])
@@ -124,10 +127,11 @@ def test_personalisation_uses_the_customers_history(engine: SubstituteEngine) ->
         assert personal.personalized and not anonymous.personalized
         top = {s.item_id for s in personal}
         hits += bool(top & own)
+        anonymous_hits += bool({s.item_id for s in anonymous} & own)
         for s in personal:
             if s.item_id in own:
                 assert any(r.startswith("you bought it before") for r in s.reasons) and s.bought_before >= 1
-    assert hits >= 0.8 * len(per_group)
+    assert hits >= 0.7 * len(per_group) and hits >= anonymous_hits + 0.2 * len(per_group)
 
 
 def test_restock_eta_of_the_missing_item(engine: SubstituteEngine) -> None:

@@ -65,7 +65,8 @@ def add_items(model_dir: Path, catalog: pd.DataFrame, out_dir: Path, make_curren
         return Path(model_dir), 0
     new = pd.concat([new.astype({"item_id": str}), parse_package_sizes(new["package_size"])], axis=1)
     price = pd.to_numeric(new["price"], errors="coerce") if "price" in new.columns else np.nan
-    new = new.assign(price=price, popularity=0.0, trend=0.0, n_customers=0, package_size=new["package_size"]
+    new = new.assign(price=price, popularity=0.0, trend=0.0, n_customers=0, trial_trend=0.0, days_on_sale=np.nan,
+                     package_size=new["package_size"]
                      .astype("string"), private_label=new["private_label"].astype(bool))
     combined = pd.concat([model.items, new[list(ITEM_COLUMNS)]], ignore_index=True)
     items = sort_items(combined)
@@ -101,6 +102,7 @@ def add_items(model_dir: Path, catalog: pd.DataFrame, out_dir: Path, make_curren
         store_items=store_items, home_store=model.home_store, customer_stats=model.customer_stats,
         customer_weight=weight, customer_count=count,
         customer_recent=recent, feedback=items_x_items(model.feedback), customer_accepted=accepted, index=index,
+        reranker=model.reranker,  # the ranker stays: features of the new items are computed the same way
     )
     kept = {k: v for k, v in manifest.items() if k not in ("version", "files", "format_version")}
     counts: dict[str, Any] = {**manifest["counts"], "items": n}

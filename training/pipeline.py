@@ -22,17 +22,17 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from recsys import artifact
-from recsys.config import TrainConfig
-from recsys.engine import SubstituteEngine
-from recsys.model import GROUP_KEYS, ModelData, contiguous_ranges
+from recsys.config import RankerConfig, TrainConfig
+from recsys.engine import NEAR_DUPLICATE_POOL, SubstituteEngine
+from recsys.model import GROUP_KEYS, RERANKER_FILE, ModelData, contiguous_ranges
 from recsys.ranking import DEFAULT_WEIGHTS, Scorer
 from recsys.schema import PURCHASE_TYPES, Dataset, DataValidationError, ValidationReport
 from recsys.sizes import parse_package_sizes
 from training import evaluation, report
 from training.catalog import impute_cold_factors, sort_items
 from training.neighbours import cooccurrence, switching
-from training.queries import build_queries
-from training.ranker import collect, fit
+from training.queries import Queries, build_queries
+from training.ranker import NEW_ITEM_BIASES, collect, fit, fit_reranker, min_relevant_score
 
 STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "feedback", "index", "ranker", "report",
           "write")
@@ -92,9 +92,14 @@ def _prepare_events(dataset: Dataset, config: TrainConfig, train_until: datetime
     return events
 
 
-def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarray, trend_weights: np.ndarray
-                 ) -> pd.DataFrame:
-    """Catalog features in group order (department, category, product_type, most popular first)."""
+def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarray, trend_weights: np.ndarray,
+                 trend_half_life_days: float) -> pd.DataFrame:
+    """Catalog features in group order (department, category, product_type, most popular first).
+
+    ``trial_trend`` counts customers buying the item for the first time, each weighted by the recency of that
+    first purchase (trend half-life): the items shoppers are trying now. ``days_on_sale``: days from the
+    item's first event to the data's end (NaN without events); a recent launch is tried by many.
+    """
     items = catalog.drop_duplicates("item_id").reset_index(drop=True).copy()
     items = pd.concat([items, parse_package_sizes(items["package_size"])], axis=1)
     price = events.groupby("item_id")["price"].median()
@@ -105,6 +110,15 @@ def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarra
     items["popularity"] = items["item_id"].map(popularity).fillna(0.0).astype("float64")
     items["trend"] = items["item_id"].map(trend).fillna(0.0).astype("float64")
     items["n_customers"] = items["item_id"].map(n_customers).fillna(0).astype("int64")
+    data_end = events["timestamp"].max()
+    purchases = events[events["event_type"].isin(list(PURCHASE_TYPES))]
+    first_buy = purchases.groupby(["customer_id", "item_id"])["timestamp"].min()
+    first_age = (data_end - first_buy).dt.total_seconds().to_numpy() / 86400.0
+    trial = pd.Series(np.power(0.5, first_age / trend_half_life_days), index=first_buy.index).groupby(level=1).sum()
+    items["trial_trend"] = items["item_id"].map(trial).fillna(0.0).astype("float64")
+    first_seen = events.groupby("item_id")["timestamp"].min()
+    items["days_on_sale"] = items["item_id"].map((data_end - first_seen).dt.total_seconds() / 86400.0
+                                                 ).astype("float64")
     items["package_size"] = items["package_size"].astype("string")
     return sort_items(items)
 
@@ -194,16 +208,18 @@ def _embeddings(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool
 
 
 def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
-                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Fit ranking weights on the last ``validation_weeks`` of the data (an inner model trained before them).
+                  ) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+    """Fit the ranker on the last ``validation_weeks`` of the data (an inner model trained before them).
 
-    Returns the manifest's ``ranker`` section and the held-out metrics: a seeded share of the validation
-    queries is kept out of the fit and answered by the fitted ranker, the default weights and the baselines.
+    Returns the manifest's ``ranker`` section, the re-ranker's model text ("" when none) and the held-out
+    metrics: a seeded share of the validation queries is kept out of the fit and answered by the fitted
+    ranker, the default weights and the baselines. The new-item bias is chosen on those same queries, so their
+    metrics are a little optimistic for that one number; ``recsys evaluate`` is the unbiased measure.
     """
     ranker = config.ranker
     default: dict[str, Any] = {"weights": dict(DEFAULT_WEIGHTS), "source": "default", "min_score": config.min_score}
     if not ranker.enabled:
-        return default, None
+        return default, "", None
     data_end = pd.Timestamp(events["timestamp"].max())
     validation_start = data_end - pd.Timedelta(weeks=ranker.validation_weeks)
     inner_config = config.model_copy(update={"ranker": ranker.model_copy(update={"enabled": False})})
@@ -212,11 +228,11 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
             inner = train(dataset, inner_config, out_dir=Path(tmp), train_until=validation_start.to_pydatetime(),
                           show_progress=False, make_current=False, with_report=False)
         except DataValidationError:
-            return {**default, "note": "no events before the validation period"}, None
+            return {**default, "note": "no events before the validation period"}, "", None
         engine = SubstituteEngine.load(inner.model_dir)
         queries = build_queries(events, engine, validation_start).sample(ranker.max_queries, ranker.seed)
         if len(queries) < ranker.min_queries:
-            return {**default, "note": f"only {len(queries)} validation queries"}, None
+            return {**default, "note": f"only {len(queries)} validation queries"}, "", None
         fit_queries, held_out = queries.split(ranker.holdout_share, ranker.seed)
         xs, customers, relevant = fit_queries.x, fit_queries.customer, list(fit_queries.relevant)
         if ranker.new_item_emphasis:
@@ -226,19 +242,49 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
             relevant += [n for n, keep in zip(fit_queries.new, has_new, strict=True) if keep]
         features, labels, starts = collect(engine, xs, customers, relevant)
         fitted = fit(features, labels, starts, l2=ranker.l2)
+        section: dict[str, Any] = {**fitted.ranker, "source": "learned", "min_score": fitted.min_score}
+        methods = evaluation.make_methods(engine, events, validation_start, ranker.seed) if len(held_out) else {}
+        baselines = evaluation.score(engine, {name: rank for name, rank in methods.items() if name != "ours"},
+                                     held_out)[0] if methods else {}
+        default_metrics = (evaluation.score(engine, {"default-weights": methods["ours"]}, held_out)[0]
+                           if methods else {})  # the inner engine ranks with the default weights
+        reranker_text = ""
+        if ranker.gbdt_trees > 0:
+            reranker_text, fixed = fit_reranker(features, labels, starts, ranker)
+            bias, tried = _choose_new_item_bias(engine, section, reranker_text, fixed, held_out, baselines, ranker)
+            section["reranker"] = {"file": RERANKER_FILE, "trees": ranker.gbdt_trees, "leaves": ranker.gbdt_leaves,
+                                   "new_item_bias": bias, "fixed_weights": fixed, "bias_search": tried}
+            section["min_score"] = min_relevant_score(Scorer(section, reranker_text), features, labels, starts,
+                                                      NEAR_DUPLICATE_POOL * evaluation.CUTOFF)
         metrics = None
-        if len(held_out):
-            methods = evaluation.make_methods(engine, events, validation_start, ranker.seed)
-            default_metrics, _ = evaluation.score(engine, {"default-weights": methods["ours"]}, held_out)
-            engine.scorer, engine.min_score = Scorer(fitted.ranker), fitted.min_score  # "ours" = the fitted one
-            metrics, _ = evaluation.score(engine, methods, held_out)
+        if methods:
+            engine.scorer, engine.min_score = Scorer(section, reranker_text), section["min_score"]  # "ours" = fitted
+            ours, _ = evaluation.score(engine, {"ours": methods["ours"]}, held_out)
             metrics = {"split": validation_start.isoformat(),
                        "queries": {"all": len(held_out), "new_to_customer": held_out.n_new},
-                       "methods": {**metrics, **default_metrics}}
-    return {**fitted.ranker, "source": "learned", "min_score": fitted.min_score,
-            "validation": {"start": validation_start.isoformat(), "queries": len(fit_queries),
-                           "fitted_lists": fitted.queries, "candidates": fitted.candidates,
-                           "loss": round(fitted.loss, 5)}}, metrics
+                       "methods": {**ours, **baselines, **default_metrics}}
+    section["validation"] = {"start": validation_start.isoformat(), "queries": len(fit_queries),
+                             "fitted_lists": fitted.queries, "candidates": fitted.candidates,
+                             "loss": round(fitted.loss, 5)}
+    return section, reranker_text, metrics
+
+
+def _choose_new_item_bias(engine: SubstituteEngine, section: dict[str, Any], reranker_text: str,
+                          fixed: dict[str, float], held_out: Queries, baselines: dict[str, Any],
+                          config: RankerConfig) -> tuple[float, dict[str, float]]:
+    """The configured new-item bias, else the one of NEW_ITEM_BIASES whose smaller HR@3 margin over the best
+    baseline, on all and on new-to-customer held-out validation queries, is largest (0 without held-out
+    queries); and the margin of each bias tried. The bias trades "what they buy" against "something new"."""
+    if config.new_item_bias is not None or not baselines or not held_out.n_new:
+        return (config.new_item_bias or 0.0), {}
+    best_baseline = {subset: max(m[subset]["HR@3"] for m in baselines.values()) for subset in evaluation.SUBSETS}
+    tried = {}
+    for bias in NEW_ITEM_BIASES:
+        engine.scorer = Scorer({**section, "reranker": {"new_item_bias": bias, "fixed_weights": fixed}}, reranker_text)
+        engine.min_score = -np.inf
+        ours = evaluation.score(engine, {"ours": evaluation.engine_ranker(engine)}, held_out)[0]["ours"]
+        tried[str(bias)] = round(min(ours[s]["HR@3"] - best_baseline[s] for s in evaluation.SUBSETS), 5)
+    return float(max(tried, key=lambda b: tried[b])), tried
 
 
 def _feedback(decisions: pd.DataFrame | None, item_ids: pd.Series, customers: pd.Index
@@ -297,7 +343,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         trend_weights = event_weight * np.power(0.5, age_days / config.trend_half_life_days)
 
     with timer.stage("catalog"):
-        items = _build_items(dataset.catalog, events, weights, trend_weights)
+        items = _build_items(dataset.catalog, events, weights, trend_weights, config.trend_half_life_days)
         item_idx = pd.Index(items["item_id"]).get_indexer(events["item_id"])
         cust_codes, customers = pd.factorize(events["customer_id"], sort=True)
         parsed = items["package_size"].notna() & items["package_size"].str.strip().ne("")
@@ -332,13 +378,13 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         index.add(factors)
 
     with timer.stage("ranker"):
-        ranker, holdout_metrics = _learn_ranker(dataset, events, config)
+        ranker, reranker, holdout_metrics = _learn_ranker(dataset, events, config)
 
     model = ModelData(items=items, factors=factors, switch=switch, coview=coview, switch_to=switch_to, trial=trial,
                       customers=np.asarray(customers, dtype=object), stores=stores, store_items=store_items,
                       home_store=home_store, customer_stats=customer_stats, customer_weight=weight,
                       customer_count=count, customer_recent=recent, feedback=pair_feedback,
-                      customer_accepted=accepted, index=index)
+                      customer_accepted=accepted, index=index, reranker=reranker)
     reports = [*dataset.reports, prep]
     manifest: dict[str, Any] = {
         "version": artifact.new_version(),

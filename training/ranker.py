@@ -1,22 +1,31 @@
-"""Learn the ranking weights on a validation period that ends before any data used to test.
+"""Learn the ranking on a validation period that ends before any data used to test.
 
 The trainer holds out the last ``validation_weeks`` of its own data: it fits an inner model on the data before,
-builds switch queries (see :mod:`training.evaluation`) from the held-out weeks, computes the engine's features
-for every candidate of each query, and fits the piecewise-linear weights (see ``recsys.ranking``) by listwise
-softmax cross-entropy
-(the probability mass on the items the customer actually switched to), L2-regularised, with L-BFGS.
+builds switch queries (see :mod:`training.evaluation`) from the held-out weeks and computes the engine's
+features for every candidate of each query. On those lists it fits
+
+- the piecewise-linear weights (stage 1, see ``recsys.ranking``) by listwise softmax cross-entropy (the
+  probability mass on the items the customer actually switched to), L2-regularised, with L-BFGS;
+- the re-ranker (stage 2): LightGBM lambdarank trees on the same features and lists.
+
 The score cut-off is set so that 99% of the validation switches score above it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
+import lightgbm
 import numpy as np
 from scipy.optimize import minimize
 
+from recsys.config import RankerConfig
 from recsys.engine import SubstituteEngine
 from recsys.ranking import DEFAULT_WEIGHTS, FEATURES, Scorer
+
+#: the re-ranker's new-item biases tried on the held-out validation queries
+NEW_ITEM_BIASES: Final[tuple[float, ...]] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75)
 
 
 @dataclass
@@ -81,3 +90,28 @@ def fit(raw_features: np.ndarray, labels: np.ndarray, starts: np.ndarray, l2: fl
         min_score=float(np.quantile(relevant_scores, 0.01)),
         queries=n_queries, candidates=len(labels), loss=float(result.fun),
     )
+
+
+def fit_reranker(raw_features: np.ndarray, labels: np.ndarray, starts: np.ndarray, config: RankerConfig
+                 ) -> tuple[str, dict[str, float]]:
+    """LightGBM lambdarank trees on the lists of :func:`collect`: the model text, and the default weights of
+    the features that are 0 on every candidate (no tree can split on them; see ``recsys.ranking``)."""
+    params = {
+        "objective": "lambdarank", "num_leaves": config.gbdt_leaves, "learning_rate": config.gbdt_learning_rate,
+        "min_data_in_leaf": 50, "lambdarank_truncation_level": 10, "seed": config.seed,
+        "deterministic": True, "force_row_wise": True, "verbose": -1,
+    }
+    data = lightgbm.Dataset(raw_features, labels.astype(np.int32), group=np.diff(np.append(starts, len(labels))),
+                            feature_name=list(FEATURES))
+    booster = lightgbm.train(params, data, num_boost_round=config.gbdt_trees)
+    unobserved = np.asarray(FEATURES)[~raw_features.any(axis=0)].tolist()
+    return booster.model_to_string(), {name: DEFAULT_WEIGHTS[name] for name in unobserved}
+
+
+def min_relevant_score(scorer: Scorer, raw_features: np.ndarray, labels: np.ndarray, starts: np.ndarray,
+                       shortlist: int) -> float:
+    """The score cut-off: 99% of the relevant candidates that reach the shortlist score above it."""
+    ends = np.append(starts[1:], len(labels))
+    scores = np.concatenate([scorer(raw_features[a:b], shortlist) for a, b in zip(starts, ends, strict=True)])
+    relevant = scores[labels & np.isfinite(scores)]
+    return float(np.quantile(relevant, 0.01)) if len(relevant) else 0.0

@@ -1,0 +1,91 @@
+"""Contract of the two-stage scorer (recsys.ranking) on a model trained on real Complete Journey households."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys import ArtifactError, SubstituteEngine
+from recsys.model import RERANKER_FILE
+from recsys.ranking import FEATURES, Scorer
+
+pytestmark = pytest.mark.realdata
+
+_OWN = FEATURES.index("own_history")
+
+
+def _query_features(engine: SubstituteEngine, min_candidates: int = 40) -> np.ndarray:
+    """Feature rows of a real personal query with many candidates, some bought before by the customer."""
+    counts = engine.model.customer_count
+    for row in range(len(engine.model.customers)):
+        for x in counts.indices[counts.indptr[row]:counts.indptr[row + 1]].tolist():
+            _, features, _ = engine.candidates(x, row)
+            if len(features) >= min_candidates and (features[:, _OWN] > 0).any():
+                return features
+    raise AssertionError("no personal query with enough candidates in the slice")
+
+
+def test_trained_model_carries_a_checksummed_reranker(engine: SubstituteEngine, model_dir: Path) -> None:
+    ranker = engine.manifest["ranker"]
+    assert ranker["source"] == "learned" and ranker["reranker"]["file"] == RERANKER_FILE
+    assert RERANKER_FILE in engine.manifest["files"]
+    assert engine.scorer.booster is not None and engine.scorer.booster.num_feature() == len(FEATURES)
+    searched = ranker["reranker"]["bias_search"]
+    assert searched and str(ranker["reranker"]["new_item_bias"]) == max(searched, key=lambda b: searched[b])
+    # the slice's purchases hold no views or substitution feedback: those features keep their default weights
+    fixed = ranker["reranker"]["fixed_weights"]
+    assert {"viewed_together", "accepted_instead", "own_accepted"} <= set(fixed)
+    assert "popularity" not in fixed
+
+
+def test_reranker_scores_exactly_the_linear_shortlist(engine: SubstituteEngine) -> None:
+    features = _query_features(engine)
+    scorer = engine.scorer
+    everything = scorer(features)
+    assert np.isfinite(everything).all()
+    shortlisted = scorer(features, shortlist=10)
+    kept = np.flatnonzero(np.isfinite(shortlisted))
+    linear = scorer.linear(features)
+    assert len(kept) == 10 and linear[kept].min() >= np.delete(linear, kept).max()
+    np.testing.assert_allclose(shortlisted[kept], everything[kept], rtol=1e-6)
+    # the trees do reorder: the final order is not the linear one
+    assert not np.array_equal(np.argsort(-everything, kind="stable"), np.argsort(-linear, kind="stable"))
+
+
+def test_new_item_bias_and_fixed_weights_add_to_the_tree_score(engine: SubstituteEngine) -> None:
+    features = _query_features(engine)
+    section, text = engine.manifest["ranker"], engine.model.reranker
+    base = Scorer({**section, "reranker": {**section["reranker"], "new_item_bias": 0.0,
+                                           "fixed_weights": {}}}, text)(features)
+    biased = Scorer({**section, "reranker": {**section["reranker"], "new_item_bias": 1.5,
+                                             "fixed_weights": {"accepted_instead": 4.0}}}, text)
+    accepted = features.copy()
+    accepted[:, FEATURES.index("accepted_instead")] = 0.5
+    new = features[:, _OWN] <= 0
+    np.testing.assert_allclose(biased(features) - base, np.where(new, 1.5, 0.0), atol=1e-6)
+    # the trees never split on a feature that was 0 in validation, so feedback acts only through its weight
+    np.testing.assert_allclose(biased(accepted) - biased(features), 2.0, atol=1e-6)
+
+
+def test_a_reranker_must_come_with_its_model(engine: SubstituteEngine, model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="model text is missing"):
+        Scorer(engine.manifest["ranker"], "")
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for path in model_dir.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    (copy / RERANKER_FILE).unlink()
+    with pytest.raises(ArtifactError, match=RERANKER_FILE):
+        SubstituteEngine.load(copy)
+
+
+def test_trial_and_launch_features_come_from_the_data(engine: SubstituteEngine) -> None:
+    items = engine.model.items
+    sold = items["n_customers"].to_numpy() > 0
+    assert (items.loc[sold, "trial_trend"] > 0).all() and (items.loc[~sold, "trial_trend"] == 0).all()
+    days = items["days_on_sale"].to_numpy()
+    assert np.isnan(days[~sold]).all() and (days[sold] >= 0).all() and days[sold].max() < 366
+    features = _query_features(engine)
+    for name in ("trial_trend", "launch_recency"):
+        column = features[:, FEATURES.index(name)]
+        assert column.min() >= 0 and column.max() <= 1 and column.max() > 0
