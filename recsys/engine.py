@@ -230,11 +230,14 @@ class SubstituteEngine:
         config = manifest.get("config", {})
         self.max_candidates = int(config.get("max_candidates", 2000))
         self.min_group_size = int(config.get("min_group_size", 4))
-        ranker = manifest.get("ranker", {})
-        self.scorer = Scorer(ranker, model.reranker)
-        self.min_score = float(ranker.get("min_score", config.get("min_score", 0.25)))
+        self._default_min_score = float(config.get("min_score", 0.25))  # models whose ranker section has none
+        self.set_ranker(manifest.get("ranker", {}), model.reranker)
         self._precompute()
         self._stock_masks: dict[str, tuple[int, np.ndarray]] = {}
+
+    def set_ranker(self, ranker: dict[str, Any], reranker: str = "") -> None:
+        """Rank with a manifest ``ranker`` section and its re-ranker text (the trainer tries candidates so)."""
+        self.scorer = Scorer({"min_score": self._default_min_score, **ranker}, reranker)
 
     @classmethod
     def load(cls, path: str | Path, inventory: Inventory | None = None) -> SubstituteEngine:
@@ -307,7 +310,8 @@ class SubstituteEngine:
         store = store_id or ONLINE
         cust_row = self._customer_row.get(customer_id) if customer_id is not None else None
         candidates, features, widened = self.candidates(x, cust_row, store, exclude, filters)
-        top, scores = self.select(candidates, features, k, filters is not None and filters.size_alternatives)
+        top, scores = self.select(candidates, features, k, filters is not None and filters.size_alternatives,
+                                  rerank=not self._cold[x])
         target = self._infos[x]
         bought = np.zeros(len(top), dtype=np.int64)
         if cust_row is not None and len(top):
@@ -464,19 +468,22 @@ class SubstituteEngine:
         best = _best(similarity, len(similarity) if k is None else k)
         return candidates[best], similarity[best]
 
-    def select(self, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of the answer among ``candidates``: the best ``k`` scoring at least ``min_score`` (best
-        first), without near-duplicates (see :meth:`_distinct`); and all scores."""
+    def select(self, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False,
+               rerank: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the answer among ``candidates``: the best ``k`` that pass the score cut-off (best first),
+        without near-duplicates (see :meth:`_distinct`); and the scores (-inf: under the cut-off or outside the
+        re-ranker's shortlist, see ``recsys.ranking``). ``rerank=False`` orders by the linear score alone: the
+        re-ranker learned from switches away from items with behaviour, so an X known only from the catalog
+        (no switching, co-purchase or trial signals) is outside what it has seen."""
         pool = NEAR_DUPLICATE_POOL * k
-        scores = self.scorer(features, shortlist=pool)
+        scores = self.scorer(features, shortlist=pool, rerank=rerank)
         ranked = _best(scores, pool)
-        ranked = ranked[scores[ranked] >= self.min_score]
+        ranked = ranked[np.isfinite(scores[ranked])]
         distinct = self._distinct(candidates, features, ranked, k, size_alternatives)
-        if len(distinct) < k and len(ranked) == pool:  # near-duplicates crowded the pool: rank them all
-            scores = self.scorer(features)
+        if len(distinct) < k and len(ranked) == pool:  # near-duplicates crowded the pool: rank a wider one
+            scores = self.scorer(features, shortlist=NEAR_DUPLICATE_POOL * pool, rerank=rerank)
             ranked = _best(scores, len(scores))
-            ranked = ranked[scores[ranked] >= self.min_score]
+            ranked = ranked[np.isfinite(scores[ranked])]
             distinct = self._distinct(candidates, features, ranked, k, size_alternatives)
         return distinct, scores
 

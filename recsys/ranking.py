@@ -13,8 +13,11 @@ an indicator). Scoring has two stages:
    score adds ``new_item_bias`` for candidates the customer never bought (chosen on validation queries, it
    trades "offer what they buy" against "offer something new") and the default weights of features the
    validation data never showed (substitution feedback, views in a purchase-only log), so those still act.
-   Trees cost about 1.5 us per row, hence the shortlist: re-ranking the linear top 30-50 measured the same
+   Trees cost about 1.5 us per row, hence the shortlist: re-ranking the linear top 20-50 measured the same
    hit rates as re-ranking every candidate.
+
+The score cut-off (``min_score``) applies to the linear score: it decides what may be shown at all (99% of
+the validation switches pass it), the trees only order what passes.
 """
 
 from __future__ import annotations
@@ -107,6 +110,8 @@ class Scorer:
         self.history_weights = weight_vector(history, defaults=dict.fromkeys(FEATURES, 0.0)) if history else None
         self.history_bias = float(ranker.get("history_bias", 0.0))
         self._own = FEATURES.index("own_history")
+        # the cut-off is on the linear score: it decides what may be shown, the re-ranker only orders it
+        self.min_score = float(ranker.get("min_score", -np.inf))
         rerank: dict[str, Any] = ranker.get("reranker") or {}
         if rerank and not reranker:
             raise ValueError("the ranker names a re-ranker but its model text is missing")
@@ -126,18 +131,22 @@ class Scorer:
                 scores[bought] += features[bought] @ self.history_weights + self.history_bias
         return scores
 
-    def __call__(self, features: np.ndarray, shortlist: int | None = None) -> np.ndarray:
-        """Scores of all rows. With a re-ranker, the linear score keeps the best ``shortlist`` rows (all when
-        None) and the re-ranker scores them; the other rows get -inf."""
+    def __call__(self, features: np.ndarray, shortlist: int | None = None, rerank: bool = True) -> np.ndarray:
+        """Scores of all rows; -inf for rows whose linear score is under the cut-off (``min_score``), which
+        are never returned. With a re-ranker (and ``rerank``), the linear score keeps the best ``shortlist``
+        of the other rows (all when None) and the re-ranker scores them; the rest get -inf too."""
         scores = self.linear(features)
-        if self.booster is None or not len(scores):
-            return scores
-        rows = (np.arange(len(scores)) if shortlist is None or shortlist >= len(scores)
-                else np.argpartition(-scores, shortlist - 1)[:shortlist])
-        chosen = features[rows]
+        eligible = scores >= self.min_score
+        if self.booster is None or not rerank:
+            return np.where(eligible, scores, -np.inf)
+        rows = np.flatnonzero(eligible)
+        if shortlist is not None and shortlist < len(rows):
+            rows = rows[np.argpartition(-scores[rows], shortlist - 1)[:shortlist]]
         final = np.full(len(scores), -np.inf, dtype=np.float64)
-        final[rows] = (self.booster.predict(chosen, raw_score=True, num_threads=1)
-                       + self.new_item_bias * (chosen[:, self._own] <= 0) + chosen @ self.fixed_weights)
+        if len(rows):
+            chosen = features[rows].astype(np.float64)  # LightGBM's own float32 path is slower than this copy
+            final[rows] = (self.booster.predict(chosen, raw_score=True, num_threads=1)
+                           + self.new_item_bias * (chosen[:, self._own] <= 0) + chosen @ self.fixed_weights)
         return final
 
     @staticmethod

@@ -44,6 +44,15 @@ def test_new_items_get_and_give_substitutes_without_retraining(model_dir: Path, 
     assert not old.substitutes(x).metadata_based
     assert all((s.department, s.category) == (template["department"], template["category"]) for s in answer)
     assert x in [s.item_id for s in answer], "its own brand's same-size item is among its substitutes"
+    # the re-ranker learned from items with sales: a catalog-only X is ranked by the linear score alone
+    def linear_scores(item_id: str) -> dict[str, float]:
+        candidates, features, _ = engine.candidates(engine.index_of(item_id), None)
+        return dict(zip(engine.item_ids[candidates].tolist(), engine.scorer.linear(features).tolist(), strict=True))
+
+    linear = linear_scores("NEW-1")
+    assert all(abs(s.score - linear[s.item_id]) < 1e-4 for s in answer)
+    linear = linear_scores(x)
+    assert any(abs(s.score - linear[s.item_id]) > 1e-4 for s in engine.substitutes(x)), "X with sales: re-ranked"
     offered = {s.item_id: s for s in engine.substitutes(x, k=100)}
     assert "NEW-1" in offered and "new in the catalog" in offered["NEW-1"].reasons
 

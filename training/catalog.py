@@ -66,8 +66,8 @@ def add_items(model_dir: Path, catalog: pd.DataFrame, out_dir: Path, make_curren
     new = pd.concat([new.astype({"item_id": str}), parse_package_sizes(new["package_size"])], axis=1)
     price = pd.to_numeric(new["price"], errors="coerce") if "price" in new.columns else np.nan
     new = new.assign(price=price, popularity=0.0, trend=0.0, n_customers=0, trial_trend=0.0, days_on_sale=np.nan,
-                     package_size=new["package_size"]
-                     .astype("string"), private_label=new["private_label"].astype(bool))
+                     package_size=new["package_size"].astype("string"),
+                     private_label=new["private_label"].astype(bool))
     combined = pd.concat([model.items, new[list(ITEM_COLUMNS)]], ignore_index=True)
     items = sort_items(combined)
     n = len(items)

@@ -23,16 +23,16 @@ from tqdm.auto import tqdm
 
 from recsys import artifact
 from recsys.config import RankerConfig, TrainConfig
-from recsys.engine import NEAR_DUPLICATE_POOL, SubstituteEngine
+from recsys.engine import SubstituteEngine
 from recsys.model import GROUP_KEYS, RERANKER_FILE, ModelData, contiguous_ranges
-from recsys.ranking import DEFAULT_WEIGHTS, Scorer
+from recsys.ranking import DEFAULT_WEIGHTS
 from recsys.schema import PURCHASE_TYPES, Dataset, DataValidationError, ValidationReport
 from recsys.sizes import parse_package_sizes
 from training import evaluation, report
 from training.catalog import impute_cold_factors, sort_items
 from training.neighbours import cooccurrence, switching
 from training.queries import Queries, build_queries
-from training.ranker import NEW_ITEM_BIASES, collect, fit, fit_reranker, min_relevant_score
+from training.ranker import NEW_ITEM_BIASES, collect, fit, fit_reranker
 
 STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "feedback", "index", "ranker", "report",
           "write")
@@ -254,11 +254,9 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
             bias, tried = _choose_new_item_bias(engine, section, reranker_text, fixed, held_out, baselines, ranker)
             section["reranker"] = {"file": RERANKER_FILE, "trees": ranker.gbdt_trees, "leaves": ranker.gbdt_leaves,
                                    "new_item_bias": bias, "fixed_weights": fixed, "bias_search": tried}
-            section["min_score"] = min_relevant_score(Scorer(section, reranker_text), features, labels, starts,
-                                                      NEAR_DUPLICATE_POOL * evaluation.CUTOFF)
         metrics = None
         if methods:
-            engine.scorer, engine.min_score = Scorer(section, reranker_text), section["min_score"]  # "ours" = fitted
+            engine.set_ranker(section, reranker_text)  # "ours" = the fitted ranker
             ours, _ = evaluation.score(engine, {"ours": methods["ours"]}, held_out)
             metrics = {"split": validation_start.isoformat(),
                        "queries": {"all": len(held_out), "new_to_customer": held_out.n_new},
@@ -280,8 +278,7 @@ def _choose_new_item_bias(engine: SubstituteEngine, section: dict[str, Any], rer
     best_baseline = {subset: max(m[subset]["HR@3"] for m in baselines.values()) for subset in evaluation.SUBSETS}
     tried = {}
     for bias in NEW_ITEM_BIASES:
-        engine.scorer = Scorer({**section, "reranker": {"new_item_bias": bias, "fixed_weights": fixed}}, reranker_text)
-        engine.min_score = -np.inf
+        engine.set_ranker({**section, "reranker": {"new_item_bias": bias, "fixed_weights": fixed}}, reranker_text)
         ours = evaluation.score(engine, {"ours": evaluation.engine_ranker(engine)}, held_out)[0]["ours"]
         tried[str(bias)] = round(min(ours[s]["HR@3"] - best_baseline[s] for s in evaluation.SUBSETS), 5)
     return float(max(tried, key=lambda b: tried[b])), tried

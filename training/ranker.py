@@ -8,7 +8,7 @@ features for every candidate of each query. On those lists it fits
   probability mass on the items the customer actually switched to), L2-regularised, with L-BFGS;
 - the re-ranker (stage 2): LightGBM lambdarank trees on the same features and lists.
 
-The score cut-off is set so that 99% of the validation switches score above it.
+The score cut-off, on the linear score, is set so that 99% of the validation switches score above it.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def fit(raw_features: np.ndarray, labels: np.ndarray, starts: np.ndarray, l2: fl
     weights: dict[str, float] = ranker["weights"]  # type: ignore[assignment]
     for name in np.asarray(FEATURES)[~raw_features.any(axis=0)].tolist():
         weights[name] = DEFAULT_WEIGHTS[name]
-    relevant_scores = Scorer(ranker)(raw_features)[labels]
+    relevant_scores = Scorer(ranker).linear(raw_features)[labels]
     return RankerFit(
         ranker=ranker,
         min_score=float(np.quantile(relevant_scores, 0.01)),
@@ -106,12 +106,3 @@ def fit_reranker(raw_features: np.ndarray, labels: np.ndarray, starts: np.ndarra
     booster = lightgbm.train(params, data, num_boost_round=config.gbdt_trees)
     unobserved = np.asarray(FEATURES)[~raw_features.any(axis=0)].tolist()
     return booster.model_to_string(), {name: DEFAULT_WEIGHTS[name] for name in unobserved}
-
-
-def min_relevant_score(scorer: Scorer, raw_features: np.ndarray, labels: np.ndarray, starts: np.ndarray,
-                       shortlist: int) -> float:
-    """The score cut-off: 99% of the relevant candidates that reach the shortlist score above it."""
-    ends = np.append(starts[1:], len(labels))
-    scores = np.concatenate([scorer(raw_features[a:b], shortlist) for a, b in zip(starts, ends, strict=True)])
-    relevant = scores[labels & np.isfinite(scores)]
-    return float(np.quantile(relevant, 0.01)) if len(relevant) else 0.0

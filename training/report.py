@@ -112,6 +112,13 @@ def write(directory: Path, manifest: dict[str, Any], engine: SubstituteEngine,
                + (f", fitted on {validation['fitted_lists']:,} query lists from {validation['start'][:10]} "
                   f"(loss {validation['loss']})" if validation else "")
                + f"; score cut-off {ranker.get('min_score', 0):.3f}.")
+    rerank = ranker.get("reranker")
+    if rerank:
+        out.append(f"Re-ranker: {rerank['trees']} LightGBM lambdarank trees of {rerank['leaves']} leaves over the "
+                   f"linear shortlist; new-item bias {rerank['new_item_bias']}"
+                   + (" (worst HR@3 margin over the best baseline per bias tried: "
+                      + ", ".join(f"{b}: {m:+.4f}" for b, m in rerank["bias_search"].items()) + ")"
+                      if rerank.get("bias_search") else "") + ".")
     stage_seconds = manifest.get("stage_seconds", {})
     if stage_seconds:
         out += ["", "Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in stage_seconds.items()) + "."]
@@ -121,8 +128,8 @@ def write(directory: Path, manifest: dict[str, Any], engine: SubstituteEngine,
     if metrics:
         queries = metrics["queries"]
         out += [f"Switch queries from {metrics['split'][:10]} on (an inner model trained before that date; these "
-                f"queries were not used to fit the ranker): {queries['all']:,} queries, "
-                f"{queries['new_to_customer']:,} with an item new to the customer.", ""]
+                f"queries were not used to fit the ranker, only to choose its new-item bias): "
+                f"{queries['all']:,} queries, {queries['new_to_customer']:,} with an item new to the customer.", ""]
         header = ("method", *(f"{m}" for m in HEADLINE), "new HR@3", "new NDCG@10")
         rows = [(name, *(f"{v['all'][m]:.3f}" for m in HEADLINE), f"{v['new_to_customer']['HR@3']:.3f}",
                  f"{v['new_to_customer']['NDCG@10']:.3f}")
