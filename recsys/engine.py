@@ -310,8 +310,7 @@ class SubstituteEngine:
         store = store_id or ONLINE
         cust_row = self._customer_row.get(customer_id) if customer_id is not None else None
         candidates, features, widened = self.candidates(x, cust_row, store, exclude, filters)
-        top, scores = self.select(candidates, features, k, filters is not None and filters.size_alternatives,
-                                  rerank=not self._cold[x])
+        top, scores = self.select(x, candidates, features, k, filters is not None and filters.size_alternatives)
         target = self._infos[x]
         bought = np.zeros(len(top), dtype=np.int64)
         if cust_row is not None and len(top):
@@ -468,14 +467,15 @@ class SubstituteEngine:
         best = _best(similarity, len(similarity) if k is None else k)
         return candidates[best], similarity[best]
 
-    def select(self, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False,
-               rerank: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Positions of the answer among ``candidates``: the best ``k`` that pass the score cut-off (best first),
-        without near-duplicates (see :meth:`_distinct`); and the scores (-inf: under the cut-off or outside the
-        re-ranker's shortlist, see ``recsys.ranking``). ``rerank=False`` orders by the linear score alone: the
-        re-ranker learned from switches away from items with behaviour, so an X known only from the catalog
-        (no switching, co-purchase or trial signals) is outside what it has seen."""
+    def select(self, x: int, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of the answer for item index ``x`` among ``candidates``: the best ``k`` that pass the score
+        cut-off (best first), without near-duplicates (see :meth:`_distinct`); and the scores (-inf: under the
+        cut-off or outside the re-ranker's shortlist, see ``recsys.ranking``). An X known only from the catalog
+        is ordered by the linear score alone: the re-ranker learned from switches away from items with
+        behaviour, and such an X has no switching, co-purchase or trial signals."""
         pool = NEAR_DUPLICATE_POOL * k
+        rerank = not self._cold[x]
         scores = self.scorer(features, shortlist=pool, rerank=rerank)
         ranked = _best(scores, pool)
         ranked = ranked[np.isfinite(scores[ranked])]

@@ -48,7 +48,7 @@ def engine_ranker(engine: SubstituteEngine) -> Ranker:
 
     def ours(x: int, customer: int) -> np.ndarray:
         candidates, features, _ = engine.candidates(x, customer if customer >= 0 else None)
-        top, _ = engine.select(candidates, features, CUTOFF)
+        top, _ = engine.select(x, candidates, features, CUTOFF)
         return candidates[top]
 
     return ours

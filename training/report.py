@@ -128,7 +128,8 @@ def write(directory: Path, manifest: dict[str, Any], engine: SubstituteEngine,
     if metrics:
         queries = metrics["queries"]
         out += [f"Switch queries from {metrics['split'][:10]} on (an inner model trained before that date; these "
-                f"queries were not used to fit the ranker, only to choose its new-item bias): "
+                f"queries were not used to fit the ranker"
+                + (", only to choose its new-item bias" if rerank and rerank.get("bias_search") else "") + "): "
                 f"{queries['all']:,} queries, {queries['new_to_customer']:,} with an item new to the customer.", ""]
         header = ("method", *(f"{m}" for m in HEADLINE), "new HR@3", "new NDCG@10")
         rows = [(name, *(f"{v['all'][m]:.3f}" for m in HEADLINE), f"{v['new_to_customer']['HR@3']:.3f}",
