@@ -18,6 +18,7 @@ from typing import Any, Final, overload
 import faiss
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys import artifact
@@ -28,6 +29,11 @@ from recsys.sizes import UNIT_PRICE_BASIS, format_quantity
 
 MAX_K: Final[int] = 100
 _F = {name: i for i, name in enumerate(FEATURES)}
+#: feature columns read from the item-pair matrices X -> candidate (switch, coview, switch_to, trial, feedback)
+_PAIR_COLUMNS: Final[list[int]] = [_F[name] for name in (
+    "bought_instead", "viewed_together", "switched_to", "tried", "accepted_instead")]
+#: feature columns that depend on the candidate alone
+_ITEM_COLUMNS: Final[list[int]] = [_F[name] for name in ("popularity", "trend", "trial_trend", "launch_recency")]
 #: thresholds above which a feature becomes a shopper-facing reason
 USUAL_BRAND_SHARE: Final[float] = 0.3
 BOUGHT_INSTEAD_MIN: Final[float] = 0.05
@@ -192,23 +198,41 @@ class OrderSubstitutes:
     model_version: str
 
 
-def _row_lookup(indptr: np.ndarray, indices: np.ndarray, row: int, columns: np.ndarray,
-                *data: np.ndarray) -> list[np.ndarray]:
-    """Values of one CSR row at ``columns`` (0 where absent), for each of several data arrays that share the
-    sparsity structure: one search over the row's sorted indices serves them all."""
-    start, end = indptr[row], indptr[row + 1]
-    if start == end:
-        return [np.zeros(len(columns), dtype=np.float32) for _ in data]
-    row_idx = indices[start:end]
-    pos = np.minimum(np.searchsorted(row_idx, columns), end - start - 1)
-    hit = row_idx[pos] == columns
-    return [np.where(hit, values[start:end][pos], 0.0).astype(np.float32) for values in data]
+@dataclass(frozen=True, slots=True)
+class SparseRows:
+    """Several sparse matrices of one shape on one sorted CSR structure (the union of theirs), so that one
+    search over a row's indices serves them all: ``values[:, j]`` holds matrix ``j`` (0 where it has none)."""
 
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray  # (nnz, number of matrices), float32
 
-def _row_values(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, row: int,
-                columns: np.ndarray) -> np.ndarray:
-    """Values of a CSR row at ``columns`` (0 where absent); the row's indices are sorted."""
-    return _row_lookup(indptr, indices, row, columns, data)[0]
+    @classmethod
+    def of(cls, *matrices: sp.csr_matrix) -> SparseRows:
+        n_rows, n_cols = matrices[0].shape
+        keys = [np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(m.indptr)) * n_cols + m.indices
+                for m in matrices]
+        union = np.unique(np.concatenate(keys))
+        values = np.zeros((len(union), len(matrices)), dtype=np.float32)
+        for j, (matrix, key) in enumerate(zip(matrices, keys, strict=True)):
+            values[np.searchsorted(union, key), j] = matrix.data
+        indptr = np.searchsorted(union // n_cols, np.arange(n_rows + 1))
+        return cls(indptr, (union % n_cols).astype(np.int32), values)
+
+    def row(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The row's column indices (sorted) and their values."""
+        start, end = self.indptr[row], self.indptr[row + 1]
+        return self.indices[start:end], self.values[start:end]
+
+    def lookup(self, row: int, columns: np.ndarray) -> np.ndarray:
+        """Values at (``row``, ``columns``): shape (len(columns), number of matrices), 0 where absent."""
+        row_columns, row_values = self.row(row)
+        if not len(row_columns):
+            return np.zeros((len(columns), self.values.shape[1]), dtype=np.float32)
+        pos = np.minimum(np.searchsorted(row_columns, columns), len(row_columns) - 1)
+        found = row_values[pos]
+        found[row_columns[pos] != columns] = 0.0
+        return found
 
 
 def _best(values: np.ndarray, k: int) -> np.ndarray:
@@ -257,8 +281,7 @@ class SubstituteEngine:
         self._index_of = {item_id: i for i, item_id in enumerate(self.item_ids)}
         self._customer_row = {str(c): i for i, c in enumerate(self.model.customers)}
         self._store_row = {str(s): i for i, s in enumerate(self.model.stores)}
-        store_items = self.model.store_items
-        self._store_items = (store_items.indptr, store_items.indices, store_items.data)
+        self._store_items = SparseRows.of(self.model.store_items)
         self.brand_codes, brand_index = pd.factorize(items["brand"])
         self.brand_names = np.asarray(brand_index, dtype=object)
         self.family_codes, _ = pd.factorize(items["size_family"])  # -1 where unknown
@@ -267,18 +290,18 @@ class SubstituteEngine:
         self.log_price = np.log(self.price).astype(np.float32)
         self.private_label = items["private_label"].to_numpy(bool)
         self._cold = items["n_customers"].to_numpy() == 0  # no events: known from the catalog only
-        self.popularity = self._log_relative_to_group_top(items["n_customers"].to_numpy(np.float64))
-        self.trend = self._log_relative_to_group_top(items["trend"].to_numpy(np.float64))
-        self.trial_trend = self._log_relative_to_group_top(items["trial_trend"].to_numpy(np.float64))
-        self.launch_recency = np.nan_to_num(np.exp(-items["days_on_sale"].to_numpy(np.float64) / LAUNCH_DAYS)
-                                            ).astype(np.float32)
+        # the candidate's own features (ITEM_FEATURES order), gathered with one index per query
+        self._item_features = np.column_stack([
+            self._log_relative_to_group_top(items["n_customers"].to_numpy(np.float64)),
+            self._log_relative_to_group_top(items["trend"].to_numpy(np.float64)),
+            self._log_relative_to_group_top(items["trial_trend"].to_numpy(np.float64)),
+            np.nan_to_num(np.exp(-items["days_on_sale"].to_numpy(np.float64) / LAUNCH_DAYS)),
+        ]).astype(np.float32)
         model = self.model
-        self._switch, self._coview, self._switch_to, self._trial, self._feedback, self._accepted = (
-            (m.indptr, m.indices, m.data) for m in (model.switch, model.coview, model.switch_to, model.trial,
-                                                    model.feedback, model.customer_accepted))
-        weight, count = self.model.customer_weight, self.model.customer_count
-        self._cust = (weight.indptr, weight.indices, weight.data, count.data)
-        self._cust_recent = self.model.customer_recent.data
+        self._pairs = SparseRows.of(model.switch, model.coview, model.switch_to, model.trial, model.feedback)
+        # the customer's weight, count and recent-trend rows share one structure (CUSTOMER_VALUES order)
+        self._customer_items = SparseRows.of(model.customer_weight, model.customer_count, model.customer_recent)
+        self._accepted = SparseRows.of(model.customer_accepted)
         self._families: list[str | None] = items["size_family"].tolist()
         self._size_display = [
             format_quantity(math.exp(q), f) if f is not None and not math.isnan(q) else None
@@ -314,8 +337,7 @@ class SubstituteEngine:
         target = self._infos[x]
         bought = np.zeros(len(top), dtype=np.int64)
         if cust_row is not None and len(top):
-            indptr, indices, _, count = self._cust
-            bought = _row_values(indptr, indices, count, cust_row, candidates[top]).astype(np.int64)
+            bought = self._customer_items.lookup(cust_row, candidates[top])[:, 1].astype(np.int64)
         results = tuple(
             self._substitute(x, target, int(candidates[i]), float(scores[i]), features[i], bool(widened[i]),
                              cust_row is not None, int(n))
@@ -377,9 +399,8 @@ class SubstituteEngine:
         row = self._customer_row.get(customer_id)
         if row is None:
             raise UnknownCustomerError(customer_id)
-        indptr, indices, weight, count = self._cust
-        start, end = int(indptr[row]), int(indptr[row + 1])
-        items, w, n = indices[start:end], weight[start:end].astype(np.float64), count[start:end]
+        items, values = self._customer_items.row(row)
+        w, n = values[:, 0].astype(np.float64), values[:, 1]
         parents = self.model.parent_of[items]
         totals = np.bincount(parents, weights=w, minlength=len(self.model.parent_ptr) - 1)
         categories = []
@@ -417,7 +438,7 @@ class SubstituteEngine:
             recency_days=None if stat is None or pd.isna(stat["recency_days"]) else float(stat["recency_days"]),
             baskets=None if stat is None else int(stat["baskets"]),
             spend=None if stat is None else float(stat["spend"]),
-            home_store=str(self.model.stores[home]) if home >= 0 else None, items=int(end - start),
+            home_store=str(self.model.stores[home]) if home >= 0 else None, items=len(items),
             categories=tuple(categories),
         )
 
@@ -581,17 +602,10 @@ class SubstituteEngine:
         if len(cand) == 0:
             return features
         features[:, _F["similarity"]] = np.clip(similarity, 0.0, 1.0)
-        features[:, _F["bought_instead"]] = _row_values(*self._switch, x, cand)
-        features[:, _F["viewed_together"]] = _row_values(*self._coview, x, cand)
-        features[:, _F["switched_to"]] = _row_values(*self._switch_to, x, cand)
-        features[:, _F["tried"]] = _row_values(*self._trial, x, cand)
-        features[:, _F["accepted_instead"]] = _row_values(*self._feedback, x, cand)
-        features[:, _F["popularity"]] = self.popularity[cand]
-        features[:, _F["trend"]] = self.trend[cand]
-        features[:, _F["trial_trend"]] = self.trial_trend[cand]
-        features[:, _F["launch_recency"]] = self.launch_recency[cand]
+        features[:, _PAIR_COLUMNS] = self._pairs.lookup(x, cand)
+        features[:, _ITEM_COLUMNS] = self._item_features[cand]
         if store_row is not None:
-            sold = _row_values(*self._store_items, store_row, cand)
+            sold = self._store_items.lookup(store_row, cand)[:, 0]
             top = float(sold.max())
             if top > 0:
                 features[:, _F["store_popularity"]] = np.log1p(sold) / math.log1p(top)
@@ -610,20 +624,18 @@ class SubstituteEngine:
 
     def _personal_features(self, features: np.ndarray, cand: np.ndarray, cust_row: int, parent: int,
                            lo: int, hi: int) -> None:
-        accepted = _row_values(*self._accepted, cust_row, cand)
+        accepted = self._accepted.lookup(cust_row, cand)[:, 0]
         features[:, _F["own_accepted"]] = np.minimum(np.log1p(accepted) / math.log1p(3.0), 1.0)
-        indptr, indices, weight, count = self._cust
-        start, end = int(indptr[cust_row]), int(indptr[cust_row + 1])
-        row_items = indices[start:end]
-        own, recent, recent_trend = _row_lookup(indptr, indices, cust_row, cand, count, weight, self._cust_recent)
+        row_items, row_values = self._customer_items.row(cust_row)
+        recent, own, recent_trend = self._customer_items.lookup(cust_row, cand).T
         features[:, _F["own_history"]] = np.minimum(np.log1p(own) / math.log1p(10.0), 1.0)
         g_a, g_b = np.searchsorted(row_items, [lo, hi])
-        group_counts = count[start + g_a:start + g_b]
+        group_counts = row_values[g_a:g_b, 1]
         group_total = float(group_counts.sum())
         if group_total > 0:
             features[:, _F["own_share"]] = own / group_total
             features[:, _F["own_count"]] = np.log1p(own) / math.log1p(float(group_counts.max()))
-            features[:, _F["own_recent"]] = recent / float(weight[start + g_a:start + g_b].max())
+            features[:, _F["own_recent"]] = recent / float(row_values[g_a:g_b, 0].max())
             features[:, _F["own_trend"]] = np.minimum(np.log1p(recent_trend * 4.0) / math.log1p(4.0), 1.0)
             variety = float((group_counts > 0).sum()) / group_total
             features[:, _F["variety_new"]] = (own == 0) * variety
@@ -633,7 +645,7 @@ class SubstituteEngine:
         a, b = np.searchsorted(row_items, [plo, phi])
         if a == b:
             return
-        items, w = row_items[a:b], weight[start + a:start + b].astype(np.float64)
+        items, w = row_items[a:b], row_values[a:b, 0].astype(np.float64)
         brand_weight = np.bincount(self.brand_codes[items], weights=w, minlength=len(self.brand_names))
         features[:, _F["brand_affinity"]] = brand_weight[self.brand_codes[cand]] / w.sum()
         in_group = (items >= lo) & (items < hi)
