@@ -3,7 +3,8 @@
 Hard rules, enforced before ranking: a substitute is never X itself, never known out of stock at the
 queried store, never excluded (in the cart), always in X's substitution group (or in X's parent category
 when the group has too few, which the answer says), and always passes the request's filters.
-Ranking is a linear score over :data:`recsys.ranking.FEATURES`, computed vectorised over the candidates.
+Every candidate gets a row of :data:`recsys.ranking.FEATURES`, computed vectorised from arrays built at load;
+:class:`recsys.ranking.Scorer` ranks the rows (a linear shortlist, then the re-ranker's trees).
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ class SparseRows:
         for j, (matrix, key) in enumerate(zip(matrices, keys, strict=True)):
             values[np.searchsorted(union, key), j] = matrix.data
         indptr = np.searchsorted(union // n_cols, np.arange(n_rows + 1))
-        return cls(indptr, (union % n_cols).astype(np.int32), values)
+        return cls(indptr, union % n_cols, values)  # int64, as candidate ids: searchsorted then copies nothing
 
     def row(self, row: int) -> tuple[np.ndarray, np.ndarray]:
         """The row's column indices (sorted) and their values."""
@@ -286,6 +287,8 @@ class SubstituteEngine:
         self.brand_names = np.asarray(brand_index, dtype=object)
         self.family_codes, _ = pd.factorize(items["size_family"])  # -1 where unknown
         self.log_size = np.log(items["size_qty"].to_numpy(np.float64)).astype(np.float32)
+        # sizes within SAME_SIZE_TOLERANCE share a bucket (-1: unknown): near-duplicate packs in _distinct
+        self._size_bucket = np.where(np.isnan(self.log_size), -1, np.round(self.log_size / SAME_SIZE_TOLERANCE))
         self.price = items["price"].to_numpy(np.float64)
         self.log_price = np.log(self.price).astype(np.float32)
         self.private_label = items["private_label"].to_numpy(bool)
@@ -339,9 +342,10 @@ class SubstituteEngine:
         if cust_row is not None and len(top):
             bought = self._customer_items.lookup(cust_row, candidates[top])[:, 1].astype(np.int64)
         results = tuple(
-            self._substitute(x, target, int(candidates[i]), float(scores[i]), features[i], bool(widened[i]),
-                             cust_row is not None, int(n))
-            for i, n in zip(top.tolist(), bought.tolist(), strict=True)
+            self._substitute(x, target, c, score, row, is_widened, cust_row is not None, n)
+            for c, score, row, is_widened, n in zip(  # Python values: reading numpy scalars costs more
+                candidates[top].tolist(), scores[top].tolist(), features[top].tolist(), widened[top].tolist(),
+                bought.tolist(), strict=True)
         )
         _, restock_eta, available_at = self._availability(item_id, store)
         return SubstituteList(
@@ -520,7 +524,7 @@ class SubstituteEngine:
             return ranked[:k]
         items = candidates[ranked]
         brand, group = self.brand_codes[items].tolist(), self.model.group_of[items].tolist()
-        size = np.where(np.isnan(self.log_size[items]), -1, np.round(self.log_size[items] / SAME_SIZE_TOLERANCE))
+        size = self._size_bucket[items]
         bought = (features[ranked, _F["own_history"]] > 0).tolist()
         sizes_of: dict[tuple[int, int], set[int]] = {}  # (brand, group) -> sizes shown
         keep = []
@@ -601,7 +605,7 @@ class SubstituteEngine:
         features = np.zeros((len(cand), len(FEATURES)), dtype=np.float32)
         if len(cand) == 0:
             return features
-        features[:, _F["similarity"]] = np.clip(similarity, 0.0, 1.0)
+        features[:, _F["similarity"]] = np.minimum(np.maximum(similarity, 0.0), 1.0)  # np.clip costs 3x more
         features[:, _PAIR_COLUMNS] = self._pairs.lookup(x, cand)
         features[:, _ITEM_COLUMNS] = self._item_features[cand]
         if store_row is not None:
@@ -654,7 +658,7 @@ class SubstituteEngine:
         for name, values in (("size_affinity", self.log_size), ("price_affinity", self.log_price)):
             known = ~np.isnan(values[usual])
             if known.any():
-                centre = np.average(values[usual][known], weights=usual_w[known])
+                centre = values[usual][known] @ usual_w[known] / usual_w[known].sum()  # np.average, 5x cheaper
                 features[:, _F[name]] = np.fmax(np.exp(-np.abs(values[cand] - centre)), 0.0)
 
     # -- presentation ----------------------------------------------------------------------------
@@ -675,7 +679,7 @@ class SubstituteEngine:
                       sizes, self._size_display, prices, unit_prices, unit_per, strict=True)
         return [ItemInfo(*row) for row in columns]
 
-    def _substitute(self, x: int, target: ItemInfo, c: int, score: float, features: np.ndarray, widened: bool,
+    def _substitute(self, x: int, target: ItemInfo, c: int, score: float, features: list[float], widened: bool,
                     personal: bool, bought_before: int) -> Substitute:
         info = self._infos[c]
         reasons: list[str] = [] if widened else [f"same type: {target.product_type.lower()}"]
