@@ -1,4 +1,7 @@
-"""Request dependencies: the engine (503 until a model is loaded) and the admin bearer token."""
+"""Request dependencies: the engine (503 until a model is loaded) and the admin bearer token.
+
+All are ``async def``: they only read app state, and FastAPI runs a plain ``def`` dependency in its thread
+pool, a hop that cost more than the whole engine query."""
 
 from __future__ import annotations
 
@@ -15,24 +18,24 @@ from serving.state import ServiceState
 _bearer = HTTPBearer(auto_error=False, description="RECSYS_ADMIN_TOKEN")
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.service
     return state
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(state: Annotated[ServiceState, Depends(get_state)]) -> SubstituteEngine:
+async def get_engine(state: Annotated[ServiceState, Depends(get_state)]) -> SubstituteEngine:
     engine = state.engine
     if engine is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded yet")
     return engine
 
 
-def require_admin(
+async def require_admin(
     settings: Annotated[Settings, Depends(get_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
