@@ -28,8 +28,9 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_engine(state: Annotated[ServiceState, Depends(get_state)]) -> SubstituteEngine:
-    engine = state.engine
+async def get_engine(request: Request) -> SubstituteEngine:
+    # reads the state itself: a sub-dependency costs the hot path another resolution step
+    engine: SubstituteEngine | None = request.app.state.service.engine
     if engine is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded yet")
     return engine
