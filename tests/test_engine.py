@@ -297,3 +297,23 @@ def test_retrieve_is_the_exact_filtered_neighbourhood_in_the_group(engine: Subst
         expected = np.sort(factors[members] @ factors[x])[::-1][:5]
         assert np.allclose(similarity, expected, atol=1e-5), "the k most similar allowed members, best first"
         assert all(lo <= i < hi and i != x and engine.item_ids[i] not in out for i in found.tolist())
+
+
+def test_sparse_rows_read_every_matrix_as_scipy_does(engine: SubstituteEngine) -> None:
+    """The engine reads several matrices through one merged structure (SparseRows): every value must be the
+    one the matrix holds, including where only some of the matrices have an entry."""
+    from recsys.engine import SparseRows
+
+    model = engine.model
+    matrices = (model.switch, model.switch_to, model.trial)
+    rows = SparseRows.of(*matrices)
+    assert len(rows.indices) > max(m.nnz for m in matrices), "the structures differ, so the union is larger"
+    rng = np.random.default_rng(5)
+    for x in rng.choice(np.flatnonzero(np.diff(model.switch.indptr) > 0), size=50, replace=False).tolist():
+        lo, hi = engine.group_range(x)
+        columns = np.arange(lo, hi)
+        expected = np.column_stack([m[x].toarray()[0, lo:hi] for m in matrices])
+        np.testing.assert_array_equal(rows.lookup(x, columns), expected)
+        assert (expected > 0).any()
+    empty = int(np.flatnonzero(np.diff(rows.indptr) == 0)[0])
+    assert (rows.lookup(empty, np.arange(10)) == 0).all()

@@ -93,7 +93,7 @@ def _prepare_events(dataset: Dataset, config: TrainConfig, train_until: datetime
 
 
 def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarray, trend_weights: np.ndarray,
-                 trend_half_life_days: float) -> pd.DataFrame:
+                 trend_half_life_days: float, data_end: pd.Timestamp) -> pd.DataFrame:
     """Catalog features in group order (department, category, product_type, most popular first).
 
     ``trial_trend`` counts customers buying the item for the first time, each weighted by the recency of that
@@ -110,7 +110,6 @@ def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarra
     items["popularity"] = items["item_id"].map(popularity).fillna(0.0).astype("float64")
     items["trend"] = items["item_id"].map(trend).fillna(0.0).astype("float64")
     items["n_customers"] = items["item_id"].map(n_customers).fillna(0).astype("int64")
-    data_end = events["timestamp"].max()
     purchases = events[events["event_type"].isin(list(PURCHASE_TYPES))]
     first_buy = purchases.groupby(["customer_id", "item_id"])["timestamp"].min()
     first_age = (data_end - first_buy).dt.total_seconds().to_numpy() / 86400.0
@@ -340,7 +339,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         trend_weights = event_weight * np.power(0.5, age_days / config.trend_half_life_days)
 
     with timer.stage("catalog"):
-        items = _build_items(dataset.catalog, events, weights, trend_weights, config.trend_half_life_days)
+        items = _build_items(dataset.catalog, events, weights, trend_weights, config.trend_half_life_days, data_end)
         item_idx = pd.Index(items["item_id"]).get_indexer(events["item_id"])
         cust_codes, customers = pd.factorize(events["customer_id"], sort=True)
         parsed = items["package_size"].notna() & items["package_size"].str.strip().ne("")
