@@ -293,7 +293,7 @@ class SubstituteEngine:
         self.log_price = np.log(self.price).astype(np.float32)
         self.private_label = items["private_label"].to_numpy(bool)
         self._cold = items["n_customers"].to_numpy() == 0  # no events: known from the catalog only
-        # the candidate's own features (ITEM_FEATURES order), gathered with one index per query
+        # the candidate's own features (_ITEM_COLUMNS order), gathered with one index per query
         self._item_features = np.column_stack([
             self._log_relative_to_group_top(items["n_customers"].to_numpy(np.float64)),
             self._log_relative_to_group_top(items["trend"].to_numpy(np.float64)),
@@ -302,7 +302,7 @@ class SubstituteEngine:
         ]).astype(np.float32)
         model = self.model
         self._pairs = SparseRows.of(model.switch, model.coview, model.switch_to, model.trial, model.feedback)
-        # the customer's weight, count and recent-trend rows share one structure (CUSTOMER_VALUES order)
+        # columns: recency-weighted interactions, purchase count, short half-life (trend) weight
         self._customer_items = SparseRows.of(model.customer_weight, model.customer_count, model.customer_recent)
         self._accepted = SparseRows.of(model.customer_accepted)
         self._families: list[str | None] = items["size_family"].tolist()
