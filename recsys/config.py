@@ -38,7 +38,11 @@ class RankerConfig(BaseModel):
     max_queries: int = Field(15_000, ge=100, description="validation queries sampled for the fit")
     min_queries: int = Field(200, ge=1, description="fewer validation queries than this keeps the defaults")
     holdout_share: float = Field(
-        0.2, ge=0.0, lt=1.0, description="validation queries kept out of the fit, for the report's held-out metrics"
+        0.2, ge=0.0, lt=1.0, description="share of the sampled validation queries kept out of the fit"
+    )
+    selection_queries: int = Field(
+        10_000, ge=0, description="held-out queries for choosing the new-item bias and for the report's held-out "
+        "metrics: the held-out share, topped up with validation queries the fit did not sample",
     )
     l2: float = Field(1e-3, ge=0.0)
     new_item_emphasis: bool = Field(

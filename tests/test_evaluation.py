@@ -88,3 +88,16 @@ def test_cli_writes_table_json_and_plot(before_split: TrainResult, tmp_path: Pat
     assert metrics["queries"]["all"] == 300 and "history-then-popular" in metrics["metrics"]
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "best baseline" in result.output
+
+
+def test_partition_is_a_seeded_sample_and_its_complement(cj_small: Dataset, before_split: TrainResult,
+                                                          split: pd.Timestamp) -> None:
+    queries = build_queries(cj_small.events, SubstituteEngine.load(before_split.model_dir), split)
+    sample, rest = queries.partition(300, seed=4)
+    assert len(sample) == 300 and len(rest) == len(queries) - 300
+    assert np.array_equal(sample.x, queries.sample(300, seed=4).x)
+    both = sample + rest
+    pairs = sorted(zip(both.customer.tolist(), both.x.tolist(), [r.tolist() for r in both.relevant], strict=True))
+    assert pairs == sorted(zip(queries.customer.tolist(), queries.x.tolist(), [r.tolist() for r in queries.relevant],
+                               strict=True))
+    assert len(queries.partition(None, seed=4)[1]) == 0

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from recsys import Dataset, DataValidationError, SubstituteEngine
 from recsys.artifact import CURRENT, MANIFEST, read_manifest
 from recsys.cli import app
+from recsys.config import RankerConfig, TrainConfig
 from recsys.model import ModelData
 from training.loaders import read_event_log
 from training.pipeline import TrainResult, train
@@ -84,6 +85,16 @@ def test_groups_are_contiguous_and_embeddings_normalised(model_dir: Path) -> Non
     # the bought-instead signal only links items of the same group
     coo = model.switch.tocoo()
     assert coo.nnz > 0 and np.all(model.group_of[coo.row] == model.group_of[coo.col])
+
+
+def test_bias_is_chosen_on_held_out_queries_topped_up_from_the_unsampled(cj_small: Dataset, tmp_path: Path
+                                                                        ) -> None:
+    config = TrainConfig(ranker=RankerConfig(max_queries=400, selection_queries=300, gbdt_trees=5))
+    manifest = train(cj_small, config, out_dir=tmp_path, show_progress=False).manifest
+    fitted, held_out = manifest["ranker"]["validation"]["queries"], manifest["metrics"]["queries"]["all"]
+    assert 0.7 * 400 < fitted < 0.9 * 400, "the fit keeps about 80% of its sample"
+    assert held_out == 300, "the sample's held-out fifth is topped up to selection_queries"
+    assert set(manifest["ranker"]["reranker"]["bias_search"]) == {"0.0", "0.125", "0.25", "0.375", "0.5", "0.75"}
 
 
 def test_train_until_drops_later_events(cj_small: Dataset, tmp_path: Path) -> None:

@@ -211,9 +211,10 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
     """Fit the ranker on the last ``validation_weeks`` of the data (an inner model trained before them).
 
     Returns the manifest's ``ranker`` section, the re-ranker's model text ("" when none) and the held-out
-    metrics: a seeded share of the validation queries is kept out of the fit and answered by the fitted
-    ranker, the default weights and the baselines. The new-item bias is chosen on those same queries, so their
-    metrics are a little optimistic for that one number; ``recsys evaluate`` is the unbiased measure.
+    metrics: a seeded share of the sampled validation queries is kept out of the fit, topped up with unsampled
+    ones to ``selection_queries``, and answered by the fitted ranker, the default weights and the baselines.
+    The new-item bias is chosen on those same queries, so their metrics are a little optimistic for that one
+    number; ``recsys evaluate`` is the unbiased measure.
     """
     ranker = config.ranker
     default: dict[str, Any] = {"weights": dict(DEFAULT_WEIGHTS), "source": "default", "min_score": config.min_score}
@@ -229,10 +230,14 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
         except DataValidationError:
             return {**default, "note": "no events before the validation period"}, "", None
         engine = SubstituteEngine.load(inner.model_dir)
-        queries = build_queries(events, engine, validation_start).sample(ranker.max_queries, ranker.seed)
+        queries, unsampled = build_queries(events, engine, validation_start).partition(ranker.max_queries,
+                                                                                       ranker.seed)
         if len(queries) < ranker.min_queries:
             return {**default, "note": f"only {len(queries)} validation queries"}, "", None
         fit_queries, held_out = queries.split(ranker.holdout_share, ranker.seed)
+        # the bias choice compares margins of a few tenths of a point: it needs more queries than the held-out
+        # share, and the validation queries the fit did not sample cost nothing to add
+        held_out = held_out + unsampled.sample(max(ranker.selection_queries - len(held_out), 0), ranker.seed)
         xs, customers, relevant = fit_queries.x, fit_queries.customer, list(fit_queries.relevant)
         if ranker.new_item_emphasis:
             has_new = np.asarray([len(n) > 0 for n in fit_queries.new], dtype=bool)

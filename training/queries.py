@@ -34,9 +34,19 @@ class Queries:
         return sum(len(n) > 0 for n in self.new)
 
     def sample(self, n: int | None, seed: int) -> Queries:
+        return self.partition(n, seed)[0]
+
+    def partition(self, n: int | None, seed: int) -> tuple[Queries, Queries]:
+        """A seeded sample of ``n`` queries (all when None or more than there are) and the rest."""
         if n is None or n >= len(self):
-            return self
-        return self.take(np.sort(np.random.default_rng(seed).choice(len(self), size=n, replace=False)))
+            return self, self.take(np.empty(0, dtype=np.int64))
+        chosen = np.zeros(len(self), dtype=bool)
+        chosen[np.random.default_rng(seed).choice(len(self), size=n, replace=False)] = True
+        return self.take(np.flatnonzero(chosen)), self.take(np.flatnonzero(~chosen))
+
+    def __add__(self, other: Queries) -> Queries:
+        return Queries(np.concatenate([self.customer, other.customer]), np.concatenate([self.x, other.x]),
+                       self.relevant + other.relevant, self.new + other.new)
 
     def take(self, rows: np.ndarray) -> Queries:
         return Queries(self.customer[rows], self.x[rows], [self.relevant[i] for i in rows],
