@@ -19,7 +19,6 @@ from typing import Any, Final, overload
 import faiss
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys import artifact
@@ -27,6 +26,7 @@ from recsys.inventory import ONLINE, Inventory
 from recsys.model import ModelData
 from recsys.ranking import FEATURES, Scorer
 from recsys.sizes import UNIT_PRICE_BASIS, format_quantity
+from recsys.sparse import SparseRows
 
 MAX_K: Final[int] = 100
 _F = {name: i for i, name in enumerate(FEATURES)}
@@ -197,43 +197,6 @@ class OrderSubstitutes:
     unknown_items: tuple[str, ...]
     personalized: bool
     model_version: str
-
-
-@dataclass(frozen=True, slots=True)
-class SparseRows:
-    """Several sparse matrices of one shape on one sorted CSR structure (the union of theirs), so that one
-    search over a row's indices serves them all: ``values[:, j]`` holds matrix ``j`` (0 where it has none)."""
-
-    indptr: np.ndarray
-    indices: np.ndarray
-    values: np.ndarray  # (nnz, number of matrices), float32
-
-    @classmethod
-    def of(cls, *matrices: sp.csr_matrix) -> SparseRows:
-        n_rows, n_cols = matrices[0].shape
-        keys = [np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(m.indptr)) * n_cols + m.indices
-                for m in matrices]
-        union = np.unique(np.concatenate(keys))
-        values = np.zeros((len(union), len(matrices)), dtype=np.float32)
-        for j, (matrix, key) in enumerate(zip(matrices, keys, strict=True)):
-            values[np.searchsorted(union, key), j] = matrix.data
-        indptr = np.searchsorted(union // n_cols, np.arange(n_rows + 1))
-        return cls(indptr, union % n_cols, values)  # int64, as candidate ids: searchsorted then copies nothing
-
-    def row(self, row: int) -> tuple[np.ndarray, np.ndarray]:
-        """The row's column indices (sorted) and their values."""
-        start, end = self.indptr[row], self.indptr[row + 1]
-        return self.indices[start:end], self.values[start:end]
-
-    def lookup(self, row: int, columns: np.ndarray) -> np.ndarray:
-        """Values at (``row``, ``columns``): shape (len(columns), number of matrices), 0 where absent."""
-        row_columns, row_values = self.row(row)
-        if not len(row_columns):
-            return np.zeros((len(columns), self.values.shape[1]), dtype=np.float32)
-        pos = np.minimum(np.searchsorted(row_columns, columns), len(row_columns) - 1)
-        found = row_values[pos]
-        found[row_columns[pos] != columns] = 0.0
-        return found
 
 
 def _best(values: np.ndarray, k: int) -> np.ndarray:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from recsys import StockUpdate, SubstituteEngine, SubstituteFilters, UnknownItemError
+from recsys.sparse import SparseRows
 
 pytestmark = pytest.mark.realdata
 
@@ -302,8 +303,6 @@ def test_retrieve_is_the_exact_filtered_neighbourhood_in_the_group(engine: Subst
 def test_sparse_rows_read_every_matrix_as_scipy_does(engine: SubstituteEngine) -> None:
     """The engine reads several matrices through one merged structure (SparseRows): every value must be the
     one the matrix holds, including where only some of the matrices have an entry."""
-    from recsys.engine import SparseRows
-
     model = engine.model
     matrices = (model.switch, model.switch_to, model.trial)
     rows = SparseRows.of(*matrices)
