@@ -241,12 +241,18 @@ def evaluate(
     for subset in evaluation.SUBSETS:
         console.print(_evaluation_table(result, subset))
     for subset in evaluation.SUBSETS:
-        for metric in ("HR@3", "NDCG@10"):
+        for metric in evaluation.MARGIN_METRICS:
             name, best = result.best_baseline(subset, metric)
             ours = result.metrics["ours"][subset][metric]
             verdict = "[green]beats[/]" if ours > best else "[red]does not beat[/]"
-            console.print(f"{subset} {metric}: ours {ours:.4f} {verdict} the best baseline {name} {best:.4f}",
-                          soft_wrap=True)
+            margin = result.margins.get(subset, {}).get(metric)
+            interval = ""
+            if margin is not None:
+                low, high = margin["ci95"]
+                clear = "clearly" if low > 0 else "clearly not" if high < 0 else "within noise"
+                interval = f" (difference {ours - best:+.4f}, 95% interval {low:+.4f} to {high:+.4f}: {clear})"
+            console.print(f"{subset} {metric}: ours {ours:.4f} {verdict} the best baseline {name} {best:.4f}"
+                          f"{interval}", soft_wrap=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     plot_path.parent.mkdir(parents=True, exist_ok=True)
     evaluation.write_json(result, json_path)

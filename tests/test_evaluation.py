@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from recsys import ArtifactError, Dataset, SubstituteEngine
 from recsys.cli import app
-from training.evaluation import HIT_KS, SUBSETS, default_split, evaluate
+from training.evaluation import HIT_KS, MARGIN_METRICS, SUBSETS, default_split, evaluate, margin_interval
 from training.pipeline import TrainResult, train
 from training.queries import build_queries
 
@@ -66,6 +66,15 @@ def test_metrics_are_well_formed_and_on_the_same_queries(cj_small: Dataset, befo
     random, ours = result.metrics["random-in-group"], result.metrics["ours"]
     assert ours["all"]["HR@3"] > 2 * random["all"]["HR@3"]
     assert ours["new_to_customer"]["HR@3"] > random["new_to_customer"]["HR@3"]
+    # ours minus the best baseline, with an interval that holds it: the evaluator sees whether a win is noise
+    for subset in SUBSETS:
+        for metric in MARGIN_METRICS:
+            margin = result.margins[subset][metric]
+            name, best = result.best_baseline(subset, metric)
+            assert margin["baseline"] == name
+            assert margin["difference"] == pytest.approx(result.metrics["ours"][subset][metric] - best, abs=1e-5)
+            low, high = margin["ci95"]
+            assert low <= margin["difference"] <= high and high - low > 0
     # the trained ranker was fitted on its own validation weeks, before the split
     validation = before_split.manifest["ranker"]
     assert validation["source"] == "learned"
@@ -87,7 +96,20 @@ def test_cli_writes_table_json_and_plot(before_split: TrainResult, tmp_path: Pat
     metrics = json.loads((tmp_path / "e.json").read_text())
     assert metrics["queries"]["all"] == 300 and "history-then-popular" in metrics["metrics"]
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "best baseline" in result.output
+    assert "best baseline" in result.output and "95% interval" in result.output
+    assert set(metrics["margins"]) == set(SUBSETS)
+
+
+def test_margin_interval_resamples_whole_customers() -> None:
+    rng = np.random.default_rng(0)
+    customers = np.repeat(np.arange(200), 5)
+    baseline = rng.integers(0, 2, len(customers)).astype(float)
+    assert margin_interval(baseline + 1, baseline, customers) == (1.0, 1.0, 1.0)
+    # one customer's queries move together: the interval is wider than if the 1,000 queries were independent
+    shared = np.repeat(rng.normal(0, 1, 200), 5)
+    difference, low, high = margin_interval(shared, np.zeros_like(shared), customers)
+    _, low_iid, high_iid = margin_interval(shared, np.zeros_like(shared), np.arange(len(shared)))
+    assert low < difference < high and high - low > 1.5 * (high_iid - low_iid)
 
 
 def test_partition_is_a_seeded_sample_and_its_complement(cj_small: Dataset, before_split: TrainResult,

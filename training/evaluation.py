@@ -33,6 +33,8 @@ CUTOFF: Final[int] = 10
 HIT_KS: Final[tuple[int, ...]] = (1, 3, 5, 10)
 DEFAULT_SPLIT_WEEKS: Final[int] = 40
 SUBSETS: Final[tuple[str, ...]] = ("all", "new_to_customer")
+#: the headline metrics: ours against the best baseline, with a bootstrap interval of the difference
+MARGIN_METRICS: Final[tuple[str, ...]] = ("HR@3", "NDCG@10")
 
 
 def default_split(events: pd.DataFrame, weeks: int = DEFAULT_SPLIT_WEEKS) -> pd.Timestamp:
@@ -134,22 +136,31 @@ def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
     }
 
 
-def _metrics(ranked: list[np.ndarray], relevant: list[np.ndarray]) -> dict[str, float]:
-    hits = {k: 0.0 for k in HIT_KS}
-    ndcg = mrr = 0.0
+def _per_query(ranked: list[np.ndarray], relevant: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Each metric's value per query (HR@k: 0 or 1)."""
+    first = np.full(len(ranked), CUTOFF, dtype=np.int64)  # rank of the first relevant item; CUTOFF: none
+    ndcg = np.zeros(len(ranked))
     discounts = 1.0 / np.log2(np.arange(2, CUTOFF + 2))
-    for top, rel in zip(ranked, relevant, strict=True):
+    for i, (top, rel) in enumerate(zip(ranked, relevant, strict=True)):
         is_rel = np.isin(top[:CUTOFF], rel)
-        if not is_rel.any():
-            continue
-        first = int(np.argmax(is_rel))
-        for k in HIT_KS:
-            hits[k] += first < k
-        mrr += 1.0 / (first + 1)
-        ideal = discounts[:min(len(rel), CUTOFF)].sum()
-        ndcg += float(discounts[:len(is_rel)][is_rel].sum() / ideal)
-    n = max(len(ranked), 1)
-    return {**{f"HR@{k}": hits[k] / n for k in HIT_KS}, "NDCG@10": ndcg / n, "MRR@10": mrr / n}
+        if is_rel.any():
+            first[i] = int(np.argmax(is_rel))
+            ndcg[i] = discounts[:len(is_rel)][is_rel].sum() / discounts[:min(len(rel), CUTOFF)].sum()
+    mrr = np.where(first < CUTOFF, 1.0 / (first + 1), 0.0)
+    return {**{f"HR@{k}": (first < k).astype(np.float64) for k in HIT_KS}, "NDCG@10": ndcg, "MRR@10": mrr}
+
+
+def margin_interval(ours: np.ndarray, baseline: np.ndarray, clusters: np.ndarray, seed: int = 0,
+                    resamples: int = 1000) -> tuple[float, float, float]:
+    """Mean of ``ours - baseline`` over queries and its 95% bootstrap interval. Whole customers (``clusters``)
+    are resampled: one customer's queries are not independent of each other."""
+    difference = ours - baseline
+    codes, _ = pd.factorize(clusters)
+    sums, counts = np.bincount(codes, weights=difference), np.bincount(codes).astype(np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(sums), size=(resamples, len(sums)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(difference.mean()), float(low), float(high)
 
 
 @dataclass
@@ -159,10 +170,12 @@ class EvaluationResult:
     queries: dict[str, int]
     metrics: dict[str, dict[str, dict[str, float]]]  # method -> subset -> metric -> value
     seconds: dict[str, float] = field(default_factory=dict)
+    # subset -> metric -> ours minus the best baseline: {"baseline", "difference", "ci95": [low, high]}
+    margins: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"split": self.split, "model_version": self.model_version, "queries": self.queries,
-                "metrics": self.metrics, "seconds": self.seconds}
+                "metrics": self.metrics, "margins": self.margins, "seconds": self.seconds}
 
     def best_baseline(self, subset: str, metric: str) -> tuple[str, float]:
         baselines = {m: v[subset][metric] for m, v in self.metrics.items() if m != "ours"}
@@ -189,17 +202,47 @@ def evaluate(engine: SubstituteEngine, dataset: Dataset, split: pd.Timestamp, ma
         raise ValueError(f"no switch queries after the split {split}: move the split earlier")
     built = time.perf_counter() - started
     methods = make_methods(engine, dataset.events, split, seed)
-    metrics, seconds = score(engine, methods, queries, show_progress)
-    return EvaluationResult(split=str(split), model_version=engine.version,
-                            queries={"all": len(queries), "new_to_customer": queries.n_new},
-                            metrics=metrics, seconds={"queries": round(built, 2), **seconds})
+    per_query, coverage, seconds = score_queries(engine, methods, queries, show_progress)
+    result = EvaluationResult(split=str(split), model_version=engine.version,
+                              queries={"all": len(queries), "new_to_customer": queries.n_new},
+                              metrics=_means(per_query, coverage), seconds={"queries": round(built, 2), **seconds})
+    customers = {"all": queries.customer, "new_to_customer": queries.customer[queries.new_mask]}
+    for subset in SUBSETS:
+        for metric in MARGIN_METRICS if len(customers[subset]) else ():
+            name, _ = result.best_baseline(subset, metric)
+            difference, low, high = margin_interval(per_query["ours"][subset][metric],
+                                                    per_query[name][subset][metric], customers[subset], seed)
+            result.margins.setdefault(subset, {})[metric] = {
+                "baseline": name, "difference": round(difference, 5), "ci95": [round(low, 5), round(high, 5)]}
+    return result
 
 
 def score(engine: SubstituteEngine, methods: dict[str, Ranker], queries: Queries, show_progress: bool = False
           ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, float]]:
     """Metrics of each method on both subsets (method -> subset -> metric), and seconds per method."""
-    new_mask = np.asarray([len(n) > 0 for n in queries.new], dtype=bool)
-    metrics: dict[str, dict[str, dict[str, float]]] = {}
+    per_query, coverage, seconds = score_queries(engine, methods, queries, show_progress)
+    return _means(per_query, coverage), seconds
+
+
+def _means(per_query: dict[str, dict[str, dict[str, np.ndarray]]], coverage: dict[str, float]
+           ) -> dict[str, dict[str, dict[str, float]]]:
+    metrics = {name: {subset: {metric: float(values.mean()) if len(values) else 0.0
+                               for metric, values in by_metric.items()}
+                      for subset, by_metric in by_subset.items()}
+               for name, by_subset in per_query.items()}
+    for name, value in coverage.items():
+        metrics[name]["all"]["coverage"] = value
+    return metrics
+
+
+def score_queries(engine: SubstituteEngine, methods: dict[str, Ranker], queries: Queries,
+                  show_progress: bool = False
+                  ) -> tuple[dict[str, dict[str, dict[str, np.ndarray]]], dict[str, float], dict[str, float]]:
+    """Each method's metric values per query on both subsets (method -> subset -> metric -> values; the
+    new-to-customer values follow the order of ``queries.new_mask``), its catalog coverage and its seconds."""
+    new_mask = queries.new_mask
+    per_query: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    coverage: dict[str, float] = {}
     seconds = {}
     covered = engine.model.items["n_customers"].to_numpy() > 0
     bar = tqdm(total=len(methods) * len(queries), desc="evaluate", unit="query", disable=not show_progress)
@@ -212,14 +255,14 @@ def score(engine: SubstituteEngine, methods: dict[str, Ranker], queries: Queries
             bar.update(1)
         seconds[name] = round(time.perf_counter() - start, 2)
         shown = np.unique(np.concatenate(ranked)) if ranked else np.empty(0, dtype=np.int64)
-        coverage = float(np.isin(np.flatnonzero(covered), shown).mean())
-        metrics[name] = {
-            "all": {**_metrics(ranked, queries.relevant), "coverage": coverage},
-            "new_to_customer": _metrics([r for r, m in zip(ranked, new_mask, strict=True) if m],
-                                        [n for n, m in zip(queries.new, new_mask, strict=True) if m]),
+        coverage[name] = float(np.isin(np.flatnonzero(covered), shown).mean())
+        per_query[name] = {
+            "all": _per_query(ranked, queries.relevant),
+            "new_to_customer": _per_query([r for r, m in zip(ranked, new_mask, strict=True) if m],
+                                          [n for n, m in zip(queries.new, new_mask, strict=True) if m]),
         }
     bar.close()
-    return metrics, seconds
+    return per_query, coverage, seconds
 
 
 def plot(result: EvaluationResult, path: Path) -> None:

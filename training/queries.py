@@ -29,9 +29,13 @@ class Queries:
         return len(self.x)
 
     @property
+    def new_mask(self) -> np.ndarray:
+        """Which queries have at least one Y new to the customer (the "new to customer" subset)."""
+        return np.asarray([len(n) > 0 for n in self.new], dtype=bool)
+
+    @property
     def n_new(self) -> int:
-        """Queries with at least one Y new to the customer (the "new to customer" subset)."""
-        return sum(len(n) > 0 for n in self.new)
+        return int(self.new_mask.sum())
 
     def sample(self, n: int | None, seed: int) -> Queries:
         return self.partition(n, seed)[0]
