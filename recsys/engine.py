@@ -3,7 +3,8 @@
 Hard rules, enforced before ranking: a substitute is never X itself, never known out of stock at the
 queried store, never excluded (in the cart), always in X's substitution group (or in X's parent category
 when the group has too few, which the answer says), and always passes the request's filters.
-Every candidate gets a row of :data:`recsys.ranking.FEATURES`, computed vectorised from arrays built at load;
+Every candidate gets a row of :data:`recsys.ranking.FEATURES`, computed by a compiled kernel (recsys.features)
+from arrays built at load;
 :class:`recsys.ranking.Scorer` ranks the rows (a linear shortlist, then the re-ranker's trees).
 """
 
@@ -17,11 +18,13 @@ from pathlib import Path
 from typing import Any, Final, overload
 
 import faiss
+import numba
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys import artifact
+from recsys.features import candidate_features
 from recsys.inventory import ONLINE, Inventory
 from recsys.model import ModelData
 from recsys.ranking import FEATURES, Scorer
@@ -30,11 +33,6 @@ from recsys.sparse import SparseRows
 
 MAX_K: Final[int] = 100
 _F = {name: i for i, name in enumerate(FEATURES)}
-#: feature columns read from the item-pair matrices X -> candidate (switch, coview, switch_to, trial, feedback)
-_PAIR_COLUMNS: Final[list[int]] = [_F[name] for name in (
-    "bought_instead", "viewed_together", "switched_to", "tried", "accepted_instead")]
-#: feature columns that depend on the candidate alone
-_ITEM_COLUMNS: Final[list[int]] = [_F[name] for name in ("popularity", "trend", "trial_trend", "launch_recency")]
 #: thresholds above which a feature becomes a shopper-facing reason
 USUAL_BRAND_SHARE: Final[float] = 0.3
 BOUGHT_INSTEAD_MIN: Final[float] = 0.05
@@ -207,6 +205,31 @@ def _best(values: np.ndarray, k: int) -> np.ndarray:
     return np.lexsort((np.arange(len(values)), -values))
 
 
+@numba.njit(cache=True, nogil=True)
+def _first_distinct(brand: np.ndarray, group: np.ndarray, size: np.ndarray, bought: np.ndarray, k: int,
+                    max_sizes: int) -> np.ndarray:
+    """Positions of the first ``k`` entries, skipping an entry whose (brand, group) already shows ``max_sizes``
+    sizes other than its own, unless ``bought``. Linear in the entries kept, which are at most ``k``."""
+    keep = np.empty(min(k, len(brand)), dtype=np.int64)
+    new_size = np.empty(len(keep), dtype=np.bool_)  # kept entry j was its product's first of its size
+    kept = 0
+    for i in range(len(brand)):
+        sizes = 0
+        shown = False
+        for j in range(kept):
+            if brand[keep[j]] == brand[i] and group[keep[j]] == group[i]:
+                sizes += new_size[j]
+                shown |= size[keep[j]] == size[i]
+        if sizes >= max_sizes and not shown and not bought[i]:
+            continue
+        keep[kept] = i
+        new_size[kept] = not shown
+        kept += 1
+        if kept == len(keep):
+            break
+    return keep[:kept]
+
+
 class SubstituteEngine:
     """Loads a model directory and answers substitute queries. Thread-safe for concurrent reads."""
 
@@ -222,6 +245,7 @@ class SubstituteEngine:
         self.set_ranker(manifest.get("ranker", {}), model.reranker)
         self._precompute()
         self._stock_masks: dict[str, tuple[int, np.ndarray]] = {}
+        self._warm_up()
 
     def set_ranker(self, ranker: dict[str, Any], reranker: str = "") -> None:
         """Rank with a manifest ``ranker`` section and its re-ranker text (the trainer tries candidates so)."""
@@ -256,7 +280,7 @@ class SubstituteEngine:
         self.log_price = np.log(self.price).astype(np.float32)
         self.private_label = items["private_label"].to_numpy(bool)
         self._cold = items["n_customers"].to_numpy() == 0  # no events: known from the catalog only
-        # the candidate's own features (_ITEM_COLUMNS order), gathered with one index per query
+        # the candidate's own features, in recsys.features.ITEM_FEATURES order
         self._item_features = np.column_stack([
             self._log_relative_to_group_top(items["n_customers"].to_numpy(np.float64)),
             self._log_relative_to_group_top(items["trend"].to_numpy(np.float64)),
@@ -264,6 +288,7 @@ class SubstituteEngine:
             np.nan_to_num(np.exp(-items["days_on_sale"].to_numpy(np.float64) / LAUNCH_DAYS)),
         ]).astype(np.float32)
         model = self.model
+        # recsys.features.PAIR_FEATURES order
         self._pairs = SparseRows.of(model.switch, model.coview, model.switch_to, model.trial, model.feedback)
         # columns: recency-weighted interactions, purchase count, short half-life (trend) weight
         self._customer_items = SparseRows.of(model.customer_weight, model.customer_count, model.customer_recent)
@@ -274,6 +299,22 @@ class SubstituteEngine:
             for q, f in zip(self.log_size.tolist(), self._families, strict=True)
         ]
         self._infos = self._build_infos()
+        # what presenting an answer reads per substitute, as Python values (numpy scalars cost more to read)
+        self._family_of: list[int] = self.family_codes.tolist()
+        self._log_size_of: list[float] = self.log_size.tolist()
+        self._size_of = [math.exp(q) for q in self._log_size_of]  # NaN: unknown
+        self._size_label = [info.package_size or info.size for info in self._infos]
+        self._cold_of: list[bool] = self._cold.tolist()
+
+    def _warm_up(self) -> None:
+        """Compile the query path's numba kernels now (or load them from numba's cache, beside the code), so that
+        the first request does not wait seconds for it."""
+        if self.scorer.trees is not None:
+            self.scorer.trees.predict(np.zeros((1, len(FEATURES))))
+        _first_distinct(self.brand_codes[:1], self.model.group_of[:1], self._size_bucket[:1], np.ones(1, dtype=bool),
+                        1, MAX_PACK_SIZES)
+        if self.model.n_items:
+            self.candidates(0, 0 if len(self.model.customers) else None)
 
     def _log_relative_to_group_top(self, values: np.ndarray) -> np.ndarray:
         """log1p(value) / log1p(the largest value in the item's group), 0 where the group has none."""
@@ -486,20 +527,8 @@ class SubstituteEngine:
         if size_alternatives:
             return ranked[:k]
         items = candidates[ranked]
-        brand, group = self.brand_codes[items].tolist(), self.model.group_of[items].tolist()
-        size = self._size_bucket[items]
-        bought = (features[ranked, _F["own_history"]] > 0).tolist()
-        sizes_of: dict[tuple[int, int], set[int]] = {}  # (brand, group) -> sizes shown
-        keep = []
-        for i, (key, bucket) in enumerate(zip(zip(brand, group, strict=True), size.tolist(), strict=True)):
-            shown = sizes_of.setdefault(key, set())
-            if len(shown) >= MAX_PACK_SIZES and bucket not in shown and not bought[i]:
-                continue
-            shown.add(bucket)
-            keep.append(i)
-            if len(keep) == k:
-                break
-        return ranked[keep]
+        return ranked[_first_distinct(self.brand_codes[items], self.model.group_of[items], self._size_bucket[items],
+                                      features[ranked, _F["own_history"]] > 0, k, MAX_PACK_SIZES)]
 
     # -- query steps -----------------------------------------------------------------------------
     def _allowed_in_range(self, x: int, lo: int, hi: int, store: str, exclude: Iterable[str],
@@ -565,64 +594,16 @@ class SubstituteEngine:
 
     def _features(self, x: int, cand: np.ndarray, similarity: np.ndarray, widened: np.ndarray,
                   cust_row: int | None, store_row: int | None, parent: int, lo: int, hi: int) -> np.ndarray:
-        features = np.zeros((len(cand), len(FEATURES)), dtype=np.float32)
-        if len(cand) == 0:
-            return features
-        features[:, _F["similarity"]] = np.minimum(np.maximum(similarity, 0.0), 1.0)  # np.clip costs 3x more
-        features[:, _PAIR_COLUMNS] = self._pairs.lookup(x, cand)
-        features[:, _ITEM_COLUMNS] = self._item_features[cand]
-        if store_row is not None:
-            sold = self._store_items.lookup(store_row, cand)[:, 0]
-            top = float(sold.max())
-            if top > 0:
-                features[:, _F["store_popularity"]] = np.log1p(sold) / math.log1p(top)
-        same_family = (self.family_codes[cand] == self.family_codes[x]) & (self.family_codes[x] >= 0)
-        size_gap = np.abs(self.log_size[cand] - self.log_size[x])
-        # np.fmax(nan, 0) is 0: an unknown size or price matches nothing
-        features[:, _F["size_match"]] = np.where(same_family, np.fmax(np.exp(-size_gap), 0.0), 0.0)
-        price_gap = np.abs(self.log_price[cand] - self.log_price[x])
-        features[:, _F["price_match"]] = np.fmax(np.exp(-price_gap), 0.0)
-        features[:, _F["same_brand"]] = self.brand_codes[cand] == self.brand_codes[x]
-        features[:, _F["same_private_label"]] = self.private_label[cand] == self.private_label[x]
-        features[:, _F["widened"]] = widened
-        if cust_row is not None:
-            self._personal_features(features, cand, cust_row, parent, lo, hi)
-        return features
-
-    def _personal_features(self, features: np.ndarray, cand: np.ndarray, cust_row: int, parent: int,
-                           lo: int, hi: int) -> None:
-        accepted = self._accepted.lookup(cust_row, cand)[:, 0]
-        features[:, _F["own_accepted"]] = np.minimum(np.log1p(accepted) / math.log1p(3.0), 1.0)
-        row_items, row_values = self._customer_items.row(cust_row)
-        recent, own, recent_trend = self._customer_items.lookup(cust_row, cand).T
-        features[:, _F["own_history"]] = np.minimum(np.log1p(own) / math.log1p(10.0), 1.0)
-        g_a, g_b = np.searchsorted(row_items, [lo, hi])
-        group_counts = row_values[g_a:g_b, 1]
-        group_total = float(group_counts.sum())
-        if group_total > 0:
-            features[:, _F["own_share"]] = own / group_total
-            features[:, _F["own_count"]] = np.log1p(own) / math.log1p(float(group_counts.max()))
-            features[:, _F["own_recent"]] = recent / float(row_values[g_a:g_b, 0].max())
-            features[:, _F["own_trend"]] = np.minimum(np.log1p(recent_trend * 4.0) / math.log1p(4.0), 1.0)
-            variety = float((group_counts > 0).sum()) / group_total
-            features[:, _F["variety_new"]] = (own == 0) * variety
-            features[:, _F["own_loyal"]] = (own > 0) * (1.0 - variety)
-        # the customer's items in X's parent category (a contiguous index range, so a sorted-row slice)
-        plo, phi = self.model.parent_ptr[parent], self.model.parent_ptr[parent + 1]
-        a, b = np.searchsorted(row_items, [plo, phi])
-        if a == b:
-            return
-        items, w = row_items[a:b], row_values[a:b, 0].astype(np.float64)
-        brand_weight = np.bincount(self.brand_codes[items], weights=w, minlength=len(self.brand_names))
-        features[:, _F["brand_affinity"]] = brand_weight[self.brand_codes[cand]] / w.sum()
-        in_group = (items >= lo) & (items < hi)
-        usual = items[in_group] if in_group.any() else items
-        usual_w = w[in_group] if in_group.any() else w
-        for name, values in (("size_affinity", self.log_size), ("price_affinity", self.log_price)):
-            known = ~np.isnan(values[usual])
-            if known.any():
-                centre = values[usual][known] @ usual_w[known] / usual_w[known].sum()  # np.average, 5x cheaper
-                features[:, _F[name]] = np.fmax(np.exp(-np.abs(values[cand] - centre)), 0.0)
+        model, pairs, store, customer, accepted = (
+            self.model, self._pairs, self._store_items, self._customer_items, self._accepted)
+        return candidate_features(
+            x, cand, similarity, widened, pairs.indptr, pairs.indices, pairs.values, self._item_features,
+            -1 if store_row is None else store_row, store.indptr, store.indices, store.values,
+            self.family_codes, self.log_size, self.log_price, self.brand_codes, self.private_label,
+            -1 if cust_row is None else cust_row, (lo, hi),
+            (int(model.parent_ptr[parent]), int(model.parent_ptr[parent + 1])),
+            customer.indptr, customer.indices, customer.values, accepted.indptr, accepted.indices, accepted.values,
+        )
 
     # -- presentation ----------------------------------------------------------------------------
     def _build_infos(self) -> list[ItemInfo]:
@@ -647,17 +628,19 @@ class SubstituteEngine:
         info = self._infos[c]
         reasons: list[str] = [] if widened else [f"same type: {target.product_type.lower()}"]
         size_ratio = size_difference = None
-        if self.family_codes[c] == self.family_codes[x] and self.family_codes[x] >= 0:
-            log_ratio = float(self.log_size[c] - self.log_size[x])
+        family = self._family_of[c]
+        if family == self._family_of[x] and family >= 0:
+            log_ratio = self._log_size_of[c] - self._log_size_of[x]
             size_ratio = float(f"{math.exp(log_ratio):.3g}")
-            difference = math.exp(float(self.log_size[c])) - math.exp(float(self.log_size[x]))
-            size_difference = ("same" if abs(log_ratio) <= SAME_SIZE_TOLERANCE else ("+" if difference > 0 else "-")
-                               + format_quantity(abs(difference), str(self._families[c])))
             if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
-                reasons.append(f"same size: {info.package_size or info.size}")
+                size_difference = "same"
+                reasons.append(f"same size: {self._size_label[c]}")
             else:
-                reasons.append(f"size {info.package_size or info.size} vs {target.package_size or target.size}")
-        usual_brand = personal and bool(features[_F["brand_affinity"]] >= USUAL_BRAND_SHARE)
+                difference = self._size_of[c] - self._size_of[x]
+                size_difference = ("+" if difference > 0 else "-") + format_quantity(abs(difference),
+                                                                                     str(self._families[c]))
+                reasons.append(f"size {self._size_label[c]} vs {self._size_label[x]}")
+        usual_brand = personal and features[_F["brand_affinity"]] >= USUAL_BRAND_SHARE
         if usual_brand:
             reasons.append("your usual brand")
         elif features[_F["same_brand"]]:
@@ -683,7 +666,7 @@ class SubstituteEngine:
                 reasons.append(f"${price_difference:.2f} more")
             else:
                 reasons.append("same price")
-        if self._cold[c]:
+        if self._cold_of[c]:
             reasons.append("new in the catalog")
         if widened:
             reasons.append(f"from the wider category {info.category}: too few {target.product_type} available")

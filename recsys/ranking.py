@@ -13,10 +13,9 @@ an indicator). Scoring has two stages:
    score adds ``new_item_bias`` for candidates the customer never bought (chosen on validation queries, it
    trades "offer what they buy" against "offer something new") and the default weights of features the
    validation data never showed (substitution feedback, views in a purchase-only log), so those still act.
-   At load the trees are compiled to native code (lleaves, LLVM), which scores a 40-row shortlist about 4x
-   faster than ``lightgbm.Booster.predict`` (mostly its per-call overhead) with the same results. Even so
-   the trees cost the most per row of anything on the query path, hence the shortlist: re-ranking the
-   linear top 20-50 measured the same hit rates as re-ranking every candidate.
+   At load the trees are arranged for QuickScorer and scored by compiled code (:class:`recsys.trees.Forest`):
+   LightGBM's results on a 40-row shortlist at a small fraction of ``lightgbm.Booster.predict``'s cost. Even so the trees cost the most per row of anything on the query path, hence the shortlist:
+   re-ranking the linear top 20-50 measured the same hit rates as re-ranking every candidate.
 
 The score cut-off (``min_score``) applies to the linear score: it decides what may be shown at all (99% of
 the validation switches pass it), the trees only order what passes.
@@ -24,13 +23,11 @@ the validation switches pass it), the trees only order what passes.
 
 from __future__ import annotations
 
-import functools
-import tempfile
-from pathlib import Path
 from typing import Any, Final
 
-import lleaves
 import numpy as np
+
+from recsys.trees import Forest
 
 FEATURES: Final[tuple[str, ...]] = (
     "similarity",        # cosine of the ALS item embeddings
@@ -105,18 +102,6 @@ def weight_vector(weights: dict[str, float] | None = None, defaults: dict[str, f
     return np.asarray([merged[name] for name in FEATURES], dtype=np.float32)
 
 
-@functools.lru_cache(maxsize=4)  # a model's engine and the trainer's bias search share one compilation
-def compile_trees(model_text: str) -> lleaves.Model:
-    """LightGBM's text model compiled to native code: raw scores, double precision (LightGBM's own
-    comparisons, so the same splits)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "trees.txt"
-        path.write_text(model_text)
-        trees = lleaves.Model(model_file=str(path))
-        trees.compile(raw_score=True, use_fp64=True)
-    return trees
-
-
 class Scorer:
     """Scores feature rows with a manifest's ``ranker`` section and, when given, its re-ranker's text model."""
 
@@ -132,9 +117,9 @@ class Scorer:
         rerank: dict[str, Any] = ranker.get("reranker") or {}
         if rerank and not reranker:
             raise ValueError("the ranker names a re-ranker but its model text is missing")
-        self.trees = compile_trees(reranker) if rerank else None
-        if self.trees is not None and self.trees.num_feature() != len(FEATURES):
-            raise ValueError(f"the re-ranker takes {self.trees.num_feature()} features, this build has "
+        self.trees = Forest.from_lightgbm(reranker) if rerank else None
+        if self.trees is not None and self.trees.num_features != len(FEATURES):
+            raise ValueError(f"the re-ranker takes {self.trees.num_features} features, this build has "
                              f"{len(FEATURES)}")
         self.new_item_bias = float(rerank.get("new_item_bias", 0.0))
         self.fixed_weights = weight_vector(rerank.get("fixed_weights"), defaults=dict.fromkeys(FEATURES, 0.0))
@@ -162,7 +147,7 @@ class Scorer:
         final = np.full(len(scores), -np.inf, dtype=np.float64)
         if len(rows):
             chosen = features[rows].astype(np.float64)
-            final[rows] = (self.trees.predict(chosen, n_jobs=1)
+            final[rows] = (self.trees.predict(chosen)
                            + self.new_item_bias * (chosen[:, self._own] <= 0) + chosen @ self.fixed_weights)
         return final
 

@@ -30,7 +30,7 @@ def test_trained_model_carries_a_checksummed_reranker(engine: SubstituteEngine, 
     ranker = engine.manifest["ranker"]
     assert ranker["source"] == "learned" and ranker["reranker"]["file"] == RERANKER_FILE
     assert RERANKER_FILE in engine.manifest["files"]
-    assert engine.scorer.trees is not None and engine.scorer.trees.num_feature() == len(FEATURES)
+    assert engine.scorer.trees is not None and engine.scorer.trees.num_features == len(FEATURES)
     searched = ranker["reranker"]["bias_search"]
     assert searched and str(ranker["reranker"]["new_item_bias"]) == max(searched, key=lambda b: searched[b])
     # the slice's purchases hold no views or substitution feedback: those features keep their default weights
@@ -40,12 +40,12 @@ def test_trained_model_carries_a_checksummed_reranker(engine: SubstituteEngine, 
 
 
 def test_compiled_trees_score_as_lightgbm(engine: SubstituteEngine) -> None:
-    """The query path scores with the re-ranker compiled to native code; LightGBM, which trained it, must agree."""
+    """The query path walks the re-ranker's trees itself; LightGBM, which trained them, must agree."""
     features = _query_features(engine).astype(np.float64)
     booster = lightgbm.Booster(model_str=engine.model.reranker)
     expected = booster.predict(features, raw_score=True)
     assert np.ptp(expected) > 0.1, "a real query's rows get different tree scores"
-    np.testing.assert_allclose(engine.scorer.trees.predict(features, n_jobs=1), expected, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(engine.scorer.trees.predict(features), expected, rtol=0, atol=1e-9)
 
 
 def test_reranker_scores_exactly_the_linear_shortlist(engine: SubstituteEngine) -> None:
