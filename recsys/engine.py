@@ -305,6 +305,7 @@ class SubstituteEngine:
         self._size_of = [math.exp(q) for q in self._log_size_of]  # NaN: unknown
         self._size_label = [info.package_size or info.size for info in self._infos]
         self._cold_of: list[bool] = self._cold.tolist()
+        self._variant_items = self._find_variants()
 
     def _warm_up(self) -> None:
         """Compile the query path's numba kernels now (or load them from numba's cache, beside the code), so that
@@ -315,6 +316,23 @@ class SubstituteEngine:
                         1, MAX_PACK_SIZES)
         if self.model.n_items:
             self.candidates(0, 0 if len(self.model.customers) else None)
+
+    def _find_variants(self) -> list[tuple[int, ...]]:
+        """Per item, up to :data:`MAX_VARIANTS` other pack sizes: same brand and group, another size (an unknown
+        size has none), most popular first (a group is stored so)."""
+        n = self.model.n_items
+        variants: list[tuple[int, ...]] = [()] * n
+        order = np.lexsort((np.arange(n), self.brand_codes, self.model.group_of))  # by group, brand, index
+        key = self.model.group_of[order].astype(np.int64) * (len(self.brand_names) + 1) + self.brand_codes[order]
+        starts = np.flatnonzero(np.diff(key, prepend=-1))
+        for start, end in zip(starts.tolist(), [*starts[1:].tolist(), n], strict=True):
+            if end - start < 2:
+                continue
+            block = order[start:end]
+            for x in block.tolist():
+                other_size = np.abs(self.log_size[block] - self.log_size[x]) > SAME_SIZE_TOLERANCE  # False if NaN
+                variants[x] = tuple(block[other_size][:MAX_VARIANTS].tolist())
+        return variants
 
     def _log_relative_to_group_top(self, values: np.ndarray) -> np.ndarray:
         """log1p(value) / log1p(the largest value in the item's group), 0 where the group has none."""
@@ -367,13 +385,9 @@ class SubstituteEngine:
         return not out, state.restock_eta if out and state is not None else None, elsewhere
 
     def _variants(self, x: int, store: str) -> tuple[Variant, ...]:
-        """Up to :data:`MAX_VARIANTS` other pack sizes of X: same brand and group, another size."""
-        lo, hi = self.group_range(x)
-        members = np.arange(lo, hi)  # the group is stored most popular first
-        same = (self.brand_codes[lo:hi] == self.brand_codes[x]) & (members != x)
-        other_size = np.abs(self.log_size[lo:hi] - self.log_size[x]) > SAME_SIZE_TOLERANCE  # False if unknown
+        """Up to :data:`MAX_VARIANTS` other pack sizes of X (see :meth:`_variant_items`), with their stock."""
         variants = []
-        for v in members[same & other_size][:MAX_VARIANTS].tolist():
+        for v in self._variant_items[x]:
             info = self._infos[v]
             in_stock, eta, elsewhere = self._availability(info.item_id, store)
             variants.append(Variant(info.item_id, info.package_size, info.size, info.price, in_stock, eta, elsewhere))

@@ -14,8 +14,9 @@ an indicator). Scoring has two stages:
    trades "offer what they buy" against "offer something new") and the default weights of features the
    validation data never showed (substitution feedback, views in a purchase-only log), so those still act.
    At load the trees are arranged for QuickScorer and scored by compiled code (:class:`recsys.trees.Forest`):
-   LightGBM's results on a 40-row shortlist at a small fraction of ``lightgbm.Booster.predict``'s cost. Even so the trees cost the most per row of anything on the query path, hence the shortlist:
-   re-ranking the linear top 20-50 measured the same hit rates as re-ranking every candidate.
+   LightGBM's results on a 40-row shortlist at a small fraction of ``lightgbm.Booster.predict``'s cost.
+   Even so the trees cost the most per row of anything on the query path, hence the shortlist: re-ranking
+   the linear top 20-50 measured the same hit rates as re-ranking every candidate.
 
 The score cut-off (``min_score``) applies to the linear score: it decides what may be shown at all (99% of
 the validation switches pass it), the trees only order what passes.
