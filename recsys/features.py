@@ -34,12 +34,29 @@ N_FEATURES: Final[int] = len(FEATURES)
 _LOG4, _LOG11, _LOG5 = math.log1p(3.0), math.log1p(10.0), math.log1p(4.0)
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _position(indptr: np.ndarray, indices: np.ndarray, row: int, column: int) -> int:
-    """Where (row, column) is stored in a CSR structure, -1 if absent."""
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _positions(indptr: np.ndarray, indices: np.ndarray, row: int, columns: np.ndarray, ascending: bool
+               ) -> np.ndarray:
+    """Where each (row, column) is stored in a CSR structure, -1 if absent. Ascending ``columns`` (a group's
+    candidates usually are) are merged with the row in one pass; others take a binary search each."""
+    out = np.full(len(columns), -1, dtype=np.int64)
     start, end = indptr[row], indptr[row + 1]
-    pos = start + np.searchsorted(indices[start:end], column)
-    return pos if pos < end and indices[pos] == column else -1
+    if start == end or len(columns) == 0:
+        return out
+    if ascending:
+        pos = start + np.searchsorted(indices[start:end], columns[0])
+        for i in range(len(columns)):
+            while pos < end and indices[pos] < columns[i]:
+                pos += 1
+            if pos < end and indices[pos] == columns[i]:
+                out[i] = pos
+        return out
+    row_indices = indices[start:end]
+    for i in range(len(columns)):
+        pos = np.searchsorted(row_indices, columns[i])
+        if pos < len(row_indices) and row_indices[pos] == columns[i]:
+            out[i] = start + pos
+    return out
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -75,20 +92,24 @@ def candidate_features(
     n = len(candidates)
     out = np.zeros((n, N_FEATURES), dtype=np.float32)
     sold = np.zeros(n)
+    ascending = True
+    for i in range(1, n):
+        ascending &= candidates[i - 1] < candidates[i]
+    pair_pos = _positions(pair_indptr, pair_indices, x, candidates, ascending)
+    store_pos = (_positions(store_indptr, store_indices, store_row, candidates, ascending) if store_row >= 0
+                 else np.full(n, -1, dtype=np.int64))
     for i in range(n):
         c = candidates[i]
         row = out[i]
         row[SIMILARITY] = min(max(similarity[i], 0.0), 1.0)
-        pos = _position(pair_indptr, pair_indices, x, c)
+        pos = pair_pos[i]
         if pos >= 0:
             for j in range(len(PAIR_FEATURES)):
                 row[PAIR_FEATURES[j]] = pair_values[pos, j]
         for j in range(len(ITEM_FEATURES)):
             row[ITEM_FEATURES[j]] = item_features[c, j]
-        if store_row >= 0:
-            pos = _position(store_indptr, store_indices, store_row, c)
-            if pos >= 0:
-                sold[i] = store_values[pos, 0]
+        if store_pos[i] >= 0:
+            sold[i] = store_values[store_pos[i], 0]
         # NaN (unknown size or price) compares false: it matches nothing
         if family[c] == family[x] and family[x] >= 0 and not np.isnan(log_size[c] - log_size[x]):
             row[SIZE_MATCH] = np.exp(-np.abs(log_size[c] - log_size[x]))
@@ -102,13 +123,13 @@ def candidate_features(
         for i in range(n):
             out[i, STORE_POPULARITY] = math.log1p(sold[i]) / math.log1p(top)
     if customer_row >= 0:
-        _personal(out, candidates, customer_row, group, parent, customer_indptr, customer_indices,
+        _personal(out, candidates, ascending, customer_row, group, parent, customer_indptr, customer_indices,
                   customer_values, accepted_indptr, accepted_indices, accepted_values, log_size, log_price, brand)
     return out
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _personal(out: np.ndarray, candidates: np.ndarray, customer_row: int, group: tuple[int, int],
+def _personal(out: np.ndarray, candidates: np.ndarray, ascending: bool, customer_row: int, group: tuple[int, int],
               parent: tuple[int, int], indptr: np.ndarray, indices: np.ndarray, values: np.ndarray,
               accepted_indptr: np.ndarray, accepted_indices: np.ndarray, accepted_values: np.ndarray,
               log_size: np.ndarray, log_price: np.ndarray, brand: np.ndarray) -> None:
@@ -125,13 +146,14 @@ def _personal(out: np.ndarray, candidates: np.ndarray, customer_row: int, group:
         group_top_weight = max(group_top_weight, weights[j, 0])
         bought_items += weights[j, 1] > 0
     variety = bought_items / group_total if group_total > 0 else 0.0
+    accepted_pos = _positions(accepted_indptr, accepted_indices, customer_row, candidates, ascending)
+    own_pos = _positions(indptr, indices, customer_row, candidates, ascending)
     for i in range(n):
-        c = candidates[i]
         row = out[i]
-        pos = _position(accepted_indptr, accepted_indices, customer_row, c)
+        pos = accepted_pos[i]
         if pos >= 0:
             row[OWN_ACCEPTED] = min(math.log1p(accepted_values[pos, 0]) / _LOG4, 1.0)
-        pos = _position(indptr, indices, customer_row, c)
+        pos = own_pos[i]
         if pos < 0:
             if group_total > 0:
                 row[VARIETY_NEW] = variety

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+import numba
 import numpy as np
 
-from recsys.trees import Forest
+from recsys.trees import Forest, score_columns
 
 FEATURES: Final[tuple[str, ...]] = (
     "similarity",        # cosine of the ALS item embeddings
@@ -137,20 +138,14 @@ class Scorer:
     def __call__(self, features: np.ndarray, shortlist: int | None = None, rerank: bool = True) -> np.ndarray:
         """Scores of all rows; -inf for rows whose linear score is under the cut-off (``min_score``), which
         are never returned. With a re-ranker (and ``rerank``), the linear score keeps the best ``shortlist``
-        of the other rows (all when None) and the re-ranker scores them; the rest get -inf too."""
+        of the other rows (all when None; ties in row order) and the re-ranker scores them; the rest get -inf
+        too."""
         scores = self.linear(features)
         eligible = scores >= self.min_score
         if self.trees is None or not rerank:
             return np.where(eligible, scores, -np.inf)
-        rows = np.flatnonzero(eligible)
-        if shortlist is not None and shortlist < len(rows):
-            rows = rows[np.argpartition(-scores[rows], shortlist - 1)[:shortlist]]
-        final = np.full(len(scores), -np.inf, dtype=np.float64)
-        if len(rows):
-            chosen = features[rows].astype(np.float64)
-            final[rows] = (self.trees.predict(chosen)
-                           + self.new_item_bias * (chosen[:, self._own] <= 0) + chosen @ self.fixed_weights)
-        return final
+        return _rerank(features, scores, self.min_score, len(scores) if shortlist is None else shortlist, self._own,
+                       self.new_item_bias, self.fixed_weights, *self.trees.arrays)
 
     @staticmethod
     def design(features: np.ndarray) -> np.ndarray:
@@ -165,3 +160,29 @@ class Scorer:
         return {"weights": {f: round(float(v), 5) for f, v in zip(FEATURES, vector[:n], strict=True)},
                 "history_weights": {f: round(float(v), 5) for f, v in zip(FEATURES, vector[n:2 * n], strict=True)},
                 "history_bias": round(float(vector[2 * n]), 5)}
+
+
+@numba.njit(cache=True, nogil=True)
+def _rerank(features: np.ndarray, linear: np.ndarray, min_score: float, shortlist: int, own: int,
+            new_item_bias: float, fixed_weights: np.ndarray, *forest: np.ndarray) -> np.ndarray:
+    """Stage 2 of :meth:`Scorer.__call__`: the trees' score (plus the new-item bias and fixed weights) of the
+    ``shortlist`` rows with the best linear scores at or above ``min_score``; -inf elsewhere."""
+    rows = np.flatnonzero(linear >= min_score)
+    if len(rows) > shortlist:
+        cut = np.partition(-linear[rows], shortlist - 1)[shortlist - 1]  # the shortlist's lowest score, negated
+        best = rows[-linear[rows] < cut]
+        tied = rows[-linear[rows] == cut]  # as many as fit, in row order
+        rows = np.concatenate((best, tied[:shortlist - len(best)]))
+    columns = np.empty((features.shape[1], len(rows)))
+    extra = np.zeros(len(rows))  # new-item bias and fixed weights
+    for i in range(len(rows)):
+        values = features[rows[i]]
+        for j in range(len(values)):
+            value = np.float64(values[j])
+            columns[j, i] = 0.0 if np.isnan(value) else value
+            extra[i] += value * np.float64(fixed_weights[j])
+        if values[own] <= 0:
+            extra[i] += new_item_bias
+    final = np.full(len(linear), -np.inf)
+    final[rows] = score_columns(columns, *forest) + extra
+    return final

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from recsys import SubstituteEngine
+from recsys.features import _positions
 from recsys.ranking import FEATURES
 
 pytestmark = pytest.mark.realdata
@@ -95,3 +96,20 @@ def test_candidate_features_follow_their_definitions(engine: SubstituteEngine) -
                 checked += len(cand)
                 personal_with_history += who is not None and bool((features[:, FEATURES.index("own_share")] > 0).any())
     assert checked > 1000 and personal_with_history >= 10
+
+
+def test_positions_merge_and_search_agree_with_scipy(engine: SubstituteEngine) -> None:
+    """Stored entries are found by a merge (ascending candidates) or a binary search each (any order)."""
+    rows = engine._customer_items
+    matrix = engine.model.customer_count
+    rng = np.random.default_rng(0)
+    for row in rng.choice(len(engine.model.customers), size=30, replace=False).tolist():
+        stored = matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]]
+        columns = np.unique(np.concatenate([rng.choice(stored, size=min(5, len(stored)), replace=False),
+                                            rng.integers(0, engine.model.n_items, 20)]))
+        expected = np.array([matrix[row, c] for c in columns])
+        for ascending, order in ((True, np.arange(len(columns))), (False, rng.permutation(len(columns)))):
+            pos = _positions(rows.indptr, rows.indices, row, columns[order], ascending)
+            found = np.where(pos >= 0, rows.values[pos, 1], 0)
+            np.testing.assert_array_equal(found, expected[order])
+            assert (pos >= 0).sum() >= min(5, len(stored))
