@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import StockUpdate, SubstituteEngine, SubstituteFilters, UnknownItemError
+from recsys import ItemInfo, StockUpdate, Substitute, SubstituteEngine, SubstituteFilters, UnknownItemError
 from recsys.sparse import SparseRows
 
 pytestmark = pytest.mark.realdata
@@ -257,6 +257,15 @@ def test_comparison_fields_agree_with_the_catalog(engine: SubstituteEngine) -> N
             else:
                 assert s.size_difference is None
     assert checked > 100
+
+
+def test_a_substitute_carries_its_items_catalog_fields(engine: SubstituteEngine) -> None:
+    """Substitute repeats ItemInfo's fields (a flat named tuple, cheap to build): same names, order, types."""
+    item_fields = ItemInfo.__annotations__
+    assert list(Substitute.__annotations__.items())[:len(item_fields)] == list(item_fields.items())
+    for item_id in _items_with_events(engine, 20, seed=13):
+        for s in engine.substitutes(item_id, k=3):
+            assert ItemInfo(*s[:len(item_fields)]) == engine.item_info(s.item_id)
 
 
 def test_where_else_the_item_and_its_variants_are_in_stock(engine: SubstituteEngine) -> None:

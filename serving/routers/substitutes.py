@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from pydantic_core import to_json
 
-from recsys import ItemInfo, Substitute, SubstituteList, UnknownItemError
+from recsys import SubstituteList, UnknownItemError
 from recsys.engine import MAX_K
 from serving.deps import EngineDep
 from serving.schemas import (
@@ -24,8 +23,6 @@ _ERRORS: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "descrip
                                                503: {"model": ErrorOut, "description": "no model loaded"}}
 
 
-_ITEM_FIELDS = tuple(f.name for f in dataclasses.fields(ItemInfo))
-_SUBSTITUTE_FIELDS = tuple(f.name for f in dataclasses.fields(Substitute))
 
 
 def _json(body: object) -> Response:
@@ -36,8 +33,8 @@ def _body(answer: SubstituteList) -> dict[str, object]:
     """The JSON of :class:`SubstitutesResponse`, written directly from the engine's dataclasses: the hot path
     skips re-validating what the engine built (the schema conformance is fuzz-tested)."""
     return {
-        "item": {f: getattr(answer.item, f) for f in _ITEM_FIELDS},
-        "substitutes": [{f: getattr(s, f) for f in _SUBSTITUTE_FIELDS} for s in answer.substitutes],
+        "item": answer.item._asdict(),
+        "substitutes": [s._asdict() for s in answer.substitutes],
         "personalized": answer.personalized, "widened": answer.widened, "store_id": answer.store_id,
         "restock_eta": answer.restock_eta.isoformat() if answer.restock_eta else None,
         "available_at": list(answer.available_at),
