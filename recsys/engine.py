@@ -33,6 +33,10 @@ from recsys.sparse import SparseRows
 
 MAX_K: Final[int] = 100
 _F = {name: i for i, name in enumerate(FEATURES)}
+#: the features that presenting an answer reads
+_REASON_FEATURES: Final[list[int]] = [_F[name] for name in (
+    "brand_affinity", "same_brand", "own_accepted", "accepted_instead", "switched_to", "bought_instead",
+    "viewed_together")]
 #: thresholds above which a feature becomes a shopper-facing reason
 USUAL_BRAND_SHARE: Final[float] = 0.3
 BOUGHT_INSTEAD_MIN: Final[float] = 0.05
@@ -117,8 +121,7 @@ class Substitute(NamedTuple):
     widened: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Variant:
+class Variant(NamedTuple):
     """Another pack size of X (same brand and product type) and where it is."""
 
     item_id: str
@@ -214,11 +217,11 @@ class OrderSubstitutes:
 
 
 def _best(values: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` largest ``values``, largest first; ties by position."""
-    if len(values) > k:
-        part = np.argpartition(-values, k - 1)[:k]
-        return part[np.lexsort((part, -values[part]))]
-    return np.lexsort((np.arange(len(values)), -values))
+    """Positions of the ``k`` largest finite ``values``, largest first; ties by position."""
+    finite = np.flatnonzero(values > -np.inf)  # the re-ranker leaves all but its shortlist at -inf
+    if len(finite) > k:
+        finite = finite[np.argpartition(-values[finite], k - 1)[:k]]
+    return finite[np.lexsort((finite, -values[finite]))]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -288,6 +291,7 @@ class SubstituteEngine:
         self._store_items = SparseRows.of(self.model.store_items)
         self.brand_codes, brand_index = pd.factorize(items["brand"])
         self.brand_names = np.asarray(brand_index, dtype=object)
+        self._brand_code = {str(name): code for code, name in enumerate(brand_index)}
         self.family_codes, _ = pd.factorize(items["size_family"])  # -1 where unknown
         self.log_size = np.log(items["size_qty"].to_numpy(np.float64)).astype(np.float32)
         # sizes within SAME_SIZE_TOLERANCE share a bucket (-1: unknown): near-duplicate packs in _distinct
@@ -375,15 +379,7 @@ class SubstituteEngine:
         candidates, features, widened = self.candidates(x, cust_row, store, exclude, filters)
         top, scores = self.select(x, candidates, features, k, filters is not None and filters.size_alternatives)
         target = self._infos[x]
-        bought = np.zeros(len(top), dtype=np.int64)
-        if cust_row is not None and len(top):
-            bought = self._customer_items.lookup(cust_row, candidates[top])[:, 1].astype(np.int64)
-        results = tuple(
-            self._substitute(x, target, c, score, row, is_widened, cust_row is not None, n)
-            for c, score, row, is_widened, n in zip(  # Python values: reading numpy scalars costs more
-                candidates[top].tolist(), scores[top].tolist(), features[top].tolist(), widened[top].tolist(),
-                bought.tolist(), strict=True)
-        )
+        results = self._present(x, candidates[top], scores[top], features[top], widened[top], cust_row)
         _, restock_eta, available_at = self._availability(item_id, store)
         return SubstituteList(
             item=target, substitutes=results, personalized=cust_row is not None,
@@ -536,12 +532,10 @@ class SubstituteEngine:
         rerank = not self._cold[x]
         scores = self.scorer(features, shortlist=pool, rerank=rerank)
         ranked = _best(scores, pool)
-        ranked = ranked[np.isfinite(scores[ranked])]
         distinct = self._distinct(candidates, features, ranked, k, size_alternatives)
         if len(distinct) < k and len(ranked) == pool:  # near-duplicates crowded the pool: rank a wider one
             scores = self.scorer(features, shortlist=NEAR_DUPLICATE_POOL * pool, rerank=rerank)
             ranked = _best(scores, len(scores))
-            ranked = ranked[np.isfinite(scores[ranked])]
             distinct = self._distinct(candidates, features, ranked, k, size_alternatives)
         return distinct, scores
 
@@ -606,11 +600,10 @@ class SubstituteEngine:
 
     def _filter_mask(self, candidates: np.ndarray, x: int, filters: SubstituteFilters) -> np.ndarray:
         mask = np.ones(len(candidates), dtype=bool)
-        brands = self.brand_names[self.brand_codes[candidates]]
         if filters.brands is not None:
-            mask &= np.isin(brands, filters.brands)
+            mask &= np.isin(self.brand_codes[candidates], self._brand_codes_of(filters.brands))
         if filters.exclude_brands:
-            mask &= ~np.isin(brands, filters.exclude_brands)
+            mask &= ~np.isin(self.brand_codes[candidates], self._brand_codes_of(filters.exclude_brands))
         if filters.private_label is not None:
             mask &= self.private_label[candidates] == filters.private_label
         if filters.max_price is not None:
@@ -620,6 +613,9 @@ class SubstituteEngine:
         if filters.max_size_ratio is not None:
             mask &= np.abs(self.log_size[candidates] - self.log_size[x]) <= math.log(filters.max_size_ratio) + 1e-6
         return mask
+
+    def _brand_codes_of(self, brands: list[str]) -> list[int]:
+        return [code for code in map(self._brand_code.get, brands) if code is not None]
 
     def _features(self, x: int, cand: np.ndarray, similarity: np.ndarray, widened: np.ndarray,
                   cust_row: int | None, store_row: int | None, parent: int, lo: int, hi: int) -> np.ndarray:
@@ -652,52 +648,68 @@ class SubstituteEngine:
                       sizes, self._size_display, prices, unit_prices, unit_per, strict=True)
         return [ItemInfo(*row) for row in columns]
 
-    def _substitute(self, x: int, target: ItemInfo, c: int, score: float, features: list[float], widened: bool,
-                    personal: bool, bought_before: int) -> Substitute:
-        info = self._infos[c]
-        reasons: list[str] = [] if widened else [f"same type: {target.product_type.lower()}"]
-        size_ratio = size_difference = None
-        family = self._family_of[c]
-        if family == self._family_of[x] and family >= 0:
-            log_ratio = self._log_size_of[c] - self._log_size_of[x]
-            size_ratio = float(f"{math.exp(log_ratio):.3g}")
-            if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
-                size_difference = "same"
-                reasons.append(f"same size: {self._size_label[c]}")
-            else:
-                difference = self._size_of[c] - self._size_of[x]
-                size_difference = ("+" if difference > 0 else "-") + format_quantity(abs(difference),
-                                                                                     str(self._families[c]))
-                reasons.append(f"size {self._size_label[c]} vs {self._size_label[x]}")
-        usual_brand = personal and features[_F["brand_affinity"]] >= USUAL_BRAND_SHARE
-        if usual_brand:
-            reasons.append("your usual brand")
-        elif features[_F["same_brand"]]:
-            reasons.append("same brand")
-        if info.private_label and not target.private_label:
-            reasons.append("store brand")
-        if features[_F["own_accepted"]] > 0:
-            reasons.append("you accepted it as a substitute before")
-        if bought_before:
-            reasons.append(f"you bought it before ({bought_before}x)")
-        if features[_F["accepted_instead"]] >= BOUGHT_INSTEAD_MIN:
-            reasons.append("shoppers accepted it instead")
-        if max(features[_F["switched_to"]], features[_F["bought_instead"]]) >= BOUGHT_INSTEAD_MIN:
-            reasons.append("often bought instead")
-        if features[_F["viewed_together"]] >= BOUGHT_INSTEAD_MIN:
-            reasons.append("often viewed together")
-        price_difference = None
-        if info.price is not None and target.price is not None:
-            price_difference = round(info.price - target.price, 2)
-            if price_difference < 0:
-                reasons.append(f"${-price_difference:.2f} cheaper")
-            elif price_difference > 0:
-                reasons.append(f"${price_difference:.2f} more")
-            else:
-                reasons.append("same price")
-        if self._cold_of[c]:
-            reasons.append("new in the catalog")
-        if widened:
-            reasons.append(f"from the wider category {info.category}: too few {target.product_type} available")
-        return Substitute(*info, round(score, 4), tuple(reasons), size_ratio, size_difference, price_difference,
-                          usual_brand, bought_before, widened)
+    def _present(self, x: int, items: np.ndarray, scores: np.ndarray, features: np.ndarray, widened: np.ndarray,
+                 cust_row: int | None) -> tuple[Substitute, ...]:
+        """The answer's substitutes, with their reasons and how they compare with X. Works on Python values
+        (reading numpy scalars costs more), with what it reads bound once per answer."""
+        target = self._infos[x]
+        personal = cust_row is not None
+        bought = ([0] * len(items) if cust_row is None or not len(items)
+                  else self._customer_items.lookup(cust_row, items)[:, 1].astype(np.int64).tolist())
+        infos, family_of, log_size_of, size_of = self._infos, self._family_of, self._log_size_of, self._size_of
+        size_label, families, cold_of = self._size_label, self._families, self._cold_of
+        # the features that become reasons, in _REASON_FEATURES order (converting all 27 costs more)
+        brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed = range(7)
+        same_type = f"same type: {target.product_type.lower()}"
+        results = []
+        for c, score, row, is_widened, n in zip(items.tolist(), scores.tolist(),
+                                                 features[:, _REASON_FEATURES].tolist(), widened.tolist(), bought,
+                                                 strict=True):
+            info = infos[c]
+            reasons = [] if is_widened else [same_type]
+            size_ratio = size_difference = None
+            family = family_of[c]
+            if family == family_of[x] and family >= 0:
+                log_ratio = log_size_of[c] - log_size_of[x]
+                size_ratio = float(f"{math.exp(log_ratio):.3g}")
+                if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
+                    size_difference = "same"
+                    reasons.append(f"same size: {size_label[c]}")
+                else:
+                    difference = size_of[c] - size_of[x]
+                    size_difference = ("+" if difference > 0 else "-") + format_quantity(abs(difference),
+                                                                                         str(families[c]))
+                    reasons.append(f"size {size_label[c]} vs {size_label[x]}")
+            usual_brand = personal and row[brand_share] >= USUAL_BRAND_SHARE
+            if usual_brand:
+                reasons.append("your usual brand")
+            elif row[same_brand]:
+                reasons.append("same brand")
+            if info.private_label and not target.private_label:
+                reasons.append("store brand")
+            if row[own_accepted] > 0:
+                reasons.append("you accepted it as a substitute before")
+            if n:
+                reasons.append(f"you bought it before ({n}x)")
+            if row[accepted] >= BOUGHT_INSTEAD_MIN:
+                reasons.append("shoppers accepted it instead")
+            if row[switched] >= BOUGHT_INSTEAD_MIN or row[bought_instead] >= BOUGHT_INSTEAD_MIN:
+                reasons.append("often bought instead")
+            if row[viewed] >= BOUGHT_INSTEAD_MIN:
+                reasons.append("often viewed together")
+            price_difference = None
+            if info.price is not None and target.price is not None:
+                price_difference = round(info.price - target.price, 2)
+                if price_difference < 0:
+                    reasons.append(f"${-price_difference:.2f} cheaper")
+                elif price_difference > 0:
+                    reasons.append(f"${price_difference:.2f} more")
+                else:
+                    reasons.append("same price")
+            if cold_of[c]:
+                reasons.append("new in the catalog")
+            if is_widened:
+                reasons.append(f"from the wider category {info.category}: too few {target.product_type} available")
+            results.append(Substitute(*info, round(score, 4), tuple(reasons), size_ratio, size_difference,
+                                      price_difference, usual_brand, n, is_widened))
+        return tuple(results)

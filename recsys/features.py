@@ -16,6 +16,7 @@ import numba
 import numpy as np
 
 from recsys.ranking import FEATURES
+from recsys.sparse import positions
 
 _F = {name: i for i, name in enumerate(FEATURES)}
 #: item-pair matrix columns (the engine's SparseRows order): switch, coview, switch_to, trial, feedback
@@ -32,31 +33,6 @@ ITEM_FEATURES: Final[tuple[int, ...]] = tuple(_F[name] for name in (
     "own_loyal", "brand_affinity", "size_affinity", "price_affinity"))
 N_FEATURES: Final[int] = len(FEATURES)
 _LOG4, _LOG11, _LOG5 = math.log1p(3.0), math.log1p(10.0), math.log1p(4.0)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _positions(indptr: np.ndarray, indices: np.ndarray, row: int, columns: np.ndarray, ascending: bool
-               ) -> np.ndarray:
-    """Where each (row, column) is stored in a CSR structure, -1 if absent. Ascending ``columns`` (a group's
-    candidates usually are) are merged with the row in one pass; others take a binary search each."""
-    out = np.full(len(columns), -1, dtype=np.int64)
-    start, end = indptr[row], indptr[row + 1]
-    if start == end or len(columns) == 0:
-        return out
-    if ascending:
-        pos = start + np.searchsorted(indices[start:end], columns[0])
-        for i in range(len(columns)):
-            while pos < end and indices[pos] < columns[i]:
-                pos += 1
-            if pos < end and indices[pos] == columns[i]:
-                out[i] = pos
-        return out
-    row_indices = indices[start:end]
-    for i in range(len(columns)):
-        pos = np.searchsorted(row_indices, columns[i])
-        if pos < len(row_indices) and row_indices[pos] == columns[i]:
-            out[i] = start + pos
-    return out
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -95,8 +71,8 @@ def candidate_features(
     ascending = True
     for i in range(1, n):
         ascending &= candidates[i - 1] < candidates[i]
-    pair_pos = _positions(pair_indptr, pair_indices, x, candidates, ascending)
-    store_pos = (_positions(store_indptr, store_indices, store_row, candidates, ascending) if store_row >= 0
+    pair_pos = positions(pair_indptr, pair_indices, x, candidates, ascending)
+    store_pos = (positions(store_indptr, store_indices, store_row, candidates, ascending) if store_row >= 0
                  else np.full(n, -1, dtype=np.int64))
     for i in range(n):
         c = candidates[i]
@@ -146,8 +122,8 @@ def _personal(out: np.ndarray, candidates: np.ndarray, ascending: bool, customer
         group_top_weight = max(group_top_weight, weights[j, 0])
         bought_items += weights[j, 1] > 0
     variety = bought_items / group_total if group_total > 0 else 0.0
-    accepted_pos = _positions(accepted_indptr, accepted_indices, customer_row, candidates, ascending)
-    own_pos = _positions(indptr, indices, customer_row, candidates, ascending)
+    accepted_pos = positions(accepted_indptr, accepted_indices, customer_row, candidates, ascending)
+    own_pos = positions(indptr, indices, customer_row, candidates, ascending)
     for i in range(n):
         row = out[i]
         pos = accepted_pos[i]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -36,10 +37,33 @@ class SparseRows:
 
     def lookup(self, row: int, columns: np.ndarray) -> np.ndarray:
         """Values at (``row``, ``columns``): shape (len(columns), number of matrices), 0 where absent."""
-        row_columns, row_values = self.row(row)
-        if not len(row_columns):
-            return np.zeros((len(columns), self.values.shape[1]), dtype=np.float32)
-        pos = np.minimum(np.searchsorted(row_columns, columns), len(row_columns) - 1)
-        found = row_values[pos]
-        found[row_columns[pos] != columns] = 0.0
-        return found
+        pos = positions(self.indptr, self.indices, row, columns, False)
+        found = pos >= 0
+        out = np.zeros((len(columns), self.values.shape[1]), dtype=self.values.dtype)
+        out[found] = self.values[pos[found]]
+        return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def positions(indptr: np.ndarray, indices: np.ndarray, row: int, columns: np.ndarray, ascending: bool
+              ) -> np.ndarray:
+    """Where each (row, column) is stored in a CSR structure, -1 if absent. Ascending ``columns`` (a group's
+    candidates usually are) are merged with the row in one pass; others take a binary search each."""
+    out = np.full(len(columns), -1, dtype=np.int64)
+    start, end = indptr[row], indptr[row + 1]
+    if start == end or len(columns) == 0:
+        return out
+    if ascending:
+        pos = start + np.searchsorted(indices[start:end], columns[0])
+        for i in range(len(columns)):
+            while pos < end and indices[pos] < columns[i]:
+                pos += 1
+            if pos < end and indices[pos] == columns[i]:
+                out[i] = pos
+        return out
+    row_indices = indices[start:end]
+    for i in range(len(columns)):
+        pos = np.searchsorted(row_indices, columns[i])
+        if pos < len(row_indices) and row_indices[pos] == columns[i]:
+            out[i] = start + pos
+    return out

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from recsys import SubstituteEngine
-from recsys.features import _positions
 from recsys.ranking import FEATURES
+from recsys.sparse import positions
 
 pytestmark = pytest.mark.realdata
 
@@ -109,7 +109,7 @@ def test_positions_merge_and_search_agree_with_scipy(engine: SubstituteEngine) -
                                             rng.integers(0, engine.model.n_items, 20)]))
         expected = np.array([matrix[row, c] for c in columns])
         for ascending, order in ((True, np.arange(len(columns))), (False, rng.permutation(len(columns)))):
-            pos = _positions(rows.indptr, rows.indices, row, columns[order], ascending)
+            pos = positions(rows.indptr, rows.indices, row, columns[order], ascending)
             found = np.where(pos >= 0, rows.values[pos, 1], 0)
             np.testing.assert_array_equal(found, expected[order])
             assert (pos >= 0).sum() >= min(5, len(stored))
