@@ -556,19 +556,24 @@ class SubstituteEngine:
     # -- query steps -----------------------------------------------------------------------------
     def _allowed_in_range(self, x: int, lo: int, hi: int, store: str, exclude: Iterable[str],
                           filters: SubstituteFilters | None) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates in [lo, hi) that pass :meth:`allowed`, with their cosine to x."""
-        candidates, similarity = self._search(x, lo, hi)
-        keep = self.allowed(candidates, x, store, exclude, filters)
-        return candidates[keep], similarity[keep]
-
-    def _search(self, x: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates in [lo, hi) with their cosine to x: the whole range when small, else FAISS top-N."""
+        """Candidates in [lo, hi) that pass :meth:`allowed`, with their cosine to x: all of them when the range or
+        what passes has at most ``max_candidates`` (the rules come first, so a filter that leaves few items of a
+        large parent category costs no search), else the nearest ``max_candidates`` of the range (FAISS) that
+        pass."""
+        members = np.arange(lo, hi)
+        keep = self.allowed(members, x, store, exclude, filters)
+        factors = self.model.factors
         if hi - lo <= self.max_candidates:
-            return np.arange(lo, hi), self.model.factors[lo:hi] @ self.model.factors[x]
+            return members[keep], (factors[lo:hi] @ factors[x])[keep]
+        candidates = members[keep]
+        if len(candidates) <= self.max_candidates:
+            return candidates, factors[candidates] @ factors[x]
         params = faiss.SearchParameters(sel=faiss.IDSelectorRange(lo, hi, True))
-        sims, ids = self.model.index.search(self.model.factors[x:x + 1], self.max_candidates, params=params)
+        sims, ids = self.model.index.search(factors[x:x + 1], self.max_candidates, params=params)
         found = ids[0] >= 0
-        return ids[0][found].astype(np.int64), sims[0][found]
+        nearest, similarity = ids[0][found].astype(np.int64), sims[0][found]
+        passing = keep[nearest - lo]
+        return nearest[passing], similarity[passing]
 
     def _stock_mask(self, store: str) -> np.ndarray | None:
         version = self.inventory.version(store)

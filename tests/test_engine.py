@@ -309,6 +309,27 @@ def test_retrieve_is_the_exact_filtered_neighbourhood_in_the_group(engine: Subst
         assert all(lo <= i < hi and i != x and engine.item_ids[i] not in out for i in found.tolist())
 
 
+def test_ranges_larger_than_max_candidates(engine: SubstituteEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``max_candidates`` the engine takes FAISS's nearest of the range, unless the rules leave at most
+    that many: then every allowed item, so a narrow filter on a large category loses nothing."""
+    factors = engine.model.factors
+    sizes = np.diff(engine.model.group_ptr)
+    group = int(np.flatnonzero(sizes >= 30)[0])
+    lo, hi = int(engine.model.group_ptr[group]), int(engine.model.group_ptr[group + 1])
+    x = lo
+    monkeypatch.setattr(engine, "max_candidates", 8)
+    nearest, _ = engine.retrieve(x, "no-reports")  # a store nobody reported on: everything in stock
+    exact = np.argsort(-(factors[lo:hi] @ factors[x]), kind="stable")[:8] + lo
+    assert set(nearest.tolist()) == set(exact.tolist()) - {x}, "the range's nearest 8, less X itself"
+    brand = engine.brand_names[engine.brand_codes[lo:hi]]
+    rare = pd.Series(brand[1:]).value_counts()
+    narrow = rare[rare <= 8].index[0]
+    found, similarity = engine.retrieve(x, "no-reports", filters=SubstituteFilters(brands=[narrow]))
+    expected = [i for i in range(lo + 1, hi) if brand[i - lo] == narrow]
+    assert sorted(found.tolist()) == expected
+    np.testing.assert_allclose(similarity, factors[found] @ factors[x], rtol=1e-5)
+
+
 def test_sparse_rows_read_every_matrix_as_scipy_does(engine: SubstituteEngine) -> None:
     """The engine reads several matrices through one merged structure (SparseRows): every value must be the
     one the matrix holds, including where only some of the matrices have an entry."""
