@@ -28,6 +28,17 @@ class Metrics:
         self.model = Gauge("recsys_model_info", "the model being served (value 1)", ["version"],
                            registry=self.registry)
 
+        # labelled children by (endpoint, method, status): labels() validates and locks on every call
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def record(self, endpoint: str, method: str, status_code: int, seconds: float) -> None:
+        children = self._children.get((endpoint, method, status_code))
+        if children is None:  # endpoints are route templates: few keys
+            children = (self.requests.labels(endpoint, method, str(status_code)), self.latency.labels(endpoint))
+            self._children[endpoint, method, status_code] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
     def set_model(self, version: str) -> None:
         self.model.clear()
         self.model.labels(version=version).set(1)
@@ -85,8 +96,7 @@ class ObservabilityMiddleware:
         endpoint = getattr(route, "path", None) or "unmatched"
         seconds = time.perf_counter() - start
         method = scope.get("method", "")
-        self.metrics.requests.labels(endpoint, method, str(status_code)).inc()
-        self.metrics.latency.labels(endpoint).observe(seconds)
+        self.metrics.record(endpoint, method, status_code, seconds)
         if access_log.isEnabledFor(logging.INFO):
             # the route template, never the concrete path or body: no customer data in logs
             access_log.info(json.dumps({"event": "request", "method": method, "endpoint": endpoint,
