@@ -228,7 +228,7 @@ def _best(values: np.ndarray, k: int) -> np.ndarray:
 def _first_distinct(brand: np.ndarray, group: np.ndarray, size: np.ndarray, bought: np.ndarray, k: int,
                     max_sizes: int) -> np.ndarray:
     """Positions of the first ``k`` entries, skipping an entry whose (brand, group) already shows ``max_sizes``
-    sizes other than its own, unless ``bought``. Linear in the entries kept, which are at most ``k``."""
+    sizes other than its own, unless ``bought``. Each entry is compared with the kept ones (at most ``k``)."""
     keep = np.empty(min(k, len(brand)), dtype=np.int64)
     new_size = np.empty(len(keep), dtype=np.bool_)  # kept entry j was its product's first of its size
     kept = 0
@@ -396,7 +396,8 @@ class SubstituteEngine:
         return not out, state.restock_eta if out and state is not None else None, elsewhere
 
     def _variants(self, x: int, store: str) -> tuple[Variant, ...]:
-        """Up to :data:`MAX_VARIANTS` other pack sizes of X (see :meth:`_variant_items`), with their stock."""
+        """Up to :data:`MAX_VARIANTS` other pack sizes of X (found at load, :meth:`_find_variants`), with their
+        stock at ``store``."""
         variants = []
         for v in self._variant_items[x]:
             info = self._infos[v]
