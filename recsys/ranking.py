@@ -141,9 +141,8 @@ class Scorer:
         of the other rows (all when None; ties in row order) and the re-ranker scores them; the rest get -inf
         too."""
         scores = self.linear(features)
-        eligible = scores >= self.min_score
         if self.trees is None or not rerank:
-            return np.where(eligible, scores, -np.inf)
+            return np.where(scores >= self.min_score, scores, -np.inf)
         return _rerank(features, scores, self.min_score, len(scores) if shortlist is None else shortlist, self._own,
                        self.new_item_bias, self.fixed_weights, *self.trees.arrays)
 

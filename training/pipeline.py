@@ -240,7 +240,7 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
         held_out = held_out + unsampled.sample(max(ranker.selection_queries - len(held_out), 0), ranker.seed)
         xs, customers, relevant = fit_queries.x, fit_queries.customer, list(fit_queries.relevant)
         if ranker.new_item_emphasis:
-            has_new = np.asarray([len(n) > 0 for n in fit_queries.new], dtype=bool)
+            has_new = fit_queries.new_mask
             xs = np.concatenate([xs, xs[has_new]])
             customers = np.concatenate([customers, customers[has_new]])
             relevant += [n for n, keep in zip(fit_queries.new, has_new, strict=True) if keep]
