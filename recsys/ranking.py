@@ -110,10 +110,10 @@ class Scorer:
     def __init__(self, ranker: dict[str, Any] | None = None, reranker: str = "") -> None:
         ranker = ranker or {}
         self.weights = weight_vector(ranker.get("weights"))
-        history = ranker.get("history_weights")
-        self.history_weights = weight_vector(history, defaults=dict.fromkeys(FEATURES, 0.0)) if history else None
+        # a model without history weights scores bought-before rows like the others: zero weights, zero bias
+        self.history_weights = weight_vector(ranker.get("history_weights") or {},
+                                             defaults=dict.fromkeys(FEATURES, 0.0))
         self.history_bias = float(ranker.get("history_bias", 0.0))
-        self._own = FEATURES.index("own_history")
         # the cut-off is on the linear score: it decides what may be shown, the re-ranker only orders it
         self.min_score = float(ranker.get("min_score", -np.inf))
         rerank: dict[str, Any] = ranker.get("reranker") or {}
@@ -125,31 +125,29 @@ class Scorer:
                              f"{len(FEATURES)}")
         self.new_item_bias = float(rerank.get("new_item_bias", 0.0))
         self.fixed_weights = weight_vector(rerank.get("fixed_weights"), defaults=dict.fromkeys(FEATURES, 0.0))
+        self.kernel_arguments: tuple[Any, ...] = (
+            self.weights.astype(np.float64), self.history_weights.astype(np.float64), self.history_bias,
+            self.min_score, self.new_item_bias, self.fixed_weights.astype(np.float64),
+            *(self.trees or Forest.empty(len(FEATURES))).arrays,
+        )
+        """What :func:`scores` takes after its first three arguments: for callers inside other kernels."""
 
     def linear(self, features: np.ndarray) -> np.ndarray:
-        """Stage 1: the piecewise-linear score."""
-        scores = features @ self.weights
-        if self.history_weights is not None:
-            bought = features[:, self._own] > 0
-            if bought.any():
-                scores[bought] += features[bought] @ self.history_weights + self.history_bias
-        return scores
+        """Stage 1: the piecewise-linear score (float64)."""
+        return _linear(features, *self.kernel_arguments[:3])
 
     def __call__(self, features: np.ndarray, shortlist: int | None = None, rerank: bool = True) -> np.ndarray:
         """Scores of all rows; -inf for rows whose linear score is under the cut-off (``min_score``), which
         are never returned. With a re-ranker (and ``rerank``), the linear score keeps the best ``shortlist``
         of the other rows (all when None; ties in row order) and the re-ranker scores them; the rest get -inf
         too."""
-        scores = self.linear(features)
-        if self.trees is None or not rerank:
-            return np.where(scores >= self.min_score, scores, -np.inf)
-        return _rerank(features, scores, self.min_score, len(scores) if shortlist is None else shortlist, self._own,
-                       self.new_item_bias, self.fixed_weights, *self.trees.arrays)
+        return scores(features, len(features) if shortlist is None else shortlist,
+                      rerank and self.trees is not None, *self.kernel_arguments)
 
     @staticmethod
     def design(features: np.ndarray) -> np.ndarray:
         """The fit's design matrix: features, features of bought-before candidates, bought-before indicator."""
-        bought = (features[:, FEATURES.index("own_history")] > 0).astype(features.dtype)[:, None]
+        bought = (features[:, _OWN] > 0).astype(features.dtype)[:, None]
         return np.hstack([features, features * bought, bought])
 
     @staticmethod
@@ -161,12 +159,40 @@ class Scorer:
                 "history_bias": round(float(vector[2 * n]), 5)}
 
 
+_OWN: Final[int] = FEATURES.index("own_history")
+
+
 @numba.njit(cache=True, nogil=True)
-def _rerank(features: np.ndarray, linear: np.ndarray, min_score: float, shortlist: int, own: int,
-            new_item_bias: float, fixed_weights: np.ndarray, *forest: np.ndarray) -> np.ndarray:
-    """Stage 2 of :meth:`Scorer.__call__`: the trees' score (plus the new-item bias and fixed weights) of the
-    ``shortlist`` rows with the best linear scores at or above ``min_score``; -inf elsewhere."""
+def _linear(features: np.ndarray, weights: np.ndarray, history_weights: np.ndarray, history_bias: float
+            ) -> np.ndarray:
+    out = np.empty(len(features))
+    for i in range(len(features)):
+        row = features[i]
+        score = 0.0
+        for j in range(len(row)):
+            score += np.float64(row[j]) * weights[j]
+        if row[_OWN] > 0:
+            score += history_bias
+            for j in range(len(row)):
+                score += np.float64(row[j]) * history_weights[j]
+        out[i] = score
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def scores(features: np.ndarray, shortlist: int, rerank: bool, weights: np.ndarray, history_weights: np.ndarray,
+           history_bias: float, min_score: float, new_item_bias: float, fixed_weights: np.ndarray,
+           *forest: np.ndarray) -> np.ndarray:
+    """:meth:`Scorer.__call__` in one kernel; the arguments after ``rerank`` are :attr:`Scorer.kernel_arguments`.
+    Without ``rerank``: the linear score where it is at least ``min_score``, else -inf. With it: the trees'
+    score (plus the new-item bias and fixed weights) of the ``shortlist`` rows with the best linear scores at
+    or above ``min_score``, -inf elsewhere."""
+    linear = _linear(features, weights, history_weights, history_bias)
     rows = np.flatnonzero(linear >= min_score)
+    final = np.full(len(linear), -np.inf)
+    if not rerank:
+        final[rows] = linear[rows]
+        return final
     if len(rows) > shortlist:
         cut = np.partition(-linear[rows], shortlist - 1)[shortlist - 1]  # the shortlist's lowest score, negated
         best = rows[-linear[rows] < cut]
@@ -179,9 +205,8 @@ def _rerank(features: np.ndarray, linear: np.ndarray, min_score: float, shortlis
         for j in range(len(values)):
             value = np.float64(values[j])
             columns[j, i] = 0.0 if np.isnan(value) else value
-            extra[i] += value * np.float64(fixed_weights[j])
-        if values[own] <= 0:
+            extra[i] += value * fixed_weights[j]
+        if values[_OWN] <= 0:
             extra[i] += new_item_bias
-    final = np.full(len(linear), -np.inf)
     final[rows] = score_columns(columns, *forest) + extra
     return final

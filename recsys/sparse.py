@@ -37,11 +37,18 @@ class SparseRows:
 
     def lookup(self, row: int, columns: np.ndarray) -> np.ndarray:
         """Values at (``row``, ``columns``): shape (len(columns), number of matrices), 0 where absent."""
-        pos = positions(self.indptr, self.indices, row, columns, False)
-        found = pos >= 0
-        out = np.zeros((len(columns), self.values.shape[1]), dtype=self.values.dtype)
-        out[found] = self.values[pos[found]]
-        return out
+        return _lookup(self.indptr, self.indices, self.values, row, columns)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lookup(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, row: int, columns: np.ndarray
+            ) -> np.ndarray:
+    pos = positions(indptr, indices, row, columns, False)
+    out = np.zeros((len(columns), values.shape[1]), dtype=values.dtype)
+    for i in range(len(columns)):
+        if pos[i] >= 0:
+            out[i] = values[pos[i]]
+    return out
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

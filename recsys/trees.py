@@ -98,6 +98,13 @@ class Forest:
             leaf_offset=np.array(leaf_offset, dtype=np.int64), leaf_value=np.array(leaf_values, dtype=np.float64),
         )
 
+    @classmethod
+    def empty(cls, num_features: int) -> Forest:
+        """No trees: every row scores 0 (what a kernel that takes a forest gets when there is none)."""
+        nothing = np.empty(0, dtype=np.int64)
+        return cls(num_features, np.zeros(num_features + 1, dtype=np.int64), np.empty(0), nothing,
+                   np.empty(0, dtype=np.uint64), nothing, np.empty(0))
+
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Raw scores (the sum of the trees' leaves) of feature rows, shape (n, num_features)."""
         rows = np.asarray(rows)

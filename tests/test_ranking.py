@@ -5,8 +5,11 @@ from pathlib import Path
 import lightgbm
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from recsys import ArtifactError, SubstituteEngine
+from recsys.engine import _best
 from recsys.model import RERANKER_FILE
 from recsys.ranking import FEATURES, Scorer
 
@@ -63,6 +66,23 @@ def test_reranker_scores_exactly_the_linear_shortlist(engine: SubstituteEngine) 
     order = np.argsort(-everything[passing], kind="stable")
     assert not np.array_equal(order, np.argsort(-linear[passing], kind="stable"))
     assert np.array_equal(np.isfinite(scorer(features, rerank=False)), passing)
+
+
+def test_linear_score_is_the_documented_sum(engine: SubstituteEngine) -> None:
+    """features @ weights, plus features @ history_weights + history_bias where the customer bought the item."""
+    features = _query_features(engine)
+    scorer = engine.scorer
+    assert scorer.history_weights.any(), "the trained ranker has history weights"
+    bought = features[:, _OWN] > 0
+    rows = features.astype(np.float64)
+    expected = rows @ scorer.weights + bought * (rows @ scorer.history_weights + scorer.history_bias)
+    np.testing.assert_allclose(scorer.linear(features), expected, rtol=1e-6, atol=1e-6)
+
+
+@given(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, -np.inf, np.nan]), max_size=30), st.integers(1, 35))
+def test_best_takes_the_largest_finite_scores_ties_by_position(values: list[float], k: int) -> None:
+    expected = sorted((i for i, v in enumerate(values) if v > -np.inf), key=lambda i: (-values[i], i))[:k]
+    assert _best(np.asarray(values), k).tolist() == expected
 
 
 def test_new_item_bias_and_fixed_weights_add_to_the_tree_score(engine: SubstituteEngine) -> None:
