@@ -27,7 +27,7 @@ from recsys import artifact
 from recsys.features import candidate_features
 from recsys.inventory import ONLINE, Inventory
 from recsys.model import ModelData
-from recsys.ranking import FEATURES, Scorer, scores
+from recsys.ranking import FEATURES, Scorer, linear_scores, rescore
 from recsys.sizes import UNIT_PRICE_BASIS, format_quantity
 from recsys.sparse import SparseRows
 
@@ -262,15 +262,20 @@ def _first_distinct(brand: np.ndarray, group: np.ndarray, size: np.ndarray, boug
 
 @numba.njit(cache=True, nogil=True)
 def _select(features: np.ndarray, candidates: np.ndarray, brand: np.ndarray, group: np.ndarray,
-            size_bucket: np.ndarray, k: int, size_alternatives: bool, rerank: bool, *scoring: Any
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """:meth:`SubstituteEngine.select` in one kernel; ``scoring`` is :attr:`Scorer.kernel_arguments`."""
+            size_bucket: np.ndarray, k: int, size_alternatives: bool, rerank: bool, weights: np.ndarray,
+            history_weights: np.ndarray, history_bias: float, min_score: float, new_item_bias: float,
+            fixed_weights: np.ndarray, *forest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`SubstituteEngine.select` in one kernel; the arguments after ``rerank`` are
+    :attr:`Scorer.kernel_arguments`."""
     pool = NEAR_DUPLICATE_POOL * k
-    scored = scores(features, pool, rerank, *scoring)
+    linear = linear_scores(features, weights, history_weights, history_bias)
+    scored = rescore(features, linear, np.full(len(linear), -np.inf), pool, rerank, min_score, new_item_bias,
+                     fixed_weights, *forest)
     ranked = _best(scored, pool)
     distinct = _distinct(ranked, candidates, features, brand, group, size_bucket, k, size_alternatives)
     if len(distinct) < k and len(ranked) == pool:  # near-duplicates crowded the pool: rank a wider one
-        scored = scores(features, NEAR_DUPLICATE_POOL * pool, rerank, *scoring)
+        scored = rescore(features, linear, scored, NEAR_DUPLICATE_POOL * pool, rerank, min_score, new_item_bias,
+                         fixed_weights, *forest)
         ranked = _best(scored, len(scored))
         distinct = _distinct(ranked, candidates, features, brand, group, size_bucket, k, size_alternatives)
     return distinct, scored
@@ -431,7 +436,9 @@ class SubstituteEngine:
         """(in stock at ``store``, restock date there if out and known, other places that report it in stock)."""
         state = self.inventory.state(store, item_id)
         out = state is not None and not state.in_stock
-        elsewhere = tuple(s for s in self.inventory.in_stock_at(item_id) if s != store)
+        elsewhere = self.inventory.in_stock_at(item_id)
+        if store in elsewhere:
+            elsewhere = tuple(s for s in elsewhere if s != store)
         return not out, state.restock_eta if out and state is not None else None, elsewhere
 
     def _variants(self, x: int, store: str) -> tuple[Variant, ...]:
@@ -691,48 +698,49 @@ class SubstituteEngine:
                   else self._customer_items.lookup(cust_row, items)[:, 1].astype(np.int64).tolist())
         infos, family_of, log_size_of, size_of = self._infos, self._family_of, self._log_size_of, self._size_of
         size_label, families, cold_of = self._size_label, self._families, self._cold_of
-        # the features that become reasons, in _REASON_FEATURES order (converting all 27 costs more)
-        brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed = range(7)
+        x_family, x_log_size, x_size, x_label = family_of[x], log_size_of[x], size_of[x], size_label[x]
+        x_price, x_private_label = target.price, target.private_label
         same_type = f"same type: {target.product_type.lower()}"
         results = []
-        for c, score, row, is_widened, n in zip(items.tolist(), scores.tolist(),
-                                                 features[:, _REASON_FEATURES].tolist(), widened.tolist(), bought,
-                                                 strict=True):
+        # the features that become reasons come unpacked, in _REASON_FEATURES order (converting all 27 costs more)
+        for c, score, (brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed), \
+                is_widened, n in zip(items.tolist(), scores.tolist(), features[:, _REASON_FEATURES].tolist(),
+                                     widened.tolist(), bought, strict=True):
             info = infos[c]
             reasons = [] if is_widened else [same_type]
             size_ratio = size_difference = None
             family = family_of[c]
-            if family == family_of[x] and family >= 0:
-                log_ratio = log_size_of[c] - log_size_of[x]
+            if family == x_family and family >= 0:
+                log_ratio = log_size_of[c] - x_log_size
                 size_ratio = float(f"{math.exp(log_ratio):.3g}")
                 if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
                     size_difference = "same"
                     reasons.append(f"same size: {size_label[c]}")
                 else:
-                    difference = size_of[c] - size_of[x]
+                    difference = size_of[c] - x_size
                     size_difference = ("+" if difference > 0 else "-") + format_quantity(abs(difference),
                                                                                          str(families[c]))
-                    reasons.append(f"size {size_label[c]} vs {size_label[x]}")
-            usual_brand = personal and row[brand_share] >= USUAL_BRAND_SHARE
+                    reasons.append(f"size {size_label[c]} vs {x_label}")
+            usual_brand = personal and brand_share >= USUAL_BRAND_SHARE
             if usual_brand:
                 reasons.append("your usual brand")
-            elif row[same_brand]:
+            elif same_brand:
                 reasons.append("same brand")
-            if info.private_label and not target.private_label:
+            if info.private_label and not x_private_label:
                 reasons.append("store brand")
-            if row[own_accepted] > 0:
+            if own_accepted > 0:
                 reasons.append("you accepted it as a substitute before")
             if n:
                 reasons.append(f"you bought it before ({n}x)")
-            if row[accepted] >= BOUGHT_INSTEAD_MIN:
+            if accepted >= BOUGHT_INSTEAD_MIN:
                 reasons.append("shoppers accepted it instead")
-            if row[switched] >= BOUGHT_INSTEAD_MIN or row[bought_instead] >= BOUGHT_INSTEAD_MIN:
+            if switched >= BOUGHT_INSTEAD_MIN or bought_instead >= BOUGHT_INSTEAD_MIN:
                 reasons.append("often bought instead")
-            if row[viewed] >= BOUGHT_INSTEAD_MIN:
+            if viewed >= BOUGHT_INSTEAD_MIN:
                 reasons.append("often viewed together")
             price_difference = None
-            if info.price is not None and target.price is not None:
-                price_difference = round(info.price - target.price, 2)
+            if info.price is not None and x_price is not None:
+                price_difference = round(info.price - x_price, 2)
                 if price_difference < 0:
                     reasons.append(f"${-price_difference:.2f} cheaper")
                 elif price_difference > 0:

@@ -104,7 +104,8 @@ class Inventory:
     def __init__(self, store: StockStore | None = None) -> None:
         self._lock = threading.Lock()
         self._stores: dict[str, dict[str, StockState]] = {}
-        self._in_stock_at: dict[str, set[str]] = {}  # item -> stores that reported it in stock
+        # item -> stores that reported it in stock, sorted; replaced, never changed in place, so reads need no lock
+        self._in_stock_at: dict[str, tuple[str, ...]] = {}
         self._versions: dict[str, int] = {}
         self._durable = store
         if store is not None:
@@ -119,15 +120,20 @@ class Inventory:
         return len(updates)
 
     def _remember(self, updates: list[StockUpdate]) -> None:
+        touched: dict[str, set[str]] = {}  # item -> stores that report it in stock, after this batch
         for update in updates:
             store = self._stores.setdefault(update.store_id, {})
             store[update.item_id] = StockState(update.in_stock, update.restock_eta)
-            stores = self._in_stock_at.setdefault(update.item_id, set())
+            stores = touched.get(update.item_id)
+            if stores is None:
+                stores = touched[update.item_id] = set(self._in_stock_at.get(update.item_id, ()))
             if update.in_stock:
                 stores.add(update.store_id)
             else:
                 stores.discard(update.store_id)
             self._versions[update.store_id] = self._versions.get(update.store_id, 0) + 1
+        for item_id, stores in touched.items():
+            self._in_stock_at[item_id] = tuple(sorted(stores))
 
     def version(self, store_id: str) -> int:
         return self._versions.get(store_id, 0)
@@ -138,10 +144,9 @@ class Inventory:
             store = self._stores.get(store_id, {})
             return self._versions.get(store_id, 0), [i for i, s in store.items() if not s.in_stock]
 
-    def in_stock_at(self, item_id: str) -> list[str]:
+    def in_stock_at(self, item_id: str) -> tuple[str, ...]:
         """Stores (and channels) that *reported* ``item_id`` in stock, sorted; unreported ones are not listed."""
-        with self._lock:
-            return sorted(self._in_stock_at.get(item_id, ()))
+        return self._in_stock_at.get(item_id, ())
 
     def state(self, store_id: str, item_id: str) -> StockState | None:
         store = self._stores.get(store_id)

@@ -130,11 +130,12 @@ class Scorer:
             self.min_score, self.new_item_bias, self.fixed_weights.astype(np.float64),
             *(self.trees or Forest.empty(len(FEATURES))).arrays,
         )
-        """What :func:`scores` takes after its first three arguments: for callers inside other kernels."""
+        """What :func:`scores` takes after its first three arguments: for callers inside other kernels (which may
+        also call its steps, :func:`linear_scores` and :func:`rescore`)."""
 
     def linear(self, features: np.ndarray) -> np.ndarray:
         """Stage 1: the piecewise-linear score (float64)."""
-        return _linear(features, *self.kernel_arguments[:3])
+        return linear_scores(features, *self.kernel_arguments[:3])
 
     def __call__(self, features: np.ndarray, shortlist: int | None = None, rerank: bool = True) -> np.ndarray:
         """Scores of all rows; -inf for rows whose linear score is under the cut-off (``min_score``), which
@@ -163,7 +164,7 @@ _OWN: Final[int] = FEATURES.index("own_history")
 
 
 @numba.njit(cache=True, nogil=True)
-def _linear(features: np.ndarray, weights: np.ndarray, history_weights: np.ndarray, history_bias: float
+def linear_scores(features: np.ndarray, weights: np.ndarray, history_weights: np.ndarray, history_bias: float
             ) -> np.ndarray:
     out = np.empty(len(features))
     for i in range(len(features)):
@@ -183,11 +184,20 @@ def _linear(features: np.ndarray, weights: np.ndarray, history_weights: np.ndarr
 def scores(features: np.ndarray, shortlist: int, rerank: bool, weights: np.ndarray, history_weights: np.ndarray,
            history_bias: float, min_score: float, new_item_bias: float, fixed_weights: np.ndarray,
            *forest: np.ndarray) -> np.ndarray:
-    """:meth:`Scorer.__call__` in one kernel; the arguments after ``rerank`` are :attr:`Scorer.kernel_arguments`.
-    Without ``rerank``: the linear score where it is at least ``min_score``, else -inf. With it: the trees'
-    score (plus the new-item bias and fixed weights) of the ``shortlist`` rows with the best linear scores at
-    or above ``min_score``, -inf elsewhere."""
-    linear = _linear(features, weights, history_weights, history_bias)
+    """:meth:`Scorer.__call__` in one kernel; the arguments after ``rerank`` are :attr:`Scorer.kernel_arguments`."""
+    linear = linear_scores(features, weights, history_weights, history_bias)
+    return rescore(features, linear, np.full(len(linear), -np.inf), shortlist, rerank, min_score, new_item_bias,
+                   fixed_weights, *forest)
+
+
+@numba.njit(cache=True, nogil=True)
+def rescore(features: np.ndarray, linear: np.ndarray, known: np.ndarray, shortlist: int, rerank: bool,
+            min_score: float, new_item_bias: float, fixed_weights: np.ndarray, *forest: np.ndarray) -> np.ndarray:
+    """Final scores from the ``linear`` ones. Without ``rerank``: the linear score where it is at least
+    ``min_score``, else -inf. With it: the trees' score (plus the new-item bias and fixed weights) of the
+    ``shortlist`` rows with the best linear scores at or above ``min_score``, -inf elsewhere. Rows whose
+    ``known`` score is finite (scored before, for a narrower shortlist) keep it: a row's tree score does not
+    depend on the other rows."""
     rows = np.flatnonzero(linear >= min_score)
     final = np.full(len(linear), -np.inf)
     if not rerank:
@@ -198,6 +208,8 @@ def scores(features: np.ndarray, shortlist: int, rerank: bool, weights: np.ndarr
         best = rows[-linear[rows] < cut]
         tied = rows[-linear[rows] == cut]  # as many as fit, in row order
         rows = np.concatenate((best, tied[:shortlist - len(best)]))
+    final[rows] = known[rows]
+    rows = rows[known[rows] == -np.inf]
     columns = np.empty((features.shape[1], len(rows)))
     extra = np.zeros(len(rows))  # new-item bias and fixed weights
     for i in range(len(rows)):
