@@ -35,9 +35,9 @@ MAX_K: Final[int] = 100
 _F = {name: i for i, name in enumerate(FEATURES)}
 _OWN_HISTORY: Final[int] = _F["own_history"]
 #: the features that presenting an answer reads
-_REASON_FEATURES: Final[list[int]] = [_F[name] for name in (
+_REASON_FEATURES: Final[np.ndarray] = np.array([_F[name] for name in (
     "brand_affinity", "same_brand", "own_accepted", "accepted_instead", "switched_to", "bought_instead",
-    "viewed_together")]
+    "viewed_together")])
 #: thresholds above which a feature becomes a shopper-facing reason
 USUAL_BRAND_SHARE: Final[float] = 0.3
 BOUGHT_INSTEAD_MIN: Final[float] = 0.05
@@ -704,7 +704,7 @@ class SubstituteEngine:
         results = []
         # the features that become reasons come unpacked, in _REASON_FEATURES order (converting all 27 costs more)
         for c, score, (brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed), \
-                is_widened, n in zip(items.tolist(), scores.tolist(), features[:, _REASON_FEATURES].tolist(),
+                is_widened, n in zip(items.tolist(), scores.tolist(), features.take(_REASON_FEATURES, axis=1).tolist(),
                                      widened.tolist(), bought, strict=True):
             info = infos[c]
             reasons = [] if is_widened else [same_type]
