@@ -235,6 +235,40 @@ def _best(values: np.ndarray, k: int) -> np.ndarray:
     return finite[np.argsort(-values[finite], kind="mergesort")]  # stable: ties stay in position order
 
 
+_NO_MASK: Final[np.ndarray] = np.empty(0, dtype=bool)
+_NO_ITEMS: Final[np.ndarray] = np.empty(0, dtype=np.int64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _rule_mask(candidates: np.ndarray, x: int, out_of_stock: np.ndarray, excluded: np.ndarray,
+               filtered: np.ndarray) -> np.ndarray:
+    """Which ``candidates`` are not ``x``, not ``out_of_stock`` (per item; empty: none known), not ``excluded``
+    (sorted item indices) and pass ``filtered`` (per candidate; empty: no filters)."""
+    keep = np.empty(len(candidates), dtype=np.bool_)
+    for i in range(len(candidates)):
+        c = candidates[i]
+        passes = c != x and (len(out_of_stock) == 0 or not out_of_stock[c]) and (len(filtered) == 0 or filtered[i])
+        if passes and len(excluded):
+            j = np.searchsorted(excluded, c)
+            passes = j == len(excluded) or excluded[j] != c
+        keep[i] = passes
+    return keep
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})  # reassociation: a vectorised dot product
+def _cosines(factors: np.ndarray, candidates: np.ndarray, x: int) -> np.ndarray:
+    """Dot products of the (normalised) factors of ``candidates`` with x's, without copying their rows."""
+    target = factors[x]
+    out = np.empty(len(candidates), dtype=factors.dtype)
+    for i in range(len(candidates)):
+        row = factors[candidates[i]]
+        total = np.float32(0.0)
+        for d in range(len(target)):
+            total += row[d] * target[d]
+        out[i] = total
+    return out
+
+
 @numba.njit(cache=True, nogil=True)
 def _first_distinct(brand: np.ndarray, group: np.ndarray, size: np.ndarray, bought: np.ndarray, k: int,
                     max_sizes: int) -> np.ndarray:
@@ -598,14 +632,11 @@ class SubstituteEngine:
         pass."""
         members = np.arange(lo, hi)
         keep = self.allowed(members, x, store, exclude, filters)
-        factors = self.model.factors
-        if hi - lo <= self.max_candidates:
-            return members[keep], (factors[lo:hi] @ factors[x])[keep]
         candidates = members[keep]
         if len(candidates) <= self.max_candidates:
-            return candidates, factors[candidates] @ factors[x]
+            return candidates, _cosines(self.model.factors, candidates, x)
         params = faiss.SearchParameters(sel=faiss.IDSelectorRange(lo, hi, True))
-        sims, ids = self.model.index.search(factors[x:x + 1], self.max_candidates, params=params)
+        sims, ids = self.model.index.search(self.model.factors[x:x + 1], self.max_candidates, params=params)
         found = ids[0] >= 0
         nearest, similarity = ids[0][found].astype(np.int64), sims[0][found]
         passing = keep[nearest - lo]
@@ -628,16 +659,11 @@ class SubstituteEngine:
     def allowed(self, candidates: np.ndarray, x: int, store: str = ONLINE, exclude: Iterable[str] = (),
                 filters: SubstituteFilters | None = None) -> np.ndarray:
         """Which ``candidates`` pass the hard rules (not X, in stock at ``store``, not excluded) and ``filters``."""
-        allowed = candidates != x
         stock = self._stock_mask(store)
-        if stock is not None:
-            allowed &= ~stock[candidates]
         excluded = [self._index_of[e] for e in exclude if e in self._index_of]
-        if excluded:
-            allowed &= ~np.isin(candidates, excluded)
-        if filters is not None:
-            allowed &= self._filter_mask(candidates, x, filters)
-        return allowed
+        return _rule_mask(candidates, x, _NO_MASK if stock is None else stock,
+                          np.unique(np.asarray(excluded, dtype=np.int64)) if excluded else _NO_ITEMS,
+                          _NO_MASK if filters is None else self._filter_mask(candidates, x, filters))
 
     def _filter_mask(self, candidates: np.ndarray, x: int, filters: SubstituteFilters) -> np.ndarray:
         mask = np.ones(len(candidates), dtype=bool)
