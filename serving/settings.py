@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
     max_batch: int = Field(10_000, ge=1, description="most inventory updates in one request")
+    opentelemetry: bool = Field(
+        False, description="FastAPI's own OpenTelemetry traces, metrics and logs (checked on every request when on)"
+    )
+    fast_path: bool = Field(
+        True, description="answer valid POST /v1/substitutes requests without FastAPI's routing (same answers)"
+    )
 
     @field_validator("state_path", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from recsys.artifact import MANIFEST
 from recsys.model import FACTORS_FILE
+from serving import fastpath
 from serving.app import create_app
 from serving.settings import Settings
 
@@ -44,6 +45,44 @@ def test_post_and_get_agree(client: TestClient, item_id: str) -> None:
     assert 1 <= len(body["substitutes"]) <= 5
     assert all(s["item_id"] != item_id and s["reasons"] for s in body["substitutes"])
     assert body["model_version"] == client.get("/readyz").json()["model_version"]
+
+
+def test_fast_path_answers_as_the_fastapi_route_does(client: TestClient, model_dir: Path, tmp_path: Path,
+                                                     item_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same requests, with and without serving.fastpath: the same status, content type and bytes; the fast
+    path serves the valid ones and hands every other one to FastAPI."""
+    served = []
+    answer = fastpath.SubstituteFastPath.answer
+    monkeypatch.setattr(fastpath.SubstituteFastPath, "answer",
+                        staticmethod(lambda engine, body: served.append(answer(engine, body)) or served[-1]))
+    customer = str(client.app.state.service.engine.model.customers[0])
+    requests: list[dict[str, object]] = [
+        {"json": {"item_id": item_id}},
+        {"json": {"item_id": item_id, "customer_id": customer, "store_id": "S1", "k": 3, "exclude": ["x"],
+                  "filters": {"max_price": 5.0, "same_size_family": True}}},
+        {"content": json.dumps({"item_id": item_id}).encode()},  # no content type
+        {"content": json.dumps({"item_id": item_id}).encode(),
+         "headers": {"content-type": "application/json; charset=utf-8"}},
+        {"json": {"item_id": "no-such-item"}},
+        {"json": {"item_id": item_id, "k": 0}},
+        {"json": {"item_id": item_id, "surprise": 1}},
+        {"json": {"item_id": item_id, "k": "3"}},
+        {"content": b"{not json", "headers": {"content-type": "application/json"}},
+        {"content": b"", "headers": {"content-type": "application/json"}},
+        {"content": json.dumps({"item_id": item_id}).encode(), "headers": {"content-type": "text/plain"}},
+    ]
+    answers = {}
+    for fast in (True, False):
+        settings = Settings(model_path=model_dir, state_path=tmp_path / f"state-{fast}.sqlite3", fast_path=fast)
+        with TestClient(create_app(settings)) as test_client:
+            responses = [test_client.post("/v1/substitutes", **request) for request in requests]  # type: ignore[arg-type]
+            answers[fast] = [(r.status_code, r.headers["content-type"], r.content) for r in responses]
+            metrics = test_client.get("/metrics").text
+            assert 'recsys_requests_total{endpoint="/v1/substitutes",method="POST",status="200"} 3.0' in metrics
+    assert answers[True] == answers[False]
+    assert [status for status, _, _ in answers[True]] == [200, 200, 422, 200, 404, 422, 422, 422, 422, 422, 422]
+    assert len(served) == 8 and sum(payload is not None for payload in served) == 2, \
+        "the fast path answered the valid requests with a plain JSON content type, and no other"
 
 
 def test_filters_and_exclude_over_http(client: TestClient, item_id: str) -> None:
