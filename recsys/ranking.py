@@ -165,7 +165,9 @@ _OWN: Final[int] = FEATURES.index("own_history")
 
 @numba.njit(cache=True, nogil=True)
 def linear_scores(features: np.ndarray, weights: np.ndarray, history_weights: np.ndarray, history_bias: float
-            ) -> np.ndarray:
+                  ) -> np.ndarray:
+    """Stage 1 per row, summed in float64: ``row @ weights``, plus ``row @ history_weights + history_bias``
+    where the customer bought the candidate (``own_history`` > 0)."""
     out = np.empty(len(features))
     for i in range(len(features)):
         row = features[i]
