@@ -320,18 +320,23 @@ def bench(
                                              seconds=2.0 if quick else 5.0)
         table = Table(title="HTTP POST /v1/substitutes, one worker, loopback")
         for column in ("target rps", "achieved rps", "errors", "p50 ms", "p99 ms", "max ms", "server p50",
-                       "server p99"):
+                       "server p99", "engine in server p50"):
             table.add_column(column, justify="right")
         for run in results["http"]["runs"]:
             table.add_row(f"{run['target_rps']:.0f}", f"{run['achieved_rps']:.0f}", f"{run['errors']}",
                           f"{run['p50_ms']:.2f}", f"{run['p99_ms']:.2f}", f"{run['max_ms']:.2f}",
-                          f"{run['server_p50_ms']:.2f}", f"{run['server_p99_ms']:.2f}")
+                          f"{run['server_p50_ms']:.2f}", f"{run['server_p99_ms']:.2f}",
+                          f"{run['engine_in_server_p50_ms']:.2f}")
         console.print(table)
-        last = results["http"]["runs"][-1]
-        results["http"]["p50_ratio_vs_engine"] = last["p50_ms"] / engine["ours"]["p50_ms"]
-        results["http"]["server_p50_ratio_vs_engine"] = last["server_p50_ms"] / engine["ours"]["p50_ms"]
-        console.print(f"HTTP p50 / in-process p50: {results['http']['p50_ratio_vs_engine']:.1f}x at the client, "
-                      f"{results['http']['server_p50_ratio_vs_engine']:.1f}x inside the server")
+        last, http_results = results["http"]["runs"][-1], results["http"]
+        http_results["p50_ratio_vs_engine"] = last["p50_ms"] / engine["ours"]["p50_ms"]
+        http_results["server_p50_ratio_vs_engine"] = last["server_p50_ms"] / engine["ours"]["p50_ms"]
+        # the same requests' engine time: spaced out as requests arrive, the engine meets colder caches than in
+        # the back-to-back in-process benchmark
+        http_results["server_p50_ratio_vs_engine_in_server"] = last["server_p50_ms"] / last["engine_in_server_p50_ms"]
+        console.print(f"HTTP p50 / in-process engine p50: {http_results['p50_ratio_vs_engine']:.1f}x at the client, "
+                      f"{http_results['server_p50_ratio_vs_engine']:.1f}x inside the server; server p50 / the "
+                      f"engine's p50 on the same requests: {http_results['server_p50_ratio_vs_engine_in_server']:.1f}x")
     results["training"] = {"model": manifest["version"], "stage_seconds": manifest.get("stage_seconds"),
                            "stage_peak_rss_mb": manifest.get("stage_peak_rss_mb")}
     json_path.parent.mkdir(parents=True, exist_ok=True)

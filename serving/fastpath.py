@@ -35,20 +35,22 @@ class SubstituteFastPath:
             return
         body, last = await _read_body(receive)
         engine = scope["app"].state.service.engine
-        payload = self.answer(engine, body) if engine is not None and last is None else None
-        if payload is None:
+        answer = self.answer(engine, body) if engine is not None and last is None else None
+        if answer is None:
             await self.app(scope, _replay(body, last, receive), send)
             return
+        payload, timing = answer
         scope["route"] = _ROUTE
         await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
+                    "headers": [(b"content-length", str(len(payload)).encode()),
+                                (b"content-type", b"application/json"), (b"server-timing", timing.encode())]})
         await send({"type": "http.response.body", "body": payload})
 
 
     @staticmethod
-    def answer(engine: SubstituteEngine, body: bytes) -> bytes | None:
-        """The route's answer to ``body``; None where the route would answer with an error."""
+    def answer(engine: SubstituteEngine, body: bytes) -> tuple[bytes, str] | None:
+        """The route's answer to ``body`` (JSON, Server-Timing entry); None where the route would answer with an
+        error."""
         try:
             return substitutes.answer_json(engine, SubstituteRequest.model_validate(json.loads(body)))
         except (ValueError, UnknownItemError):  # undecodable or invalid JSON, unknown item

@@ -79,6 +79,7 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 status_code = message["status"]
                 # standard Server-Timing header: the time spent in the app, so clients can tell it from network
+                # (a route may add its own entries: the substitute routes report the engine's time)
                 elapsed_ms = (time.perf_counter() - start) * 1e3
                 timing = (b"server-timing", f"app;dur={elapsed_ms:.3f}".encode())
                 message["headers"] = [*message.get("headers", []), timing]

@@ -35,4 +35,5 @@ def test_cli_quick_mode_writes_json(model_dir: Path, tmp_path: Path) -> None:
     assert report["quick"] is True and report["engine"]["queries"] == 300
     (run,) = report["http"]["runs"]
     assert run["errors"] == 0 and run["requests"] == 100
+    assert 0 < run["engine_in_server_p50_ms"] <= run["server_p50_ms"]
     assert set(report["training"]["stage_seconds"]) >= {"embeddings", "ranker"}

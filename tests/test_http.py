@@ -77,6 +77,10 @@ def test_fast_path_answers_as_the_fastapi_route_does(client: TestClient, model_d
         with TestClient(create_app(settings)) as test_client:
             responses = [test_client.post("/v1/substitutes", **request) for request in requests]  # type: ignore[arg-type]
             answers[fast] = [(r.status_code, r.headers["content-type"], r.content) for r in responses]
+            for response in responses:  # Server-Timing: the app's time, and the engine's in it where it answered
+                timings = dict(entry.split(";dur=") for entry in response.headers.get_list("server-timing"))
+                assert ("engine" in timings) == (response.status_code == 200)
+                assert float(timings.get("engine", 0)) <= float(timings["app"])
             metrics = test_client.get("/metrics").text
             assert 'recsys_requests_total{endpoint="/v1/substitutes",method="POST",status="200"} 3.0' in metrics
     assert answers[True] == answers[False]
