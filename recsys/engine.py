@@ -411,9 +411,12 @@ class SubstituteEngine:
         """Compile the query path's numba kernels now (or load them from numba's cache, beside the code), so that
         the first request does not wait seconds for it."""
         if self.model.n_items:
-            candidates, features, _ = self.candidates(0, 0 if len(self.model.customers) else None)
+            customer = 0 if len(self.model.customers) else None
+            candidates, features, _ = self.candidates(0, customer)
             self.select(0, candidates, features, 1)
             self.retrieve(0, k=1)
+            if customer is not None:
+                self._customer_items.lookup(customer, candidates)  # the answer's purchase counts
 
     def _find_variants(self) -> list[tuple[int, ...]]:
         """Per item, up to :data:`MAX_VARIANTS` other pack sizes: same brand and group, another size (an unknown
@@ -600,7 +603,7 @@ class SubstituteEngine:
         (the best ``k`` when given), with their cosine. No widening, features or ranking: the step a
         nearest-neighbour baseline does, for benchmarks and diagnostics."""
         candidates, similarity = self._allowed_in_range(x, *self.group_range(x), store, exclude, filters)
-        best = _best(similarity, len(similarity) if k is None else k)
+        best = _best(similarity.astype(np.float64), len(similarity) if k is None else k)  # one compiled _best
         return candidates[best], similarity[best]
 
     def select(self, x: int, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False

@@ -1,6 +1,11 @@
 """Contract tests: the hard rules hold for many random real items, customers and inventory states."""
 
+import json
+import os
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -346,3 +351,39 @@ def test_sparse_rows_read_every_matrix_as_scipy_does(engine: SubstituteEngine) -
         assert (expected > 0).any()
     empty = int(np.flatnonzero(np.diff(rows.indptr) == 0)[0])
     assert (rows.lookup(empty, np.arange(10)) == 0).all()
+
+
+def test_loading_compiles_every_kernel_that_queries_run(model_dir: Path) -> None:
+    """The first request must not wait for numba: loading compiles (or loads from numba's cache) every kernel of
+    the query path, so queries of every kind compile nothing new. In a fresh process: this one has run them all."""
+    result = subprocess.run([sys.executable, "-c", _FIRST_QUERIES, str(model_dir)], capture_output=True, text=True,
+                            timeout=600, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    loaded, new = json.loads(result.stdout.splitlines()[-1])
+    assert loaded >= 5, "loading compiled the kernels"
+    assert new == {}, f"kernels compiled by the first queries: {new}"
+
+
+_FIRST_QUERIES = """
+import json, sys
+from numba.core.registry import CPUDispatcher
+import recsys.engine, recsys.features, recsys.ranking, recsys.sparse, recsys.trees
+from recsys import StockUpdate, SubstituteEngine, SubstituteFilters
+
+engine = SubstituteEngine.load(sys.argv[1])
+kernels = {kernel for module in (recsys.engine, recsys.features, recsys.ranking, recsys.sparse, recsys.trees)
+           for kernel in vars(module).values() if isinstance(kernel, CPUDispatcher)}
+compiled = {kernel: len(kernel.signatures) for kernel in kernels}
+customer = str(engine.model.customers[0])
+items = engine.model.items.loc[engine.model.items["n_customers"] > 0, "item_id"].sample(20, random_state=21).tolist()
+engine.inventory.apply([StockUpdate(item_id=items[1], store_id="S1", in_stock=False)])
+for item_id in items:
+    engine.substitutes(item_id, customer, "S1", k=5, exclude=items[:3])
+    engine.substitutes(item_id, k=10, filters=SubstituteFilters(max_size_ratio=2.0, private_label=False))
+    engine.substitutes(item_id, customer, filters=SubstituteFilters(size_alternatives=True))
+    engine.retrieve(engine.index_of(item_id), k=3)
+engine.order_substitutes(items[:4], customer)
+new = {kernel.py_func.__name__: str(kernel.signatures) for kernel in kernels
+       if len(kernel.signatures) > compiled[kernel]}
+print(json.dumps([sum(compiled.values()), new]))
+"""
