@@ -26,6 +26,8 @@ _ROUTE = next(route for route in substitutes.router.routes if getattr(route, "pa
 
 
 class SubstituteFastPath:
+    """ASGI middleware: answers the valid ``POST /v1/substitutes`` requests, passes everything else on."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -46,7 +48,6 @@ class SubstituteFastPath:
                                 (b"content-type", b"application/json"), (b"server-timing", timing.encode())]})
         await send({"type": "http.response.body", "body": payload})
 
-
     @staticmethod
     def answer(engine: SubstituteEngine, body: bytes) -> tuple[bytes, str] | None:
         """The route's answer to ``body`` (JSON, Server-Timing entry); None where the route would answer with an
@@ -58,7 +59,8 @@ class SubstituteFastPath:
 
 
 def _is_json(scope: Scope) -> bool:
-    """Content type ``application/json`` without parameters (what FastAPI reads as JSON otherwise, it gets)."""
+    """Whether the body is declared plain ``application/json``; any other content type (with parameters,
+    ``+json``, none) goes to FastAPI, which decides whether it reads the body as JSON."""
     for name, value in scope["headers"]:
         if name == b"content-type":
             return bool(value == b"application/json")
