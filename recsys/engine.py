@@ -372,8 +372,7 @@ class SubstituteEngine:
         self.brand_names = np.asarray(brand_index, dtype=object)
         self._brand_code = {str(name): code for code, name in enumerate(brand_index)}
         self.family_codes, _ = pd.factorize(items["size_family"])  # -1 where unknown
-        self.size_qty = items["size_qty"].to_numpy(np.float64)  # in the family's base unit; NaN: unknown
-        self.log_size = np.log(self.size_qty).astype(np.float32)
+        self.log_size = np.log(items["size_qty"].to_numpy(np.float64)).astype(np.float32)
         # sizes within SAME_SIZE_TOLERANCE share a bucket (-1: unknown): near-duplicate packs in _distinct
         self._size_bucket = np.where(np.isnan(self.log_size), -1, np.round(self.log_size / SAME_SIZE_TOLERANCE))
         self.price = items["price"].to_numpy(np.float64)
@@ -694,8 +693,7 @@ class SubstituteEngine:
         return candidate_features(
             x, cand, similarity, widened, pairs.indptr, pairs.indices, pairs.values, self._item_features,
             -1 if store_row is None else store_row, store.indptr, store.indices, store.values,
-            self.family_codes, self.log_size, self.log_price, self.size_qty, self.price, self.brand_codes,
-            self.private_label,
+            self.family_codes, self.log_size, self.log_price, self.brand_codes, self.private_label,
             -1 if cust_row is None else cust_row, (lo, hi),
             (int(model.parent_ptr[parent]), int(model.parent_ptr[parent + 1])),
             customer.indptr, customer.indices, customer.values, accepted.indptr, accepted.indices, accepted.values,
