@@ -255,20 +255,6 @@ def _rule_mask(candidates: np.ndarray, x: int, out_of_stock: np.ndarray, exclude
     return keep
 
 
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})  # reassociation: a vectorised dot product
-def _cosines(factors: np.ndarray, candidates: np.ndarray, x: int) -> np.ndarray:
-    """Dot products of the (normalised) factors of ``candidates`` with x's, without copying their rows."""
-    target = factors[x]
-    out = np.empty(len(candidates), dtype=factors.dtype)
-    for i in range(len(candidates)):
-        row = factors[candidates[i]]
-        total = np.float32(0.0)
-        for d in range(len(target)):
-            total += row[d] * target[d]
-        out[i] = total
-    return out
-
-
 @numba.njit(cache=True, nogil=True)
 def _first_distinct(brand: np.ndarray, group: np.ndarray, size: np.ndarray, bought: np.ndarray, k: int,
                     max_sizes: int) -> np.ndarray:
@@ -634,11 +620,14 @@ class SubstituteEngine:
         pass."""
         members = np.arange(lo, hi)
         keep = self.allowed(members, x, store, exclude, filters)
+        factors = self.model.factors
+        if hi - lo <= self.max_candidates:  # BLAS over the range: the similarity feature the ranker was fitted on
+            return members[keep], (factors[lo:hi] @ factors[x])[keep]
         candidates = members[keep]
         if len(candidates) <= self.max_candidates:
-            return candidates, _cosines(self.model.factors, candidates, x)
+            return candidates, factors[candidates] @ factors[x]
         params = faiss.SearchParameters(sel=faiss.IDSelectorRange(lo, hi, True))
-        sims, ids = self.model.index.search(self.model.factors[x:x + 1], self.max_candidates, params=params)
+        sims, ids = self.model.index.search(factors[x:x + 1], self.max_candidates, params=params)
         found = ids[0] >= 0
         nearest, similarity = ids[0][found].astype(np.int64), sims[0][found]
         passing = keep[nearest - lo]
