@@ -27,7 +27,7 @@ from recsys import artifact
 from recsys.features import candidate_features
 from recsys.inventory import ONLINE, Inventory
 from recsys.model import ModelData
-from recsys.ranking import FEATURES, Scorer, linear_scores, rescore
+from recsys.ranking import FEATURES, Scorer, best_positions, linear_scores, rescore
 from recsys.sizes import UNIT_PRICE_BASIS, format_quantity
 from recsys.sparse import SparseRows
 
@@ -222,19 +222,6 @@ class OrderSubstitutes:
     model_version: str
 
 
-@numba.njit(cache=True, nogil=True)
-def _best(values: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` largest finite ``values``, largest first; ties by position."""
-    finite = np.flatnonzero(values > -np.inf)  # the re-ranker leaves all but its shortlist at -inf
-    if len(finite) > k:
-        negated = -values[finite]
-        cut = np.partition(negated, k - 1)[k - 1]  # the k-th largest value, negated
-        best = finite[negated < cut]
-        tied = finite[negated == cut][:k - len(best)]  # as many as fit, first positions first
-        finite = np.sort(np.concatenate((best, tied)))
-    return finite[np.argsort(-values[finite], kind="mergesort")]  # stable: ties stay in position order
-
-
 _NO_MASK: Final[np.ndarray] = np.empty(0, dtype=bool)
 _NO_ITEMS: Final[np.ndarray] = np.empty(0, dtype=np.int64)
 
@@ -291,12 +278,12 @@ def _select(features: np.ndarray, candidates: np.ndarray, brand: np.ndarray, gro
     linear = linear_scores(features, weights, history_weights, history_bias)
     scored = rescore(features, linear, np.full(len(linear), -np.inf), pool, rerank, min_score, new_item_bias,
                      fixed_weights, *forest)
-    ranked = _best(scored, pool)
+    ranked = best_positions(scored, pool)
     distinct = _distinct(ranked, candidates, features, brand, group, size_bucket, k, size_alternatives)
     if len(distinct) < k and len(ranked) == pool:  # near-duplicates crowded the pool: rank a wider one
         scored = rescore(features, linear, scored, NEAR_DUPLICATE_POOL * pool, rerank, min_score, new_item_bias,
                          fixed_weights, *forest)
-        ranked = _best(scored, len(scored))
+        ranked = best_positions(scored, len(scored))
         distinct = _distinct(ranked, candidates, features, brand, group, size_bucket, k, size_alternatives)
     return distinct, scored
 
@@ -588,7 +575,7 @@ class SubstituteEngine:
         (the best ``k`` when given), with their cosine. No widening, features or ranking: the step a
         nearest-neighbour baseline does, for benchmarks and diagnostics."""
         candidates, similarity = self._allowed_in_range(x, *self.group_range(x), store, exclude, filters)
-        best = _best(similarity.astype(np.float64), len(similarity) if k is None else k)  # one compiled _best
+        best = best_positions(similarity.astype(np.float64), len(similarity) if k is None else k)  # one compile
         return candidates[best], similarity[best]
 
     def select(self, x: int, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False

@@ -200,16 +200,11 @@ def rescore(features: np.ndarray, linear: np.ndarray, known: np.ndarray, shortli
     ``shortlist`` rows with the best linear scores at or above ``min_score``, -inf elsewhere. Rows whose
     ``known`` score is finite (scored before, for a narrower shortlist) keep it: a row's tree score does not
     depend on the other rows."""
-    rows = np.flatnonzero(linear >= min_score)
-    final = np.full(len(linear), -np.inf)
+    eligible = np.where(linear >= min_score, linear, -np.inf)
     if not rerank:
-        final[rows] = linear[rows]
-        return final
-    if len(rows) > shortlist:
-        cut = np.partition(-linear[rows], shortlist - 1)[shortlist - 1]  # the shortlist's lowest score, negated
-        best = rows[-linear[rows] < cut]
-        tied = rows[-linear[rows] == cut]  # as many as fit, in row order
-        rows = np.concatenate((best, tied[:shortlist - len(best)]))
+        return eligible
+    rows = best_positions(eligible, shortlist)
+    final = np.full(len(linear), -np.inf)
     final[rows] = known[rows]
     rows = rows[known[rows] == -np.inf]
     columns = np.empty((features.shape[1], len(rows)))
@@ -224,3 +219,16 @@ def rescore(features: np.ndarray, linear: np.ndarray, known: np.ndarray, shortli
             extra[i] += new_item_bias
     final[rows] = score_columns(columns, *forest) + extra
     return final
+
+
+@numba.njit(cache=True, nogil=True)
+def best_positions(values: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest finite ``values``, largest first; ties by position."""
+    finite = np.flatnonzero(values > -np.inf)  # -inf: under the cut-off, or outside the re-ranker's shortlist
+    if len(finite) > k:
+        negated = -values[finite]
+        cut = np.partition(negated, k - 1)[k - 1]  # the k-th largest value, negated
+        best = finite[negated < cut]
+        tied = finite[negated == cut][:k - len(best)]  # as many as fit, first positions first
+        finite = np.sort(np.concatenate((best, tied)))
+    return finite[np.argsort(-values[finite], kind="mergesort")]  # stable: ties stay in position order

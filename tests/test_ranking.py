@@ -9,9 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recsys import ArtifactError, SubstituteEngine
-from recsys.engine import _best
 from recsys.model import RERANKER_FILE
-from recsys.ranking import FEATURES, Scorer
+from recsys.ranking import FEATURES, Scorer, best_positions
 
 pytestmark = pytest.mark.realdata
 
@@ -82,7 +81,7 @@ def test_linear_score_is_the_documented_sum(engine: SubstituteEngine) -> None:
 @given(st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0, -np.inf, np.nan]), max_size=30), st.integers(1, 35))
 def test_best_takes_the_largest_finite_scores_ties_by_position(values: list[float], k: int) -> None:
     expected = sorted((i for i, v in enumerate(values) if v > -np.inf), key=lambda i: (-values[i], i))[:k]
-    assert _best(np.asarray(values), k).tolist() == expected
+    assert best_positions(np.asarray(values), k).tolist() == expected
 
 
 def test_new_item_bias_and_fixed_weights_add_to_the_tree_score(engine: SubstituteEngine) -> None:
