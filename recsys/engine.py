@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final, NamedTuple, overload
 
@@ -37,7 +38,7 @@ _OWN_HISTORY: Final[int] = _F["own_history"]
 #: the features that presenting an answer reads
 _REASON_FEATURES: Final[np.ndarray] = np.array([_F[name] for name in (
     "brand_affinity", "same_brand", "own_accepted", "accepted_instead", "switched_to", "bought_instead",
-    "viewed_together")])
+    "viewed_together", "own_history")])
 #: thresholds above which a feature becomes a shopper-facing reason
 USUAL_BRAND_SHARE: Final[float] = 0.3
 BOUGHT_INSTEAD_MIN: Final[float] = 0.05
@@ -127,6 +128,14 @@ class Substitute(NamedTuple):
 _new_substitute = tuple.__new__
 
 
+@lru_cache(maxsize=4096)
+def _price_reason(cents: int) -> str:
+    """The reason that tells a price difference, in cents (cached: answers repeat the common differences)."""
+    if cents < 0:
+        return f"${-cents / 100:.2f} cheaper"
+    return f"${cents / 100:.2f} more" if cents > 0 else "same price"
+
+
 class Variant(NamedTuple):
     """Another pack size of X (same brand and product type) and where it is."""
 
@@ -137,6 +146,9 @@ class Variant(NamedTuple):
     in_stock: bool  # at the queried store (unreported counts as in stock)
     restock_eta: datetime | None  # at the queried store, when out of stock and known
     available_at: tuple[str, ...]  # other stores or channels that reported it in stock
+
+
+_new_variant = tuple.__new__  # as _new_substitute
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,9 +387,17 @@ class SubstituteEngine:
         self._family_of: list[int] = self.family_codes.tolist()
         self._log_size_of: list[float] = self.log_size.tolist()
         self._size_of = [math.exp(q) for q in self._log_size_of]  # NaN: unknown
-        self._size_label = [info.package_size or info.size for info in self._infos]
+        labels = [info.package_size or info.size for info in self._infos]
+        self._same_size_reason = [f"same size: {label}" for label in labels]
+        self._size_reason_start = [f"size {label} vs " for label in labels]  # + X's label
+        self._size_label = labels
+        # prices in whole cents: differences are exact, and their reasons can be cached
+        self._cents_of = [None if p is None else round(p * 100) for p in (info.price for info in self._infos)]
         self._cold_of: list[bool] = self._cold.tolist()
-        self._variant_items = self._find_variants()
+        # per item, its variants' catalog fields (Variant's first four): only their stock is read per query
+        self._variant_fields = [tuple((info.item_id, info.package_size, info.size, info.price)
+                                      for info in map(self._infos.__getitem__, variants))
+                                for variants in self._find_variants()]
 
     def _warm_up(self) -> None:
         """Compile the query path's numba kernels now (or load them from numba's cache, beside the code), so that
@@ -454,12 +474,8 @@ class SubstituteEngine:
     def _variants(self, x: int, store: str) -> tuple[Variant, ...]:
         """Up to :data:`MAX_VARIANTS` other pack sizes of X (found at load, :meth:`_find_variants`), with their
         stock at ``store``."""
-        variants = []
-        for v in self._variant_items[x]:
-            info = self._infos[v]
-            in_stock, eta, elsewhere = self._availability(info.item_id, store)
-            variants.append(Variant(info.item_id, info.package_size, info.size, info.price, in_stock, eta, elsewhere))
-        return tuple(variants)
+        return tuple([_new_variant(Variant, fields + self._availability(fields[0], store))
+                      for fields in self._variant_fields[x]])
 
     def order_substitutes(self, item_ids: Sequence[str], customer_id: str | None = None,
                           store_id: str | None = None, k: int = 3, order: Iterable[str] = (),
@@ -699,18 +715,22 @@ class SubstituteEngine:
         (reading numpy scalars costs more), with what it reads bound once per answer."""
         target = self._infos[x]
         personal = cust_row is not None
-        bought = ([0] * len(items) if cust_row is None or not len(items)
-                  else self._customer_items.lookup(cust_row, items)[:, 1].astype(np.int64).tolist())
-        infos, family_of, log_size_of, size_of = self._infos, self._family_of, self._log_size_of, self._size_of
-        size_label, families, cold_of = self._size_label, self._families, self._cold_of
-        x_family, x_log_size, x_size, x_label = family_of[x], log_size_of[x], size_of[x], size_label[x]
-        x_price, x_private_label = target.price, target.private_label
+        reason_features = features.take(_REASON_FEATURES, axis=1).tolist()
+        # purchase counts, looked up only when some substitute was bought before (own_history > 0)
+        bought = (self._customer_items.lookup(cust_row, items)[:, 1].astype(np.int64).tolist()
+                  if cust_row is not None and any(row[-1] > 0 for row in reason_features) else [0] * len(items))
+        infos, family_of, log_size_of, size_of, families = (
+            self._infos, self._family_of, self._log_size_of, self._size_of, self._families)
+        same_size_reason, size_reason_start, cents_of, cold_of = (
+            self._same_size_reason, self._size_reason_start, self._cents_of, self._cold_of)
+        x_family, x_log_size, x_size, x_cents = family_of[x], log_size_of[x], size_of[x], cents_of[x]
+        x_private_label, x_label = target.private_label, self._size_label[x]
         same_type = f"same type: {target.product_type.lower()}"
         results = []
         # the features that become reasons come unpacked, in _REASON_FEATURES order (converting all 27 costs more)
-        for c, score, (brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed), \
-                is_widened, n in zip(items.tolist(), scores.tolist(), features.take(_REASON_FEATURES, axis=1).tolist(),
-                                     widened.tolist(), bought, strict=True):
+        for c, score, (brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed, _), \
+                is_widened, n in zip(items.tolist(), scores.tolist(), reason_features, widened.tolist(), bought,
+                                     strict=True):
             info = infos[c]
             reasons = [] if is_widened else [same_type]
             size_ratio = size_difference = None
@@ -720,12 +740,12 @@ class SubstituteEngine:
                 size_ratio = float(f"{math.exp(log_ratio):.3g}")
                 if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
                     size_difference = "same"
-                    reasons.append(f"same size: {size_label[c]}")
+                    reasons.append(same_size_reason[c])
                 else:
                     difference = size_of[c] - x_size
                     size_difference = ("+" if difference > 0 else "-") + format_quantity(abs(difference),
-                                                                                         str(families[c]))
-                    reasons.append(f"size {size_label[c]} vs {x_label}")
+                                                                                         families[c])
+                    reasons.append(size_reason_start[c] + x_label)
             usual_brand = personal and brand_share >= USUAL_BRAND_SHARE
             if usual_brand:
                 reasons.append("your usual brand")
@@ -744,14 +764,10 @@ class SubstituteEngine:
             if viewed >= BOUGHT_INSTEAD_MIN:
                 reasons.append("often viewed together")
             price_difference = None
-            if info.price is not None and x_price is not None:
-                price_difference = round(info.price - x_price, 2)
-                if price_difference < 0:
-                    reasons.append(f"${-price_difference:.2f} cheaper")
-                elif price_difference > 0:
-                    reasons.append(f"${price_difference:.2f} more")
-                else:
-                    reasons.append("same price")
+            cents = cents_of[c]
+            if cents is not None and x_cents is not None:
+                price_difference = (cents - x_cents) / 100  # the same float as round(price - x_price, 2)
+                reasons.append(_price_reason(cents - x_cents))
             if cold_of[c]:
                 reasons.append("new in the catalog")
             if is_widened:

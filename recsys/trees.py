@@ -134,8 +134,11 @@ def score_columns(columns: np.ndarray, feature_ptr: np.ndarray, threshold: np.nd
     alive = np.full((len(leaf_offset), n), _ALL, dtype=np.uint64)  # per tree and row: the leaves still possible
     for f in range(len(feature_ptr) - 1):
         values = columns[f]
+        top = values.max() if n else -np.inf
         for j in range(feature_ptr[f], feature_ptr[f + 1]):
             limit, lost = threshold[j], mask[j]
+            if limit >= top:  # thresholds ascend: no row goes right of this node or of the feature's next ones
+                break
             leaves = alive[tree[j]]
             for i in range(n):
                 leaves[i] &= lost if values[i] > limit else _ALL
