@@ -394,6 +394,11 @@ class SubstituteEngine:
         # prices in whole cents: differences are exact, and their reasons can be cached
         self._cents_of = [None if p is None else round(p * 100) for p in (info.price for info in self._infos)]
         self._cold_of: list[bool] = self._cold.tolist()
+        # per item, [lo, hi) of its group and of its parent category; per customer, the home store's row (-1: none)
+        group_ptr, parent_ptr = self.model.group_ptr.tolist(), self.model.parent_ptr.tolist()
+        self._group_bounds = [(group_ptr[g], group_ptr[g + 1]) for g in self.model.group_of.tolist()]
+        self._parent_bounds = [(parent_ptr[p], parent_ptr[p + 1]) for p in self.model.parent_of.tolist()]
+        self._home_store: list[int] = self.model.home_store.tolist()
         # per item, its variants' catalog fields (Variant's first four): only their stock is read per query
         self._variant_fields = [tuple((info.item_id, info.package_size, info.size, info.price)
                                       for info in map(self._infos.__getitem__, variants))
@@ -459,7 +464,7 @@ class SubstituteEngine:
             item=target, substitutes=results, personalized=cust_row is not None,
             widened=any(r.widened for r in results), model_version=self.version, store_id=store,
             restock_eta=restock_eta, available_at=available_at, variants=self._variants(x, store),
-            metadata_based=bool(self._cold[x]),
+            metadata_based=self._cold_of[x],
         )
 
     def _availability(self, item_id: str, store: str) -> tuple[bool, datetime | None, tuple[str, ...]]:
@@ -560,19 +565,16 @@ class SubstituteEngine:
 
     def group_range(self, x: int) -> tuple[int, int]:
         """[lo, hi) internal indices of item ``x``'s substitution group."""
-        group = self.model.group_of[x]
-        return int(self.model.group_ptr[group]), int(self.model.group_ptr[group + 1])
+        return self._group_bounds[x]
 
     def candidates(self, x: int, cust_row: int | None, store: str = ONLINE, exclude: Iterable[str] = (),
                    filters: SubstituteFilters | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every allowed candidate for item index ``x`` with its feature rows and whether it is widened."""
-        model = self.model
-        parent = model.parent_of[x]
-        lo, hi = self.group_range(x)
+        lo, hi = self._group_bounds[x]
         candidates, similarity = self._allowed_in_range(x, lo, hi, store, exclude, filters)
         widened = np.zeros(len(candidates), dtype=bool)
         if len(candidates) < self.min_group_size:
-            plo, phi = int(model.parent_ptr[parent]), int(model.parent_ptr[parent + 1])
+            plo, phi = self._parent_bounds[x]
             if phi - plo > hi - lo:
                 wide, wide_sim = self._allowed_in_range(x, plo, phi, store, exclude, filters)
                 outside = (wide < lo) | (wide >= hi)
@@ -580,9 +582,9 @@ class SubstituteEngine:
                 similarity = np.concatenate([similarity, wide_sim[outside]])
                 widened = np.concatenate([widened, np.ones(int(outside.sum()), dtype=bool)])
         store_row = self._store_row.get(store)
-        if store_row is None and cust_row is not None and model.home_store[cust_row] >= 0:
-            store_row = int(model.home_store[cust_row])
-        features = self._features(x, candidates, similarity, widened, cust_row, store_row, parent, lo, hi)
+        if store_row is None and cust_row is not None and self._home_store[cust_row] >= 0:
+            store_row = self._home_store[cust_row]
+        features = self._features(x, candidates, similarity, widened, cust_row, store_row, lo, hi)
         return candidates, features, widened
 
     def retrieve(self, x: int, store: str = ONLINE, exclude: Iterable[str] = (),
@@ -610,7 +612,7 @@ class SubstituteEngine:
 
         An X known only from the catalog is ordered by the linear score alone: the re-ranker learned from
         switches away from items with behaviour, and such an X has no switching, co-purchase or trial signals."""
-        rerank = not self._cold[x] and self.scorer.trees is not None
+        rerank = not self._cold_of[x] and self.scorer.trees is not None
         return _select(features, candidates, self.brand_codes, self.model.group_of, self._size_bucket, k,
                        size_alternatives, rerank, *self.scorer.kernel_arguments)
 
@@ -679,15 +681,13 @@ class SubstituteEngine:
         return [code for code in map(self._brand_code.get, brands) if code is not None]
 
     def _features(self, x: int, cand: np.ndarray, similarity: np.ndarray, widened: np.ndarray,
-                  cust_row: int | None, store_row: int | None, parent: int, lo: int, hi: int) -> np.ndarray:
-        model, pairs, store, customer, accepted = (
-            self.model, self._pairs, self._store_items, self._customer_items, self._accepted)
+                  cust_row: int | None, store_row: int | None, lo: int, hi: int) -> np.ndarray:
+        pairs, store, customer, accepted = self._pairs, self._store_items, self._customer_items, self._accepted
         return candidate_features(
             x, cand, similarity, widened, pairs.indptr, pairs.indices, pairs.values, self._item_features,
             -1 if store_row is None else store_row, store.indptr, store.indices, store.values,
             self.family_codes, self.log_size, self.log_price, self.brand_codes, self.private_label,
-            -1 if cust_row is None else cust_row, (lo, hi),
-            (int(model.parent_ptr[parent]), int(model.parent_ptr[parent + 1])),
+            -1 if cust_row is None else cust_row, (lo, hi), self._parent_bounds[x],
             customer.indptr, customer.indices, customer.values, accepted.indptr, accepted.indices, accepted.values,
         )
 
