@@ -128,9 +128,23 @@ class Substitute(NamedTuple):
 _new_substitute = tuple.__new__
 
 
+# Pure functions of a few numbers, cached because answers repeat the common size and price differences (a
+# cache hit costs a fifth of formatting the number)
+@lru_cache(maxsize=4096)
+def _size_ratio(log_ratio: float) -> float:
+    """A substitute's size over X's, to 3 significant digits."""
+    return float(f"{math.exp(log_ratio):.3g}")
+
+
+@lru_cache(maxsize=4096)
+def _size_difference(difference: float, family: str) -> str:
+    """A substitute's size minus X's (not zero), signed, in the family's display unit."""
+    return ("+" if difference > 0 else "-") + format_quantity(abs(difference), family)
+
+
 @lru_cache(maxsize=4096)
 def _price_reason(cents: int) -> str:
-    """The reason that tells a price difference, in cents (cached: answers repeat the common differences)."""
+    """The reason that tells a price difference, in cents."""
     if cents < 0:
         return f"${-cents / 100:.2f} cheaper"
     return f"${cents / 100:.2f} more" if cents > 0 else "same price"
@@ -737,14 +751,12 @@ class SubstituteEngine:
             family = family_of[c]
             if family == x_family and family >= 0:
                 log_ratio = log_size_of[c] - x_log_size
-                size_ratio = float(f"{math.exp(log_ratio):.3g}")
+                size_ratio = _size_ratio(log_ratio)
                 if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
                     size_difference = "same"
                     reasons.append(same_size_reason[c])
                 else:
-                    difference = size_of[c] - x_size
-                    size_difference = ("+" if difference > 0 else "-") + format_quantity(abs(difference),
-                                                                                         families[c])
+                    size_difference = _size_difference(size_of[c] - x_size, families[c])
                     reasons.append(size_reason_start[c] + x_label)
             usual_brand = personal and brand_share >= USUAL_BRAND_SHARE
             if usual_brand:
