@@ -177,7 +177,12 @@ def test_reasons_match_the_data(engine: SubstituteEngine) -> None:
         x = engine.item_info(item_id)
         for s in engine.substitutes(item_id, k=5):
             if s.price is not None and x.price is not None:
-                assert s.price_difference == pytest.approx(s.price - x.price, abs=0.011)
+                difference = round(s.price - x.price, 2)  # exactly, though the engine works in cents
+                assert s.price_difference == difference
+                assert (f"${-difference:.2f} cheaper" if difference < 0 else f"${difference:.2f} more"
+                        if difference > 0 else "same price") in s.reasons
+            else:
+                assert s.price_difference is None and not any(r.startswith("$") for r in s.reasons)
             if any(r.startswith("same size") for r in s.reasons):
                 assert s.size_ratio == pytest.approx(1.0, abs=0.03)
 
