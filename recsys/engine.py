@@ -150,6 +150,22 @@ def _price_reason(cents: int) -> str:
     return f"${cents / 100:.2f} more" if cents > 0 else "same price"
 
 
+class _Shown(NamedTuple):
+    """What presenting an item as a substitute reads, as Python values (numpy scalars cost more to read), in
+    one record per item: an answer's ten substitutes then miss the cache once each, not once per field."""
+
+    info: ItemInfo
+    family: int  # size family code, -1: unknown
+    log_size: float  # NaN: unknown
+    size: float
+    family_name: str | None
+    same_size_reason: str
+    size_reason_start: str  # + X's size label
+    cents: int | None  # the price in whole cents: differences are exact, and their reasons can be cached
+    cold: bool  # no events: new in the catalog
+    size_label: str | None
+
+
 class Variant(NamedTuple):
     """Another pack size of X (same brand and product type) and where it is."""
 
@@ -397,16 +413,13 @@ class SubstituteEngine:
             for q, f in zip(self.log_size.tolist(), self._families, strict=True)
         ]
         self._infos = self._build_infos()
-        # what presenting an answer reads per substitute, as Python values (numpy scalars cost more to read)
-        self._family_of: list[int] = self.family_codes.tolist()
-        self._log_size_of: list[float] = self.log_size.tolist()
-        self._size_of = [math.exp(q) for q in self._log_size_of]  # NaN: unknown
-        labels = [info.package_size or info.size for info in self._infos]
-        self._same_size_reason = [f"same size: {label}" for label in labels]
-        self._size_reason_start = [f"size {label} vs " for label in labels]  # + X's label
-        self._size_label = labels
-        # prices in whole cents: differences are exact, and their reasons can be cached
-        self._cents_of = [None if p is None else round(p * 100) for p in (info.price for info in self._infos)]
+        self._shown = [
+            _Shown(info, family, log_size, math.exp(log_size), family_name, f"same size: {label}",
+                   f"size {label} vs ", None if info.price is None else round(info.price * 100), cold, label)
+            for info, family, log_size, family_name, cold, label in zip(
+                self._infos, self.family_codes.tolist(), self.log_size.tolist(), self._families, self._cold.tolist(),
+                [info.package_size or info.size for info in self._infos], strict=True)
+        ]
         self._cold_of: list[bool] = self._cold.tolist()
         # per item, [lo, hi) of its group and of its parent category; per customer, the home store's row (-1: none)
         group_ptr, parent_ptr = self.model.group_ptr.tolist(), self.model.parent_ptr.tolist()
@@ -725,39 +738,35 @@ class SubstituteEngine:
 
     def _present(self, x: int, items: np.ndarray, scores: np.ndarray, features: np.ndarray, widened: np.ndarray,
                  cust_row: int | None) -> tuple[Substitute, ...]:
-        """The answer's substitutes, with their reasons and how they compare with X. Works on Python values
-        (reading numpy scalars costs more), with what it reads bound once per answer."""
+        """The answer's substitutes, with their reasons and how they compare with X, from each item's
+        :class:`_Shown` record and the reason features."""
         target = self._infos[x]
         personal = cust_row is not None
         reason_features = features.take(_REASON_FEATURES, axis=1).tolist()
         # purchase counts, looked up only when some substitute was bought before (own_history > 0)
         bought = (self._customer_items.lookup(cust_row, items)[:, 1].astype(np.int64).tolist()
                   if cust_row is not None and any(row[-1] > 0 for row in reason_features) else [0] * len(items))
-        infos, family_of, log_size_of, size_of, families = (
-            self._infos, self._family_of, self._log_size_of, self._size_of, self._families)
-        same_size_reason, size_reason_start, cents_of, cold_of = (
-            self._same_size_reason, self._size_reason_start, self._cents_of, self._cold_of)
-        x_family, x_log_size, x_size, x_cents = family_of[x], log_size_of[x], size_of[x], cents_of[x]
-        x_private_label, x_label = target.private_label, self._size_label[x]
+        shown = self._shown
+        _, x_family, x_log_size, x_size, _, _, _, x_cents, _, x_label = shown[x]
+        x_private_label = target.private_label
         same_type = f"same type: {target.product_type.lower()}"
         results = []
         # the features that become reasons come unpacked, in _REASON_FEATURES order (converting all 27 costs more)
         for c, score, (brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed, _), \
                 is_widened, n in zip(items.tolist(), scores.tolist(), reason_features, widened.tolist(), bought,
                                      strict=True):
-            info = infos[c]
+            info, family, log_size, size, family_name, same_size, size_start, cents, cold, _ = shown[c]
             reasons = [] if is_widened else [same_type]
             size_ratio = size_difference = None
-            family = family_of[c]
             if family == x_family and family >= 0:
-                log_ratio = log_size_of[c] - x_log_size
+                log_ratio = log_size - x_log_size
                 size_ratio = _size_ratio(log_ratio)
                 if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
                     size_difference = "same"
-                    reasons.append(same_size_reason[c])
+                    reasons.append(same_size)
                 else:
-                    size_difference = _size_difference(size_of[c] - x_size, families[c])
-                    reasons.append(size_reason_start[c] + x_label)
+                    size_difference = _size_difference(size - x_size, family_name)
+                    reasons.append(size_start + x_label)
             usual_brand = personal and brand_share >= USUAL_BRAND_SHARE
             if usual_brand:
                 reasons.append("your usual brand")
@@ -776,11 +785,10 @@ class SubstituteEngine:
             if viewed >= BOUGHT_INSTEAD_MIN:
                 reasons.append("often viewed together")
             price_difference = None
-            cents = cents_of[c]
             if cents is not None and x_cents is not None:
                 price_difference = (cents - x_cents) / 100  # the same float as round(price - x_price, 2)
                 reasons.append(_price_reason(cents - x_cents))
-            if cold_of[c]:
+            if cold:
                 reasons.append("new in the catalog")
             if is_widened:
                 reasons.append(f"from the wider category {info.category}: too few {target.product_type} available")
