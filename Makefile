@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: install run train test test-slow clean clean-cache
+.PHONY: install run train test test-slow clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,3 @@ test-slow: $(STAMP)
 
 clean:
 	rm -rf $(VENV) models
-
-# numba caches each kernel beside its source file and does not notice a change in a kernel it calls from
-# another file: after editing a kernel, drop the caches so that everything compiles afresh
-clean-cache:
-	find recsys -name '*.nbi' -delete -o -name '*.nbc' -delete

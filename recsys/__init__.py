@@ -1,5 +1,6 @@
 """Substitute-product recommendations: what to offer when the item a shopper wants is unavailable."""
 
+from recsys import _kernel_cache  # noqa: F401  (first: numba's cache directory, before any kernel is defined)
 from recsys.artifact import ArtifactError
 from recsys.config import AlsConfig, TrainConfig
 from recsys.engine import (
