@@ -14,9 +14,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -271,11 +273,33 @@ async def _load(base: str, bodies: list[bytes], rate: float, seconds: float) -> 
 
 def bench_http(model_path: Path, rates: tuple[float, ...] = (100.0, 500.0), seconds: float = 5.0,
                seed: int = 0) -> dict[str, Any]:
-    """Start ``recsys serve`` (one worker) on a free loopback port and load it at fixed rates."""
+    """Start ``recsys serve`` (one worker) on a free loopback port and load it at fixed rates. Where the
+    machine has two cores or more, the server and the load generator each get their own core (Linux), as
+    they would on separate machines: sharing one, the load generator's work between requests evicts the
+    server's caches and competes for its core."""
     engine = SubstituteEngine.load(model_path)
     bodies = [json.dumps({"item_id": q.item_id, "customer_id": q.customer_id, "k": K}).encode()
               for q in query_mix(engine, 500, seed)]
-    with serving(model_path, env={"RECSYS_STATE_PATH": ""}, timeout_s=120) as (base, _):  # inventory in memory
-        asyncio.run(_load(base, bodies, 50.0, 1.0))  # warm-up
-        runs = [asyncio.run(_load(base, bodies, rate, seconds)) for rate in rates]
-    return {"runs": runs}
+    del engine
+    with serving(model_path, env={"RECSYS_STATE_PATH": ""}, timeout_s=120) as (base, process):  # inventory in memory
+        with _separate_cores(process.pid) as pinned:
+            asyncio.run(_load(base, bodies, 50.0, 1.0))  # warm-up
+            runs = [asyncio.run(_load(base, bodies, rate, seconds)) for rate in rates]
+    return {"runs": runs, "server_and_load_generator_on_separate_cores": pinned}
+
+
+@contextmanager
+def _separate_cores(server_pid: int) -> Iterator[bool]:
+    """Pin the server's threads to the first allowed core and this process to the others, for the duration;
+    yields whether it did (not on one core, nor where the OS has no affinity calls)."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cores) < 2:
+        yield False
+        return
+    for thread in os.listdir(f"/proc/{server_pid}/task"):  # threads created later inherit the affinity
+        os.sched_setaffinity(int(thread), {cores[0]})
+    os.sched_setaffinity(0, set(cores[1:]))
+    try:
+        yield True
+    finally:
+        os.sched_setaffinity(0, set(cores))

@@ -1,6 +1,7 @@
 """The latency benchmarks run (quick mode) and report well-formed numbers; timings are never asserted."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def test_scaling_search_is_exact() -> None:
 
 
 def test_cli_quick_mode_writes_json(model_dir: Path, tmp_path: Path) -> None:
+    cores = os.sched_getaffinity(0)
     result = CliRunner().invoke(app, ["bench", "--model", str(model_dir), "--quick", "--json",
                                       str(tmp_path / "latency.json")])
     assert result.exit_code == 0, result.output
@@ -36,4 +38,7 @@ def test_cli_quick_mode_writes_json(model_dir: Path, tmp_path: Path) -> None:
     (run,) = report["http"]["runs"]
     assert run["errors"] == 0 and run["requests"] == 100
     assert 0 < run["engine_in_server_p50_ms"] <= run["server_p50_ms"]
+    # the server and the load generator had a core each, and this process has all its cores back
+    assert report["http"]["server_and_load_generator_on_separate_cores"] == (len(cores) >= 2)
+    assert os.sched_getaffinity(0) == cores
     assert set(report["training"]["stage_seconds"]) >= {"embeddings", "ranker"}
