@@ -420,7 +420,6 @@ class SubstituteEngine:
                 self._infos, self.family_codes.tolist(), self.log_size.tolist(), self._families, self._cold.tolist(),
                 [info.package_size or info.size for info in self._infos], strict=True)
         ]
-        self._cold_of: list[bool] = self._cold.tolist()
         # per item, [lo, hi) of its group and of its parent category; per customer, the home store's row (-1: none)
         group_ptr, parent_ptr = self.model.group_ptr.tolist(), self.model.parent_ptr.tolist()
         self._group_bounds = [(group_ptr[g], group_ptr[g + 1]) for g in self.model.group_of.tolist()]
@@ -491,7 +490,7 @@ class SubstituteEngine:
             item=target, substitutes=results, personalized=cust_row is not None,
             widened=any(r.widened for r in results), model_version=self.version, store_id=store,
             restock_eta=restock_eta, available_at=available_at, variants=self._variants(x, store),
-            metadata_based=self._cold_of[x],
+            metadata_based=self._shown[x].cold,
         )
 
     def _availability(self, item_id: str, store: str) -> tuple[bool, datetime | None, tuple[str, ...]]:
@@ -639,7 +638,7 @@ class SubstituteEngine:
 
         An X known only from the catalog is ordered by the linear score alone: the re-ranker learned from
         switches away from items with behaviour, and such an X has no switching, co-purchase or trial signals."""
-        rerank = not self._cold_of[x] and self.scorer.trees is not None
+        rerank = not self._shown[x].cold and self.scorer.trees is not None
         return _select(features, candidates, self.brand_codes, self.model.group_of, self._size_bucket, k,
                        size_alternatives, rerank, *self.scorer.kernel_arguments)
 
