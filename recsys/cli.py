@@ -198,6 +198,27 @@ def _evaluation_table(result: Any, subset: str) -> Table:
     return table
 
 
+def _headroom_table(result: Any) -> Table:
+    from training.evaluation import MARGIN_METRICS, QUERY_TYPES
+
+    counts = ", ".join(f"{result.query_types[kind]:,} {kind}" for kind in QUERY_TYPES)
+    table = Table(title=f"by kind of query ({counts}); * reads the test period: headroom, not a method")
+    table.add_column("method", style="bold", no_wrap=True)
+    for kind in QUERY_TYPES:
+        for metric in MARGIN_METRICS:
+            table.add_column(f"{kind} {metric}", justify="right")
+    table.add_column("all HR@3", justify="right")
+    table.add_column("new HR@3", justify="right")
+    rows = {**{name: (name, values) for name, values in result.metrics.items()},
+            **{name: (f"{name} *", values) for name, values in result.bounds.items()}}
+    for name, (label, values) in rows.items():
+        by_type = result.by_query_type[name]
+        table.add_row(label, *(f"{by_type[kind][metric]:.3f}" for kind in QUERY_TYPES for metric in MARGIN_METRICS),
+                      f"{values['all']['HR@3']:.3f}", f"{values['new_to_customer']['HR@3']:.3f}",
+                      style="green" if name == "ours" else "dim" if name in result.bounds else None)
+    return table
+
+
 @app.command()
 def evaluate(
     model: Annotated[Path | None, typer.Option(help="a model trained before the split; default: train one")] = None,
@@ -240,6 +261,7 @@ def evaluate(
         raise _fail(str(exc)) from exc
     for subset in evaluation.SUBSETS:
         console.print(_evaluation_table(result, subset))
+    console.print(_headroom_table(result))
     for subset in evaluation.SUBSETS:
         for metric in evaluation.MARGIN_METRICS:
             name, best = result.best_baseline(subset, metric)

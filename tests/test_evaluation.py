@@ -4,11 +4,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from typer.testing import CliRunner
 
 from recsys import ArtifactError, Dataset, SubstituteEngine
 from recsys.cli import app
-from training.evaluation import HIT_KS, MARGIN_METRICS, SUBSETS, default_split, evaluate, margin_interval
+from training.evaluation import (
+    BOUNDS,
+    HIT_KS,
+    MARGIN_METRICS,
+    QUERY_TYPES,
+    SUBSETS,
+    _future_popular,
+    default_split,
+    evaluate,
+    future_trials,
+    margin_interval,
+)
 from training.pipeline import TrainResult, train
 from training.queries import build_queries
 
@@ -75,6 +87,22 @@ def test_metrics_are_well_formed_and_on_the_same_queries(cj_small: Dataset, befo
             assert margin["difference"] == pytest.approx(result.metrics["ours"][subset][metric] - best, abs=1e-5)
             low, high = margin["ci95"]
             assert low <= margin["difference"] <= high and high - low > 0
+    # headroom: each kind of query is a part of the whole, and the oracle is at least each of its two sources
+    assert set(result.bounds) == set(BOUNDS)
+    assert sum(result.query_types.values()) == 600 and min(result.query_types.values()) > 0
+    assert set(result.by_query_type) == set(result.metrics) | set(BOUNDS)
+    for name, by_type in result.by_query_type.items():
+        values = result.metrics.get(name) or result.bounds[name]
+        for metric in MARGIN_METRICS:
+            parts = sum(result.query_types[kind] * by_type[kind][metric] for kind in QUERY_TYPES)
+            assert parts / 600 == pytest.approx(values["all"][metric])
+            if name == "oracle-switch":
+                for kind in QUERY_TYPES:
+                    assert by_type[kind][metric] >= max(result.by_query_type[source][kind][metric]
+                                                        for source in ("history-then-popular", BOUNDS[0]))
+    # history-then-popular is made for rebuys, the future's trials for trials
+    history, future = result.by_query_type["history-then-popular"], result.by_query_type[BOUNDS[0]]
+    assert history["rebuy"]["HR@3"] > future["rebuy"]["HR@3"] and future["trial"]["HR@3"] > history["trial"]["HR@3"]
     # the trained ranker was fitted on its own validation weeks, before the split
     validation = before_split.manifest["ranker"]
     assert validation["source"] == "learned"
@@ -97,7 +125,38 @@ def test_cli_writes_table_json_and_plot(before_split: TrainResult, tmp_path: Pat
     assert metrics["queries"]["all"] == 300 and "history-then-popular" in metrics["metrics"]
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "best baseline" in result.output and "95% interval" in result.output
-    assert set(metrics["margins"]) == set(SUBSETS)
+    assert set(metrics["margins"]) == set(SUBSETS) and set(metrics["bounds"]) == set(BOUNDS)
+    assert "headroom" in result.output and "oracle-switch *" in result.output
+
+
+def test_future_trials_are_first_purchases_in_the_test_period(cj_small: Dataset, before_split: TrainResult,
+                                                              split: pd.Timestamp) -> None:
+    engine = SubstituteEngine.load(before_split.model_dir)
+    per_item, by_customer = future_trials(engine, cj_small.events, split)
+    events = cj_small.events
+    first = events.groupby(["customer_id", "item_id"])["timestamp"].min()
+    tried = first[first >= split].reset_index()
+    assert per_item.sum() == np.isin(tried["item_id"], engine.item_ids).sum() > 0
+    rng = np.random.default_rng(0)
+    for customer in rng.choice(events["customer_id"].unique(), 20, replace=False):
+        row = engine.customer_row(customer)
+        if row is None:
+            continue
+        expected = tried.loc[tried["customer_id"] == customer, "item_id"]
+        assert sorted(engine.item_ids[by_customer[row].indices]) == sorted(expected[np.isin(expected, engine.item_ids)])
+
+
+def test_future_popular_leaves_the_query_customer_out(before_split: TrainResult) -> None:
+    engine = SubstituteEngine.load(before_split.model_dir)
+    sizes = np.diff(engine.model.group_ptr)
+    lo = int(engine.model.group_ptr[np.flatnonzero(sizes >= 4)[0]])
+    x, own, other = lo, lo + 2, lo + 3  # own: tried by customer 0 only; other: by somebody else
+    per_item = np.zeros(engine.model.n_items, dtype=np.int64)
+    per_item[[own, other]] = 1
+    by_customer = sp.csr_matrix(([1.0], ([0], [own])), shape=(len(engine.model.customers), engine.model.n_items))
+    rank = _future_popular(engine, per_item, by_customer)
+    assert rank(x, -1)[:2].tolist() == [own, other]  # a tie: the more popular before the split first
+    assert rank(x, 0)[0] == other and x not in rank(x, 0)
 
 
 def test_margin_interval_resamples_whole_customers() -> None:

@@ -8,6 +8,14 @@ split holding some Y in T with Y != X and no X: h substituted. Query (h, X); rel
 Every method answers the same queries with 10 items; metrics are HR@1/3/5/10, NDCG@10, MRR@10 and catalog
 coverage (share of items with training events that appear in some top 10). For HR@3 and NDCG@10, ours minus
 the best baseline comes with a 95% bootstrap interval over customers: is the win more than noise?
+
+Headroom: two reference rankings read the test period itself, so no method could be built like them; they
+show how high the metrics can go on these queries. ``future-popular-in-group`` ranks X's group by how many
+other customers bought each item for the first time in the test period (what any non-personal guess of "what
+they will try" could at best know); ``oracle-switch`` takes, per query, the better of that and
+history-then-popular (as if one knew whether the customer rebuys one of their own items or tries a new one).
+Each method is also scored on the two kinds of query: "rebuy" (a Y the customer bought before) and "trial"
+(every Y new to them).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Any, Final
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from tqdm.auto import tqdm
 
@@ -36,6 +45,9 @@ DEFAULT_SPLIT_WEEKS: Final[int] = 40
 SUBSETS: Final[tuple[str, ...]] = ("all", "new_to_customer")
 #: the headline metrics: ours against the best baseline, with a bootstrap interval of the difference
 MARGIN_METRICS: Final[tuple[str, ...]] = ("HR@3", "NDCG@10")
+#: reference rankings that read the test period (see the module's docstring): headroom, not competitors
+BOUNDS: Final[tuple[str, ...]] = ("future-popular-in-group", "oracle-switch")
+QUERY_TYPES: Final[tuple[str, ...]] = ("rebuy", "trial")
 
 
 def default_split(events: pd.DataFrame, weeks: int = DEFAULT_SPLIT_WEEKS) -> pd.Timestamp:
@@ -137,6 +149,41 @@ def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
     }
 
 
+def future_trials(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Timestamp
+                  ) -> tuple[np.ndarray, sp.csr_matrix]:
+    """The test period's trials: per item, the customers who bought it at or after ``split`` and never before;
+    and which items each customer (model row) tried so, so a query's own customer can be left out."""
+    purchases = events[events["event_type"].isin(list(PURCHASE_TYPES))]
+    item = pd.Index(engine.item_ids).get_indexer(purchases["item_id"])
+    known = item >= 0
+    pairs = pd.DataFrame({"customer": purchases["customer_id"].to_numpy()[known], "item": item[known],
+                          "after": (purchases["timestamp"] >= split).to_numpy()[known]})
+    first = pairs.groupby(["customer", "item"])["after"].all()  # every purchase of the pair in the test period
+    tried = first[first.to_numpy()].index.to_frame(index=False)
+    per_item = np.bincount(tried["item"], minlength=engine.model.n_items)
+    rows = np.asarray([-1 if (row := engine.customer_row(str(c))) is None else row for c in tried["customer"]])
+    mine = rows >= 0
+    by_customer = sp.csr_matrix((np.ones(int(mine.sum())), (rows[mine], tried["item"].to_numpy()[mine])),
+                                shape=(len(engine.model.customers), engine.model.n_items))
+    return per_item, by_customer
+
+
+def _future_popular(engine: SubstituteEngine, per_item: np.ndarray, by_customer: sp.csr_matrix) -> Ranker:
+    """X's group by the test period's trials, leaving out the query's own customer's (ties: the more popular
+    before the split first)."""
+
+    def rank(x: int, customer: int) -> np.ndarray:
+        lo, hi = engine.group_range(x)
+        members = np.arange(lo, hi)
+        members = members[members != x]
+        score = per_item[members]
+        if customer >= 0:
+            score = score - by_customer[customer, lo:hi].toarray().ravel()[members - lo]
+        return members[np.lexsort((members, -score))][:CUTOFF]
+
+    return rank
+
+
 def _per_query(ranked: list[np.ndarray], relevant: list[np.ndarray]) -> dict[str, np.ndarray]:
     """Each metric's value per query (HR@k: 0 or 1)."""
     first = np.full(len(ranked), CUTOFF, dtype=np.int64)  # rank of the first relevant item; CUTOFF: none
@@ -173,10 +220,15 @@ class EvaluationResult:
     seconds: dict[str, float] = field(default_factory=dict)
     # subset -> metric -> ours minus the best baseline: {"baseline", "difference", "ci95": [low, high]}
     margins: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    bounds: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # BOUNDS, as ``metrics``
+    query_types: dict[str, int] = field(default_factory=dict)  # how many queries of each of QUERY_TYPES
+    # method or bound -> query type -> MARGIN_METRICS (on all of that type's Ys)
+    by_query_type: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"split": self.split, "model_version": self.model_version, "queries": self.queries,
-                "metrics": self.metrics, "margins": self.margins, "seconds": self.seconds}
+                "metrics": self.metrics, "margins": self.margins, "bounds": self.bounds,
+                "query_types": self.query_types, "by_query_type": self.by_query_type, "seconds": self.seconds}
 
     def best_baseline(self, subset: str, metric: str) -> tuple[str, float]:
         baselines = {m: v[subset][metric] for m, v in self.metrics.items() if m != "ours"}
@@ -215,7 +267,26 @@ def evaluate(engine: SubstituteEngine, dataset: Dataset, split: pd.Timestamp, ma
                                                     per_query[name][subset][metric], customers[subset], seed)
             result.margins.setdefault(subset, {})[metric] = {
                 "baseline": name, "difference": round(difference, 5), "ci95": [round(low, 5), round(high, 5)]}
+    _add_headroom(result, engine, dataset.events, split, queries, per_query)
     return result
+
+
+def _add_headroom(result: EvaluationResult, engine: SubstituteEngine, events: pd.DataFrame, split: pd.Timestamp,
+                  queries: Queries, per_query: dict[str, dict[str, dict[str, np.ndarray]]]) -> None:
+    """The reference rankings that read the test period, and every method's metrics per kind of query."""
+    future = _future_popular(engine, *future_trials(engine, events, split))
+    bounds, coverage, _ = score_queries(engine, {BOUNDS[0]: future}, queries)
+    history = per_query["history-then-popular"]
+    bounds[BOUNDS[1]] = {subset: {metric: np.maximum(values, history[subset][metric])
+                                  for metric, values in bounds[BOUNDS[0]][subset].items()} for subset in SUBSETS}
+    result.bounds = _means(bounds, coverage)
+    rebuy = queries.rebuy_mask
+    masks = dict(zip(QUERY_TYPES, (rebuy, ~rebuy), strict=True))
+    result.query_types = {kind: int(mask.sum()) for kind, mask in masks.items()}
+    result.by_query_type = {
+        name: {kind: {metric: float(values["all"][metric][mask].mean()) if mask.any() else 0.0
+                      for metric in MARGIN_METRICS} for kind, mask in masks.items()}
+        for name, values in {**per_query, **bounds}.items()}
 
 
 def score(engine: SubstituteEngine, methods: dict[str, Ranker], queries: Queries, show_progress: bool = False
@@ -279,6 +350,9 @@ def plot(result: EvaluationResult, path: Path) -> None:
             hr = [values[subset][f"HR@{k}"] for k in HIT_KS]
             style = {"linewidth": 3, "color": "black"} if name == "ours" else {"linewidth": 1.5}
             ax.plot(HIT_KS, hr, marker="o", label=name, **style)
+        for (name, values), line in zip(result.bounds.items(), (":", "--"), strict=False):
+            ax.plot(HIT_KS, [values[subset][f"HR@{k}"] for k in HIT_KS], linestyle=line, color="grey",
+                    linewidth=1.5, label=f"{name} (reads the test period)")
         ax.set_title(f"{subset.replace('_', ' ')} ({result.queries[subset]:,} queries)")
         ax.set_xlabel("k")
         ax.set_xticks(HIT_KS)

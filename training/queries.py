@@ -34,6 +34,12 @@ class Queries:
         return np.asarray([len(n) > 0 for n in self.new], dtype=bool)
 
     @property
+    def rebuy_mask(self) -> np.ndarray:
+        """Which queries have a Y the customer bought before the split ("rebuy"; the others are "trial" queries:
+        every Y new to the customer)."""
+        return np.asarray([len(n) < len(r) for n, r in zip(self.new, self.relevant, strict=True)], dtype=bool)
+
+    @property
     def n_new(self) -> int:
         return int(self.new_mask.sum())
 
