@@ -151,8 +151,8 @@ def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
 
 def future_trials(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Timestamp
                   ) -> tuple[np.ndarray, sp.csr_matrix]:
-    """The test period's trials: per item, the customers who bought it at or after ``split`` and never before;
-    and which items each customer (model row) tried so, so a query's own customer can be left out."""
+    """The test period's trials: per item, how many customers bought it at or after ``split`` and never before;
+    and per customer (model row), the items they tried, so that a query's own customer can be left out."""
     purchases = events[events["event_type"].isin(list(PURCHASE_TYPES))]
     item = pd.Index(engine.item_ids).get_indexer(purchases["item_id"])
     known = item >= 0
