@@ -47,8 +47,11 @@ def test_queries_follow_the_switch_protocol(cj_small: Dataset, before_split: Tra
     engine = SubstituteEngine.load(before_split.model_dir)
     queries = build_queries(cj_small.events, engine, split)
     assert len(queries) > 1000
+    pairs = list(zip(queries.customer.tolist(), queries.x.tolist(), strict=True))
+    assert len(set(pairs)) == len(pairs)  # one query per (customer, X)
     events = cj_small.events
     ids = engine.item_ids
+    group_of = dict(zip(ids, engine.model.group_of, strict=True))
     rng = np.random.default_rng(0)
     for i in rng.choice(len(queries), 50, replace=False):
         x, relevant = queries.x[i], queries.relevant[i]
@@ -60,6 +63,11 @@ def test_queries_follow_the_switch_protocol(cj_small: Dataset, before_split: Tra
         assert history.loc[history["item_id"] == ids[x], "session_id"].nunique() >= 2
         bought = set(history["item_id"])
         assert all(ids[n] not in bought for n in queries.new[i])
+        # relevant: the group's other items in every test basket of the customer that holds no X
+        after = events[(events["customer_id"] == customer) & (events["timestamp"] >= split)]
+        after = after[after["item_id"].map(group_of) == engine.model.group_of[x]]
+        switched = after.groupby("session_id")["item_id"].filter(lambda basket: ids[x] not in set(basket))
+        assert set(ids[relevant]) == set(switched)
 
 
 def test_metrics_are_well_formed_and_on_the_same_queries(cj_small: Dataset, before_split: TrainResult,
