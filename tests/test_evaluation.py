@@ -68,6 +68,13 @@ def test_queries_follow_the_switch_protocol(cj_small: Dataset, before_split: Tra
         after = after[after["item_id"].map(group_of) == engine.model.group_of[x]]
         switched = after.groupby("session_id")["item_id"].filter(lambda basket: ids[x] not in set(basket))
         assert set(ids[relevant]) == set(switched)
+    # per basket (what the ranker is fitted on): one query per switch basket, each with part of its pair's Ys
+    baskets = build_queries(cj_small.events, engine, split, per_basket=True)
+    assert len(baskets) > len(queries)
+    of_pair = {pair: set(relevant.tolist()) for pair, relevant in zip(pairs, queries.relevant, strict=True)}
+    for customer, x, relevant in zip(baskets.customer.tolist(), baskets.x.tolist(), baskets.relevant, strict=True):
+        assert set(relevant.tolist()) <= of_pair[(customer, x)]
+    assert set(zip(baskets.customer.tolist(), baskets.x.tolist(), strict=True)) == set(pairs)
 
 
 def test_metrics_are_well_formed_and_on_the_same_queries(cj_small: Dataset, before_split: TrainResult,

@@ -230,8 +230,8 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
         except DataValidationError:
             return {**default, "note": "no events before the validation period"}, "", None
         engine = SubstituteEngine.load(inner.model_dir)
-        queries, unsampled = build_queries(events, engine, validation_start).partition(ranker.max_queries,
-                                                                                       ranker.seed)
+        queries, unsampled = build_queries(events, engine, validation_start, per_basket=True).partition(
+            ranker.max_queries, ranker.seed)
         if len(queries) < ranker.min_queries:
             return {**default, "note": f"only {len(queries)} validation queries"}, "", None
         fit_queries, held_out = queries.split(ranker.holdout_share, ranker.seed)

@@ -71,9 +71,10 @@ class Queries:
 
 
 def build_queries(events: pd.DataFrame, engine: SubstituteEngine, split: pd.Timestamp,
-                  end: pd.Timestamp | None = None) -> Queries:
+                  end: pd.Timestamp | None = None, per_basket: bool = False) -> Queries:
     """Switch queries from purchases: history before ``split``, test baskets in [split, end); one per
-    (customer, X), relevant = every Y of its test baskets."""
+    (customer, X), relevant = every Y of its test baskets. ``per_basket``: one per switch basket instead, its
+    Ys relevant (the ranker learns from each switch as it happened: what the shopper took at that moment)."""
     events = events[events["event_type"].isin(list(PURCHASE_TYPES))]
     item = pd.Index(engine.item_ids).get_indexer(events["item_id"])
     known = item >= 0
@@ -96,7 +97,7 @@ def build_queries(events: pd.DataFrame, engine: SubstituteEngine, split: pd.Time
     test = test[~holds_x]
     bought_before = set(zip(before["customer"], before["item"], strict=True))
     test = test.assign(new=[(c, i) not in bought_before for c, i in zip(test["customer"], test["item"], strict=True)])
-    grouped = test.groupby(["customer", "group", "x"], sort=True)
+    grouped = test.groupby(["customer", "group", *(["basket"] if per_basket else []), "x"], sort=True)
     relevant = grouped["item"].agg(lambda s: np.unique(s.to_numpy()))
     new = grouped.apply(lambda g: np.unique(g.loc[g["new"], "item"].to_numpy()), include_groups=False)
     keys = relevant.index.to_frame(index=False)
