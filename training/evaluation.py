@@ -2,8 +2,9 @@
 
 Protocol (see ``shared/DESIGN.md``): split events by time. For customer h and substitution group T, X is h's
 most-bought item of T before the split (bought in at least 2 baskets). A test event is a basket after the
-split holding some Y in T with Y != X and no X: h substituted. Query (h, X); relevant = the Ys of that basket.
-"New to customer" keeps the Ys h never bought before the split (queries without one drop out of it).
+split holding some Y in T with Y != X and no X: h substituted. One query per (h, X); relevant = the Ys of all
+those baskets (see :mod:`training.queries`). "New to customer" keeps the Ys h never bought before the split
+(queries without one drop out of it).
 
 Every method answers the same queries with 10 items; metrics are HR@1/3/5/10, NDCG@10, MRR@10 and catalog
 coverage (share of items with training events that appear in some top 10). For HR@3 and NDCG@10, ours minus
