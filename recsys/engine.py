@@ -393,7 +393,7 @@ class SubstituteEngine:
         self.price = items["price"].to_numpy(np.float64)
         self.log_price = np.log(self.price).astype(np.float32)
         self.private_label = items["private_label"].to_numpy(bool)
-        self._cold = items["n_customers"].to_numpy() == 0  # no events: known from the catalog only
+        is_cold = items["n_customers"].to_numpy() == 0  # no events: known from the catalog only
         # the candidate's own features, in recsys.features.ITEM_FEATURES order
         self._item_features = np.column_stack([
             self._log_relative_to_group_top(items["n_customers"].to_numpy(np.float64)),
@@ -417,7 +417,7 @@ class SubstituteEngine:
             _Shown(info, family, log_size, math.exp(log_size), family_name, f"same size: {label}",
                    f"size {label} vs ", None if info.price is None else round(info.price * 100), cold, label)
             for info, family, log_size, family_name, cold, label in zip(
-                self._infos, self.family_codes.tolist(), self.log_size.tolist(), self._families, self._cold.tolist(),
+                self._infos, self.family_codes.tolist(), self.log_size.tolist(), self._families, is_cold.tolist(),
                 [info.package_size or info.size for info in self._infos], strict=True)
         ]
         # per item, [lo, hi) of its group and of its parent category; per customer, the home store's row (-1: none)

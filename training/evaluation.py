@@ -38,7 +38,7 @@ from recsys.artifact import ArtifactError
 from recsys.engine import SubstituteEngine
 from recsys.schema import PURCHASE_TYPES, Dataset
 from training.neighbours import cooccurrence
-from training.queries import Queries, build_queries
+from training.queries import Queries, build_queries, customer_rows
 
 CUTOFF: Final[int] = 10
 HIT_KS: Final[tuple[int, ...]] = (1, 3, 5, 10)
@@ -162,7 +162,7 @@ def future_trials(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Time
     first = pairs.groupby(["customer", "item"])["after"].all()  # every purchase of the pair in the test period
     tried = first[first.to_numpy()].index.to_frame(index=False)
     per_item = np.bincount(tried["item"], minlength=engine.model.n_items)
-    rows = np.asarray([-1 if (row := engine.customer_row(str(c))) is None else row for c in tried["customer"]])
+    rows = customer_rows(engine, tried["customer"])
     mine = rows >= 0
     by_customer = sp.csr_matrix((np.ones(int(mine.sum())), (rows[mine], tried["item"].to_numpy()[mine])),
                                 shape=(len(engine.model.customers), engine.model.n_items))

@@ -9,6 +9,7 @@ quotes for this protocol; one per pair reproduces the design's 0.58 and 0.30.)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,12 @@ class Queries:
         return self.take(np.flatnonzero(~held)), self.take(np.flatnonzero(held))
 
 
+def customer_rows(engine: SubstituteEngine, customer_ids: Iterable[object]) -> np.ndarray:
+    """Each customer's row in the engine's model, -1 for customers it does not know."""
+    return np.asarray([-1 if (row := engine.customer_row(str(c))) is None else row for c in customer_ids],
+                      dtype=np.int64)
+
+
 def build_queries(events: pd.DataFrame, engine: SubstituteEngine, split: pd.Timestamp,
                   end: pd.Timestamp | None = None, per_basket: bool = False) -> Queries:
     """Switch queries from purchases: history before ``split``, test baskets in [split, end); one per
@@ -101,7 +108,6 @@ def build_queries(events: pd.DataFrame, engine: SubstituteEngine, split: pd.Time
     relevant = grouped["item"].agg(lambda s: np.unique(s.to_numpy()))
     new = grouped.apply(lambda g: np.unique(g.loc[g["new"], "item"].to_numpy()), include_groups=False)
     keys = relevant.index.to_frame(index=False)
-    rows = np.asarray([engine.customer_row(str(c)) if engine.customer_row(str(c)) is not None else -1
-                       for c in keys["customer"]], dtype=np.int64)
-    return Queries(customer=rows, x=keys["x"].to_numpy(np.int64), relevant=list(relevant.to_numpy()),
+    return Queries(customer=customer_rows(engine, keys["customer"]), x=keys["x"].to_numpy(np.int64),
+                   relevant=list(relevant.to_numpy()),
                    new=list(new.reindex(relevant.index).to_numpy()))
