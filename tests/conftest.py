@@ -13,7 +13,7 @@ from recsys import Dataset, SubstituteEngine  # noqa: E402
 from training.loaders import load_completejourney  # noqa: E402
 from training.pipeline import TrainResult, train  # noqa: E402
 
-REES46 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rees46" / "events-2019-oct-sample.csv"
+REES46 = Path(__file__).resolve().parent / "data" / "rees46" / "events-2019-oct-sample.csv"
 HOUSEHOLDS = 300
 
 
