@@ -1,24 +1,23 @@
 """Substitute-product recommendations: what to offer when the item a shopper wants is unavailable."""
 
-from recsys import _kernel_cache  # noqa: F401  (first: numba's cache directory, before any kernel is defined)
 from recsys.artifact import ArtifactError
 from recsys.config import AlsConfig, TrainConfig
-from recsys.engine import (
+from recsys.engine import SubstituteEngine
+from recsys.inventory import Inventory, StockUpdate
+from recsys.schema import Dataset, DataValidationError
+from recsys.sizes import PackageSize, parse_package_size
+from recsys.types import (
     CategoryPreference,
     CustomerProfile,
     ItemInfo,
     OrderSubstitutes,
     Substitute,
-    SubstituteEngine,
     SubstituteFilters,
     SubstituteList,
     UnknownCustomerError,
     UnknownItemError,
     Variant,
 )
-from recsys.inventory import Inventory, StockUpdate
-from recsys.schema import Dataset, DataValidationError
-from recsys.sizes import PackageSize, parse_package_size
 
 __all__ = [
     "CategoryPreference",

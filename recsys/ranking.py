@@ -1,7 +1,7 @@
 """The ranking features and the scorer that combines them.
 
-Every candidate of a query gets one row of :data:`FEATURES`, each scaled to roughly [0, 1] (``widened`` is
-an indicator). Scoring has two stages:
+Every candidate of a query gets one row of :class:`recsys.kernels.Feature`, each scaled to roughly [0, 1]
+(``widened`` is an indicator). Scoring has two stages:
 
 1. A piecewise-linear score shortlists the candidates: ``features @ weights``, plus ``features @
    history_weights + history_bias`` for candidates the customer bought before (what makes a good substitute
@@ -26,40 +26,10 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import numba
 import numpy as np
 
-from recsys.trees import Forest, score_columns
-
-FEATURES: Final[tuple[str, ...]] = (
-    "similarity",        # cosine of the ALS item embeddings
-    "bought_instead",    # same-group items bought by the same customers (switching)
-    "viewed_together",   # same-group items viewed/carted in one session
-    "switched_to",       # share of baskets without X (from customers loyal to X) that held the candidate
-    "tried",             # share of customers loyal to X who also bought the candidate
-    "popularity",        # distinct customers, relative to the group's most popular item
-    "trend",             # recent (3-week half-life) demand, relative to the group's top
-    "store_popularity",  # demand at the queried store (else the customer's usual store), relative to its top
-    "size_match",        # exp(-|log size ratio|) when the unit families agree, else 0
-    "price_match",       # exp(-|log price ratio|)
-    "same_brand",
-    "same_private_label",
-    "own_history",       # the customer bought this candidate before (log count, saturating at 10)
-    "own_count",         # log count relative to the customer's most-bought item in X's group
-    "own_recent",        # recency-weighted purchases of the candidate, relative to the group's top
-    "own_trend",         # the customer's purchases of the candidate in the last weeks (3-week half-life)
-    "own_loyal",         # bought before x how loyal (not varied) the customer is in X's group
-    "own_share",         # the candidate's share of the customer's purchases in X's group
-    "variety_new",       # never bought by the customer x how varied the customer's purchases in X's group are
-    "brand_affinity",    # the customer's share of the candidate's brand in X's category
-    "size_affinity",     # closeness to the customer's usual size in the category
-    "price_affinity",    # closeness to the customer's usual price level in the category
-    "widened",           # candidate comes from the parent category, not X's own group
-    "accepted_instead",  # substitution feedback for X -> candidate: (accepted - rejected) / (all + 1), in [-1, 1]
-    "own_accepted",      # the customer accepted this candidate as a substitute before (log count, saturating at 3)
-    "trial_trend",       # recent first purchases (customers trying the item), relative to the group's top
-    "launch_recency",    # exp(-days since the item's first event / 30): a recent launch
-)
+from recsys.kernels import FEATURES, Feature, Ranker, linear_scores, scores
+from recsys.trees import Forest
 
 DEFAULT_WEIGHTS: Final[dict[str, float]] = {
     "similarity": 1.0,
@@ -125,17 +95,16 @@ class Scorer:
                              f"{len(FEATURES)}")
         self.new_item_bias = float(rerank.get("new_item_bias", 0.0))
         self.fixed_weights = weight_vector(rerank.get("fixed_weights"), defaults=dict.fromkeys(FEATURES, 0.0))
-        self.kernel_arguments: tuple[Any, ...] = (
+        self.arrays = Ranker(
             self.weights.astype(np.float64), self.history_weights.astype(np.float64), self.history_bias,
             self.min_score, self.new_item_bias, self.fixed_weights.astype(np.float64),
-            *(self.trees or Forest.empty(len(FEATURES))).arrays,
+            (self.trees or Forest.empty(len(FEATURES))).arrays,
         )
-        """What :func:`scores` takes after its first three arguments: for callers inside other kernels (which may
-        also call its steps, :func:`linear_scores` and :func:`rescore`)."""
+        """What the scoring kernels read (:mod:`recsys.kernels`)."""
 
     def linear(self, features: np.ndarray) -> np.ndarray:
         """Stage 1: the piecewise-linear score (float64)."""
-        return linear_scores(features, *self.kernel_arguments[:3])
+        return linear_scores(features, self.arrays)
 
     def __call__(self, features: np.ndarray, shortlist: int | None = None, rerank: bool = True) -> np.ndarray:
         """Scores of all rows; -inf for rows whose linear score is under the cut-off (``min_score``), which
@@ -143,12 +112,12 @@ class Scorer:
         of the other rows (all when None; ties in row order) and the re-ranker scores them; the rest get -inf
         too."""
         return scores(features, len(features) if shortlist is None else shortlist,
-                      rerank and self.trees is not None, *self.kernel_arguments)
+                      rerank and self.trees is not None, self.arrays)
 
     @staticmethod
     def design(features: np.ndarray) -> np.ndarray:
         """The fit's design matrix: features, features of bought-before candidates, bought-before indicator."""
-        bought = (features[:, _OWN] > 0).astype(features.dtype)[:, None]
+        bought = (features[:, Feature.own_history] > 0).astype(features.dtype)[:, None]
         return np.hstack([features, features * bought, bought])
 
     @staticmethod
@@ -158,98 +127,3 @@ class Scorer:
         return {"weights": {f: round(float(v), 5) for f, v in zip(FEATURES, vector[:n], strict=True)},
                 "history_weights": {f: round(float(v), 5) for f, v in zip(FEATURES, vector[n:2 * n], strict=True)},
                 "history_bias": round(float(vector[2 * n]), 5)}
-
-
-_OWN: Final[int] = FEATURES.index("own_history")
-
-
-@numba.njit(cache=True, nogil=True)
-def linear_scores(features: np.ndarray, weights: np.ndarray, history_weights: np.ndarray, history_bias: float
-                  ) -> np.ndarray:
-    """Stage 1 per row, summed in float64: ``row @ weights``, plus ``row @ history_weights + history_bias``
-    where the customer bought the candidate (``own_history`` > 0)."""
-    out = np.empty(len(features))
-    for i in range(len(features)):
-        row = features[i]
-        score = 0.0
-        for j in range(len(row)):
-            score += np.float64(row[j]) * weights[j]
-        if row[_OWN] > 0:
-            score += history_bias
-            for j in range(len(row)):
-                score += np.float64(row[j]) * history_weights[j]
-        out[i] = score
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def scores(features: np.ndarray, shortlist: int, rerank: bool, weights: np.ndarray, history_weights: np.ndarray,
-           history_bias: float, min_score: float, new_item_bias: float, fixed_weights: np.ndarray,
-           *forest: np.ndarray) -> np.ndarray:
-    """:meth:`Scorer.__call__` in one kernel; the arguments after ``rerank`` are :attr:`Scorer.kernel_arguments`."""
-    linear = linear_scores(features, weights, history_weights, history_bias)
-    return rescore(features, linear, np.full(len(linear), -np.inf), shortlist, rerank, min_score, new_item_bias,
-                   fixed_weights, *forest)
-
-
-@numba.njit(cache=True, nogil=True)
-def rescore(features: np.ndarray, linear: np.ndarray, known: np.ndarray, shortlist: int, rerank: bool,
-            min_score: float, new_item_bias: float, fixed_weights: np.ndarray, *forest: np.ndarray) -> np.ndarray:
-    """Final scores from the ``linear`` ones. Without ``rerank``: the linear score where it is at least
-    ``min_score``, else -inf. With it: the trees' score (plus the new-item bias and fixed weights) of the
-    ``shortlist`` rows with the best linear scores at or above ``min_score``, -inf elsewhere. Rows whose
-    ``known`` score is finite (scored before, for a narrower shortlist) keep it: a row's tree score does not
-    depend on the other rows."""
-    eligible = np.where(linear >= min_score, linear, -np.inf)
-    if not rerank:
-        return eligible
-    rows = best_positions(eligible, shortlist)
-    final = np.full(len(linear), -np.inf)
-    final[rows] = known[rows]
-    rows = rows[known[rows] == -np.inf]
-    columns = np.empty((features.shape[1], len(rows)))
-    extra = np.zeros(len(rows))  # new-item bias and fixed weights
-    for i in range(len(rows)):
-        values = features[rows[i]]
-        for j in range(len(values)):
-            value = np.float64(values[j])
-            columns[j, i] = 0.0 if np.isnan(value) else value
-            extra[i] += value * fixed_weights[j]
-        if values[_OWN] <= 0:
-            extra[i] += new_item_bias
-    final[rows] = score_columns(columns, *forest) + extra
-    return final
-
-
-#: up to this many positions, best_positions keeps a sorted buffer in one pass; beyond, it sorts
-_BUFFERED_K: Final[int] = 64
-
-
-@numba.njit(cache=True, nogil=True)
-def best_positions(values: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` largest finite ``values``, largest first; ties by position.
-
-    For the usual small ``k`` (the shortlist, the answer), one pass keeps the best so far in a sorted buffer:
-    a value enters only above the buffer's last, and after the equal values already in, so ties stay in
-    position order. That is 2-3x faster than partitioning at 80-1,500 values, and compiles in a fraction
-    of the time numba's ``np.partition`` takes. Larger ``k``: a stable sort."""
-    if k > _BUFFERED_K:
-        finite = np.flatnonzero(values > -np.inf)  # -inf: under the cut-off, or outside the shortlist
-        return finite[np.argsort(-values[finite], kind="mergesort")][:k]  # stable: ties in position order
-    best = np.empty(max(min(k, len(values)), 0), dtype=np.int64)
-    kept = 0
-    for i in range(len(values)):
-        value = values[i]
-        if not value > -np.inf:  # -inf or NaN: never returned
-            continue
-        if kept == len(best):
-            if kept == 0 or not value > values[best[kept - 1]]:
-                continue
-            kept -= 1  # the smallest (the latest of equals) drops out
-        j = kept
-        while j > 0 and value > values[best[j - 1]]:
-            best[j] = best[j - 1]
-            j -= 1
-        best[j] = i
-        kept += 1
-    return best[:kept]

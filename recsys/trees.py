@@ -1,4 +1,4 @@
-"""LightGBM's text model scored by QuickScorer, in a small numba kernel.
+"""LightGBM's text model scored by QuickScorer, in a small numba kernel (:func:`recsys.kernels.score_columns`).
 
 The re-ranker scores a shortlist of about 40 rows per query. ``lightgbm.Booster.predict`` spends most of its
 time on per-call overhead there, and walking the trees node by node stalls on each step's dependent loads
@@ -15,19 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
+
+from recsys.kernels import Trees, score_columns
 
 #: the most leaves a tree may have: one bit per leaf in a 64-bit mask
 MAX_LEAVES = 64
 #: LightGBM's ``decision_type`` bits other than the default direction: categorical split, missing-value type
 _CATEGORICAL, _MISSING_TYPE = 1, 12
-_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
-# the lowest set bit's position: (m & -m) * de Bruijn constant >> 58 indexes this table
-_DE_BRUIJN = 0x022FDD63CC95386D
-_LOWEST_BIT = np.zeros(64, dtype=np.int64)
-for _bit in range(64):
-    _LOWEST_BIT[(((1 << _bit) * _DE_BRUIJN) & (2**64 - 1)) >> 58] = _bit
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,42 +105,13 @@ class Forest:
         rows = np.asarray(rows)
         if rows.ndim != 2 or rows.shape[1] != self.num_features:
             raise ValueError(f"expected rows of {self.num_features} features, got shape {rows.shape}")
-        return score_columns(np.nan_to_num(rows.T.astype(np.float64), nan=0.0), *self.arrays)
+        return score_columns(np.nan_to_num(rows.T.astype(np.float64), nan=0.0), self.arrays)
 
     @property
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        """What :func:`score_columns` reads, in its order."""
-        return (self.feature_ptr, self.threshold, self.tree, self.mask, self.leaf_offset, self.leaf_value,
-                _LOWEST_BIT)
+    def arrays(self) -> Trees:
+        """What :func:`recsys.kernels.score_columns` reads."""
+        return Trees(self.feature_ptr, self.threshold, self.tree, self.mask, self.leaf_offset, self.leaf_value)
 
 
 def _fields(text: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-
-@numba.njit(cache=True, nogil=True)
-def score_columns(columns: np.ndarray, feature_ptr: np.ndarray, threshold: np.ndarray, tree: np.ndarray,
-                  mask: np.ndarray, leaf_offset: np.ndarray, leaf_value: np.ndarray, lowest_bit: np.ndarray
-                  ) -> np.ndarray:
-    """Raw scores of rows given as float64 columns, shape (num_features, rows), NaN already read as 0. The
-    arguments after ``columns`` are :attr:`Forest.arrays`: for use inside other kernels. Each node updates all
-    rows at once, branch-free, which the compiler vectorises."""
-    n = columns.shape[1]
-    alive = np.full((len(leaf_offset), n), _ALL, dtype=np.uint64)  # per tree and row: the leaves still possible
-    for f in range(len(feature_ptr) - 1):
-        values = columns[f]
-        top = values.max() if n else -np.inf
-        for j in range(feature_ptr[f], feature_ptr[f + 1]):
-            limit, lost = threshold[j], mask[j]
-            if limit >= top:  # thresholds ascend: no row goes right of this node or of the feature's next ones
-                break
-            leaves = alive[tree[j]]
-            for i in range(n):
-                leaves[i] &= lost if values[i] > limit else _ALL
-    out = np.zeros(n)
-    for t in range(len(leaf_offset)):  # LightGBM's order of summation
-        for i in range(n):
-            m = alive[t, i]
-            lowest = (m & (~m + np.uint64(1))) * np.uint64(_DE_BRUIJN)  # wraps around, as intended
-            out[i] += leaf_value[leaf_offset[t] + lowest_bit[lowest >> np.uint64(58)]]
-    return out

@@ -313,7 +313,7 @@ def test_retrieve_is_the_exact_filtered_neighbourhood_in_the_group(engine: Subst
         found, similarity = engine.retrieve(x, "S7", filters=SubstituteFilters(private_label=False), k=5)
         lo, hi = engine.group_range(x)
         members = [i for i in range(lo, hi) if i != x and engine.item_ids[i] not in out
-                   and not engine.private_label[i]]
+                   and not engine.catalog.private_label[i]]
         expected = np.sort(factors[members] @ factors[x])[::-1][:5]
         assert np.allclose(similarity, expected, atol=1e-5), "the k most similar allowed members, best first"
         assert all(lo <= i < hi and i != x and engine.item_ids[i] not in out for i in found.tolist())
@@ -327,11 +327,11 @@ def test_ranges_larger_than_max_candidates(engine: SubstituteEngine, monkeypatch
     group = int(np.flatnonzero(sizes >= 30)[0])
     lo, hi = int(engine.model.group_ptr[group]), int(engine.model.group_ptr[group + 1])
     x = lo
-    monkeypatch.setattr(engine, "max_candidates", 8)
+    monkeypatch.setattr(engine.finder, "max_candidates", 8)
     nearest, _ = engine.retrieve(x, "no-reports")  # a store nobody reported on: everything in stock
     exact = np.argsort(-(factors[lo:hi] @ factors[x]), kind="stable")[:8] + lo
     assert set(nearest.tolist()) == set(exact.tolist()) - {x}, "the range's nearest 8, less X itself"
-    brand = engine.brand_names[engine.brand_codes[lo:hi]]
+    brand = engine.catalog.brand_names[engine.catalog.brand_codes[lo:hi]]
     rare = pd.Series(brand[1:]).value_counts()
     narrow = rare[rare <= 8].index[0]
     found, similarity = engine.retrieve(x, "no-reports", filters=SubstituteFilters(brands=[narrow]))
@@ -372,12 +372,11 @@ def test_loading_compiles_every_kernel_that_queries_run(model_dir: Path) -> None
 _FIRST_QUERIES = """
 import json, sys
 from numba.core.registry import CPUDispatcher
-import recsys.engine, recsys.features, recsys.ranking, recsys.sparse, recsys.trees
+import recsys.kernels
 from recsys import StockUpdate, SubstituteEngine, SubstituteFilters
 
 engine = SubstituteEngine.load(sys.argv[1])
-kernels = {kernel for module in (recsys.engine, recsys.features, recsys.ranking, recsys.sparse, recsys.trees)
-           for kernel in vars(module).values() if isinstance(kernel, CPUDispatcher)}
+kernels = {kernel for kernel in vars(recsys.kernels).values() if isinstance(kernel, CPUDispatcher)}
 compiled = {kernel: len(kernel.signatures) for kernel in kernels}
 customer = str(engine.model.customers[0])
 items = engine.model.items.loc[engine.model.items["n_customers"] > 0, "item_id"].sample(20, random_state=21).tolist()

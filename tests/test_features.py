@@ -1,5 +1,5 @@
-"""The compiled feature kernel (recsys.features) against the features' definitions, written out in numpy over
-the model's scipy matrices, on real personal and anonymous queries."""
+"""The compiled feature kernel (recsys.kernels.candidate_features) against the features' definitions, written
+out in numpy over the model's scipy matrices, on real personal and anonymous queries."""
 
 import math
 
@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from recsys import SubstituteEngine
-from recsys.ranking import FEATURES
-from recsys.sparse import positions
+from recsys.kernels import FEATURES, positions
 
 pytestmark = pytest.mark.realdata
 
@@ -32,12 +31,12 @@ def _reference(engine: SubstituteEngine, x: int, cand: np.ndarray, similarity: n
         sold = model.store_items[store].toarray()[0, cand]
         if sold.max() > 0:
             expected["store_popularity"] = np.log1p(sold) / np.log1p(sold.max())
-    families, log_size, log_price = engine.family_codes, engine.log_size, engine.log_price
+    families, log_size, log_price = engine.catalog.family_codes, engine.catalog.log_size, engine.catalog.log_price
     same_family = (families[cand] == families[x]) & (families[x] >= 0)
     expected["size_match"] = np.where(same_family, np.nan_to_num(np.exp(-np.abs(log_size[cand] - log_size[x]))), 0)
     expected["price_match"] = np.nan_to_num(np.exp(-np.abs(log_price[cand] - log_price[x])))
-    expected["same_brand"] = engine.brand_codes[cand] == engine.brand_codes[x]
-    expected["same_private_label"] = engine.private_label[cand] == engine.private_label[x]
+    expected["same_brand"] = engine.catalog.brand_codes[cand] == engine.catalog.brand_codes[x]
+    expected["same_private_label"] = engine.catalog.private_label[cand] == engine.catalog.private_label[x]
     expected["widened"] = widened
     if customer is not None:
         lo, hi = engine.group_range(x)
@@ -61,7 +60,7 @@ def _reference(engine: SubstituteEngine, x: int, cand: np.ndarray, similarity: n
             expected["own_loyal"] = (own > 0) * (1 - variety)
         mine = np.flatnonzero(weight[plo:phi]) + plo
         if len(mine):
-            brands = engine.brand_codes
+            brands = engine.catalog.brand_codes
             w = weight[mine]
             expected["brand_affinity"] = np.array([w[brands[mine] == brands[c]].sum() for c in cand]) / w.sum()
             usual = mine[(mine >= lo) & (mine < hi)] if ((mine >= lo) & (mine < hi)).any() else mine
@@ -100,7 +99,7 @@ def test_candidate_features_follow_their_definitions(engine: SubstituteEngine) -
 
 def test_positions_merge_and_search_agree_with_scipy(engine: SubstituteEngine) -> None:
     """Stored entries are found by a merge (ascending candidates) or a binary search each (any order)."""
-    rows = engine._customer_items
+    rows = engine.finder.customer_items
     matrix = engine.model.customer_count
     rng = np.random.default_rng(0)
     for row in rng.choice(len(engine.model.customers), size=30, replace=False).tolist():
@@ -109,7 +108,7 @@ def test_positions_merge_and_search_agree_with_scipy(engine: SubstituteEngine) -
                                             rng.integers(0, engine.model.n_items, 20)]))
         expected = np.array([matrix[row, c] for c in columns])
         for ascending, order in ((True, np.arange(len(columns))), (False, rng.permutation(len(columns)))):
-            pos = positions(rows.indptr, rows.indices, row, columns[order], ascending)
+            pos = positions(rows, row, columns[order], ascending)
             found = np.where(pos >= 0, rows.values[pos, 1], 0)
             np.testing.assert_array_equal(found, expected[order])
             assert (pos >= 0).sum() >= min(5, len(stored))

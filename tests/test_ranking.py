@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recsys import ArtifactError, SubstituteEngine
+from recsys.kernels import FEATURES, best_positions
 from recsys.model import RERANKER_FILE
-from recsys.ranking import FEATURES, Scorer, best_positions
+from recsys.ranking import Scorer
 
 pytestmark = pytest.mark.realdata
 

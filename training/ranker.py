@@ -22,7 +22,8 @@ from scipy.optimize import minimize
 
 from recsys.config import RankerConfig
 from recsys.engine import SubstituteEngine
-from recsys.ranking import DEFAULT_WEIGHTS, FEATURES, Scorer
+from recsys.kernels import FEATURES
+from recsys.ranking import DEFAULT_WEIGHTS, Scorer
 
 #: the re-ranker's new-item biases tried on the held-out validation queries
 NEW_ITEM_BIASES: Final[tuple[float, ...]] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75)

@@ -1,0 +1,145 @@
+"""A query's candidates: the hard rules, the request's filters, and each candidate's feature row.
+
+Hard rules, enforced before ranking: a candidate is never X itself, never known out of stock at the queried
+store, never excluded (in the cart), always in X's substitution group (or in X's parent category when the
+group has too few, which the answer says), and always passes the request's filters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Final
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from recsys.inventory import Inventory
+from recsys.items import ItemTable
+from recsys.kernels import best_positions, candidate_features, rule_mask
+from recsys.model import ModelData
+from recsys.sparse import SparseRows
+from recsys.types import SubstituteFilters
+
+_NO_MASK: Final[np.ndarray] = np.empty(0, dtype=bool)
+_NO_ITEMS: Final[np.ndarray] = np.empty(0, dtype=np.int64)
+
+
+class CandidateFinder:
+    """Finds the allowed candidates of a query and computes their feature rows, from arrays built at load."""
+
+    def __init__(self, model: ModelData, items: ItemTable, inventory: Inventory, max_candidates: int,
+                 min_group_size: int) -> None:
+        self.model, self.items, self.inventory = model, items, inventory
+        self.max_candidates, self.min_group_size = max_candidates, min_group_size
+        self.store_row = {str(s): i for i, s in enumerate(model.stores)}
+        self.home_store: list[int] = model.home_store.tolist()  # per customer, the home store's row (-1: none)
+        self.store_items = SparseRows.of(model.store_items)
+        # recsys.kernels.PAIR_FEATURES order
+        self.pairs = SparseRows.of(model.switch, model.coview, model.switch_to, model.trial, model.feedback)
+        # columns: recency-weighted interactions, purchase count, short half-life (trend) weight
+        self.customer_items = SparseRows.of(model.customer_weight, model.customer_count, model.customer_recent)
+        self.accepted = SparseRows.of(model.customer_accepted)
+        self._stock_masks: dict[str, tuple[int, np.ndarray]] = {}
+
+    def find(self, x: int, cust_row: int | None, store: str, exclude: Iterable[str] = (),
+             filters: SubstituteFilters | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every allowed candidate for item index ``x`` with its feature rows and whether it is widened."""
+        lo, hi = self.items.group_bounds[x]
+        candidates, similarity = self.in_range(x, lo, hi, store, exclude, filters)
+        widened = np.zeros(len(candidates), dtype=bool)
+        if len(candidates) < self.min_group_size:
+            plo, phi = self.items.parent_bounds[x]
+            if phi - plo > hi - lo:
+                wide, wide_sim = self.in_range(x, plo, phi, store, exclude, filters)
+                outside = (wide < lo) | (wide >= hi)
+                candidates = np.concatenate([candidates, wide[outside]])
+                similarity = np.concatenate([similarity, wide_sim[outside]])
+                widened = np.concatenate([widened, np.ones(int(outside.sum()), dtype=bool)])
+        store_row = self.store_row.get(store)
+        if store_row is None and cust_row is not None and self.home_store[cust_row] >= 0:
+            store_row = self.home_store[cust_row]
+        features = self.features(x, candidates, similarity, widened, cust_row, store_row)
+        return candidates, features, widened
+
+    def nearest_in_group(self, x: int, store: str, exclude: Iterable[str] = (),
+                         filters: SubstituteFilters | None = None, k: int | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Members of X's group that pass the hard rules and filters, most similar to X first (the best ``k``
+        when given), with their cosine."""
+        candidates, similarity = self.in_range(x, *self.items.group_bounds[x], store, exclude, filters)
+        best = best_positions(similarity.astype(np.float64), len(similarity) if k is None else k)  # one compile
+        return candidates[best], similarity[best]
+
+    def in_range(self, x: int, lo: int, hi: int, store: str, exclude: Iterable[str],
+                 filters: SubstituteFilters | None) -> tuple[np.ndarray, np.ndarray]:
+        """Candidates in [lo, hi) that pass :meth:`allowed`, with their cosine to x: all of them when the range or
+        what passes has at most ``max_candidates`` (the rules come first, so a filter that leaves few items of a
+        large parent category costs no search), else the nearest ``max_candidates`` of the range (FAISS) that
+        pass."""
+        members = np.arange(lo, hi)
+        keep = self.allowed(members, x, store, exclude, filters)
+        factors = self.model.factors
+        if hi - lo <= self.max_candidates:  # BLAS over the range: the similarity feature the ranker was fitted on
+            return members[keep], (factors[lo:hi] @ factors[x])[keep]
+        candidates = members[keep]
+        if len(candidates) <= self.max_candidates:
+            return candidates, factors[candidates] @ factors[x]
+        params = faiss.SearchParameters(sel=faiss.IDSelectorRange(lo, hi, True))
+        sims, ids = self.model.index.search(factors[x:x + 1], self.max_candidates, params=params)
+        found = ids[0] >= 0
+        nearest, similarity = ids[0][found].astype(np.int64), sims[0][found]
+        passing = keep[nearest - lo]
+        return nearest[passing], similarity[passing]
+
+    def allowed(self, candidates: np.ndarray, x: int, store: str, exclude: Iterable[str] = (),
+                filters: SubstituteFilters | None = None) -> np.ndarray:
+        """Which ``candidates`` pass the hard rules (not X, in stock at ``store``, not excluded) and ``filters``."""
+        stock = self._stock_mask(store)
+        index_of = self.items.index_of
+        excluded = [index_of[e] for e in exclude if e in index_of]
+        return rule_mask(candidates, x, _NO_MASK if stock is None else stock,
+                         np.unique(np.asarray(excluded, dtype=np.int64)) if excluded else _NO_ITEMS,
+                         _NO_MASK if filters is None else self._filter_mask(candidates, x, filters))
+
+    def features(self, x: int, candidates: np.ndarray, similarity: np.ndarray, widened: np.ndarray,
+                 cust_row: int | None, store_row: int | None) -> np.ndarray:
+        """The candidates' rows of :class:`recsys.kernels.Feature` (one compiled pass)."""
+        items = self.items
+        return candidate_features(
+            x, candidates, similarity, widened, items.columns, self.pairs, self.store_items,
+            -1 if store_row is None else store_row, self.customer_items, self.accepted,
+            -1 if cust_row is None else cust_row, items.group_bounds[x], items.parent_bounds[x],
+        )
+
+    def _stock_mask(self, store: str) -> np.ndarray | None:
+        version = self.inventory.version(store)
+        if version == 0:
+            return None
+        cached = self._stock_masks.get(store)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        version, missing = self.inventory.out_of_stock(store)
+        mask = np.zeros(self.model.n_items, dtype=bool)
+        positions = pd.Index(self.items.ids).get_indexer(missing) if missing else np.empty(0, dtype=np.int64)
+        mask[positions[positions >= 0]] = True
+        self._stock_masks[store] = (version, mask)
+        return mask
+
+    def _filter_mask(self, candidates: np.ndarray, x: int, filters: SubstituteFilters) -> np.ndarray:
+        items = self.items
+        mask = np.ones(len(candidates), dtype=bool)
+        if filters.brands is not None:
+            mask &= np.isin(items.brand_codes[candidates], items.brand_codes_of(filters.brands))
+        if filters.exclude_brands:
+            mask &= ~np.isin(items.brand_codes[candidates], items.brand_codes_of(filters.exclude_brands))
+        if filters.private_label is not None:
+            mask &= items.private_label[candidates] == filters.private_label
+        if filters.max_price is not None:
+            mask &= items.price[candidates] <= filters.max_price  # unknown price (NaN) fails
+        if filters.same_size_family or filters.max_size_ratio is not None:
+            mask &= (items.family_codes[candidates] == items.family_codes[x]) & (items.family_codes[x] >= 0)
+        if filters.max_size_ratio is not None:
+            mask &= np.abs(items.log_size[candidates] - items.log_size[x]) <= math.log(filters.max_size_ratio) + 1e-6
+        return mask

@@ -1,0 +1,186 @@
+"""Presenting an answer: the substitutes' reasons and how each compares with X (size, price, brand), X's
+other pack sizes and where X is available. Everything an answer shows is prepared per item at load."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from functools import lru_cache
+from typing import Final, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from recsys.inventory import Inventory
+from recsys.items import SAME_SIZE_TOLERANCE, ItemTable
+from recsys.kernels import Feature
+from recsys.model import ModelData
+from recsys.sizes import UNIT_PRICE_BASIS, format_quantity
+from recsys.sparse import SparseRows
+from recsys.types import ItemInfo, Substitute, Variant
+
+#: the features that presenting an answer reads, in the order :meth:`Presenter.present` unpacks them
+_REASON_FEATURES: Final[np.ndarray] = np.array([
+    Feature.brand_affinity, Feature.same_brand, Feature.own_accepted, Feature.accepted_instead,
+    Feature.switched_to, Feature.bought_instead, Feature.viewed_together, Feature.own_history], dtype=np.int64)
+#: thresholds above which a feature becomes a shopper-facing reason
+USUAL_BRAND_SHARE: Final[float] = 0.3
+BOUGHT_INSTEAD_MIN: Final[float] = 0.05
+#: builds a named tuple from one tuple of all its fields: skips the keyword-argument constructor (0.4 µs of
+#: the 4 µs that presenting one substitute costs)
+_new = tuple.__new__
+
+
+# Pure functions of a few numbers, cached because answers repeat the common size and price differences (a
+# cache hit costs a fifth of formatting the number)
+@lru_cache(maxsize=4096)
+def _size_ratio(log_ratio: float) -> float:
+    """A substitute's size over X's, to 3 significant digits."""
+    return float(f"{math.exp(log_ratio):.3g}")
+
+
+@lru_cache(maxsize=4096)
+def _size_difference(difference: float, family: str) -> str:
+    """A substitute's size minus X's (not zero), signed, in the family's display unit."""
+    return ("+" if difference > 0 else "-") + format_quantity(abs(difference), family)
+
+
+@lru_cache(maxsize=4096)
+def _price_reason(cents: int) -> str:
+    """The reason that tells a price difference, in cents."""
+    if cents < 0:
+        return f"${-cents / 100:.2f} cheaper"
+    return f"${cents / 100:.2f} more" if cents > 0 else "same price"
+
+
+class _Shown(NamedTuple):
+    """What presenting an item as a substitute reads, as Python values (numpy scalars cost more to read), in
+    one record per item: an answer's ten substitutes then miss the cache once each, not once per field."""
+
+    info: ItemInfo
+    family: int  # size family code, -1: unknown
+    log_size: float  # NaN: unknown
+    size: float
+    family_name: str | None
+    same_size_reason: str
+    size_reason_start: str  # + X's size label
+    cents: int | None  # the price in whole cents: differences are exact, and their reasons can be cached
+    cold: bool  # no events: new in the catalog
+    size_label: str | None
+
+
+class Presenter:
+    """Turns ranked candidates into the answer's records; built once per model."""
+
+    def __init__(self, model: ModelData, items: ItemTable, inventory: Inventory, customer_items: SparseRows
+                 ) -> None:
+        self.model, self.items, self.inventory, self.customer_items = model, items, inventory, customer_items
+        size_display = items.size_display()
+        self.infos = self._build_infos(size_display)
+        self._shown = [
+            _Shown(info, family, log_size, math.exp(log_size), family_name, f"same size: {label}",
+                   f"size {label} vs ", None if info.price is None else round(info.price * 100), cold, label)
+            for info, family, log_size, family_name, cold, label in zip(
+                self.infos, items.family_codes.tolist(), items.log_size.tolist(), items.families, items.cold,
+                [info.package_size or info.size for info in self.infos], strict=True)
+        ]
+        # per item, its variants' catalog fields (Variant's first four): only their stock is read per query
+        self._variant_fields = [tuple((info.item_id, info.package_size, info.size, info.price)
+                                      for info in map(self.infos.__getitem__, variants))
+                                for variants in items.variants()]
+
+    def _build_infos(self, size_display: list[str | None]) -> list[ItemInfo]:
+        items, table = self.model.items, self.items
+        sizes = [None if t is None or pd.isna(t) else " ".join(str(t).split())
+                 for t in items["package_size"].astype(object).tolist()]
+        prices = [None if math.isnan(p) else round(p, 2) for p in table.price.tolist()]
+        families = table.families
+        basis = np.asarray([UNIT_PRICE_BASIS.get(f, np.nan) if f is not None else np.nan for f in families])
+        per_unit = table.price / np.exp(table.log_size.astype(np.float64)) * basis
+        unit_prices = [None if not math.isfinite(u) or u <= 0 else float(f"{u:.3g}") for u in per_unit.tolist()]
+        unit_per = [format_quantity(b, f) if u is not None else None
+                    for u, b, f in zip(unit_prices, basis.tolist(), families, strict=True)]
+        columns = zip(items["item_id"].astype(str).tolist(), items["brand"].astype(str).tolist(),
+                      items["private_label"].astype(bool).tolist(), items["department"].astype(str).tolist(),
+                      items["category"].astype(str).tolist(), items["product_type"].astype(str).tolist(),
+                      sizes, size_display, prices, unit_prices, unit_per, strict=True)
+        return [ItemInfo(*row) for row in columns]
+
+    def is_cold(self, x: int) -> bool:
+        """X has no events: known from the catalog only."""
+        return self._shown[x].cold
+
+    def present(self, x: int, items: np.ndarray, scores: np.ndarray, features: np.ndarray, widened: np.ndarray,
+                cust_row: int | None) -> tuple[Substitute, ...]:
+        """The answer's substitutes, with their reasons and how they compare with X, from each item's
+        :class:`_Shown` record and the reason features."""
+        target = self.infos[x]
+        personal = cust_row is not None
+        reason_features = features.take(_REASON_FEATURES, axis=1).tolist()
+        # purchase counts, looked up only when some substitute was bought before (own_history > 0)
+        bought = (self.customer_items.lookup(cust_row, items)[:, 1].astype(np.int64).tolist()
+                  if cust_row is not None and any(row[-1] > 0 for row in reason_features) else [0] * len(items))
+        shown = self._shown
+        _, x_family, x_log_size, x_size, _, _, _, x_cents, _, x_label = shown[x]
+        x_private_label = target.private_label
+        same_type = f"same type: {target.product_type.lower()}"
+        results = []
+        # the features that become reasons come unpacked, in _REASON_FEATURES order (converting all 27 costs more)
+        for c, score, (brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed, _), \
+                is_widened, n in zip(items.tolist(), scores.tolist(), reason_features, widened.tolist(), bought,
+                                     strict=True):
+            info, family, log_size, size, family_name, same_size, size_start, cents, cold, _ = shown[c]
+            reasons = [] if is_widened else [same_type]
+            size_ratio = size_difference = None
+            if family == x_family and family >= 0:
+                log_ratio = log_size - x_log_size
+                size_ratio = _size_ratio(log_ratio)
+                if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
+                    size_difference = "same"
+                    reasons.append(same_size)
+                else:
+                    size_difference = _size_difference(size - x_size, family_name)
+                    reasons.append(size_start + x_label)
+            usual_brand = personal and brand_share >= USUAL_BRAND_SHARE
+            if usual_brand:
+                reasons.append("your usual brand")
+            elif same_brand:
+                reasons.append("same brand")
+            if info.private_label and not x_private_label:
+                reasons.append("store brand")
+            if own_accepted > 0:
+                reasons.append("you accepted it as a substitute before")
+            if n:
+                reasons.append(f"you bought it before ({n}x)")
+            if accepted >= BOUGHT_INSTEAD_MIN:
+                reasons.append("shoppers accepted it instead")
+            if switched >= BOUGHT_INSTEAD_MIN or bought_instead >= BOUGHT_INSTEAD_MIN:
+                reasons.append("often bought instead")
+            if viewed >= BOUGHT_INSTEAD_MIN:
+                reasons.append("often viewed together")
+            price_difference = None
+            if cents is not None and x_cents is not None:
+                price_difference = (cents - x_cents) / 100  # the same float as round(price - x_price, 2)
+                reasons.append(_price_reason(cents - x_cents))
+            if cold:
+                reasons.append("new in the catalog")
+            if is_widened:
+                reasons.append(f"from the wider category {info.category}: too few {target.product_type} available")
+            results.append(_new(Substitute, info + (round(score, 4), tuple(reasons), size_ratio,
+                                                               size_difference, price_difference, usual_brand, n,
+                                                               is_widened)))
+        return tuple(results)
+
+    def availability(self, item_id: str, store: str) -> tuple[bool, datetime | None, tuple[str, ...]]:
+        """(in stock at ``store``, restock date there if out and known, other places that report it in stock)."""
+        state = self.inventory.state(store, item_id)
+        out = state is not None and not state.in_stock
+        elsewhere = self.inventory.in_stock_at(item_id)
+        if store in elsewhere:
+            elsewhere = tuple(s for s in elsewhere if s != store)
+        return not out, state.restock_eta if out and state is not None else None, elsewhere
+
+    def variants(self, x: int, store: str) -> tuple[Variant, ...]:
+        """Up to :data:`recsys.items.MAX_VARIANTS` other pack sizes of X, with their stock at ``store``."""
+        return tuple([_new(Variant, fields + self.availability(fields[0], store))
+                      for fields in self._variant_fields[x]])

@@ -1,0 +1,74 @@
+"""The compiled kernels live in one module, so numba's per-file cache never runs a kernel against an old
+callee or constant; and importing the package configures nothing."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+from numba.core.registry import CPUDispatcher
+
+import recsys
+from recsys import kernels
+
+PACKAGE = Path(recsys.__file__).resolve().parent
+
+
+def test_only_the_kernels_module_uses_numba() -> None:
+    users = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(name.split(".")[0] == "numba" for name in names):
+                users.append(path.relative_to(PACKAGE).as_posix())
+    assert users == ["kernels.py"]
+
+
+def test_every_kernel_reads_only_what_its_own_module_defines() -> None:
+    """A kernel's globals (other kernels, constants, the feature layout) must be defined in recsys/kernels.py:
+    one imported from another module would not invalidate the cache when that module changes."""
+    dispatchers = [value for value in vars(kernels).values() if isinstance(value, CPUDispatcher)]
+    assert len(dispatchers) >= 10
+    for kernel in dispatchers:
+        for name in kernel.py_func.__code__.co_names:
+            value = vars(kernels).get(name)
+            if value is None or isinstance(value, types.ModuleType):
+                continue  # attributes, builtins, numpy/math
+            origin = getattr(value, "py_func", value)
+            module = getattr(origin, "__module__", None) or getattr(type(origin), "__module__", "")
+            defined_here = module == kernels.__name__ or not module.startswith("recsys")
+            assert defined_here, f"{kernel.py_func.__name__} reads {name} from {module}"
+            if isinstance(value, (int, float, tuple)):
+                assert name in _assigned_names(), f"{kernel.py_func.__name__} reads {name}, not assigned here"
+
+
+def _assigned_names() -> set[str]:
+    tree = ast.parse(Path(kernels.__file__).read_text())
+    names = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+            node, ast.AnnAssign) else []
+        for target in targets:
+            for leaf in ast.walk(target):
+                if isinstance(leaf, ast.Name):
+                    names.add(leaf.id)
+    return names
+
+
+def test_importing_the_package_configures_and_deletes_nothing(tmp_path: Path) -> None:
+    marker = PACKAGE / "__pycache__" / "numba-0000000000000000"  # what an old cache-versioning scheme pruned
+    marker.mkdir(parents=True, exist_ok=True)
+    try:
+        code = ("import json, numba; before = numba.config.CACHE_DIR; import recsys, recsys.engine; "
+                "print(json.dumps([before, numba.config.CACHE_DIR]))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+        before, after = json.loads(out.stdout.splitlines()[-1])
+        assert before == after
+        assert marker.exists()
+    finally:
+        marker.rmdir()
