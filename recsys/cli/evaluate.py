@@ -1,0 +1,110 @@
+"""``recsys evaluate``: the offline hit-rate benchmark."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from recsys.cli._common import _fail, console
+
+
+def _evaluation_table(result: Any, subset: str) -> Table:
+    from training.evaluation import HIT_KS
+
+    columns = [f"HR@{k}" for k in HIT_KS] + ["NDCG@10", "MRR@10"] + (["coverage"] if subset == "all" else [])
+    table = Table(title=f"{subset.replace('_', ' ')}: {result.queries[subset]:,} queries "
+                        f"(split {result.split[:10]})")
+    table.add_column("method", style="bold", no_wrap=True)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for name, values in result.metrics.items():
+        table.add_row(name, *(f"{values[subset][c]:.3f}" for c in columns),
+                      style="green" if name == "ours" else None)
+    return table
+
+
+def _headroom_table(result: Any) -> Table:
+    from training.evaluation import MARGIN_METRICS, QUERY_TYPES
+
+    counts = ", ".join(f"{result.query_types[kind]:,} {kind}" for kind in QUERY_TYPES)
+    table = Table(title=f"by kind of query ({counts}); * reads the test period: headroom, not a method")
+    table.add_column("method", style="bold", no_wrap=True)
+    for kind in QUERY_TYPES:
+        for metric in MARGIN_METRICS:
+            table.add_column(f"{kind} {metric}", justify="right")
+    table.add_column("all HR@3", justify="right")
+    table.add_column("new HR@3", justify="right")
+    rows = {**{name: (name, values) for name, values in result.metrics.items()},
+            **{name: (f"{name} *", values) for name, values in result.bounds.items()}}
+    for name, (label, values) in rows.items():
+        by_type = result.by_query_type[name]
+        table.add_row(label, *(f"{by_type[kind][metric]:.3f}" for kind in QUERY_TYPES for metric in MARGIN_METRICS),
+                      f"{values['all']['HR@3']:.3f}", f"{values['new_to_customer']['HR@3']:.3f}",
+                      style="green" if name == "ours" else "dim" if name in result.bounds else None)
+    return table
+
+
+def evaluate(
+    model: Annotated[Path | None, typer.Option(help="a model trained before the split; default: train one")] = None,
+    data: Annotated[list[str] | None, typer.Option(help="as for train (default completejourney)")] = None,
+    split: Annotated[datetime | None, typer.Option(help="test period start; default 40 weeks after the first event")
+                     ] = None,
+    max_queries: Annotated[int | None, typer.Option(help="sample this many queries (seeded)")] = None,
+    households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    json_path: Annotated[Path, typer.Option("--json", help="metrics as JSON")] = Path(
+        "benchmarks/results/evaluation.json"),
+    plot_path: Annotated[Path, typer.Option("--plot", help="HR@k plot (PNG)")] = Path(
+        "benchmarks/results/evaluation.png"),
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Offline hit-rate benchmark: our substitutes against strong baselines on the same switch queries."""
+    import tempfile
+
+    import pandas as pd
+
+    from recsys import ArtifactError, SubstituteEngine
+    from recsys.schema import DataValidationError
+    from training import evaluation
+    from training.loaders import load_dataset
+    from training.pipeline import train as run_training
+
+    try:
+        dataset = load_dataset(data or [], households=households)
+        cut = pd.Timestamp(split) if split else evaluation.default_split(dataset.events)
+        with tempfile.TemporaryDirectory(prefix="recsys-eval-") as tmp:
+            if model is None:
+                console.print(f"training a model on the data before {cut}")
+                trained = run_training(dataset, out_dir=Path(tmp), train_until=cut.to_pydatetime(),
+                                       show_progress=progress, make_current=False)
+                model = trained.model_dir
+            engine = SubstituteEngine.load(model)
+            result = evaluation.evaluate(engine, dataset, cut, max_queries=max_queries, seed=seed,
+                                         show_progress=progress)
+    except (DataValidationError, ArtifactError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    for subset in evaluation.SUBSETS:
+        console.print(_evaluation_table(result, subset))
+    console.print(_headroom_table(result))
+    for subset in evaluation.SUBSETS:
+        for metric in evaluation.MARGIN_METRICS:
+            name, best = result.best_baseline(subset, metric)
+            ours = result.metrics["ours"][subset][metric]
+            verdict = "[green]beats[/]" if ours > best else "[red]does not beat[/]"
+            margin = result.margins.get(subset, {}).get(metric)
+            interval = ""
+            if margin is not None:
+                low, high = margin["ci95"]
+                clear = "clearly" if low > 0 else "clearly not" if high < 0 else "within noise"
+                interval = f" (difference {ours - best:+.4f}, 95% interval {low:+.4f} to {high:+.4f}: {clear})"
+            console.print(f"{subset} {metric}: ours {ours:.4f} {verdict} the best baseline {name} {best:.4f}"
+                          f"{interval}", soft_wrap=True)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    plot_path.parent.mkdir(parents=True, exist_ok=True)
+    evaluation.write_json(result, json_path)
+    evaluation.plot(result, plot_path)
+    typer.echo(f"{json_path}\n{plot_path}")

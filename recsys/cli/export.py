@@ -1,0 +1,40 @@
+"""``recsys export``: every item's substitutes to parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recsys.cli._common import _fail, console
+
+
+def export(
+    out: Annotated[Path, typer.Option(help="parquet file to write")] = Path("exports/substitutes.parquet"),
+    model: Annotated[Path, typer.Option(help="model directory or the current symlink")] = Path("models/current"),
+    k: Annotated[int, typer.Option(min=1, max=100, help="substitutes per item")] = 10,
+    store: Annotated[list[str] | None, typer.Option(
+        help="apply this store's live availability (repeat for several); default: online")] = None,
+    state: Annotated[Path | None, typer.Option(
+        help="the server's inventory database (RECSYS_STATE_PATH) for the stores' availability")] = None,
+    items_with_events_only: Annotated[bool, typer.Option(help="skip items nobody bought or viewed")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """The top-k substitutes of every item (non-personal), one row per (store, item, rank), to parquet."""
+    from recsys import ArtifactError, Inventory, SubstituteEngine
+    from recsys.export import export_substitutes
+    from recsys.inventory import ONLINE, SqliteStockStore
+
+    if state is not None and not state.is_file():
+        raise _fail(f"--state {state}: no such inventory database")
+    try:
+        inventory = Inventory(SqliteStockStore(state)) if state is not None else Inventory()
+        engine = SubstituteEngine.load(model, inventory)
+    except ArtifactError as exc:
+        raise _fail(str(exc)) from exc
+    stats = export_substitutes(engine, out, k=k, stores=store or [ONLINE],
+                               items_with_events_only=items_with_events_only, show_progress=progress)
+    console.print(f"{stats.items:,} items ({stats.items_without_substitutes:,} without substitutes), "
+                  f"{stats.rows:,} rows in {stats.seconds:.1f} s: {stats.items_per_second:,.0f} items/s")
+    typer.echo(str(stats.path))

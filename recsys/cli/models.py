@@ -1,0 +1,69 @@
+"""``recsys models``: the models directory (list, promote, rollback, prune)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recsys.cli._common import _fail
+
+app = typer.Typer(help="The models directory: list, promote, rollback, prune.", no_args_is_help=True)
+ModelsDir = Annotated[Path, typer.Option("--models", help="models directory")]
+
+
+@app.command("list")
+def models_list(models: ModelsDir = Path("models")) -> None:
+    """Versions with creation time, data span, size, ranker, counts and held-out metrics; * marks the current."""
+    from recsys.registry import HEADLINE_METRICS, list_models
+
+    table = Table(title=f"models in {models}")
+    headline = tuple(HEADLINE_METRICS)
+    for column in ("", "version", "created", "data span", "size MB", "ranker", "events", "items", *headline):
+        table.add_column(column)
+    for entry in list_models(models) if models.is_dir() else []:
+        span = f"{entry.data_span.get('start', '')[:10]} .. {entry.data_span.get('end', '')[:10]}"
+        table.add_row("*" if entry.current else "", entry.version, entry.created_at, span,
+                      f"{entry.size_bytes / 1e6:.1f}", entry.ranker, f"{entry.counts.get('events', 0):,}",
+                      f"{entry.counts.get('items', 0):,}",
+                      *(f"{entry.metrics[m]:.3f}" if m in entry.metrics else "" for m in headline))
+    Console(width=max(Console().width, 150)).print(table)  # one line per model, even in a narrow pipe
+
+
+@app.command("promote")
+def models_promote(version: str, models: ModelsDir = Path("models")) -> None:
+    """Verify VERSION and make it current (then POST /v1/admin/reload to serve it)."""
+    from recsys.artifact import ArtifactError
+    from recsys.registry import promote
+
+    try:
+        promote(models, version)
+    except ArtifactError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"current -> {version}")
+
+
+@app.command("rollback")
+def models_rollback(models: ModelsDir = Path("models")) -> None:
+    """Make the previously current model current again."""
+    from recsys.artifact import ArtifactError
+    from recsys.registry import rollback
+
+    try:
+        version = rollback(models)
+    except ArtifactError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"current -> {version}")
+
+
+@app.command("prune")
+def models_prune(keep: Annotated[int, typer.Option(min=1, help="newest models to keep")],
+                 models: ModelsDir = Path("models")) -> None:
+    """Delete old models, keeping the newest KEEP; the current and previous ones are never deleted."""
+    from recsys.registry import prune
+
+    for version in prune(models, keep):
+        typer.echo(f"deleted {version}")

@@ -1,0 +1,169 @@
+"""``recsys train``, ``retrain`` and ``add-items``: models from data."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from recsys.cli._common import _fail, console
+
+
+def _summary(result: Any) -> Table:
+    from recsys.artifact import directory_size
+
+    manifest = result.manifest
+    table = Table(title="training summary", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for source in manifest["sources"]:
+        skipped = ", ".join(f"{k}: {v:,}" for k, v in source["skipped"].items()) or "none"
+        table.add_row(f"rows: {source['source']}", f"{source['rows_read']:,} read, {source['rows_used']:,} used; "
+                                                   f"skipped {skipped}")
+    span = manifest["data_span"]
+    table.add_row("data span", f"{span['start']} .. {span['end']}")
+    for key, value in manifest["counts"].items():
+        table.add_row(key.replace("_", " "), json.dumps(value) if isinstance(value, dict) else f"{value:,}")
+    rate = manifest["size_parse_rate"]
+    table.add_row("package sizes parsed", "no sizes in data" if rate is None else f"{rate:.2%}")
+    for stage, seconds in result.stage_seconds.items():
+        table.add_row(f"time: {stage}", f"{seconds:.2f} s")
+    table.add_row("model size", f"{directory_size(result.model_dir) / 1e6:.1f} MB")
+    table.add_row("model version", manifest["version"])
+    return table
+
+
+FeedbackOption = Annotated[Path | None, typer.Option(
+    help="substitution feedback: the server's state file (RECSYS_STATE_PATH), the strongest signal")]
+
+
+def _decisions(path: Path | None) -> Any:
+    import sqlite3
+
+    from recsys.feedback import read_decisions
+
+    if path is None:
+        return None
+    try:
+        decisions = read_decisions(path)
+    except (OSError, ValueError, sqlite3.Error) as exc:
+        raise _fail(f"--feedback {path}: {exc}") from exc
+    console.print(f"feedback: {len(decisions):,} decisions from {path}")
+    return decisions
+
+
+def _training_inputs(data: list[str] | None, households: int | None, config: Path | None) -> tuple[Any, Any]:
+    """The TrainConfig (``--config`` JSON, else the defaults) and the dataset read with its event types;
+    either one bad fails the command with a message."""
+    from pydantic import ValidationError
+
+    from recsys.config import TrainConfig
+    from recsys.schema import DataValidationError
+    from training.loaders import load_dataset
+
+    try:
+        train_config = TrainConfig.model_validate_json(config.read_text()) if config else TrainConfig()
+    except (OSError, ValidationError) as exc:
+        raise _fail(f"bad --config: {exc}") from exc
+    try:
+        dataset = load_dataset(data or [], households=households, known_event_types=set(train_config.event_weights))
+    except DataValidationError as exc:
+        raise _fail(str(exc)) from exc
+    return train_config, dataset
+
+
+def train(
+    data: Annotated[list[str] | None, typer.Option(
+        help="'completejourney' (default) or an event-log path (.csv/.tsv/.parquet); repeat to combine")] = None,
+    train_until: Annotated[datetime | None, typer.Option(help="drop events after this time (for evaluation)")] = None,
+    out: Annotated[Path, typer.Option(help="models directory; the new model becomes out/current")] = Path("models"),
+    households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
+    config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.config)")] = None,
+    feedback: FeedbackOption = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Train a model and write it to OUT/<version>; prints the model's path last."""
+    from recsys.schema import DataValidationError
+    from training.pipeline import train as run_training
+
+    train_config, dataset = _training_inputs(data, households, config)
+    try:
+        result = run_training(dataset, train_config, out_dir=out, train_until=train_until, show_progress=progress,
+                              feedback=_decisions(feedback))
+    except DataValidationError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(_summary(result))
+    typer.echo(str(result.model_dir))
+
+
+def retrain(
+    data: Annotated[list[str] | None, typer.Option(help="as for train (default completejourney)")] = None,
+    models: Annotated[Path, typer.Option(help="models directory")] = Path("models"),
+    config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.config)")] = None,
+    max_drop: Annotated[float, typer.Option(help="largest allowed drop of HR@3, NDCG@10 and new-item HR@3")] = 0.01,
+    holdout_weeks: Annotated[float, typer.Option(help="the last weeks of data both models are judged on")] = 4.0,
+    households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
+    feedback: FeedbackOption = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Nightly: train on the latest data, compare with the current model on the same hold-out, promote only if
+    no gated metric drops by more than --max-drop. Exit 0 promoted, 1 refused, 2 error; logs to
+    MODELS/retrain.jsonl."""
+    from pydantic import ValidationError
+
+    from recsys import ArtifactError
+    from recsys.schema import DataValidationError
+    from training.nightly import GateConfig
+    from training.nightly import retrain as run_retrain
+
+    try:
+        gate = GateConfig(max_drop=max_drop, holdout_weeks=holdout_weeks)
+    except ValidationError as exc:
+        raise _fail(f"bad gate option: {exc}") from exc
+    train_config, dataset = _training_inputs(data, households, config)
+    try:
+        result = run_retrain(dataset, models, train_config, gate, show_progress=progress,
+                             feedback=_decisions(feedback))
+    except (DataValidationError, ArtifactError) as exc:
+        raise _fail(str(exc)) from exc
+    if result.metrics:
+        table = Table(title=f"quality gate: last {holdout_weeks:g} weeks from {str(result.split)[:10]}, "
+                            f"max drop {max_drop}")
+        table.add_column("model", style="bold")
+        for name in ("queries", *next(iter(result.metrics.values()))):
+            table.add_column(name, justify="right")
+        for version, values in result.metrics.items():
+            role = "candidate" if version == result.candidate else "current"
+            table.add_row(f"{role} {version}", f"{result.queries[version]['all']:,}",
+                          *(f"{v:.4f}" for v in values.values()))
+        console.print(table)
+    console.print(("[green]" if result.promoted else "[red]") + result.message + "[/]", soft_wrap=True,
+                  highlight=False)
+    typer.echo(str(models / result.candidate))
+    if not result.promoted:
+        raise typer.Exit(1)
+
+
+def add_items(
+    catalog: Annotated[Path, typer.Option(help="catalog file (.csv/.tsv/.parquet) with the new items")],
+    model: Annotated[Path, typer.Option(help="model to extend")] = Path("models/current"),
+    out: Annotated[Path, typer.Option(help="models directory; the new version becomes out/current")] = Path(
+        "models"),
+) -> None:
+    """Add catalog items without retraining: a new model version in seconds, each new item with a
+    metadata-based embedding (its brand's and group's items). Then POST /v1/admin/reload."""
+    from recsys import ArtifactError
+    from recsys.schema import DataValidationError
+    from training.catalog import add_items as run_add_items
+    from training.loaders import read_catalog
+
+    try:
+        path, added = run_add_items(model.resolve(), read_catalog(catalog), out)
+    except (ArtifactError, DataValidationError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(f"{added:,} new items" + ("" if added else ": nothing to do, the model is unchanged"))
+    typer.echo(str(path))
