@@ -14,12 +14,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-FORMAT_VERSION: Final[int] = 1
+from pydantic import ValidationError
+
+from recsys.manifest import FORMAT_VERSION, Manifest
+
 MANIFEST: Final[str] = "manifest.json"
 CURRENT: Final[str] = "current"
 
@@ -41,19 +44,19 @@ def new_version() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def write_model(out_dir: Path, write_files: Callable[[Path], None], manifest: Mapping[str, Any],
+def write_model(out_dir: Path, write_files: Callable[[Path], None], manifest: Manifest,
                 make_current: bool = True) -> Path:
     """Write a model atomically: ``write_files(tmp_dir)`` fills a temp dir, checksums go into the manifest,
     the directory is renamed to ``out_dir/<version>`` and ``out_dir/current`` is repointed to it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    version = str(manifest.get("version") or new_version())
+    version = manifest.version
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=out_dir))
     try:
         write_files(tmp)
         files = {p.name: sha256_of(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        full = {**manifest, "format_version": FORMAT_VERSION, "version": version, "files": files}
+        full = manifest.model_copy(update={"format_version": FORMAT_VERSION, "files": files})
         with (tmp / MANIFEST).open("w") as handle:
-            json.dump(full, handle, indent=2, sort_keys=True, default=str)
+            json.dump(full.model_dump(), handle, indent=2, sort_keys=True, default=str)
             handle.flush()
             os.fsync(handle.fileno())
         final = out_dir / version
@@ -76,24 +79,28 @@ def point_current(out_dir: Path, version: str) -> None:
     os.replace(link_tmp, out_dir / CURRENT)
 
 
-def read_manifest(model_dir: Path, verify: bool = True) -> dict[str, Any]:
+def read_manifest(model_dir: Path, verify: bool = True) -> Manifest:
     """Read and check a model's manifest: format version, presence and checksum of every listed file."""
     model_dir = Path(model_dir)
     manifest_path = model_dir / MANIFEST
     if not manifest_path.is_file():
         raise ArtifactError(f"{model_dir}: not a model directory (no {MANIFEST}); train one with `recsys train`")
     try:
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+        raw = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from exc
-    fmt = manifest.get("format_version")
+    fmt = raw.get("format_version") if isinstance(raw, dict) else None
     if fmt != FORMAT_VERSION:
         raise ArtifactError(f"{model_dir}: format version {fmt!r}, this build reads {FORMAT_VERSION}")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ArtifactError(f"{manifest_path}: invalid manifest ({exc.error_count()} errors, first: "
+                            f"{exc.errors()[0]['loc']}: {exc.errors()[0]['msg']})") from exc
+    if not manifest.files:
         raise ArtifactError(f"{manifest_path}: lists no files")
     if verify:
-        for name, expected in files.items():
+        for name, expected in manifest.files.items():
             path = model_dir / name
             if not path.is_file():
                 raise ArtifactError(f"{model_dir}: missing file {name}")

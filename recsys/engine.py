@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from recsys.candidates import CandidateFinder
 from recsys.inventory import ONLINE, Inventory
 from recsys.items import ItemTable
 from recsys.kernels import select
+from recsys.manifest import Manifest, RankerSection
 from recsys.model import ModelData
 from recsys.orders import order_substitutes
 from recsys.presentation import Presenter
@@ -43,26 +43,28 @@ from recsys.types import (
 class SubstituteEngine:
     """Loads a model directory and answers substitute queries. Thread-safe for concurrent reads."""
 
-    def __init__(self, model: ModelData, manifest: dict[str, Any], inventory: Inventory | None = None) -> None:
+    def __init__(self, model: ModelData, manifest: Manifest, inventory: Inventory | None = None) -> None:
         self.model = model
         self.manifest = manifest
-        self.version: str = str(manifest["version"])
+        self.version = manifest.version
         self.inventory = inventory if inventory is not None else Inventory()
-        config = manifest.get("config", {})
-        self._default_min_score = float(config.get("min_score", 0.25))  # models whose ranker section has none
-        self.set_ranker(manifest.get("ranker", {}), model.reranker)
+        config = manifest.config
+        self.set_ranker(manifest.ranker, model.reranker)
         # load-time precomputation: nothing here is recomputed per query
         self.catalog = ItemTable(model)
         self.item_ids = self.catalog.ids
         self._customer_row = {str(c): i for i, c in enumerate(model.customers)}
-        self.finder = CandidateFinder(model, self.catalog, self.inventory, int(config.get("max_candidates", 2000)),
-                                      int(config.get("min_group_size", 4)))
+        self.finder = CandidateFinder(model, self.catalog, self.inventory, config.max_candidates,
+                                      config.min_group_size)
         self.presenter = Presenter(model, self.catalog, self.inventory, self.finder.customer_items)
         self._warm_up()
 
-    def set_ranker(self, ranker: dict[str, Any], reranker: str = "") -> None:
-        """Rank with a manifest ``ranker`` section and its re-ranker text (the trainer tries candidates so)."""
-        self.scorer = Scorer({"min_score": self._default_min_score, **ranker}, reranker)
+    def set_ranker(self, ranker: RankerSection, reranker: str = "") -> None:
+        """Rank with a manifest ``ranker`` section and its re-ranker text (the trainer tries candidates so); a
+        section without a score cut-off takes the training config's."""
+        if ranker.min_score is None:
+            ranker = ranker.model_copy(update={"min_score": self.manifest.config.min_score})
+        self.scorer = Scorer(ranker, reranker)
 
     @classmethod
     def load(cls, path: str | Path, inventory: Inventory | None = None) -> SubstituteEngine:

@@ -24,11 +24,12 @@ the validation switches pass it), the trees only order what passes.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 
 from recsys.kernels import FEATURES, Feature, Ranker, linear_scores, scores
+from recsys.manifest import RankerSection
 from recsys.trees import Forest
 
 DEFAULT_WEIGHTS: Final[dict[str, float]] = {
@@ -77,24 +78,24 @@ def weight_vector(weights: dict[str, float] | None = None, defaults: dict[str, f
 class Scorer:
     """Scores feature rows with a manifest's ``ranker`` section and, when given, its re-ranker's text model."""
 
-    def __init__(self, ranker: dict[str, Any] | None = None, reranker: str = "") -> None:
-        ranker = ranker or {}
-        self.weights = weight_vector(ranker.get("weights"))
+    def __init__(self, ranker: RankerSection | None = None, reranker: str = "") -> None:
+        ranker = ranker or RankerSection()
+        self.weights = weight_vector(ranker.weights)
         # a model without history weights scores bought-before rows like the others: zero weights, zero bias
-        self.history_weights = weight_vector(ranker.get("history_weights") or {},
-                                             defaults=dict.fromkeys(FEATURES, 0.0))
-        self.history_bias = float(ranker.get("history_bias", 0.0))
+        self.history_weights = weight_vector(ranker.history_weights or {}, defaults=dict.fromkeys(FEATURES, 0.0))
+        self.history_bias = ranker.history_bias
         # the cut-off is on the linear score: it decides what may be shown, the re-ranker only orders it
-        self.min_score = float(ranker.get("min_score", -np.inf))
-        rerank: dict[str, Any] = ranker.get("reranker") or {}
-        if rerank and not reranker:
+        self.min_score = -np.inf if ranker.min_score is None else ranker.min_score
+        rerank = ranker.reranker
+        if rerank is not None and not reranker:
             raise ValueError("the ranker names a re-ranker but its model text is missing")
-        self.trees = Forest.from_lightgbm(reranker) if rerank else None
+        self.trees = Forest.from_lightgbm(reranker) if rerank is not None else None
         if self.trees is not None and self.trees.num_features != len(FEATURES):
             raise ValueError(f"the re-ranker takes {self.trees.num_features} features, this build has "
                              f"{len(FEATURES)}")
-        self.new_item_bias = float(rerank.get("new_item_bias", 0.0))
-        self.fixed_weights = weight_vector(rerank.get("fixed_weights"), defaults=dict.fromkeys(FEATURES, 0.0))
+        self.new_item_bias = rerank.new_item_bias if rerank is not None else 0.0
+        self.fixed_weights = weight_vector(rerank.fixed_weights if rerank is not None else None,
+                                           defaults=dict.fromkeys(FEATURES, 0.0))
         self.arrays = Ranker(
             self.weights.astype(np.float64), self.history_weights.astype(np.float64), self.history_bias,
             self.min_score, self.new_item_bias, self.fixed_weights.astype(np.float64),
@@ -121,9 +122,10 @@ class Scorer:
         return np.hstack([features, features * bought, bought])
 
     @staticmethod
-    def from_vector(vector: np.ndarray) -> dict[str, object]:
+    def from_vector(vector: np.ndarray) -> RankerSection:
         """A manifest ``ranker`` section from a fitted vector over :meth:`design`'s columns."""
         n = len(FEATURES)
-        return {"weights": {f: round(float(v), 5) for f, v in zip(FEATURES, vector[:n], strict=True)},
-                "history_weights": {f: round(float(v), 5) for f, v in zip(FEATURES, vector[n:2 * n], strict=True)},
-                "history_bias": round(float(vector[2 * n]), 5)}
+        return RankerSection(
+            weights={f: round(float(v), 5) for f, v in zip(FEATURES, vector[:n], strict=True)},
+            history_weights={f: round(float(v), 5) for f, v in zip(FEATURES, vector[n:2 * n], strict=True)},
+            history_bias=round(float(vector[2 * n]), 5))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from recsys.artifact import CURRENT, ArtifactError, directory_size, point_current, read_manifest
+from recsys.manifest import Manifest
 
 PREVIOUS = ".previous"
 
@@ -46,9 +47,9 @@ def headline(method_metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     return {name: method_metrics[subset][metric] for name, (subset, metric) in HEADLINE_METRICS.items()}
 
 
-def headline_metrics(manifest: dict[str, Any]) -> dict[str, float]:
+def headline_metrics(manifest: Manifest) -> dict[str, float]:
     """The model's held-out headline metrics (from its training report), empty if it has none."""
-    metrics = (manifest.get("metrics") or {}).get("methods", {}).get("ours")
+    metrics = (manifest.metrics or {}).get("methods", {}).get("ours")
     return headline(metrics) if metrics else {}
 
 
@@ -63,10 +64,10 @@ def list_models(models: Path) -> list[ModelEntry]:
         except ArtifactError:
             continue
         entries.append(ModelEntry(
-            version=path.name, path=path, created_at=str(manifest.get("created_at", "")),
-            data_span=manifest.get("data_span", {}), size_bytes=directory_size(path),
-            current=path.name == current, ranker=str(manifest.get("ranker", {}).get("source", "default")),
-            counts=manifest.get("counts", {}), metrics=headline_metrics(manifest),
+            version=path.name, path=path, created_at=manifest.created_at,
+            data_span=manifest.data_span.model_dump(), size_bytes=directory_size(path),
+            current=path.name == current, ranker=manifest.ranker.source,
+            counts=manifest.counts, metrics=headline_metrics(manifest),
         ))
     return entries
 

@@ -6,6 +6,7 @@ import pytest
 
 from recsys import ArtifactError, SubstituteEngine
 from recsys.artifact import MANIFEST, point_current, write_model
+from recsys.manifest import DataSpan, Manifest
 from recsys.model import FACTORS_FILE, INDEX_FILE
 
 
@@ -52,7 +53,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        write_model(tmp_path, explode, {"version": "v1"})
+        write_model(tmp_path, explode, Manifest(version="v1", data_span=DataSpan(start="2017-01-01", end="2017-12-31")))
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ArtifactError):
         point_current(tmp_path, "v1")

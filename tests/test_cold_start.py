@@ -35,7 +35,7 @@ def test_new_items_get_and_give_substitutes_without_retraining(model_dir: Path, 
     assert "2 new items" in result.output
     engine = SubstituteEngine.load(models / "current")
     assert len(engine.item_ids) == len(old.item_ids) + 2
-    assert engine.manifest["catalog_updates"][-1] == {"from": old.version, "added": 2}
+    assert engine.manifest.catalog_updates[-1] == {"from": old.version, "added": 2}
     assert engine.model.reranker and engine.model.reranker == old.model.reranker, "the ranker is kept"
 
     x = str(template["item_id"])

@@ -119,9 +119,9 @@ def test_metrics_are_well_formed_and_on_the_same_queries(cj_small: Dataset, befo
     history, future = result.by_query_type["history-then-popular"], result.by_query_type[BOUNDS[0]]
     assert history["rebuy"]["HR@3"] > future["rebuy"]["HR@3"] and future["trial"]["HR@3"] > history["trial"]["HR@3"]
     # the trained ranker was fitted on its own validation weeks, before the split
-    validation = before_split.manifest["ranker"]
-    assert validation["source"] == "learned"
-    assert pd.Timestamp(validation["validation"]["start"]) < split
+    ranker = before_split.manifest.ranker
+    assert ranker.source == "learned" and ranker.validation is not None
+    assert pd.Timestamp(ranker.validation["start"]) < split
 
 
 def test_refuses_a_model_that_saw_the_test_period(cj_small: Dataset, model_dir: Path,

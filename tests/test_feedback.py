@@ -47,7 +47,7 @@ def test_feedback_is_recorded_and_retraining_changes_the_ranking(model_dir: Path
     assert result.exit_code == 0, result.output
     assert "feedback: 7 decisions" in result.output
     retrained = SubstituteEngine.load(tmp_path / "models" / "current")
-    assert retrained.manifest["counts"]["feedback_decisions"] == 7
+    assert retrained.manifest.counts["feedback_decisions"] == 7
 
     after = [s.item_id for s in retrained.substitutes(x, k=10)]
     assert after[0] == liked, f"accepted 4 times: first now (was #{shown.index(liked) + 1})"

@@ -15,10 +15,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 def test_full_complete_journey(tmp_path: Path) -> None:
     data = load_completejourney()
     result = train(data, out_dir=tmp_path, show_progress=False)
-    counts = result.manifest["counts"]
+    counts = result.manifest.counts
     assert counts["customers"] == 2469 and counts["items"] == 92_331
     assert counts["events"] > 1_450_000
-    assert result.manifest["size_parse_rate"] >= 0.9
+    assert result.manifest.size_parse_rate >= 0.9
 
     engine = SubstituteEngine.load(result.model_dir)
     rng = np.random.default_rng(0)

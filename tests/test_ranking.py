@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from recsys import ArtifactError, SubstituteEngine
 from recsys.kernels import FEATURES, best_positions
+from recsys.manifest import RankerSection
 from recsys.model import RERANKER_FILE
 from recsys.ranking import Scorer
 
@@ -30,14 +31,14 @@ def _query_features(engine: SubstituteEngine, min_candidates: int = 40) -> np.nd
 
 
 def test_trained_model_carries_a_checksummed_reranker(engine: SubstituteEngine, model_dir: Path) -> None:
-    ranker = engine.manifest["ranker"]
-    assert ranker["source"] == "learned" and ranker["reranker"]["file"] == RERANKER_FILE
-    assert RERANKER_FILE in engine.manifest["files"]
+    ranker = engine.manifest.ranker
+    assert ranker.source == "learned" and ranker.reranker.file == RERANKER_FILE
+    assert RERANKER_FILE in engine.manifest.files
     assert engine.scorer.trees is not None and engine.scorer.trees.num_features == len(FEATURES)
-    searched = ranker["reranker"]["bias_search"]
-    assert searched and str(ranker["reranker"]["new_item_bias"]) == max(searched, key=lambda b: searched[b])
+    searched = ranker.reranker.bias_search
+    assert searched and str(ranker.reranker.new_item_bias) == max(searched, key=lambda b: searched[b])
     # the slice's purchases hold no views or substitution feedback: those features keep their default weights
-    fixed = ranker["reranker"]["fixed_weights"]
+    fixed = ranker.reranker.fixed_weights
     assert {"viewed_together", "accepted_instead", "own_accepted"} <= set(fixed)
     assert "popularity" not in fixed
 
@@ -89,11 +90,15 @@ def test_best_takes_the_largest_finite_scores_ties_by_position(values: list[floa
 
 def test_new_item_bias_and_fixed_weights_add_to_the_tree_score(engine: SubstituteEngine) -> None:
     features = _query_features(engine)
-    section, text = engine.manifest["ranker"], engine.model.reranker
-    base = Scorer({**section, "reranker": {**section["reranker"], "new_item_bias": 0.0,
-                                           "fixed_weights": {}}}, text)(features)
-    biased = Scorer({**section, "reranker": {**section["reranker"], "new_item_bias": 1.5,
-                                             "fixed_weights": {"accepted_instead": 4.0}}}, text)
+    section, text = engine.manifest.ranker, engine.model.reranker
+    assert section.reranker is not None
+
+    def with_reranker(new_item_bias: float, fixed_weights: dict[str, float]) -> RankerSection:
+        rerank = section.reranker.model_copy(update={"new_item_bias": new_item_bias, "fixed_weights": fixed_weights})
+        return section.model_copy(update={"reranker": rerank})
+
+    base = Scorer(with_reranker(0.0, {}), text)(features)
+    biased = Scorer(with_reranker(1.5, {"accepted_instead": 4.0}), text)
     accepted = features.copy()
     accepted[:, FEATURES.index("accepted_instead")] = 0.5
     new = features[:, _OWN] <= 0
@@ -106,7 +111,7 @@ def test_new_item_bias_and_fixed_weights_add_to_the_tree_score(engine: Substitut
 
 def test_a_reranker_must_come_with_its_model(engine: SubstituteEngine, model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model text is missing"):
-        Scorer(engine.manifest["ranker"], "")
+        Scorer(engine.manifest.ranker, "")
     copy = tmp_path / "model"
     copy.mkdir()
     for path in model_dir.iterdir():

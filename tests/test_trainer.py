@@ -23,36 +23,36 @@ def test_trains_a_complete_versioned_artifact(trained: TrainResult, cj_small: Da
     model_dir = trained.model_dir
     manifest = read_manifest(model_dir)  # verifies every checksum
     assert (model_dir.parent / CURRENT).resolve() == model_dir.resolve()
-    assert set(manifest["files"]) == {p.name for p in model_dir.iterdir()} - {MANIFEST}
-    assert manifest["counts"]["customers"] == 300
-    assert manifest["counts"]["events"] == len(cj_small.events) - manifest["sources"][-1]["rows_read"] \
-        + manifest["sources"][-1]["rows_used"]
-    assert manifest["size_parse_rate"] > 0.9
-    assert manifest["config"]["als"]["factors"] == 64
+    assert set(manifest.files) == {p.name for p in model_dir.iterdir()} - {MANIFEST}
+    assert manifest.counts["customers"] == 300
+    assert manifest.counts["events"] == len(cj_small.events) - manifest.sources[-1].rows_read \
+        + manifest.sources[-1].rows_used
+    assert manifest.size_parse_rate > 0.9
+    assert manifest.config.als.factors == 64
     assert set(trained.stage_seconds) >= {"validate", "catalog", "embeddings", "neighbours", "index", "write"}
     assert not [p for p in model_dir.parent.iterdir() if p.name.startswith(".tmp")]
 
 
 def test_report_with_held_out_metrics_loss_coverage_and_examples(trained: TrainResult) -> None:
     model_dir, manifest = trained.model_dir, trained.manifest
-    assert {"report.md", "report-als-loss.png", "report-holdout.png"} <= set(manifest["files"])  # checksummed
+    assert {"report.md", "report-als-loss.png", "report-holdout.png"} <= set(manifest.files)  # checksummed
     for plot in ("report-als-loss.png", "report-holdout.png"):
         assert (model_dir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    losses = manifest["als_loss"]
-    assert len(losses) == manifest["config"]["als"]["iterations"] and losses[-1] < losses[0]
-    metrics = manifest["metrics"]
+    losses = manifest.als_loss
+    assert len(losses) == manifest.config.als.iterations and losses[-1] < losses[0]
+    metrics = manifest.metrics
     assert set(metrics["methods"]) == {"ours", "default-weights", "random-in-group", "popular-in-group",
                                        "history-then-popular", "cooccurrence-in-group", "implicit-similar-raw",
                                        "implicit-in-group"}
-    fitted = manifest["ranker"]["validation"]["queries"]
+    fitted = manifest.ranker.validation["queries"]
     assert metrics["queries"]["all"] > 0.1 * fitted, "about a fifth of the validation queries are held out"
     ours = metrics["methods"]["ours"]["all"]
     assert ours["HR@3"] > 2 * metrics["methods"]["random-in-group"]["all"]["HR@3"]
     assert 0 <= ours["HR@1"] <= ours["HR@3"] <= ours["HR@10"] <= 1
-    cover = [manifest["coverage"][f"at_least_{k}"] for k in (1, 3, 5, 10)]
-    assert manifest["coverage"]["items_sampled"] == 2000 and cover == sorted(cover, reverse=True) and cover[0] > 0.9
+    cover = [manifest.coverage[f"at_least_{k}"] for k in (1, 3, 5, 10)]
+    assert manifest.coverage["items_sampled"] == 2000 and cover == sorted(cover, reverse=True) and cover[0] > 0.9
     report = (model_dir / "report.md").read_text()
-    assert f"# Model {manifest['version']}" in report and "history-then-popular" in report
+    assert f"# Model {manifest.version}" in report and "history-then-popular" in report
     assert f"{ours['HR@3']:.3f}" in report and "## Example answers" in report and "for customer" in report
 
 
@@ -91,28 +91,28 @@ def test_bias_is_chosen_on_held_out_queries_topped_up_from_the_unsampled(cj_smal
                                                                         ) -> None:
     config = TrainConfig(ranker=RankerConfig(max_queries=400, selection_queries=300, gbdt_trees=5))
     manifest = train(cj_small, config, out_dir=tmp_path, show_progress=False).manifest
-    fitted, held_out = manifest["ranker"]["validation"]["queries"], manifest["metrics"]["queries"]["all"]
+    fitted, held_out = manifest.ranker.validation["queries"], manifest.metrics["queries"]["all"]
     assert 0.7 * 400 < fitted < 0.9 * 400, "the fit keeps about 80% of its sample"
     assert held_out == 300, "the sample's held-out fifth is topped up to selection_queries"
-    assert set(manifest["ranker"]["reranker"]["bias_search"]) == {"0.0", "0.125", "0.25", "0.375", "0.5", "0.75"}
+    assert set(manifest.ranker.reranker.bias_search) == {"0.0", "0.125", "0.25", "0.375", "0.5", "0.75"}
 
 
 def test_train_until_drops_later_events(cj_small: Dataset, tmp_path: Path) -> None:
     until = datetime(2017, 6, 30)
     result = train(cj_small, out_dir=tmp_path, train_until=until, show_progress=False)
-    span_end = pd.Timestamp(result.manifest["data_span"]["end"])
+    span_end = pd.Timestamp(result.manifest.data_span.end)
     assert span_end <= pd.Timestamp(until)
     events = cj_small.events
     later = int(((events["timestamp"] > pd.Timestamp(until)) & events["item_id"].isin(cj_small.catalog["item_id"])
                  & ~events.duplicated()).sum())
-    assert result.manifest["sources"][-1]["skipped"]["after --train-until"] == later
+    assert result.manifest.sources[-1].skipped["after --train-until"] == later
 
 
 def test_trains_on_browse_events_with_coviews(rees46_path: Path, tmp_path: Path) -> None:
     data = read_event_log(rees46_path, known_event_types={"view", "cart", "purchase"})
     result = train(data, out_dir=tmp_path, show_progress=False)
-    assert result.manifest["counts"]["coview_pairs"] > 0
-    assert result.manifest["size_parse_rate"] is None
+    assert result.manifest.counts["coview_pairs"] > 0
+    assert result.manifest.size_parse_rate is None
     engine = SubstituteEngine.load(result.model_dir)
     model = engine.model
     i = int(model.coview.tocoo().row[0])
@@ -133,10 +133,10 @@ def test_cli_trains_and_prints_model_path_last(rees46_path: Path, tmp_path: Path
     assert result.exit_code == 0, result.output
     last = result.stdout.strip().splitlines()[-1]
     assert Path(last).resolve() == (tmp_path / CURRENT).resolve()
-    manifest = json.loads((Path(last) / MANIFEST).read_text())
+    manifest = read_manifest(Path(last))
     duplicates = int(pd.read_csv(rees46_path).duplicated().sum())
-    assert duplicates > 0 and manifest["sources"][-1]["skipped"] == {"duplicate row": duplicates}
-    assert manifest["counts"]["events"] == 17_435 - duplicates
+    assert duplicates > 0 and manifest.sources[-1].skipped == {"duplicate row": duplicates}
+    assert manifest.counts["events"] == 17_435 - duplicates
 
 
 def test_cli_reports_missing_columns_without_traceback(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ similarity search, can be offered as a substitute, and gets substitutes itself; 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import faiss
 import numpy as np
@@ -104,12 +103,11 @@ def add_items(model_dir: Path, catalog: pd.DataFrame, out_dir: Path, make_curren
         customer_recent=recent, feedback=items_x_items(model.feedback), customer_accepted=accepted, index=index,
         reranker=model.reranker,  # the ranker stays: features of the new items are computed the same way
     )
-    kept = {k: v for k, v in manifest.items() if k not in ("version", "files", "format_version")}
-    counts: dict[str, Any] = {**manifest["counts"], "items": n}
-    catalog_updates = [*manifest.get("catalog_updates", []), {"from": manifest["version"], "added": len(new)}]
-    path = artifact.write_model(out_dir, updated.save, {**kept, "counts": counts, "catalog_updates": catalog_updates,
-                                                         "created_at": pd.Timestamp.now(tz="UTC").isoformat()},
-                                make_current=make_current)
+    updated_manifest = manifest.model_copy(update={
+        "version": artifact.new_version(), "files": {}, "counts": {**manifest.counts, "items": n},
+        "catalog_updates": [*manifest.catalog_updates, {"from": manifest.version, "added": len(new)}],
+        "created_at": pd.Timestamp.now(tz="UTC").isoformat()})
+    path = artifact.write_model(out_dir, updated.save, updated_manifest, make_current=make_current)
     return path, len(new)
 
 

@@ -238,7 +238,7 @@ class EvaluationResult:
 
 
 def check_no_leakage(engine: SubstituteEngine, split: pd.Timestamp) -> None:
-    end = pd.Timestamp(engine.manifest["data_span"]["end"])
+    end = pd.Timestamp(engine.manifest.data_span.end)
     if end >= split:
         raise ArtifactError(
             f"model {engine.version} saw data up to {end}, at or after the split {split}: its scores would "

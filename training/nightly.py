@@ -81,7 +81,7 @@ def retrain(dataset: Dataset, models: Path, config: TrainConfig | None = None, g
         return _log(models, result)
 
     events = dataset.events
-    split = pd.Timestamp(trained.manifest["data_span"]["end"]) - pd.Timedelta(weeks=gate.holdout_weeks)
+    split = pd.Timestamp(trained.manifest.data_span.end) - pd.Timedelta(weeks=gate.holdout_weeks)
     result = RetrainResult(candidate, current, False, "", split=split.isoformat())
     for version in (candidate, current):
         try:

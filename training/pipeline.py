@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from recsys import artifact
 from recsys.config import RankerConfig, TrainConfig
 from recsys.engine import SubstituteEngine
+from recsys.manifest import DataSpan, Manifest, RankerSection, RerankerSection, SourceReport
 from recsys.model import GROUP_KEYS, RERANKER_FILE, ModelData, contiguous_ranges
 from recsys.ranking import DEFAULT_WEIGHTS
 from recsys.schema import PURCHASE_TYPES, Dataset, DataValidationError, ValidationReport
@@ -41,7 +42,7 @@ STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "fe
 @dataclass
 class TrainResult:
     model_dir: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -207,7 +208,7 @@ def _embeddings(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool
 
 
 def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
-                  ) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+                  ) -> tuple[RankerSection, str, dict[str, Any] | None]:
     """Fit the ranker on the last ``validation_weeks`` of the data (an inner model trained before them).
 
     Returns the manifest's ``ranker`` section, the re-ranker's model text ("" when none) and the held-out
@@ -217,7 +218,7 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
     number; ``recsys evaluate`` is the unbiased measure.
     """
     ranker = config.ranker
-    default: dict[str, Any] = {"weights": dict(DEFAULT_WEIGHTS), "source": "default", "min_score": config.min_score}
+    default = RankerSection(weights=dict(DEFAULT_WEIGHTS), source="default", min_score=config.min_score)
     if not ranker.enabled:
         return default, "", None
     data_end = pd.Timestamp(events["timestamp"].max())
@@ -228,12 +229,12 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
             inner = train(dataset, inner_config, out_dir=Path(tmp), train_until=validation_start.to_pydatetime(),
                           show_progress=False, make_current=False, with_report=False)
         except DataValidationError:
-            return {**default, "note": "no events before the validation period"}, "", None
+            return default.model_copy(update={"note": "no events before the validation period"}), "", None
         engine = SubstituteEngine.load(inner.model_dir)
         queries, unsampled = build_queries(events, engine, validation_start, per_basket=True).partition(
             ranker.max_queries, ranker.seed)
         if len(queries) < ranker.min_queries:
-            return {**default, "note": f"only {len(queries)} validation queries"}, "", None
+            return default.model_copy(update={"note": f"only {len(queries)} validation queries"}), "", None
         fit_queries, held_out = queries.split(ranker.holdout_share, ranker.seed)
         # the bias choice compares margins of a few tenths of a point: it needs more queries than the held-out
         # share, and the validation queries the fit did not sample cost nothing to add
@@ -246,7 +247,7 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
             relevant += [n for n, keep in zip(fit_queries.new, has_new, strict=True) if keep]
         features, labels, starts = collect(engine, xs, customers, relevant)
         fitted = fit(features, labels, starts, l2=ranker.l2)
-        section: dict[str, Any] = {**fitted.ranker, "source": "learned", "min_score": fitted.min_score}
+        section = fitted.ranker.model_copy(update={"source": "learned", "min_score": fitted.min_score})
         methods = evaluation.make_methods(engine, events, validation_start, ranker.seed) if len(held_out) else {}
         baselines = evaluation.score(engine, {name: rank for name, rank in methods.items() if name != "ours"},
                                      held_out)[0] if methods else {}
@@ -256,8 +257,8 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
         if ranker.gbdt_trees > 0:
             reranker_text, fixed = fit_reranker(features, labels, starts, ranker)
             bias, tried = _choose_new_item_bias(engine, section, reranker_text, fixed, held_out, baselines, ranker)
-            section["reranker"] = {"file": RERANKER_FILE, "trees": ranker.gbdt_trees, "leaves": ranker.gbdt_leaves,
-                                   "new_item_bias": bias, "fixed_weights": fixed, "bias_search": tried}
+            section.reranker = RerankerSection(file=RERANKER_FILE, trees=ranker.gbdt_trees, leaves=ranker.gbdt_leaves,
+                                               new_item_bias=bias, fixed_weights=fixed, bias_search=tried)
         metrics = None
         if methods:
             engine.set_ranker(section, reranker_text)  # "ours" = the fitted ranker
@@ -265,13 +266,13 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
             metrics = {"split": validation_start.isoformat(),
                        "queries": {"all": len(held_out), "new_to_customer": held_out.n_new},
                        "methods": {**ours, **baselines, **default_metrics}}
-    section["validation"] = {"start": validation_start.isoformat(), "queries": len(fit_queries),
+    section.validation = {"start": validation_start.isoformat(), "queries": len(fit_queries),
                              "fitted_lists": fitted.queries, "candidates": fitted.candidates,
                              "loss": round(fitted.loss, 5)}
     return section, reranker_text, metrics
 
 
-def _choose_new_item_bias(engine: SubstituteEngine, section: dict[str, Any], reranker_text: str,
+def _choose_new_item_bias(engine: SubstituteEngine, section: RankerSection, reranker_text: str,
                           fixed: dict[str, float], held_out: Queries, baselines: dict[str, Any],
                           config: RankerConfig) -> tuple[float, dict[str, float]]:
     """The configured new-item bias, else the one of NEW_ITEM_BIASES whose smaller HR@3 margin over the best
@@ -282,7 +283,9 @@ def _choose_new_item_bias(engine: SubstituteEngine, section: dict[str, Any], rer
     best_baseline = {subset: max(m[subset]["HR@3"] for m in baselines.values()) for subset in evaluation.SUBSETS}
     tried = {}
     for bias in NEW_ITEM_BIASES:
-        engine.set_ranker({**section, "reranker": {"new_item_bias": bias, "fixed_weights": fixed}}, reranker_text)
+        engine.set_ranker(section.model_copy(update={"reranker": RerankerSection(new_item_bias=bias,
+                                                                                 fixed_weights=fixed)}),
+                          reranker_text)
         ours = evaluation.score(engine, {"ours": evaluation.engine_ranker(engine)}, held_out)[0]["ours"]
         tried[str(bias)] = round(min(ours[s]["HR@3"] - best_baseline[s] for s in evaluation.SUBSETS), 5)
     return float(max(tried, key=lambda b: tried[b])), tried
@@ -316,7 +319,7 @@ def _feedback(decisions: pd.DataFrame | None, item_ids: pd.Series, customers: pd
                                    "feedback_unknown_items": int((~known).sum()), "feedback_pairs": len(pairs)}
 
 
-def _current_manifest(out_dir: Path) -> dict[str, Any] | None:
+def _current_manifest(out_dir: Path) -> Manifest | None:
     """The manifest of the model that is current before this one (for the report's comparison)."""
     try:
         return artifact.read_manifest(out_dir / artifact.CURRENT, verify=False)
@@ -387,14 +390,14 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
                       customer_count=count, customer_recent=recent, feedback=pair_feedback,
                       customer_accepted=accepted, index=index, reranker=reranker)
     reports = [*dataset.reports, prep]
-    manifest: dict[str, Any] = {
-        "version": artifact.new_version(),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data_span": {"start": events["timestamp"].min().isoformat(), "end": data_end.isoformat()},
-        "train_until": train_until.isoformat() if train_until else None,
-        "config": config.model_dump(),
-        "ranker": ranker,
-        "counts": {
+    manifest = Manifest(
+        version=artifact.new_version(),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        data_span=DataSpan(start=events["timestamp"].min().isoformat(), end=data_end.isoformat()),
+        train_until=train_until.isoformat() if train_until else None,
+        config=config,
+        ranker=ranker,
+        counts={
             "events": len(events), "items": len(items), "items_with_events": int((items["n_customers"] > 0).sum()),
             "customers": len(customers), "stores": len(stores), "groups": int(len(model.group_ptr) - 1),
             "parent_categories": int(len(model.parent_ptr) - 1),
@@ -403,14 +406,14 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
             "event_types": events["event_type"].value_counts().to_dict(),
             **feedback_counts,
         },
-        "size_parse_rate": size_parse_rate,
-        "sources": [r.as_dict() for r in reports],
-        "als_loss": als_loss,
-        "metrics": holdout_metrics,
-    }
+        size_parse_rate=size_parse_rate,
+        sources=[SourceReport.model_validate(r.as_dict()) for r in reports],
+        als_loss=als_loss,
+        metrics=holdout_metrics,
+    )
     with timer.stage("report"):  # an in-memory engine for coverage and examples; skipped without a report
         engine = SubstituteEngine(model, manifest) if with_report else None
-        manifest["coverage"] = report.coverage(engine) if engine is not None else None
+        manifest.coverage = report.coverage(engine) if engine is not None else None
         previous = _current_manifest(out_dir) if engine is not None else None
 
     def write_files(directory: Path) -> None:
@@ -419,8 +422,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
             report.write(directory, manifest, engine, previous)
 
     with timer.stage("write"):
-        manifest["stage_seconds"] = dict(timer.seconds)
-        manifest["stage_peak_rss_mb"] = dict(timer.peak_rss_mb)
+        manifest.stage_seconds = dict(timer.seconds)
+        manifest.stage_peak_rss_mb = dict(timer.peak_rss_mb)
         model_dir = artifact.write_model(out_dir, write_files, manifest, make_current=make_current)
     timer.bar.close()
     stage_seconds = {**timer.seconds, "total": round(time.perf_counter() - started, 3)}

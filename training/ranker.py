@@ -23,6 +23,7 @@ from scipy.optimize import minimize
 from recsys.config import RankerConfig
 from recsys.engine import SubstituteEngine
 from recsys.kernels import FEATURES
+from recsys.manifest import RankerSection
 from recsys.ranking import DEFAULT_WEIGHTS, Scorer
 
 #: the re-ranker's new-item biases tried on the held-out validation queries
@@ -31,7 +32,7 @@ NEW_ITEM_BIASES: Final[tuple[float, ...]] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75)
 
 @dataclass
 class RankerFit:
-    ranker: dict[str, object]  # the manifest's ``ranker`` section: weights, history weights and bias
+    ranker: RankerSection  # the manifest's ``ranker`` section: weights, history weights and bias
     min_score: float
     queries: int
     candidates: int
@@ -82,7 +83,8 @@ def fit(raw_features: np.ndarray, labels: np.ndarray, starts: np.ndarray, l2: fl
     ranker = Scorer.from_vector(result.x)
     # a feature that is 0 on every validation candidate (e.g. substitution feedback, views in a purchase-only
     # period) carries no evidence: it keeps its default weight rather than the prior's 0
-    weights: dict[str, float] = ranker["weights"]  # type: ignore[assignment]
+    weights = ranker.weights
+    assert weights is not None
     for name in np.asarray(FEATURES)[~raw_features.any(axis=0)].tolist():
         weights[name] = DEFAULT_WEIGHTS[name]
     relevant_scores = Scorer(ranker).linear(raw_features)[labels]

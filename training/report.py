@@ -14,6 +14,7 @@ from typing import Any, Final
 import numpy as np
 
 from recsys.engine import SubstituteEngine
+from recsys.manifest import Manifest
 from recsys.registry import headline
 
 REPORT: Final[str] = "report.md"
@@ -41,8 +42,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def _plot_loss(manifest: dict[str, Any], path: Path) -> bool:
-    losses = manifest.get("als_loss") or []
+def _plot_loss(manifest: Manifest, path: Path) -> bool:
+    losses = manifest.als_loss
     if not losses:
         return False
     import matplotlib
@@ -85,58 +86,57 @@ def _examples(engine: SubstituteEngine, n: int = 3, k: int = 5) -> list[str]:
     return sections
 
 
-def write(directory: Path, manifest: dict[str, Any], engine: SubstituteEngine,
-          previous: dict[str, Any] | None) -> None:
+def write(directory: Path, manifest: Manifest, engine: SubstituteEngine, previous: Manifest | None) -> None:
     """Write ``report.md`` and its plots into ``directory`` (the model being written)."""
     from training.evaluation import EvaluationResult, plot
 
-    span, counts = manifest["data_span"], manifest["counts"]
-    rate = manifest.get("size_parse_rate")
-    out = [f"# Model {manifest['version']}", "",
-           f"Created {manifest['created_at']}; data {span['start']} .. {span['end']}.", "", "## Data", "",
+    span, counts = manifest.data_span, manifest.counts
+    rate = manifest.size_parse_rate
+    out = [f"# Model {manifest.version}", "",
+           f"Created {manifest.created_at}; data {span.start} .. {span.end}.", "", "## Data", "",
            _table(("what", "count"), [(k.replace("_", " "), f"{v:,}") for k, v in counts.items()
                                       if isinstance(v, int)]), "",
            f"Package sizes parsed: {'no sizes in data' if rate is None else f'{rate:.2%}'}.", ""]
-    for source in manifest.get("sources", []):
-        skipped = ", ".join(f"{k}: {v:,}" for k, v in source["skipped"].items()) or "none"
-        out.append(f"- {source['source']}: {source['rows_read']:,} rows read, {source['rows_used']:,} used; "
+    for source in manifest.sources:
+        skipped = ", ".join(f"{k}: {v:,}" for k, v in source.skipped.items()) or "none"
+        out.append(f"- {source.source}: {source.rows_read:,} rows read, {source.rows_used:,} used; "
                    f"skipped {skipped}")
     out += ["", "## Training", ""]
     if _plot_loss(manifest, directory / LOSS_PLOT):
-        losses = manifest["als_loss"]
+        losses = manifest.als_loss
         out += [f"ALS loss {losses[0]:.5f} after iteration 1, {losses[-1]:.5f} after {len(losses)}.", "",
                 f"![ALS loss]({LOSS_PLOT})", ""]
-    ranker = manifest.get("ranker", {})
-    validation = ranker.get("validation")
-    out.append(f"Ranker: {ranker.get('source', 'default')} weights"
+    ranker = manifest.ranker
+    validation = ranker.validation
+    out.append(f"Ranker: {ranker.source} weights"
                + (f", fitted on {validation['fitted_lists']:,} query lists from {validation['start'][:10]} "
                   f"(loss {validation['loss']})" if validation else "")
-               + f"; score cut-off {ranker.get('min_score', 0):.3f}.")
-    rerank = ranker.get("reranker")
-    if rerank:
-        out.append(f"Re-ranker: {rerank['trees']} LightGBM lambdarank trees of {rerank['leaves']} leaves over the "
-                   f"linear shortlist; new-item bias {rerank['new_item_bias']}"
+               + f"; score cut-off {ranker.min_score or 0:.3f}.")
+    rerank = ranker.reranker
+    if rerank is not None:
+        out.append(f"Re-ranker: {rerank.trees} LightGBM lambdarank trees of {rerank.leaves} leaves over the "
+                   f"linear shortlist; new-item bias {rerank.new_item_bias}"
                    + (" (worst HR@3 margin over the best baseline per bias tried: "
-                      + ", ".join(f"{b}: {m:+.4f}" for b, m in rerank["bias_search"].items()) + ")"
-                      if rerank.get("bias_search") else "") + ".")
-    stage_seconds = manifest.get("stage_seconds", {})
+                      + ", ".join(f"{b}: {m:+.4f}" for b, m in rerank.bias_search.items()) + ")"
+                      if rerank.bias_search else "") + ".")
+    stage_seconds = manifest.stage_seconds
     if stage_seconds:
         out += ["", "Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in stage_seconds.items()) + "."]
 
-    metrics = manifest.get("metrics")
+    metrics = manifest.metrics
     out += ["", "## Held-out hit rate", ""]
     if metrics:
         queries = metrics["queries"]
         out += [f"Switch queries from {metrics['split'][:10]} on (an inner model trained before that date; these "
                 f"queries were not used to fit the ranker"
-                + (", only to choose its new-item bias" if rerank and rerank.get("bias_search") else "") + "): "
+                + (", only to choose its new-item bias" if rerank is not None and rerank.bias_search else "") + "): "
                 f"{queries['all']:,} queries, {queries['new_to_customer']:,} with an item new to the customer.", ""]
         header = ("method", *(f"{m}" for m in HEADLINE), "new HR@3", "new NDCG@10")
         rows = [(name, *(f"{v['all'][m]:.3f}" for m in HEADLINE), f"{v['new_to_customer']['HR@3']:.3f}",
                  f"{v['new_to_customer']['NDCG@10']:.3f}")
                 for name, v in sorted(metrics["methods"].items(), key=lambda kv: -kv[1]["all"]["HR@3"])]
         out += [_table(header, rows), ""]
-        result = EvaluationResult(split=metrics["split"], model_version=manifest["version"],
+        result = EvaluationResult(split=metrics["split"], model_version=manifest.version,
                                   queries=queries, metrics=metrics["methods"])
         plot(result, directory / HOLDOUT_PLOT)
         out += [f"![held-out hit rate]({HOLDOUT_PLOT})", ""]
@@ -144,17 +144,17 @@ def write(directory: Path, manifest: dict[str, Any], engine: SubstituteEngine,
         out += ["No held-out metrics: the ranker was not fitted (disabled, or too little data).", ""]
 
     out += ["## Against the previous model", ""]
-    previous_metrics = (previous or {}).get("metrics")
-    if previous_metrics and metrics:
+    previous_metrics = previous.metrics if previous is not None else None
+    if previous is not None and previous_metrics and metrics:
         now, before = headline(metrics["methods"]["ours"]), headline(previous_metrics["methods"]["ours"])
         rows = [(name, f"{now[name]:.3f}", f"{before[name]:.3f}", f"{now[name] - before[name]:+.3f}") for name in now]
-        out += [f"Previous: {previous['version']} (data to {previous['data_span']['end'][:10]}). Each model on "
+        out += [f"Previous: {previous.version} (data to {previous.data_span.end[:10]}). Each model on "
                 "its own held-out weeks; `recsys retrain` compares both on the same weeks.", "",
                 _table(("metric", "this model", "previous", "change"), rows), ""]
     else:
         out += ["No previous model with held-out metrics to compare with.", ""]
 
-    cover = manifest.get("coverage", {})
+    cover = manifest.coverage or {}
     if cover.get("items_sampled"):
         out += ["## Coverage", "", f"Of {cover['items_sampled']:,} sampled items with events, the share that gets "
                 "at least k substitutes (non-personal, everything in stock; fewer than k means the rest scored "

@@ -123,8 +123,8 @@ def bench(
         console.print(f"HTTP p50 / in-process engine p50: {http_results['p50_ratio_vs_engine']:.1f}x at the client, "
                       f"{http_results['server_p50_ratio_vs_engine']:.1f}x inside the server; server p50 / the "
                       f"engine's p50 on the same requests: {http_results['server_p50_ratio_vs_engine_in_server']:.1f}x")
-    results["training"] = {"model": manifest["version"], "stage_seconds": manifest.get("stage_seconds"),
-                           "stage_peak_rss_mb": manifest.get("stage_peak_rss_mb")}
+    results["training"] = {"model": manifest.version, "stage_seconds": manifest.stage_seconds,
+                           "stage_peak_rss_mb": manifest.stage_peak_rss_mb}
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2))
     typer.echo(str(json_path))

@@ -20,20 +20,20 @@ def _summary(result: Any) -> Table:
     table = Table(title="training summary", show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value")
-    for source in manifest["sources"]:
-        skipped = ", ".join(f"{k}: {v:,}" for k, v in source["skipped"].items()) or "none"
-        table.add_row(f"rows: {source['source']}", f"{source['rows_read']:,} read, {source['rows_used']:,} used; "
-                                                   f"skipped {skipped}")
-    span = manifest["data_span"]
-    table.add_row("data span", f"{span['start']} .. {span['end']}")
-    for key, value in manifest["counts"].items():
+    for source in manifest.sources:
+        skipped = ", ".join(f"{k}: {v:,}" for k, v in source.skipped.items()) or "none"
+        table.add_row(f"rows: {source.source}", f"{source.rows_read:,} read, {source.rows_used:,} used; "
+                                                f"skipped {skipped}")
+    span = manifest.data_span
+    table.add_row("data span", f"{span.start} .. {span.end}")
+    for key, value in manifest.counts.items():
         table.add_row(key.replace("_", " "), json.dumps(value) if isinstance(value, dict) else f"{value:,}")
-    rate = manifest["size_parse_rate"]
+    rate = manifest.size_parse_rate
     table.add_row("package sizes parsed", "no sizes in data" if rate is None else f"{rate:.2%}")
     for stage, seconds in result.stage_seconds.items():
         table.add_row(f"time: {stage}", f"{seconds:.2f} s")
     table.add_row("model size", f"{directory_size(result.model_dir) / 1e6:.1f} MB")
-    table.add_row("model version", manifest["version"])
+    table.add_row("model version", manifest.version)
     return table
 
 

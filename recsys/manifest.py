@@ -1,0 +1,83 @@
+"""The model manifest: the typed contract between the trainer that writes a model and the engine that loads it.
+
+``manifest.json`` holds what a model is (version, format, files and their checksums), what it was trained on
+(data span, sources, counts), how (the :class:`recsys.config.TrainConfig`, which owns every training default),
+its ranker and its held-out metrics. Keys this build does not know are kept as they are (``extra="allow"``),
+so an older reader never drops what a newer writer added.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys.config import TrainConfig
+
+#: the artifact format this build reads and writes
+FORMAT_VERSION: Final[int] = 1
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class DataSpan(_Section):
+    start: str  # ISO time of the first event used
+    end: str  # ISO time of the last event used
+
+
+class SourceReport(_Section):
+    """One input's rows: read, used, and skipped by reason."""
+
+    source: str
+    rows_read: int
+    rows_used: int
+    skipped: dict[str, int] = Field(default_factory=dict)
+
+
+class RerankerSection(_Section):
+    """The LightGBM re-ranker over the linear shortlist (its trees are in the model's ``reranker.txt``)."""
+
+    new_item_bias: float = 0.0  # added to the score of candidates the customer never bought
+    fixed_weights: dict[str, float] | None = None  # weights of features validation never showed (set, not learned)
+    file: str | None = None
+    trees: int | None = None
+    leaves: int | None = None
+    bias_search: dict[str, float] | None = None  # the new-item biases tried: worst HR@3 margin over a baseline
+
+
+class RankerSection(_Section):
+    """How candidates are scored (see :mod:`recsys.ranking`). Weights missing here take the defaults."""
+
+    weights: dict[str, float] | None = None
+    history_weights: dict[str, float] | None = None  # for candidates the customer bought before
+    history_bias: float = 0.0
+    min_score: float | None = None  # None: the training config's ``min_score``
+    source: str = "default"  # "default" (hand-set weights) or "learned"
+    reranker: RerankerSection | None = None
+    validation: dict[str, Any] | None = None  # what the fit saw: period start, queries, lists, loss
+    note: str | None = None  # why the default weights were kept
+
+
+class Manifest(_Section):
+    """A model's ``manifest.json``."""
+
+    version: str
+    data_span: DataSpan
+    format_version: int = FORMAT_VERSION
+    files: dict[str, str] = Field(default_factory=dict)  # file name -> sha256, filled in when written
+    created_at: str = ""
+    train_until: str | None = None
+    config: TrainConfig = Field(default_factory=TrainConfig)
+    ranker: RankerSection = Field(default_factory=RankerSection)
+    counts: dict[str, Any] = Field(default_factory=dict)
+    sources: list[SourceReport] = Field(default_factory=list)
+    size_parse_rate: float | None = None  # share of package sizes parsed; None: no sizes in the data
+    als_loss: list[float] = Field(default_factory=list)
+    metrics: dict[str, Any] | None = None  # held-out metrics of the training report
+    coverage: dict[str, Any] | None = None  # share of items with at least k substitutes
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    stage_peak_rss_mb: dict[str, float] = Field(default_factory=dict)
+    catalog_updates: list[dict[str, Any]] = Field(default_factory=list)  # items added since training
+
