@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from recsys import ArtifactError, Inventory
 from recsys.feedback import FeedbackLog
 from recsys.inventory import SqliteStockStore
-from serving.fastpath import SubstituteFastPath
 from serving.metrics import Metrics, ObservabilityMiddleware
 from serving.routers import admin, customers, feedback, health, substitutes
 from serving.schemas import ErrorOut
@@ -20,6 +22,7 @@ from serving.settings import Settings
 from serving.state import ServiceState
 
 log = logging.getLogger("recsys.serving")
+TOO_DEEP = "request body nests JSON arrays or objects too deeply"
 
 
 def create_app(settings: Settings | None = None, inventory: Inventory | None = None) -> FastAPI:
@@ -48,11 +51,32 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
         inventory = Inventory(SqliteStockStore(settings.state_path) if settings.state_path else None)
     app.state.service = ServiceState(settings.model_path, inventory, FeedbackLog(settings.state_path))
     app.state.metrics = Metrics()
-    if settings.fast_path:  # inside the observability middleware: metrics, body limit and timing still apply
-        app.add_middleware(SubstituteFastPath)
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
     for router in (substitutes.router, customers.router, feedback.router, admin.router, health.router):
         app.include_router(router)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        # FastAPI answers a body that json.loads cannot parse for recursion depth (e.g. 100,000 "[") with a 400
+        # whose message does not say why; name the problem
+        if isinstance(exc.__cause__, RecursionError):
+            return JSONResponse({"detail": TOO_DEEP}, status_code=400)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        # a 422 echoes the invalid input: one nested nearly as deep as json.loads allows cannot be written back
+        try:
+            return await request_validation_exception_handler(request, exc)
+        except RecursionError:
+            return JSONResponse({"detail": TOO_DEEP}, status_code=400)
+
+    @app.exception_handler(RecursionError)
+    async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # any other RecursionError (all come from nesting in the request): a 400 here rather than the 500
+        # handler's, after which the server would also drop the keep-alive connection
+        log.warning("recursion error on %s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": TOO_DEEP}, status_code=400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # never a stack trace to clients

@@ -23,9 +23,6 @@ class Settings(BaseSettings):
     opentelemetry: bool = Field(
         False, description="FastAPI's own OpenTelemetry traces, metrics and logs (checked on every request when on)"
     )
-    fast_path: bool = Field(
-        True, description="answer valid POST /v1/substitutes requests without FastAPI's routing (same answers)"
-    )
 
     @field_validator("state_path", mode="before")
     @classmethod

@@ -1,5 +1,6 @@
 """Fuzz the HTTP API from its own OpenAPI schema (schemathesis): valid and invalid generated requests, no 5xx,
-invalid ones rejected with a 4xx, responses that match the schema."""
+invalid ones rejected with a 4xx, responses that match the schema; and hostile bodies on every operation that
+reads JSON."""
 
 import itertools
 from pathlib import Path
@@ -11,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from serving.app import create_app
+from serving.app import TOO_DEEP, create_app
 from serving.settings import Settings
 
 pytestmark = [pytest.mark.realdata, pytest.mark.reliability]
@@ -41,3 +42,25 @@ def test_api_survives_generated_requests(model_dir: Path, tmp_path: Path) -> Non
             except Unsatisfiable:
                 assert mode is GenerationMode.NEGATIVE  # an operation without inputs has no invalid request
         assert ran >= 4 * CASES_PER_OPERATION  # operations without parameters have only a few distinct cases
+
+
+def test_every_json_operation_refuses_deep_nesting_with_a_4xx(model_dir: Path, tmp_path: Path) -> None:
+    """Every operation whose schema takes a JSON body (so endpoints added later are covered too): bodies nested
+    deeper than json.loads can parse are a 400 naming the problem, not a 500; the schema documents the 400."""
+    app = create_app(Settings(model_path=model_dir, admin_token=TOKEN, state_path=tmp_path / "state.sqlite3"))
+    bodies = [b"[" * 100_000, b'{"a":' * 100_000, b"[" * 100_000 + b"]" * 100_000,
+              b'{"a":' * 100_000 + b"1" + b"}" * 100_000, b'{"item_id":"1","k":' + b"[" * 50_000 + b"}"]
+    headers = {"content-type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    with TestClient(app) as client:
+        paths = client.get("/openapi.json").json()["paths"]
+        operations = [(method, path, operation) for path, item in paths.items()
+                      for method, operation in item.items()
+                      if "application/json" in operation.get("requestBody", {}).get("content", {})]
+        assert {(method, path) for method, path, _ in operations} >= {
+            ("post", "/v1/substitutes"), ("post", "/v1/substitutes/batch"), ("post", "/v1/feedback"),
+            ("put", "/v1/inventory"), ("post", "/v1/admin/reload")}
+        for method, path, operation in operations:
+            assert "400" in operation["responses"], f"{method} {path} does not document its 400"
+            for body in bodies:
+                response = client.request(method, path, content=body, headers=headers)
+                assert (response.status_code, response.json()) == (400, {"detail": TOO_DEEP}), (method, path)

@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 
 from recsys.artifact import MANIFEST
 from recsys.model import FACTORS_FILE
-from serving import fastpath
-from serving.app import create_app
+from serving.app import TOO_DEEP, create_app
+from serving.routers import substitutes
+from serving.schemas import SubstituteRequest
 from serving.settings import Settings
 
 pytestmark = pytest.mark.realdata
@@ -47,19 +48,16 @@ def test_post_and_get_agree(client: TestClient, item_id: str) -> None:
     assert body["model_version"] == client.get("/readyz").json()["model_version"]
 
 
-def test_fast_path_answers_as_the_fastapi_route_does(client: TestClient, model_dir: Path, tmp_path: Path,
-                                                     item_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same requests, with and without serving.fastpath: the same status, content type and bytes; the fast
-    path serves the valid ones and hands every other one to FastAPI."""
-    served = []
-    answer = fastpath.SubstituteFastPath.answer
-    monkeypatch.setattr(fastpath.SubstituteFastPath, "answer",
-                        staticmethod(lambda engine, body: served.append(answer(engine, body)) or served[-1]))
-    customer = str(client.app.state.service.engine.model.customers[0])
+def test_substitute_answers_are_the_routes_bytes(client: TestClient, item_id: str) -> None:
+    """POST /v1/substitutes answers with the route's own serialisation (answer_json), and errors with FastAPI's;
+    Server-Timing carries the app's time and, where the engine answered, the engine's."""
+    engine = client.app.state.service.engine
+    customer = str(engine.model.customers[0])
+    full = {"item_id": item_id, "customer_id": customer, "store_id": "S1", "k": 3, "exclude": ["x"],
+            "filters": {"max_price": 5.0, "same_size_family": True}}
     requests: list[dict[str, object]] = [
         {"json": {"item_id": item_id}},
-        {"json": {"item_id": item_id, "customer_id": customer, "store_id": "S1", "k": 3, "exclude": ["x"],
-                  "filters": {"max_price": 5.0, "same_size_family": True}}},
+        {"json": full},
         {"content": json.dumps({"item_id": item_id}).encode()},  # no content type
         {"content": json.dumps({"item_id": item_id}).encode(),
          "headers": {"content-type": "application/json; charset=utf-8"}},
@@ -71,22 +69,17 @@ def test_fast_path_answers_as_the_fastapi_route_does(client: TestClient, model_d
         {"content": b"", "headers": {"content-type": "application/json"}},
         {"content": json.dumps({"item_id": item_id}).encode(), "headers": {"content-type": "text/plain"}},
     ]
-    answers = {}
-    for fast in (True, False):
-        settings = Settings(model_path=model_dir, state_path=tmp_path / f"state-{fast}.sqlite3", fast_path=fast)
-        with TestClient(create_app(settings)) as test_client:
-            responses = [test_client.post("/v1/substitutes", **request) for request in requests]  # type: ignore[arg-type]
-            answers[fast] = [(r.status_code, r.headers["content-type"], r.content) for r in responses]
-            for response in responses:  # Server-Timing: the app's time, and the engine's in it where it answered
-                timings = dict(entry.split(";dur=") for entry in response.headers.get_list("server-timing"))
-                assert ("engine" in timings) == (response.status_code == 200)
-                assert float(timings.get("engine", 0)) <= float(timings["app"])
-            metrics = test_client.get("/metrics").text
-            assert 'recsys_requests_total{endpoint="/v1/substitutes",method="POST",status="200"} 3.0' in metrics
-    assert answers[True] == answers[False]
-    assert [status for status, _, _ in answers[True]] == [200, 200, 422, 200, 404, 422, 422, 422, 422, 422, 422]
-    assert len(served) == 8 and sum(payload is not None for payload in served) == 2, \
-        "the fast path answered the valid requests with a plain JSON content type, and no other"
+    responses = [client.post("/v1/substitutes", **request) for request in requests]  # type: ignore[arg-type]
+    assert [r.status_code for r in responses] == [200, 200, 422, 200, 404, 422, 422, 422, 422, 422, 422]
+    for response in responses:
+        assert response.headers["content-type"] == "application/json"
+        timings = dict(entry.split(";dur=") for entry in response.headers.get_list("server-timing"))
+        assert ("engine" in timings) == (response.status_code == 200)
+        assert float(timings.get("engine", 0)) <= float(timings["app"])
+    for response, payload in ((responses[0], {"item_id": item_id}), (responses[1], full)):
+        assert response.content == substitutes.answer_json(engine, SubstituteRequest.model_validate(payload))[0]
+    metrics = client.get("/metrics").text
+    assert 'recsys_requests_total{endpoint="/v1/substitutes",method="POST",status="200"} 3.0' in metrics
 
 
 def test_filters_and_exclude_over_http(client: TestClient, item_id: str) -> None:
@@ -155,6 +148,39 @@ def test_malformed_json_and_oversized_body(client: TestClient) -> None:
     huge = client.post("/v1/substitutes", content=b"{" + b" " * 2_000_000 + b"}",
                        headers={"content-type": "application/json"})
     assert huge.status_code == 413 and "request body over" in huge.json()["detail"]
+
+
+# every endpoint that reads a JSON body
+JSON_ENDPOINTS = [("POST", "/v1/substitutes"), ("POST", "/v1/substitutes/batch"), ("POST", "/v1/feedback"),
+                  ("PUT", "/v1/inventory"), ("POST", "/v1/admin/reload")]
+TOO_DEEP_BODIES = {"100k [": b"[" * 100_000, "100k {\"a\":": b'{"a":' * 100_000,
+                   "100k [ closed": b"[" * 100_000 + b"]" * 100_000,
+                   "100k {\"a\": closed": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
+                   "deep in a field": b'{"item_id":"1","exclude":' + b"[" * 100_000 + b"]" * 100_000 + b"}"}
+
+
+@pytest.mark.parametrize(("method", "path"), JSON_ENDPOINTS)
+def test_json_nested_too_deep_is_a_400_naming_the_problem(client: TestClient, item_id: str, method: str,
+                                                          path: str) -> None:
+    """json.loads raises RecursionError on these: a 400 that says why, never a 500; the next request works."""
+    for name, body in TOO_DEEP_BODIES.items():
+        response = client.request(method, path, content=body,
+                                  headers={"content-type": "application/json", **AUTH})
+        assert (response.status_code, response.json()) == (400, {"detail": TOO_DEEP}), name
+        assert client.post("/v1/substitutes", json={"item_id": item_id}).status_code == 200
+
+
+@pytest.mark.parametrize(("method", "path"), JSON_ENDPOINTS)
+def test_json_nested_near_the_parsers_limit_is_a_4xx(client: TestClient, method: str, path: str) -> None:
+    """Nesting json.loads just parses (or just fails to), in a field the 422 echoes back or at the top: a 4xx
+    with a message at every depth (writing the echo back can hit the recursion limit too)."""
+    for depth in range(600, 1101, 5):
+        for body in (b'{"item_id":"1","surprise":' + b"[" * depth + b"]" * depth + b"}",
+                     b'{"a":' * depth + b"1" + b"}" * depth):
+            response = client.request(method, path, content=body,
+                                      headers={"content-type": "application/json", **AUTH})
+            assert response.status_code in (400, 422), (depth, response.status_code, response.text[:200])
+            assert response.json()["detail"]
 
 
 def test_whole_order_over_http(client: TestClient, item_id: str) -> None:

@@ -1,6 +1,7 @@
 """Promises a storefront relies on, each tested by breaking things for real: killed processes, model swaps
-under load, killed training."""
+under load, killed training, hostile bodies on a keep-alive connection."""
 
+import http.client
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import pytest
 from recsys import SubstituteEngine
 from recsys.artifact import CURRENT, MANIFEST, read_manifest
 from recsys.feedback import FeedbackLog
+from serving.app import TOO_DEEP
 from serving.process import serving
 
 pytestmark = [pytest.mark.realdata, pytest.mark.reliability]
@@ -125,3 +127,42 @@ def test_killed_training_never_replaces_the_current_model(model_dir: Path, tmp_p
         if (models / CURRENT).resolve().name != model_dir.name:  # training won the race: restore
             (models / CURRENT).unlink()
             (models / CURRENT).symlink_to(model_dir.name)
+
+
+def test_hostile_nesting_leaves_the_keep_alive_connection_serving(model_dir: Path, tmp_path: Path) -> None:
+    """A real server, one TCP connection: JSON nested too deep for json.loads (and nested just shallow enough to
+    parse, in a field the 422 echoes back) on every endpoint that reads JSON is a 4xx, and the same connection
+    then answers a valid query (an unhandled error would make the server close it)."""
+    item = _popular(model_dir)[0]
+    valid = json.dumps({"item_id": item, "k": 3}).encode()
+    headers = {"content-type": "application/json", **AUTH}
+    too_deep = [b"[" * 100_000, b'{"a":' * 100_000, b"[" * 100_000 + b"]" * 100_000,
+                b'{"item_id":"1","exclude":' + b"[" * 100_000 + b"]" * 100_000 + b"}"]
+    # the depth at which json.loads gives up depends on the server's stack: cover the whole neighbourhood
+    near_limit = [b'{"item_id":"1","surprise":' + b"[" * depth + b"]" * depth + b"}" for depth in range(700, 1101, 4)]
+    with _serving(model_dir, tmp_path / "state.sqlite3") as (base, _):
+        host, port = base.removeprefix("http://").split(":")
+        paths = httpx.get(f"{base}/openapi.json").json()["paths"]
+        endpoints = [(method.upper(), path) for path, operations in paths.items()
+                     for method, operation in operations.items()
+                     if "application/json" in operation.get("requestBody", {}).get("content", {})]
+        assert len(endpoints) >= 5
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.connect()
+        sock = connection.sock
+        try:
+            for method, path in endpoints:
+                for body in too_deep + (near_limit if path == "/v1/substitutes" else near_limit[::10]):
+                    connection.request(method, path, body=body, headers=headers)
+                    response = connection.getresponse()
+                    detail = json.loads(response.read())["detail"]
+                    assert response.status in (400, 422) and detail, (method, path, response.status)
+                    if body in too_deep:
+                        assert (response.status, detail) == (400, TOO_DEEP)
+                    assert not response.will_close and connection.sock is sock, "the server closed the connection"
+                    connection.request("POST", "/v1/substitutes", body=valid, headers=headers)
+                    answer = connection.getresponse()
+                    assert answer.status == 200 and json.loads(answer.read())["item"]["item_id"] == item
+                    assert connection.sock is sock
+        finally:
+            connection.close()
