@@ -7,10 +7,12 @@ from recsys.inventory import Inventory, StockUpdate
 from recsys.schema import Dataset, DataValidationError
 from recsys.sizes import PackageSize, parse_package_size
 from recsys.types import (
+    BrandShare,
     CategoryPreference,
     CustomerProfile,
     ItemInfo,
     OrderSubstitutes,
+    PriceBand,
     Substitute,
     SubstituteFilters,
     SubstituteList,
@@ -20,6 +22,8 @@ from recsys.types import (
 )
 
 __all__ = [
+    "BrandShare",
+    "PriceBand",
     "CategoryPreference",
     "CustomerProfile",
     "AlsConfig",

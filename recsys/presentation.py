@@ -4,9 +4,10 @@ other pack sizes and where X is available. Everything an answer shows is prepare
 from __future__ import annotations
 
 import math
+from dataclasses import astuple
 from datetime import datetime
 from functools import lru_cache
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,9 +27,6 @@ _REASON_FEATURES: Final[np.ndarray] = np.array([
 #: thresholds above which a feature becomes a shopper-facing reason
 USUAL_BRAND_SHARE: Final[float] = 0.3
 BOUGHT_INSTEAD_MIN: Final[float] = 0.05
-#: builds a named tuple from one tuple of all its fields: skips the keyword-argument constructor (0.4 µs of
-#: the 4 µs that presenting one substitute costs)
-_new = tuple.__new__
 
 
 # Pure functions of a few numbers, cached because answers repeat the common size and price differences (a
@@ -58,6 +56,7 @@ class _Shown(NamedTuple):
     one record per item: an answer's ten substitutes then miss the cache once each, not once per field."""
 
     info: ItemInfo
+    fields: tuple[Any, ...]  # the info's fields in order: a Substitute starts with them
     family: int  # size family code, -1: unknown
     log_size: float  # NaN: unknown
     size: float
@@ -78,7 +77,7 @@ class Presenter:
         size_display = items.size_display()
         self.infos = self._build_infos(size_display)
         self._shown = [
-            _Shown(info, family, log_size, math.exp(log_size), family_name, f"same size: {label}",
+            _Shown(info, astuple(info), family, log_size, math.exp(log_size), family_name, f"same size: {label}",
                    f"size {label} vs ", None if info.price is None else round(info.price * 100), cold, label)
             for info, family, log_size, family_name, cold, label in zip(
                 self.infos, items.family_codes.tolist(), items.log_size.tolist(), items.families, items.cold,
@@ -121,7 +120,7 @@ class Presenter:
         bought = (self.customer_items.lookup(cust_row, items)[:, 1].astype(np.int64).tolist()
                   if cust_row is not None and any(row[-1] > 0 for row in reason_features) else [0] * len(items))
         shown = self._shown
-        _, x_family, x_log_size, x_size, _, _, _, x_cents, _, x_label = shown[x]
+        _, _, x_family, x_log_size, x_size, _, _, _, x_cents, _, x_label = shown[x]
         x_private_label = target.private_label
         same_type = f"same type: {target.product_type.lower()}"
         results = []
@@ -129,7 +128,7 @@ class Presenter:
         for c, score, (brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed, _), \
                 is_widened, n in zip(items.tolist(), scores.tolist(), reason_features, widened.tolist(), bought,
                                      strict=True):
-            info, family, log_size, size, family_name, same_size, size_start, cents, cold, _ = shown[c]
+            info, fields, family, log_size, size, family_name, same_size, size_start, cents, cold, _ = shown[c]
             reasons = [] if is_widened else [same_type]
             size_ratio = size_difference = None
             if family == x_family and family >= 0:
@@ -166,9 +165,8 @@ class Presenter:
                 reasons.append("new in the catalog")
             if is_widened:
                 reasons.append(f"from the wider category {info.category}: too few {target.product_type} available")
-            results.append(_new(Substitute, info + (round(score, 4), tuple(reasons), size_ratio,
-                                                               size_difference, price_difference, usual_brand, n,
-                                                               is_widened)))
+            results.append(Substitute(*fields, round(score, 4), tuple(reasons), size_ratio, size_difference,
+                                      price_difference, usual_brand, n, is_widened))
         return tuple(results)
 
     def availability(self, item_id: str, store: str) -> tuple[bool, datetime | None, tuple[str, ...]]:
@@ -182,5 +180,5 @@ class Presenter:
 
     def variants(self, x: int, store: str) -> tuple[Variant, ...]:
         """Up to :data:`recsys.items.MAX_VARIANTS` other pack sizes of X, with their stock at ``store``."""
-        return tuple([_new(Variant, fields + self.availability(fields[0], store))
+        return tuple([Variant(*fields, *self.availability(fields[0], store))
                       for fields in self._variant_fields[x]])

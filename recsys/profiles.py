@@ -13,7 +13,7 @@ from recsys.items import ItemTable
 from recsys.model import ModelData
 from recsys.sizes import format_quantity
 from recsys.sparse import SparseRows
-from recsys.types import CategoryPreference, CustomerProfile, ItemInfo
+from recsys.types import BrandShare, CategoryPreference, CustomerProfile, ItemInfo, PriceBand
 
 
 def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[float]) -> list[float]:
@@ -46,15 +46,15 @@ def customer_profile(model: ModelData, table: ItemTable, infos: Sequence[ItemInf
             middle = _weighted_quantiles(table.log_size[its][sized].astype(np.float64), iw[sized], [0.5])[0]
             usual_size = format_quantity(math.exp(middle), str(table.families[int(its[sized][0])]))
         priced = ~np.isnan(table.price[its])
-        band = (tuple(round(v, 2) for v in _weighted_quantiles(table.price[its][priced], iw[priced],
-                                                              [0.25, 0.5, 0.75]))
+        band = (PriceBand(*(round(v, 2) for v in _weighted_quantiles(table.price[its][priced], iw[priced],
+                                                                    [0.25, 0.5, 0.75])))
                 if priced.any() else None)
         categories.append(CategoryPreference(
             department=info.department, category=info.category,
             share=round(float(totals[parent] / totals.sum()), 4), purchases=int(n[mine].sum()),
-            brands=tuple((str(b), round(float(v / iw.sum()), 4)) for b, v in brand_weight.items()),
+            brands=tuple(BrandShare(str(b), round(float(v / iw.sum()), 4)) for b, v in brand_weight.items()),
             private_label_share=round(float(iw[table.private_label[its]].sum() / iw.sum()), 4),
-            usual_size=usual_size, price_band=band,  # type: ignore[arg-type]
+            usual_size=usual_size, price_band=band,
         ))
     stats = model.customer_stats
     stat = stats.iloc[row] if len(stats.columns) else None

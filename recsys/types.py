@@ -1,6 +1,7 @@
 """The engine's public types: the answer, its parts, the request filters and the errors.
 
-Each shape is defined here once; the HTTP layer derives its response schemas from these (``serving.schemas``).
+Each shape is defined here once: the HTTP layer serialises these as they are (orjson writes dataclasses
+natively) and derives its OpenAPI response schemas from them.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, NamedTuple, overload
+from typing import Annotated, Final, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,8 +44,10 @@ class SubstituteFilters(BaseModel):
     )
 
 
-class ItemInfo(NamedTuple):
-    """An item as the catalog describes it (immutable: the engine hands out the same instance to every query)."""
+@dataclass(slots=True)
+class ItemInfo:
+    """An item as the catalog describes it. The engine hands out one instance per item to every query: read it,
+    never change it."""
 
     item_id: str
     brand: str
@@ -52,50 +55,41 @@ class ItemInfo(NamedTuple):
     department: str
     category: str
     product_type: str
-    package_size: str | None
-    size: str | None
-    price: float | None
-    unit_price: float | None  # price per ``unit_price_per``: compares packs of different sizes
-    unit_price_per: str | None
+    package_size: Annotated[str | None, Field(description="as printed on the pack")]
+    size: Annotated[str | None, Field(description="normalised: g, ml, ct, cm, m², loads")]
+    price: Annotated[float | None, Field(description="typical price of one pack")]
+    unit_price: Annotated[float | None, Field(description="price per unit_price_per (compares different pack sizes)")]
+    unit_price_per: Annotated[str | None, Field(description="e.g. '100 g', '100 ml', '1 ct'")]
 
 
-class Substitute(NamedTuple):
-    """One answer: the item's :class:`ItemInfo` fields, in that order, then how it compares with X.
+@dataclass(slots=True)
+class Substitute(ItemInfo):
+    """One substitute: the item's catalog fields, then how it compares with X.
 
-    A named tuple, not a dataclass: an answer builds ten of these, and a frozen dataclass of 19 fields costs
-    2.5 µs more each to construct (a test keeps the item fields equal to ItemInfo's)."""
+    Slots dataclasses, not frozen: an answer builds ten of these, and a frozen dataclass of 19 fields costs
+    2.5 µs more each to construct."""
 
-    item_id: str
-    brand: str
-    private_label: bool
-    department: str
-    category: str
-    product_type: str
-    package_size: str | None
-    size: str | None
-    price: float | None
-    unit_price: float | None
-    unit_price_per: str | None
     score: float
     reasons: tuple[str, ...]
-    size_ratio: float | None
-    size_difference: str | None
-    price_difference: float | None
+    size_ratio: Annotated[float | None, Field(description="substitute size / X's size, same unit family only")]
+    size_difference: Annotated[str | None, Field(description="substitute size - X's size, e.g. '+113 g' or 'same'")]
+    price_difference: Annotated[float | None, Field(description="substitute price - X's price")]
     usual_brand: bool
     bought_before: int
-    widened: bool
+    widened: Annotated[bool, Field(description="from X's parent category, because X's group had too few")]
 
 
-class Variant(NamedTuple):
+@dataclass(slots=True)
+class Variant:
     """Another pack size of X (same brand and product type) and where it is."""
 
     item_id: str
     package_size: str | None
     size: str | None
     price: float | None
-    in_stock: bool  # at the queried store (unreported counts as in stock)
-    restock_eta: datetime | None  # at the queried store, when out of stock and known
-    available_at: tuple[str, ...]  # other stores or channels that reported it in stock
+    in_stock: Annotated[bool, Field(description="at the queried store (not reported out of stock)")]
+    restock_eta: Annotated[datetime | None, Field(description="at the queried store, when out of stock and known")]
+    available_at: Annotated[tuple[str, ...], Field(description="other stores or channels that reported it in stock")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,14 +98,16 @@ class SubstituteList(Sequence[Substitute]):
 
     item: ItemInfo
     substitutes: tuple[Substitute, ...]
-    personalized: bool
+    personalized: Annotated[bool, Field(description="false when the customer is unknown or not given")]
     widened: bool
-    model_version: str
     store_id: str
-    restock_eta: datetime | None  # of X at the queried store, when out of stock and known
-    available_at: tuple[str, ...]  # other stores or channels that reported X in stock
-    variants: tuple[Variant, ...]  # X's other pack sizes, most popular first
-    metadata_based: bool  # X has no events yet: its substitutes come from its group, brand, size and price
+    restock_eta: Annotated[datetime | None, Field(description="when X is expected back at this store, if known")]
+    available_at: Annotated[tuple[str, ...], Field(description="other stores or channels that reported X in stock")]
+    variants: Annotated[tuple[Variant, ...], Field(
+        description="X's other pack sizes (same brand and type) and their stock, most popular first")]
+    metadata_based: Annotated[bool, Field(
+        description="X has no events yet: substitutes from its group, brand, size and price")]
+    model_version: str
 
     @overload
     def __getitem__(self, index: int) -> Substitute: ...
@@ -136,17 +132,32 @@ class UnknownCustomerError(LookupError):
 
 
 @dataclass(frozen=True, slots=True)
+class BrandShare:
+    brand: str
+    share: float  # of the customer's weight in the category
+
+
+@dataclass(frozen=True, slots=True)
+class PriceBand:
+    """Weighted percentiles of the prices of the items a customer bought."""
+
+    p25: float
+    median: float
+    p75: float
+
+
+@dataclass(frozen=True, slots=True)
 class CategoryPreference:
     """What a customer buys in one category (department, category), from their weighted history."""
 
     department: str
     category: str
-    share: float  # of the customer's recency-weighted interactions
+    share: Annotated[float, Field(description="of the customer's recency-weighted interactions")]
     purchases: int
-    brands: tuple[tuple[str, float], ...]  # up to 3 (brand, share in this category), largest first
+    brands: Annotated[tuple[BrandShare, ...], Field(description="up to 3, largest share in this category first")]
     private_label_share: float
-    usual_size: str | None  # weighted median size in the customer's main unit family here
-    price_band: tuple[float, float, float] | None  # weighted 25th, 50th, 75th percentile of item prices
+    usual_size: Annotated[str | None, Field(description="weighted median size in the customer's main unit family")]
+    price_band: PriceBand | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,20 +166,21 @@ class CustomerProfile:
 
     customer_id: str
     model_version: str
-    segment: str | None  # RFM: champion, loyal, at risk, new, occasional, browser
-    recency_days: float | None  # days from the last purchase to the end of the training data
+    segment: Annotated[str | None, Field(description="RFM: champion, loyal, at risk, new, occasional, browser")]
+    recency_days: Annotated[float | None, Field(
+        description="days from the last purchase to the end of the training data")]
     baskets: int | None
     spend: float | None
     home_store: str | None
-    items: int  # distinct items interacted with
-    categories: tuple[CategoryPreference, ...]  # largest share first
+    items: Annotated[int, Field(description="distinct items the customer interacted with")]
+    categories: Annotated[tuple[CategoryPreference, ...], Field(description="largest share first")]
 
 
 @dataclass(frozen=True, slots=True)
 class OrderSubstitutes:
     """Substitutes for several unavailable lines of one order, in line order."""
 
-    lines: tuple[SubstituteList, ...]
-    unknown_items: tuple[str, ...]
+    lines: Annotated[tuple[SubstituteList, ...], Field(description="one answer per known line, in line order")]
+    unknown_items: Annotated[tuple[str, ...], Field(description="lines the model does not know (not answered)")]
     personalized: bool
     model_version: str

@@ -1,4 +1,5 @@
-"""HTTP request and response bodies (the OpenAPI schema at /docs comes from these)."""
+"""HTTP request bodies and the responses that are the HTTP layer's own (the OpenAPI schema at /docs comes from
+these). Answers and profiles are the engine's types (``recsys.types``), serialised as they are."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
-from recsys import SubstituteFilters
-from recsys.engine import MAX_K
 from recsys.inventory import ONLINE
+from recsys.types import MAX_K, SubstituteFilters
 
 MAX_ORDER_LINES = 200
 
@@ -59,61 +59,6 @@ class OrderSubstituteRequest(_QueryContext):
     k: JsonInt = Field(3, ge=1, le=MAX_K, description="substitutes per line")
 
 
-class ItemOut(BaseModel):
-    item_id: str
-    brand: str
-    private_label: bool
-    department: str
-    category: str
-    product_type: str
-    package_size: str | None = Field(description="as printed on the pack")
-    size: str | None = Field(description="normalised: g, ml, ct, cm, m², loads")
-    price: float | None = Field(description="typical price of one pack")
-    unit_price: float | None = Field(description="price per unit_price_per (compares different pack sizes)")
-    unit_price_per: str | None = Field(description="e.g. '100 g', '100 ml', '1 ct'")
-
-
-class SubstituteOut(ItemOut):
-    score: float
-    reasons: list[str]
-    size_ratio: float | None = Field(description="substitute size / X's size, same unit family only")
-    size_difference: str | None = Field(description="substitute size - X's size, e.g. '+113 g' or 'same'")
-    price_difference: float | None = Field(description="substitute price - X's price")
-    usual_brand: bool
-    bought_before: int
-    widened: bool = Field(description="from X's parent category, because X's group had too few")
-
-
-class VariantOut(BaseModel):
-    item_id: str
-    package_size: str | None
-    size: str | None
-    price: float | None
-    in_stock: bool = Field(description="at the queried store (not reported out of stock)")
-    restock_eta: datetime | None
-    available_at: list[str] = Field(description="other stores or channels that reported it in stock")
-
-
-class SubstitutesResponse(BaseModel):
-    item: ItemOut
-    substitutes: list[SubstituteOut]
-    personalized: bool = Field(description="false when the customer is unknown or not given")
-    widened: bool
-    store_id: str
-    restock_eta: datetime | None = Field(description="when X is expected back at this store, if known")
-    available_at: list[str] = Field(description="other stores or channels that reported X in stock")
-    variants: list[VariantOut] = Field(description="X's other pack sizes (same brand and type) and their stock")
-    metadata_based: bool = Field(description="X has no events yet: substitutes from its group, brand, size, price")
-    model_version: str
-
-
-class OrderSubstitutesResponse(BaseModel):
-    lines: list[SubstitutesResponse] = Field(description="one answer per known line, in line order")
-    unknown_items: list[str] = Field(description="lines the model does not know (not answered)")
-    personalized: bool
-    model_version: str
-
-
 class FeedbackIn(BaseModel):
     """At least one of ``accepted``, ``chosen`` or a non-empty ``rejected``."""
 
@@ -142,40 +87,6 @@ class FeedbackIn(BaseModel):
 
 class FeedbackRecorded(BaseModel):
     id: int = Field(description="the stored feedback's id")
-
-
-class BrandShare(BaseModel):
-    brand: str
-    share: float
-
-
-class PriceBand(BaseModel):
-    p25: float
-    median: float
-    p75: float
-
-
-class CategoryPreferenceOut(BaseModel):
-    department: str
-    category: str
-    share: float = Field(description="of the customer's recency-weighted interactions")
-    purchases: int
-    brands: list[BrandShare] = Field(description="up to 3, largest share in this category first")
-    private_label_share: float
-    usual_size: str | None
-    price_band: PriceBand | None = Field(description="weighted percentiles of the prices of the items bought")
-
-
-class CustomerProfileOut(BaseModel):
-    customer_id: str
-    model_version: str
-    segment: str | None = Field(description="RFM: champion, loyal, at risk, new, occasional, browser")
-    recency_days: float | None = Field(description="days from the last purchase to the end of the training data")
-    baskets: int | None
-    spend: float | None
-    home_store: str | None
-    items: int = Field(description="distinct items the customer interacted with")
-    categories: list[CategoryPreferenceOut]
 
 
 class StockUpdateIn(BaseModel):

@@ -29,12 +29,13 @@ def test_profile_agrees_with_the_customers_purchases(engine: SubstituteEngine, c
         for category in profile.categories:
             bought = mine[(mine["department"] == category.department) & (mine["category"] == category.category)]
             assert category.purchases == len(bought.drop_duplicates())
-            assert category.brands[0][0] in set(bought["brand"])
-            assert [v for _, v in category.brands] == sorted((v for _, v in category.brands), reverse=True)
+            assert category.brands[0].brand in set(bought["brand"])
+            shares = [b.share for b in category.brands]
+            assert shares == sorted(shares, reverse=True)
             assert (category.private_label_share > 0) == bool(bought["private_label"].any())
             if category.price_band:
-                low, median, high = category.price_band
-                assert low <= median <= high
+                band = category.price_band
+                assert band.p25 <= band.median <= band.p75
     assert len(segments) >= 3, "customers fall into different RFM segments"
     with pytest.raises(UnknownCustomerError):
         engine.customer_profile("nobody")
@@ -49,8 +50,8 @@ def test_profile_over_http(model_dir: Path) -> None:
         body = response.json()
         expected = engine.customer_profile(customer, max_categories=3)
         assert body["segment"] == expected.segment and len(body["categories"]) == 3
-        assert body["categories"][0]["brands"][0] == {"brand": expected.categories[0].brands[0][0],
-                                                      "share": expected.categories[0].brands[0][1]}
+        assert body["categories"][0]["brands"][0] == {"brand": expected.categories[0].brands[0].brand,
+                                                      "share": expected.categories[0].brands[0].share}
         missing = client.get("/v1/customers/nobody/profile")
         assert missing.status_code == 404 and missing.json() == {"detail": "unknown customer 'nobody'"}
         assert client.get(f"/v1/customers/{customer}/profile", params={"categories": 0}).status_code == 422
