@@ -17,7 +17,7 @@ import pandas as pd
 
 from recsys.inventory import Inventory
 from recsys.items import ItemTable
-from recsys.kernels import best_positions, candidate_features, rule_mask
+from recsys.kernels import FeatureArrays, best_positions, candidate_features, plain, rule_mask
 from recsys.model import ModelData
 from recsys.sparse import SparseRows
 from recsys.types import SubstituteFilters
@@ -41,6 +41,8 @@ class CandidateFinder:
         # columns: recency-weighted interactions, purchase count, short half-life (trend) weight
         self.customer_items = SparseRows.of(model.customer_weight, model.customer_count, model.customer_recent)
         self.accepted = SparseRows.of(model.customer_accepted)
+        self._feature_arrays = plain(FeatureArrays(items.columns, self.pairs, self.store_items, self.customer_items,
+                                                   self.accepted))
         self._stock_masks: dict[str, tuple[int, np.ndarray]] = {}
 
     def find(self, x: int, cust_row: int | None, store: str, exclude: Iterable[str] = (),
@@ -106,12 +108,9 @@ class CandidateFinder:
     def features(self, x: int, candidates: np.ndarray, similarity: np.ndarray, widened: np.ndarray,
                  cust_row: int | None, store_row: int | None) -> np.ndarray:
         """The candidates' rows of :class:`recsys.kernels.Feature` (one compiled pass)."""
-        items = self.items
-        return candidate_features(
-            x, candidates, similarity, widened, items.columns, self.pairs, self.store_items,
-            -1 if store_row is None else store_row, self.customer_items, self.accepted,
-            -1 if cust_row is None else cust_row, items.group_bounds[x], items.parent_bounds[x],
-        )
+        return candidate_features(x, candidates, similarity, widened, self._feature_arrays,
+                                  -1 if store_row is None else store_row, -1 if cust_row is None else cust_row,
+                                  self.items.group_bounds[x], self.items.parent_bounds[x])
 
     def _stock_mask(self, store: str) -> np.ndarray | None:
         version = self.inventory.version(store)

@@ -5,16 +5,17 @@ not when a kernel it calls, or a constant it reads, lives in another file that c
 every constant they read here, any change to them compiles everything afresh, and importing the package
 configures nothing (numba's default cache, ``__pycache__`` beside this file).
 
-The kernels take named bundles of arrays (named tuples, which numba passes as structs):
-:class:`recsys.sparse.SparseRows` for several sparse matrices on one structure, :class:`ItemColumns` for the
-per-item columns, :class:`Ranker` for the scorer's weights and trees.
+The kernels take bundles of arrays instead of long argument lists: :class:`recsys.sparse.SparseRows` for several
+sparse matrices on one structure, :class:`ItemColumns` for the per-item columns, :class:`FeatureArrays` for all
+that the candidate features read, :class:`Ranker` for the scorer's weights and trees. They are named tuples on
+the Python side; the query path hands them over as plain tuples (:func:`plain`), which the kernels unpack by name.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import numba
 import numpy as np
@@ -116,12 +117,29 @@ class Ranker(NamedTuple):
     trees: Trees
 
 
+class FeatureArrays(NamedTuple):
+    """Everything :func:`candidate_features` reads besides the query, built once per model."""
+
+    items: ItemColumns
+    pairs: SparseRows  # item x item: PAIR_FEATURES' columns
+    stores: SparseRows  # store x item: recency-weighted purchases
+    customers: SparseRows  # customer x item: weight, count, recent weight
+    accepted: SparseRows  # customer x item: accepted substitutions
+
+
+def plain(bundle: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A bundle as the query path passes it to the kernels: plain tuples all the way down. numba types a plain
+    tuple of arrays in compiled code (a call costs about 0.3 µs) but a named tuple in Python (0.8 µs), and a
+    query passes several; the kernels unpack their bundles by name either way."""
+    return tuple(plain(value) if isinstance(value, tuple) else value for value in bundle)
+
+
 # -- sparse rows ---------------------------------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def positions(rows: SparseRows, row: int, columns: np.ndarray, ascending: bool) -> np.ndarray:
     """Where each (row, column) is stored in a CSR structure, -1 if absent. Ascending ``columns`` (a group's
     candidates usually are) are merged with the row in one pass; others take a binary search each."""
-    indptr, indices = rows.indptr, rows.indices
+    indptr, indices, _ = rows
     out = np.full(len(columns), -1, dtype=np.int64)
     start, end = indptr[row], indptr[row + 1]
     if start == end or len(columns) == 0:
@@ -146,7 +164,7 @@ def positions(rows: SparseRows, row: int, columns: np.ndarray, ascending: bool) 
 def lookup(rows: SparseRows, row: int, columns: np.ndarray) -> np.ndarray:
     """Values at (``row``, ``columns``): shape (len(columns), number of matrices), 0 where absent."""
     pos = positions(rows, row, columns, False)
-    values = rows.values
+    _, _, values = rows
     out = np.zeros((len(columns), values.shape[1]), dtype=values.dtype)
     for i in range(len(columns)):
         if pos[i] >= 0:
@@ -175,12 +193,14 @@ def _closeness(values: np.ndarray, items: np.ndarray, weights: np.ndarray, x_val
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def candidate_features(x: int, candidates: np.ndarray, similarity: np.ndarray, widened: np.ndarray,
-                       items: ItemColumns, pairs: SparseRows, stores: SparseRows, store_row: int, customers: SparseRows,
-                       accepted: SparseRows, customer_row: int, group: tuple[int, int], parent: tuple[int, int]
-                       ) -> np.ndarray:
+                       arrays: FeatureArrays, store_row: int, customer_row: int, group: tuple[int, int],
+                       parent: tuple[int, int]) -> np.ndarray:
     """(len(candidates), N_FEATURES) float32 rows for item ``x``. ``store_row``/``customer_row`` -1: none;
     ``group``/``parent``: X's index ranges; customer values: weight, count, recent weight."""
-    family, log_size, log_price, brand = items.family, items.log_size, items.log_price, items.brand
+    items, pairs, stores, customers, accepted = arrays
+    family, log_size, log_price, brand, private_label, item_features = items
+    _, _, pair_values = pairs
+    _, _, store_values = stores
     n = len(candidates)
     out = np.zeros((n, N_FEATURES), dtype=np.float32)
     sold = np.zeros(n)
@@ -197,18 +217,18 @@ def candidate_features(x: int, candidates: np.ndarray, similarity: np.ndarray, w
         pos = pair_pos[i]
         if pos >= 0:
             for j in range(len(PAIR_FEATURES)):
-                row[PAIR_FEATURES[j]] = pairs.values[pos, j]
+                row[PAIR_FEATURES[j]] = pair_values[pos, j]
         for j in range(len(ITEM_FEATURES)):
-            row[ITEM_FEATURES[j]] = items.features[c, j]
+            row[ITEM_FEATURES[j]] = item_features[c, j]
         if store_pos[i] >= 0:
-            sold[i] = stores.values[store_pos[i], 0]
+            sold[i] = store_values[store_pos[i], 0]
         # NaN (unknown size or price) compares false: it matches nothing
         if family[c] == family[x] and family[x] >= 0 and not np.isnan(log_size[c] - log_size[x]):
             row[Feature.size_match] = np.exp(-np.abs(log_size[c] - log_size[x]))
         if not np.isnan(log_price[c] - log_price[x]):
             row[Feature.price_match] = np.exp(-np.abs(log_price[c] - log_price[x]))
         row[Feature.same_brand] = brand[c] == brand[x]
-        row[Feature.same_private_label] = items.private_label[c] == items.private_label[x]
+        row[Feature.same_private_label] = private_label[c] == private_label[x]
         row[Feature.widened] = widened[i]
     top = sold.max() if n else 0.0
     if top > 0:
@@ -221,11 +241,12 @@ def candidate_features(x: int, candidates: np.ndarray, similarity: np.ndarray, w
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _personal(out: np.ndarray, candidates: np.ndarray, ascending: bool, customer_row: int, group: tuple[int, int],
-              parent: tuple[int, int], customers: SparseRows, accepted: SparseRows, item_columns: ItemColumns) -> None:
-    log_size, log_price, brand = item_columns.log_size, item_columns.log_price, item_columns.brand
+              parent: tuple[int, int], customers: SparseRows, accepted: SparseRows, items: ItemColumns) -> None:
+    _, log_size, log_price, brand, _, _ = items
     n = len(candidates)
-    indices, values = customers.indices, customers.values
-    start, end = customers.indptr[customer_row], customers.indptr[customer_row + 1]
+    indptr, indices, values = customers
+    _, _, accepted_values = accepted
+    start, end = indptr[customer_row], indptr[customer_row + 1]
     items, weights = indices[start:end], values[start:end]
     # the customer's items in X's group and parent category: contiguous index ranges, so row slices
     g_a, g_b = np.searchsorted(items, group[0]), np.searchsorted(items, group[1])
@@ -243,7 +264,7 @@ def _personal(out: np.ndarray, candidates: np.ndarray, ascending: bool, customer
         row = out[i]
         pos = accepted_pos[i]
         if pos >= 0:
-            row[Feature.own_accepted] = min(math.log1p(accepted.values[pos, 0]) / _LOG4, 1.0)
+            row[Feature.own_accepted] = min(math.log1p(accepted_values[pos, 0]) / _LOG4, 1.0)
         pos = own_pos[i]
         if pos < 0:
             if group_total > 0:
@@ -289,7 +310,7 @@ def _personal(out: np.ndarray, candidates: np.ndarray, ascending: bool, customer
 def linear_scores(features: np.ndarray, ranker: Ranker) -> np.ndarray:
     """Stage 1 per row, summed in float64: ``row @ weights``, plus ``row @ history_weights + history_bias``
     where the customer bought the candidate (``own_history`` > 0)."""
-    weights, history_weights = ranker.weights, ranker.history_weights
+    weights, history_weights, history_bias, _, _, _, _ = ranker
     out = np.empty(len(features))
     for i in range(len(features)):
         row = features[i]
@@ -297,7 +318,7 @@ def linear_scores(features: np.ndarray, ranker: Ranker) -> np.ndarray:
         for j in range(len(row)):
             score += np.float64(row[j]) * weights[j]
         if row[Feature.own_history] > 0:
-            score += ranker.history_bias
+            score += history_bias
             for j in range(len(row)):
                 score += np.float64(row[j]) * history_weights[j]
         out[i] = score
@@ -319,7 +340,8 @@ def rescore(features: np.ndarray, linear: np.ndarray, known: np.ndarray, shortli
     ``shortlist`` rows with the best linear scores at or above ``min_score``, -inf elsewhere. Rows whose
     ``known`` score is finite (scored before, for a narrower shortlist) keep it: a row's tree score does not
     depend on the other rows."""
-    eligible = np.where(linear >= ranker.min_score, linear, -np.inf)
+    _, _, _, min_score, new_item_bias, fixed_weights, trees = ranker
+    eligible = np.where(linear >= min_score, linear, -np.inf)
     if not rerank:
         return eligible
     rows = best_positions(eligible, shortlist)
@@ -328,7 +350,6 @@ def rescore(features: np.ndarray, linear: np.ndarray, known: np.ndarray, shortli
     rows = rows[known[rows] == -np.inf]
     columns = np.empty((features.shape[1], len(rows)))
     extra = np.zeros(len(rows))  # new-item bias and fixed weights
-    fixed_weights = ranker.fixed_weights
     for i in range(len(rows)):
         values = features[rows[i]]
         for j in range(len(values)):
@@ -336,8 +357,8 @@ def rescore(features: np.ndarray, linear: np.ndarray, known: np.ndarray, shortli
             columns[j, i] = 0.0 if np.isnan(value) else value
             extra[i] += value * fixed_weights[j]
         if values[Feature.own_history] <= 0:
-            extra[i] += ranker.new_item_bias
-    final[rows] = score_columns(columns, ranker.trees) + extra
+            extra[i] += new_item_bias
+    final[rows] = score_columns(columns, trees) + extra
     return final
 
 
@@ -346,8 +367,7 @@ def score_columns(columns: np.ndarray, trees: Trees) -> np.ndarray:
     """Raw scores of rows given as float64 columns, shape (num_features, rows), NaN already read as 0
     (QuickScorer, see :mod:`recsys.trees`). Each node updates all rows at once, branch-free, which the compiler
     vectorises."""
-    feature_ptr, threshold, tree, mask = trees.feature_ptr, trees.threshold, trees.tree, trees.mask
-    leaf_offset, leaf_value = trees.leaf_offset, trees.leaf_value
+    feature_ptr, threshold, tree, mask, leaf_offset, leaf_value = trees
     n = columns.shape[1]
     alive = np.full((len(leaf_offset), n), _ALL, dtype=np.uint64)  # per tree and row: the leaves still possible
     for f in range(len(feature_ptr) - 1):

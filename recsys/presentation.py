@@ -4,7 +4,6 @@ other pack sizes and where X is available. Everything an answer shows is prepare
 from __future__ import annotations
 
 import math
-from dataclasses import astuple
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final, NamedTuple
@@ -74,13 +73,13 @@ class Presenter:
     def __init__(self, model: ModelData, items: ItemTable, inventory: Inventory, customer_items: SparseRows
                  ) -> None:
         self.model, self.items, self.inventory, self.customer_items = model, items, inventory, customer_items
-        size_display = items.size_display()
-        self.infos = self._build_infos(size_display)
+        rows = self._catalog_rows(items.size_display())
+        self.infos = [ItemInfo(*row) for row in rows]
         self._shown = [
-            _Shown(info, astuple(info), family, log_size, math.exp(log_size), family_name, f"same size: {label}",
+            _Shown(info, row, family, log_size, math.exp(log_size), family_name, f"same size: {label}",
                    f"size {label} vs ", None if info.price is None else round(info.price * 100), cold, label)
-            for info, family, log_size, family_name, cold, label in zip(
-                self.infos, items.family_codes.tolist(), items.log_size.tolist(), items.families, items.cold,
+            for info, row, family, log_size, family_name, cold, label in zip(
+                self.infos, rows, items.family_codes.tolist(), items.log_size.tolist(), items.families, items.cold,
                 [info.package_size or info.size for info in self.infos], strict=True)
         ]
         # per item, its variants' catalog fields (Variant's first four): only their stock is read per query
@@ -88,7 +87,8 @@ class Presenter:
                                       for info in map(self.infos.__getitem__, variants))
                                 for variants in items.variants()]
 
-    def _build_infos(self, size_display: list[str | None]) -> list[ItemInfo]:
+    def _catalog_rows(self, size_display: list[str | None]) -> list[tuple[Any, ...]]:
+        """Per item, :class:`ItemInfo`'s fields in order."""
         items, table = self.model.items, self.items
         sizes = [None if t is None or pd.isna(t) else " ".join(str(t).split())
                  for t in items["package_size"].astype(object).tolist()]
@@ -103,7 +103,7 @@ class Presenter:
                       items["private_label"].astype(bool).tolist(), items["department"].astype(str).tolist(),
                       items["category"].astype(str).tolist(), items["product_type"].astype(str).tolist(),
                       sizes, size_display, prices, unit_prices, unit_per, strict=True)
-        return [ItemInfo(*row) for row in columns]
+        return list(columns)
 
     def is_cold(self, x: int) -> bool:
         """X has no events: known from the catalog only."""

@@ -28,7 +28,7 @@ from typing import Final
 
 import numpy as np
 
-from recsys.kernels import FEATURES, Feature, Ranker, linear_scores, scores
+from recsys.kernels import FEATURES, Feature, Ranker, linear_scores, plain, scores
 from recsys.manifest import RankerSection
 from recsys.trees import Forest
 
@@ -96,12 +96,12 @@ class Scorer:
         self.new_item_bias = rerank.new_item_bias if rerank is not None else 0.0
         self.fixed_weights = weight_vector(rerank.fixed_weights if rerank is not None else None,
                                            defaults=dict.fromkeys(FEATURES, 0.0))
-        self.arrays = Ranker(
+        self.arrays = plain(Ranker(
             self.weights.astype(np.float64), self.history_weights.astype(np.float64), self.history_bias,
             self.min_score, self.new_item_bias, self.fixed_weights.astype(np.float64),
             (self.trees or Forest.empty(len(FEATURES))).arrays,
-        )
-        """What the scoring kernels read (:mod:`recsys.kernels`)."""
+        ))
+        """What the scoring kernels read: a :class:`recsys.kernels.Ranker`, as a plain tuple."""
 
     def linear(self, features: np.ndarray) -> np.ndarray:
         """Stage 1: the piecewise-linear score (float64)."""

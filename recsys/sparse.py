@@ -13,7 +13,7 @@ from recsys import kernels
 class SparseRows(NamedTuple):
     """Several sparse matrices of one shape on one sorted CSR structure (the union of theirs), so that one
     search over a row's indices serves them all: ``values[:, j]`` holds matrix ``j`` (0 where it has none).
-    A named tuple: the compiled kernels (:mod:`recsys.kernels`) take it as it is."""
+    A named tuple: the compiled kernels (:mod:`recsys.kernels`) unpack it (passed as a plain tuple)."""
 
     indptr: np.ndarray
     indices: np.ndarray
@@ -38,4 +38,4 @@ class SparseRows(NamedTuple):
 
     def lookup(self, row: int, columns: np.ndarray) -> np.ndarray:
         """Values at (``row``, ``columns``): shape (len(columns), number of matrices), 0 where absent."""
-        return kernels.lookup(self, row, columns)
+        return kernels.lookup(kernels.plain(self), row, columns)

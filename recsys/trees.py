@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.kernels import Trees, score_columns
+from recsys.kernels import Trees, plain, score_columns
 
 #: the most leaves a tree may have: one bit per leaf in a 64-bit mask
 MAX_LEAVES = 64
@@ -27,16 +27,11 @@ _CATEGORICAL, _MISSING_TYPE = 1, 12
 
 @dataclass(frozen=True, slots=True)
 class Forest:
-    """The trees of a LightGBM model, arranged for QuickScorer: split nodes grouped by feature
-    (``feature_ptr``), ascending threshold within a feature."""
+    """The trees of a LightGBM model, arranged for QuickScorer: split nodes grouped by feature, ascending threshold
+    within a feature (the arrays are :class:`recsys.kernels.Trees`, what the scoring kernel reads)."""
 
     num_features: int
-    feature_ptr: np.ndarray  # int64, num_features + 1: feature f's nodes are [feature_ptr[f], feature_ptr[f + 1])
-    threshold: np.ndarray  # float64 per node
-    tree: np.ndarray  # int64 per node
-    mask: np.ndarray  # uint64 per node: the tree's leaves that survive a row going right of the node
-    leaf_offset: np.ndarray  # int64 per tree: where its leaves start in leaf_value
-    leaf_value: np.ndarray  # float64, each tree's leaves left to right, shrinkage included
+    arrays: Trees
 
     @classmethod
     def from_lightgbm(cls, model_text: str) -> Forest:
@@ -84,33 +79,27 @@ class Forest:
         n_features = int(meta["max_feature_idx"]) + 1
         nodes.sort(key=lambda node: (node[0], node[1]))
         feature_of = np.array([node[0] for node in nodes], dtype=np.int64)
-        return cls(
-            num_features=n_features,
+        return cls(n_features, Trees(
             feature_ptr=np.searchsorted(feature_of, np.arange(n_features + 1)).astype(np.int64),
             threshold=np.array([node[1] for node in nodes], dtype=np.float64),
             tree=np.array([node[2] for node in nodes], dtype=np.int64),
             mask=np.array([node[3] for node in nodes], dtype=np.uint64),
             leaf_offset=np.array(leaf_offset, dtype=np.int64), leaf_value=np.array(leaf_values, dtype=np.float64),
-        )
+        ))
 
     @classmethod
     def empty(cls, num_features: int) -> Forest:
         """No trees: every row scores 0 (what a kernel that takes a forest gets when there is none)."""
         nothing = np.empty(0, dtype=np.int64)
-        return cls(num_features, np.zeros(num_features + 1, dtype=np.int64), np.empty(0), nothing,
-                   np.empty(0, dtype=np.uint64), nothing, np.empty(0))
+        return cls(num_features, Trees(np.zeros(num_features + 1, dtype=np.int64), np.empty(0), nothing,
+                                       np.empty(0, dtype=np.uint64), nothing, np.empty(0)))
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Raw scores (the sum of the trees' leaves) of feature rows, shape (n, num_features)."""
         rows = np.asarray(rows)
         if rows.ndim != 2 or rows.shape[1] != self.num_features:
             raise ValueError(f"expected rows of {self.num_features} features, got shape {rows.shape}")
-        return score_columns(np.nan_to_num(rows.T.astype(np.float64), nan=0.0), self.arrays)
-
-    @property
-    def arrays(self) -> Trees:
-        """What :func:`recsys.kernels.score_columns` reads."""
-        return Trees(self.feature_ptr, self.threshold, self.tree, self.mask, self.leaf_offset, self.leaf_value)
+        return score_columns(np.nan_to_num(rows.T.astype(np.float64), nan=0.0), plain(self.arrays))
 
 
 def _fields(text: str) -> dict[str, str]:

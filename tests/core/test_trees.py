@@ -22,7 +22,7 @@ def _booster(leaves: int, seed: int = 0, **params: object) -> tuple[lightgbm.Boo
 def test_scores_are_lightgbms_raw_scores(leaves: int) -> None:
     booster, features = _booster(leaves)
     forest = Forest.from_lightgbm(booster.model_to_string())
-    thresholds = np.unique(forest.threshold)
+    thresholds = np.unique(forest.arrays.threshold)
     rng = np.random.default_rng(1)
     on_thresholds = rng.choice(thresholds, size=(500, features.shape[1]))  # every comparison an exact tie
     with_nan = features[:500].copy()
@@ -36,7 +36,7 @@ def test_scores_are_lightgbms_raw_scores(leaves: int) -> None:
 def test_single_leaf_trees_add_their_value() -> None:
     booster, features = _booster(7, min_data_in_leaf=5000)  # no split is allowed: each tree is one leaf
     forest = Forest.from_lightgbm(booster.model_to_string())
-    assert len(forest.threshold) == 0
+    assert len(forest.arrays.threshold) == 0
     np.testing.assert_array_equal(forest.predict(features[:10]), booster.predict(features[:10], raw_score=True))
 
 
