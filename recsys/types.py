@@ -34,7 +34,7 @@ class SubstituteFilters(BaseModel):
     brands: list[str] | None = Field(None, description="only these brands")
     exclude_brands: list[str] | None = Field(None, description="never these brands")
     private_label: bool | None = Field(None, description="true: store brands only; false: no store brands")
-    max_price: float | None = Field(None, gt=0, description="highest unit price")
+    max_price: float | None = Field(None, gt=0, description="highest pack price")
     same_size_family: bool = Field(False, description="only sizes in X's unit family (mass, volume, count...)")
     max_size_ratio: float | None = Field(
         None, ge=1.0, description="size within this factor of X's size (1.5: between 2/3 and 1.5 times)"

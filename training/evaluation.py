@@ -1,6 +1,6 @@
 """Offline hit-rate evaluation: the "switch" hold-out protocol, our engine against strong baselines.
 
-Protocol (see ``shared/DESIGN.md``): split events by time. For customer h and substitution group T, X is h's
+Protocol (docs/evaluation.md): split events by time. For customer h and substitution group T, X is h's
 most-bought item of T before the split (bought in at least 2 baskets). A test event is a basket after the
 split holding some Y in T with Y != X and no X: h substituted. One query per (h, X); relevant = the Ys of all
 those baskets (see :mod:`training.queries`). "New to customer" keeps the Ys h never bought before the split

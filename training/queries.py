@@ -1,10 +1,10 @@
-"""Switch queries (the evaluation protocol of ``shared/DESIGN.md``), shared by evaluation and ranker fitting.
+"""Switch queries (the evaluation protocol, docs/evaluation.md), shared by evaluation and ranker fitting.
 
 For customer h and substitution group T, X is h's most-bought item of T before the split (bought in at least
 2 baskets). A test event is a basket after the split holding some Y in T with Y != X and no X: h substituted.
 Query (h, X), one per pair; relevant = the Ys of all of h's test events for X; "new" = the Ys h never bought
-before the split. (One query per basket instead gives history-then-popular HR@3 0.51, not the 0.58 the design
-quotes for this protocol; one per pair reproduces the design's 0.58 and 0.30.)
+before the split. (One query per basket instead gives history-then-popular HR@3 0.51, not the reference 0.58 this
+protocol was designed around; one per pair reproduces the reference 0.58 and 0.30.)
 """
 
 from __future__ import annotations
