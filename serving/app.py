@@ -71,13 +71,6 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
         except RecursionError:
             return JSONResponse({"detail": TOO_DEEP}, status_code=400)
 
-    @app.exception_handler(RecursionError)
-    async def too_deep(request: Request, exc: RecursionError) -> JSONResponse:
-        # any other RecursionError (all come from nesting in the request): a 400 here rather than the 500
-        # handler's, after which the server would also drop the keep-alive connection
-        log.warning("recursion error on %s %s: %s", request.method, request.url.path, exc)
-        return JSONResponse({"detail": TOO_DEEP}, status_code=400)
-
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:  # never a stack trace to clients
         log.exception("unhandled error on %s %s", request.method, request.url.path)

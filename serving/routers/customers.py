@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from recsys import CustomerProfile, UnknownCustomerError
 from serving.deps import EngineDep
+from serving.responses import json_response
 from serving.schemas import ErrorOut
 
 router = APIRouter(prefix="/v1", tags=["customers"])
@@ -28,4 +28,4 @@ async def get_profile(
         profile = engine.customer_profile(customer_id, max_categories=categories)
     except UnknownCustomerError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    return Response(orjson.dumps(profile), media_type="application/json")
+    return json_response(profile)

@@ -5,23 +5,17 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from recsys import OrderSubstitutes, SubstituteEngine, SubstituteList, UnknownItemError
 from recsys.types import MAX_K
 from serving.deps import EngineDep
+from serving.responses import json_bytes, json_response
 from serving.schemas import ErrorOut, OrderSubstituteRequest, SubstituteRequest
 
 router = APIRouter(prefix="/v1", tags=["substitutes"])
 _ERRORS: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "description": "unknown item"},
                                                503: {"model": ErrorOut, "description": "no model loaded"}}
-
-
-def _body(answer: SubstituteList | OrderSubstitutes) -> bytes:
-    """The answer's JSON: orjson writes the engine's dataclasses as they are (their fields are the response
-    schema), without re-validating what the engine built (the schema conformance is fuzz-tested)."""
-    return orjson.dumps(answer)
 
 
 def answer_json(engine: SubstituteEngine, request: SubstituteRequest) -> tuple[bytes, str]:
@@ -31,7 +25,7 @@ def answer_json(engine: SubstituteEngine, request: SubstituteRequest) -> tuple[b
     answer = engine.substitutes(request.item_id, customer_id=request.customer_id, store_id=request.store_id,
                                 k=request.k, exclude=request.exclude, filters=request.filters)
     timing = f"engine;dur={(time.perf_counter() - start) * 1e3:.3f}"
-    return _body(answer), timing
+    return json_bytes(answer), timing
 
 
 def _query(engine: SubstituteEngine, request: SubstituteRequest) -> Response:
@@ -55,7 +49,7 @@ def post_order_substitutes(request: OrderSubstituteRequest, engine: EngineDep) -
     # a plain def: up to 200 lines of work run in the thread pool, not on the event loop
     answer = engine.order_substitutes(request.items, customer_id=request.customer_id, store_id=request.store_id,
                                       k=request.k, order=request.order, filters=request.filters)
-    return Response(_body(answer), media_type="application/json")
+    return json_response(answer)
 
 
 @router.get("/items/{item_id}/substitutes", response_model=SubstituteList, responses=_ERRORS)

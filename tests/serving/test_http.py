@@ -6,9 +6,11 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from recsys import StockUpdate
 from recsys.artifact import MANIFEST
 from recsys.model import FACTORS_FILE
 from serving.app import TOO_DEEP, create_app
@@ -240,6 +242,15 @@ def test_inventory_updates_change_answers_live(client: TestClient, item_id: str)
     assert after["restock_eta"] == "2026-12-01T08:00:00" and after["available_at"] == ["9"]
     elsewhere = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": "8", "k": 3}).json()
     assert elsewhere["substitutes"][0]["item_id"] == top and elsewhere["restock_eta"] is None
+
+
+def test_a_restock_date_given_through_the_python_api_as_a_pandas_timestamp(client: TestClient, item_id: str) -> None:
+    """The answer's JSON is written from the engine's types: a datetime subclass in the inventory is written too."""
+    engine = client.app.state.service.engine
+    engine.inventory.apply([StockUpdate(item_id=item_id, store_id="12", in_stock=False,
+                                        restock_eta=pd.Timestamp("2026-12-03 09:30", tz="UTC"))])
+    response = client.get(f"/v1/items/{item_id}/substitutes", params={"store_id": "12", "k": 2})
+    assert response.status_code == 200 and response.json()["restock_eta"] == "2026-12-03T09:30:00+00:00"
 
 
 def test_reload_swaps_and_refuses_a_corrupt_model(client: TestClient, model_dir: Path, tmp_path: Path,
