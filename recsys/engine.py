@@ -103,10 +103,10 @@ class SubstituteEngine:
         results = self.presenter.present(x, candidates[top], scores[top], features[top], widened[top], cust_row)
         _, restock_eta, available_at = self.presenter.availability(item_id, store)
         return SubstituteList(
-            item=self.presenter.infos[x], substitutes=results, personalized=cust_row is not None,
+            item=self.presenter.item(x), substitutes=results, personalized=cust_row is not None,
             widened=any(r.widened for r in results), model_version=self.version, store_id=store,
             restock_eta=restock_eta, available_at=available_at, variants=self.presenter.variants(x, store),
-            metadata_based=self.presenter.is_cold(x),
+            metadata_based=self.catalog.cold[x],
         )
 
     def select(self, x: int, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False
@@ -125,7 +125,7 @@ class SubstituteEngine:
 
         An X known only from the catalog is ordered by the linear score alone: the re-ranker learned from
         switches away from items with behaviour, and such an X has no switching, co-purchase or trial signals."""
-        rerank = not self.presenter.is_cold(x) and self.scorer.trees is not None
+        rerank = not self.catalog.cold[x] and self.scorer.trees is not None
         catalog = self.catalog
         return select(features, candidates, catalog.brand_codes, catalog.group_of, catalog.size_bucket, k,
                       size_alternatives, rerank, self.scorer.arrays)
@@ -149,7 +149,7 @@ class SubstituteEngine:
         return item_id in self.catalog.index_of
 
     def item_info(self, item_id: str) -> ItemInfo:
-        return self.presenter.infos[self.catalog.index(item_id)]
+        return self.presenter.item(self.catalog.index(item_id))
 
     def customer_row(self, customer_id: str) -> int | None:
         return self._customer_row.get(customer_id)

@@ -8,7 +8,8 @@ configures nothing (numba's default cache, ``__pycache__`` beside this file).
 The kernels take bundles of arrays instead of long argument lists: :class:`recsys.sparse.SparseRows` for several
 sparse matrices on one structure, :class:`ItemColumns` for the per-item columns, :class:`FeatureArrays` for all
 that the candidate features read, :class:`Ranker` for the scorer's weights and trees. They are named tuples on
-the Python side; the query path hands them over as plain tuples (:func:`plain`), which the kernels unpack by name.
+the Python side; the query path hands them over as plain tuples (:func:`plain`), which the kernels unpack into
+named locals (in the bundle's field order).
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ class FeatureArrays(NamedTuple):
 def plain(bundle: tuple[Any, ...]) -> tuple[Any, ...]:
     """A bundle as the query path passes it to the kernels: plain tuples all the way down. numba types a plain
     tuple of arrays in compiled code (a call costs about 0.3 µs) but a named tuple in Python (0.8 µs), and a
-    query passes several; the kernels unpack their bundles by name either way."""
+    query passes several; the kernels unpack their bundles positionally either way."""
     return tuple(plain(value) if isinstance(value, tuple) else value for value in bundle)
 
 
@@ -241,8 +242,9 @@ def candidate_features(x: int, candidates: np.ndarray, similarity: np.ndarray, w
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _personal(out: np.ndarray, candidates: np.ndarray, ascending: bool, customer_row: int, group: tuple[int, int],
-              parent: tuple[int, int], customers: SparseRows, accepted: SparseRows, items: ItemColumns) -> None:
-    _, log_size, log_price, brand, _, _ = items
+              parent: tuple[int, int], customers: SparseRows, accepted: SparseRows, item_columns: ItemColumns
+              ) -> None:
+    _, log_size, log_price, brand, _, _ = item_columns
     n = len(candidates)
     indptr, indices, values = customers
     _, _, accepted_values = accepted

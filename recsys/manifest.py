@@ -3,14 +3,15 @@
 ``manifest.json`` holds what a model is (version, format, files and their checksums), what it was trained on
 (data span, sources, counts), how (the :class:`recsys.config.TrainConfig`, which owns every training default),
 its ranker and its held-out metrics. Keys this build does not know are kept as they are (``extra="allow"``),
-so an older reader never drops what a newer writer added.
+so an older reader never drops what a newer writer added; in ``config``, training options this build does not
+know are dropped on reading (they cannot change how it reads the model).
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from recsys.config import TrainConfig
 
@@ -20,6 +21,23 @@ FORMAT_VERSION: Final[int] = 1
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+def _known_fields(model: type[BaseModel], value: Any) -> Any:
+    """``value`` without the keys ``model`` does not define, recursively into its nested models."""
+    if not isinstance(value, dict):
+        return value
+    known = {}
+    for name, field in model.model_fields.items():
+        if name in value:
+            kind = field.annotation
+            nested = isinstance(kind, type) and issubclass(kind, BaseModel)
+            known[name] = _known_fields(kind, value[name]) if nested else value[name]  # type: ignore[arg-type]
+    return known
+
+
+def _section_or_none(value: Any) -> Any:
+    return value or None  # an empty section means none, as it always has
 
 
 class DataSpan(_Section):
@@ -55,7 +73,7 @@ class RankerSection(_Section):
     history_bias: float = 0.0
     min_score: float | None = None  # None: the training config's ``min_score``
     source: str = "default"  # "default" (hand-set weights) or "learned"
-    reranker: RerankerSection | None = None
+    reranker: Annotated[RerankerSection | None, BeforeValidator(_section_or_none)] = None
     validation: dict[str, Any] | None = None  # what the fit saw: period start, queries, lists, loss
     note: str | None = None  # why the default weights were kept
 
@@ -63,13 +81,16 @@ class RankerSection(_Section):
 class Manifest(_Section):
     """A model's ``manifest.json``."""
 
-    version: str
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    version: str = Field(min_length=1, pattern=r"^[^/\\]+$", description="the model directory's name")
     data_span: DataSpan
     format_version: int = FORMAT_VERSION
     files: dict[str, str] = Field(default_factory=dict)  # file name -> sha256, filled in when written
     created_at: str = ""
     train_until: str | None = None
-    config: TrainConfig = Field(default_factory=TrainConfig)
+    config: Annotated[TrainConfig, BeforeValidator(lambda value: _known_fields(TrainConfig, value))] = Field(
+        default_factory=TrainConfig)
     ranker: RankerSection = Field(default_factory=RankerSection)
     counts: dict[str, Any] = Field(default_factory=dict)
     sources: list[SourceReport] = Field(default_factory=list)

@@ -105,9 +105,9 @@ class Presenter:
                       sizes, size_display, prices, unit_prices, unit_per, strict=True)
         return list(columns)
 
-    def is_cold(self, x: int) -> bool:
-        """X has no events: known from the catalog only."""
-        return self._shown[x].cold
+    def item(self, x: int) -> ItemInfo:
+        """Item ``x``'s catalog record, a fresh instance (the caller may keep or change it)."""
+        return ItemInfo(*self._shown[x].fields)
 
     def present(self, x: int, items: np.ndarray, scores: np.ndarray, features: np.ndarray, widened: np.ndarray,
                 cust_row: int | None) -> tuple[Substitute, ...]:

@@ -1,4 +1,4 @@
-"""The ranking features and the scorer that combines them.
+"""The scorer that combines a candidate's ranking features, and the features' default weights.
 
 Every candidate of a query gets one row of :class:`recsys.kernels.Feature`, each scaled to roughly [0, 1]
 (``widened`` is an indicator). Scoring has two stages:

@@ -13,7 +13,7 @@ from recsys import kernels
 class SparseRows(NamedTuple):
     """Several sparse matrices of one shape on one sorted CSR structure (the union of theirs), so that one
     search over a row's indices serves them all: ``values[:, j]`` holds matrix ``j`` (0 where it has none).
-    A named tuple: the compiled kernels (:mod:`recsys.kernels`) unpack it (passed as a plain tuple)."""
+    A named tuple; the compiled kernels (:mod:`recsys.kernels`) take it as a plain tuple and unpack it."""
 
     indptr: np.ndarray
     indices: np.ndarray

@@ -57,3 +57,29 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ArtifactError):
         point_current(tmp_path, "v1")
+
+
+def test_a_newer_builds_manifest_loads_and_answers_the_same(copy: Path, model_dir: Path) -> None:
+    """Keys this build does not know (a new training option, a new section) are no reason to refuse a model;
+    an empty re-ranker section means none, as it always has."""
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["config"]["a_new_option"] = 1
+    manifest["config"]["als"]["a_new_solver"] = "gpu"
+    manifest["a_new_section"] = {"kept": True}
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    engine, original = SubstituteEngine.load(copy), SubstituteEngine.load(model_dir)
+    assert engine.manifest.config == original.manifest.config
+    assert engine.manifest.model_extra == {"a_new_section": {"kept": True}}
+    item_id = str(engine.model.items.loc[engine.model.items["n_customers"] > 0, "item_id"].iloc[0])
+    assert engine.substitutes(item_id) == original.substitutes(item_id)
+    manifest["ranker"]["reranker"] = {}
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    assert SubstituteEngine.load(copy).scorer.trees is None
+
+
+def test_a_manifest_with_an_unusable_version_is_refused(copy: Path) -> None:
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["version"] = "../elsewhere"
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="invalid manifest.*version"):
+        SubstituteEngine.load(copy)

@@ -283,6 +283,18 @@ def test_a_substitute_carries_its_items_catalog_fields(engine: SubstituteEngine)
     assert checked > 20
 
 
+def test_changing_an_answer_changes_no_other_answer(engine: SubstituteEngine) -> None:
+    """Answers are plain dataclasses a caller may keep and change: each has its own records."""
+    item_id = _items_with_events(engine, 1, seed=5)[0]
+    first = engine.substitutes(item_id, k=3)
+    expected = engine.substitutes(item_id, k=3)
+    first.item.price, first.item.brand = -1.0, "changed"
+    first.substitutes[0].reasons = ("changed",)
+    engine.item_info(item_id).brand = "changed too"
+    assert engine.substitutes(item_id, k=3) == expected
+    assert engine.item_info(item_id) == expected.item and expected.item.brand != "changed"
+
+
 def test_where_else_the_item_and_its_variants_are_in_stock(engine: SubstituteEngine) -> None:
     model = engine.model
     keys = ["department", "category", "product_type", "brand"]
