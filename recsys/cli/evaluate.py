@@ -51,6 +51,8 @@ def _headroom_table(result: Any) -> Table:
 def evaluate(
     model: Annotated[Path | None, typer.Option(help="a model trained before the split; default: train one")] = None,
     data: Annotated[list[str] | None, typer.Option(help="as for train (default completejourney)")] = None,
+    mapping: Annotated[Path | None, typer.Option(help="as for train: TOML naming your columns")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="as for train: a product file joined to the events")] = None,
     split: Annotated[datetime | None, typer.Option(help="test period start; default 40 weeks after the first event")
                      ] = None,
     max_queries: Annotated[int | None, typer.Option(help="sample this many queries (seeded)")] = None,
@@ -71,10 +73,12 @@ def evaluate(
     from recsys.schema import DataValidationError
     from training import evaluation
     from training.loaders import load_dataset
+    from training.mapping import DataMapping
     from training.pipeline import train as run_training
 
     try:
-        dataset = load_dataset(data or [], households=households)
+        columns = DataMapping.from_toml(mapping) if mapping else None
+        dataset = load_dataset(data or [], households=households, mapping=columns, catalog=catalog)
         cut = pd.Timestamp(split) if split else evaluation.default_split(dataset.events)
         with tempfile.TemporaryDirectory(prefix="recsys-eval-") as tmp:
             if model is None:

@@ -56,9 +56,33 @@ def _decisions(path: Path | None) -> Any:
     return decisions
 
 
-def _training_inputs(data: list[str] | None, households: int | None, config: Path | None) -> tuple[Any, Any]:
-    """The TrainConfig (``--config`` JSON, else the defaults) and the dataset read with its event types;
-    either one bad fails the command with a message."""
+DataOption = Annotated[list[str] | None, typer.Option(
+    help="'completejourney' (default), an event log (.csv/.tsv/.parquet), a directory of parquet parts "
+         "(hive partitions too) or a quoted glob; repeat to combine")]
+MappingOption = Annotated[Path | None, typer.Option(
+    help="TOML naming your columns, an events and a catalog section (see docs/training-and-data.md, docs/mappings/)")]
+CatalogOption = Annotated[Path | None, typer.Option(
+    help="product file (or parquet directory/glob) joined to the events by item id; catalog-only items are "
+         "cold-start items, events for items missing from it are skipped")]
+
+
+def _mapping(path: Path | None) -> Any:
+    """The ``--mapping`` file parsed (None without one); a bad one fails the command with a message."""
+    from recsys.schema import DataValidationError
+    from training.mapping import DataMapping
+
+    if path is None:
+        return None
+    try:
+        return DataMapping.from_toml(path)
+    except DataValidationError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _training_inputs(data: list[str] | None, households: int | None, config: Path | None,
+                     mapping: Path | None = None, catalog: Path | None = None) -> tuple[Any, Any]:
+    """The TrainConfig (``--config`` JSON, else the defaults) and the dataset read with its event types, the
+    ``--mapping`` and the ``--catalog``; any one bad fails the command with a message."""
     from pydantic import ValidationError
 
     from recsys.config import TrainConfig
@@ -70,15 +94,17 @@ def _training_inputs(data: list[str] | None, households: int | None, config: Pat
     except (OSError, ValidationError) as exc:
         raise _fail(f"bad --config: {exc}") from exc
     try:
-        dataset = load_dataset(data or [], households=households, known_event_types=set(train_config.event_weights))
+        dataset = load_dataset(data or [], households=households, known_event_types=set(train_config.event_weights),
+                                mapping=_mapping(mapping), catalog=catalog)
     except DataValidationError as exc:
         raise _fail(str(exc)) from exc
     return train_config, dataset
 
 
 def train(
-    data: Annotated[list[str] | None, typer.Option(
-        help="'completejourney' (default) or an event-log path (.csv/.tsv/.parquet); repeat to combine")] = None,
+    data: DataOption = None,
+    mapping: MappingOption = None,
+    catalog: CatalogOption = None,
     train_until: Annotated[datetime | None, typer.Option(help="drop events after this time (for evaluation)")] = None,
     out: Annotated[Path, typer.Option(help="models directory; the new model becomes out/current")] = Path("models"),
     households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
@@ -90,7 +116,7 @@ def train(
     from recsys.schema import DataValidationError
     from training.pipeline import train as run_training
 
-    train_config, dataset = _training_inputs(data, households, config)
+    train_config, dataset = _training_inputs(data, households, config, mapping, catalog)
     try:
         result = run_training(dataset, train_config, out_dir=out, train_until=train_until, show_progress=progress,
                               feedback=_decisions(feedback))
@@ -102,6 +128,8 @@ def train(
 
 def retrain(
     data: Annotated[list[str] | None, typer.Option(help="as for train (default completejourney)")] = None,
+    mapping: MappingOption = None,
+    catalog: CatalogOption = None,
     models: Annotated[Path, typer.Option(help="models directory")] = Path("models"),
     config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.config)")] = None,
     max_drop: Annotated[float, typer.Option(help="largest allowed drop of HR@3, NDCG@10 and new-item HR@3")] = 0.01,
@@ -124,7 +152,7 @@ def retrain(
         gate = GateConfig(max_drop=max_drop, holdout_weeks=holdout_weeks)
     except ValidationError as exc:
         raise _fail(f"bad gate option: {exc}") from exc
-    train_config, dataset = _training_inputs(data, households, config)
+    train_config, dataset = _training_inputs(data, households, config, mapping, catalog)
     try:
         result = run_retrain(dataset, models, train_config, gate, show_progress=progress,
                              feedback=_decisions(feedback))
@@ -150,6 +178,7 @@ def retrain(
 
 def add_items(
     catalog: Annotated[Path, typer.Option(help="catalog file (.csv/.tsv/.parquet) with the new items")],
+    mapping: Annotated[Path | None, typer.Option(help="TOML whose catalog section names the file's columns")] = None,
     model: Annotated[Path, typer.Option(help="model to extend")] = Path("models/current"),
     out: Annotated[Path, typer.Option(help="models directory; the new version becomes out/current")] = Path(
         "models"),
@@ -162,7 +191,8 @@ def add_items(
     from training.loaders import read_catalog
 
     try:
-        path, added = run_add_items(model.resolve(), read_catalog(catalog), out)
+        columns = _mapping(mapping)
+        path, added = run_add_items(model.resolve(), read_catalog(catalog, columns), out)
     except (ArtifactError, DataValidationError) as exc:
         raise _fail(str(exc)) from exc
     console.print(f"{added:,} new items" + ("" if added else ": nothing to do, the model is unchanged"))
