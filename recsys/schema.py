@@ -8,7 +8,8 @@ Every source (The Complete Journey, a retailer's event log) is turned into two f
 
 ``catalog`` (one row per item)
     item_id (str), brand (str), manufacturer (str), private_label (bool), department (str),
-    category (str), product_type (str), package_size (str or NA)
+    category (str), product_type (str), package_size (str or NA); optionally list_price (float, NaN when
+    unknown: an item's price where its events carry none, e.g. a catalog-only item)
 
 Ids are strings everywhere, so numeric and opaque ids from any retailer behave the same.
 """
@@ -27,6 +28,8 @@ EVENT_COLUMNS: Final[tuple[str, ...]] = (
 CATALOG_COLUMNS: Final[tuple[str, ...]] = (
     "item_id", "brand", "manufacturer", "private_label", "department", "category", "product_type", "package_size",
 )
+#: an optional catalog column: the item's price where its events carry none
+LIST_PRICE: Final[str] = "list_price"
 #: event types whose rows count as a purchase (purchase counts, bought-instead signal, evaluation)
 PURCHASE_TYPES: Final[frozenset[str]] = frozenset({"purchase", "substitution_accepted"})
 #: placeholder for a missing category level, so every item still has a substitution group

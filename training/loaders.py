@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.schema import CATALOG_COLUMNS, EVENT_COLUMNS, UNKNOWN, Dataset, DataValidationError, ValidationReport
+from recsys.schema import (
+    CATALOG_COLUMNS,
+    EVENT_COLUMNS,
+    LIST_PRICE,
+    UNKNOWN,
+    Dataset,
+    DataValidationError,
+    ValidationReport,
+)
 from training.mapping import CatalogColumns, ColumnMapping, DataMapping, _Columns
 
 __all__ = ["COMPLETEJOURNEY", "CatalogColumns", "ColumnMapping", "DataMapping", "load_completejourney",
@@ -418,7 +426,8 @@ def _join_catalog(part: Dataset, catalog: pd.DataFrame) -> Dataset:
     events = events[known].reset_index(drop=True)
     list_price = events["item_id"].map(catalog.set_index("item_id")["price"]).astype("float64")
     events["price"] = events["price"].fillna(list_price.where(list_price > 0))
-    return Dataset(events=events, catalog=catalog[list(CATALOG_COLUMNS)], reports=part.reports)
+    described = catalog[list(CATALOG_COLUMNS)].assign(**{LIST_PRICE: catalog["price"].where(catalog["price"] > 0)})
+    return Dataset(events=events, catalog=described, reports=part.reports)
 
 
 def load_dataset(sources: list[str], households: int | None = None, known_event_types: set[str] | None = None,

@@ -27,7 +27,7 @@ from recsys.engine import SubstituteEngine
 from recsys.manifest import DataSpan, Manifest, RankerSection, RerankerSection, SourceReport
 from recsys.model import GROUP_KEYS, RERANKER_FILE, ModelData, contiguous_ranges
 from recsys.ranking import DEFAULT_WEIGHTS
-from recsys.schema import PURCHASE_TYPES, Dataset, DataValidationError, ValidationReport
+from recsys.schema import LIST_PRICE, PURCHASE_TYPES, Dataset, DataValidationError, ValidationReport
 from recsys.sizes import parse_package_sizes
 from training import evaluation, report
 from training.catalog import impute_cold_factors, sort_items
@@ -108,6 +108,8 @@ def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarra
     trend = pd.Series(trend_weights, index=events.index).groupby(events["item_id"]).sum()
     n_customers = events.groupby("item_id")["customer_id"].nunique()
     items["price"] = items["item_id"].map(price).astype("float64")
+    if LIST_PRICE in items.columns:  # the catalog's price where no event carries one (catalog-only items)
+        items["price"] = items["price"].fillna(pd.to_numeric(items[LIST_PRICE], errors="coerce"))
     items["popularity"] = items["item_id"].map(popularity).fillna(0.0).astype("float64")
     items["trend"] = items["item_id"].map(trend).fillna(0.0).astype("float64")
     items["n_customers"] = items["item_id"].map(n_customers).fillna(0).astype("int64")

@@ -70,7 +70,8 @@ def retail(rees46_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     pd.concat([catalog, cold]).to_csv(root / "products.csv", index=False)
     (root / "cfg.json").write_text('{"ranker": {"enabled": false}}')
     return {"root": root, "events.csv": root / "events.csv", "events": root / "events",
-            "products": root / "products.csv", "cfg": root / "cfg.json", "popular": popular}
+            "products": root / "products.csv", "cfg": root / "cfg.json", "popular": popular,
+            "cold_price": float(group["list_price"])}
 
 
 def _train(*args: str | Path) -> tuple[int, str]:
@@ -129,6 +130,7 @@ def test_catalog_only_items_are_cold_start_items(mapped_model: Path, retail: dic
     for sku in COLD:
         info = engine.item_info(sku)
         assert info.package_size == COLD_SIZE
+        assert info.price is not None and info.price == pytest.approx(retail["cold_price"])  # the list price
         assert info.product_type == engine.item_info(popular).product_type
         assert engine.substitutes(sku).metadata_based
     assert not engine.substitutes(popular).metadata_based
