@@ -89,7 +89,6 @@ def load_completejourney(households: int | None = None, seed: int = 0) -> Datase
 
 #: a parquet part file (Spark/pyarrow write ``part-0.parquet``, ``part-00000-<uuid>.snappy.parquet``)
 _PARQUET = (".parquet", ".pq")
-_TEXT = (".csv", ".tsv", ".txt")
 _EPOCH_RANGE = (pd.Timestamp("1980-01-01"), pd.Timestamp("2100-01-01"))
 
 
@@ -145,6 +144,9 @@ def _check_columns(label: str, columns: list[str], mapping: _Columns, section: s
     if section == "events" and isinstance(mapping, ColumnMapping) and mapping.types is not None \
             and (mapping.event_type is None or mapping.event_type not in columns):
         missing["event_type"] = str(mapping.event_type)
+    if section == "catalog" and "item_id" in missing:
+        raise DataValidationError(f"{label}: catalog has no item id column '{missing['item_id']}' (mapping key "
+                                  f"catalog.item_id); found {_found(columns)}")
     if missing:
         keys = ", ".join(f"{section}.{key}" for key in missing)
         raise DataValidationError(f"{label}: missing required column(s) {', '.join(missing.values())} "
@@ -339,13 +341,7 @@ _TRUE = frozenset({"true", "1", "1.0", "yes", "y", "t"})
 
 
 def _read_catalog(path: str | Path, columns: CatalogColumns) -> tuple[pd.DataFrame, ValidationReport]:
-    try:
-        raw = _read_columns(path, columns, "catalog")
-    except DataValidationError as exc:
-        if "missing required column(s)" in str(exc) and "catalog.item_id" in str(exc):
-            raise DataValidationError(f"{path}: catalog has no item id column '{columns.item_id}' (mapping key "
-                                      f"catalog.item_id); found {str(exc).rsplit('found ', 1)[-1]}") from exc
-        raise
+    raw = _read_columns(path, columns, "catalog")
     report = ValidationReport(source=f"catalog {path}", rows_read=len(raw))
 
     def text(key: str, explicit_only: bool = False) -> pd.Series | None:
@@ -424,9 +420,9 @@ def _join_catalog(part: Dataset, catalog: pd.DataFrame) -> Dataset:
     known = events["item_id"].isin(catalog["item_id"])
     part.reports[0].skip("item not in catalog", int((~known).sum()))
     events = events[known].reset_index(drop=True)
-    list_price = events["item_id"].map(catalog.set_index("item_id")["price"]).astype("float64")
-    events["price"] = events["price"].fillna(list_price.where(list_price > 0))
-    described = catalog[list(CATALOG_COLUMNS)].assign(**{LIST_PRICE: catalog["price"].where(catalog["price"] > 0)})
+    list_price = catalog["price"].where(catalog["price"] > 0)
+    events["price"] = events["price"].fillna(events["item_id"].map(list_price.set_axis(catalog["item_id"])))
+    described = catalog[list(CATALOG_COLUMNS)].assign(**{LIST_PRICE: list_price})
     return Dataset(events=events, catalog=described, reports=part.reports)
 
 
