@@ -36,6 +36,10 @@ class RankerConfig(BaseModel):
     enabled: bool = Field(True, description="false: use the hand-set default weights")
     validation_weeks: float = Field(6.0, gt=0.0, description="held-out weeks at the end of the training data")
     max_queries: int = Field(15_000, ge=100, description="validation queries sampled for the fit")
+    max_customers: int = Field(
+        10_000, ge=100, description="customers whose validation-period switches become queries (a seeded sample, "
+        "all when fewer): bounds the stage's time and memory as the data grows",
+    )
     min_queries: int = Field(200, ge=1, description="fewer validation queries than this keeps the defaults")
     holdout_share: float = Field(
         0.2, ge=0.0, lt=1.0, description="share of the sampled validation queries kept out of the fit"

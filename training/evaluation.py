@@ -38,7 +38,7 @@ from recsys.artifact import ArtifactError
 from recsys.engine import SubstituteEngine
 from recsys.schema import PURCHASE_TYPES, Dataset
 from training.neighbours import cooccurrence
-from training.queries import Queries, build_queries, customer_rows
+from training.queries import Queries, build_queries, customer_rows, positions_in
 
 CUTOFF: Final[int] = 10
 HIT_KS: Final[tuple[int, ...]] = (1, 3, 5, 10)
@@ -110,8 +110,9 @@ def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
         return popular_fill(own, x, lo, hi)
 
     # co-occurrence in baskets before the split, same group, cosine (the trainer's own routine)
-    before = events[(events["timestamp"] < split) & events["event_type"].isin(list(PURCHASE_TYPES))]
-    item = pd.Index(engine.item_ids).get_indexer(before["item_id"])
+    before = events.loc[(events["timestamp"] < split) & events["event_type"].isin(list(PURCHASE_TYPES)),
+                        ["item_id", "session_id"]]
+    item = positions_in(pd.Index(engine.item_ids), before["item_id"])
     basket = pd.factorize(before["session_id"])[0]
     basket_cooc = cooccurrence(basket[item >= 0], item[item >= 0], model.group_of, model.n_items, 200)
 

@@ -17,10 +17,11 @@ def cooccurrence(rows: np.ndarray, item_idx: np.ndarray, group_of: np.ndarray, n
     """
     if len(rows) == 0:
         return sp.csr_matrix((n_items, n_items), dtype=np.float32)
-    key = pd.DataFrame({"row": rows, "group": group_of[item_idx], "item": item_idx}).drop_duplicates()
-    basket = pd.factorize(pd.MultiIndex.from_arrays([key["row"], key["group"]]))[0]
-    matrix = sp.csr_matrix((np.ones(len(key), np.float32), (basket, key["item"].to_numpy())),
-                           shape=(int(basket.max()) + 1, n_items))
+    # each (row, item) once, as one int64 key per event rather than a frame (memory grows with the events)
+    pairs = np.unique(np.asarray(rows, dtype=np.int64) * n_items + np.asarray(item_idx, dtype=np.int64))
+    row, item = np.divmod(pairs, n_items)
+    basket = pd.factorize(row * (int(group_of.max()) + 1) + group_of[item])[0]
+    matrix = sp.csr_matrix((np.ones(len(pairs), np.float32), (basket, item)), shape=(int(basket.max()) + 1, n_items))
     co = (matrix.T @ matrix).tocsr()
     support = co.diagonal().astype(np.float32)
     co.setdiag(0)
@@ -36,36 +37,66 @@ def switching(customers: np.ndarray, baskets: np.ndarray, item_idx: np.ndarray, 
               n_items: int, max_neighbours: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     """What customers actually buy *instead* of their usual item, from purchases.
 
-    For each customer and group, the usual item X is the one bought in the most baskets (at least 2). A basket
-    with items of the group but without X is a switch to those items. Returns, per X:
+    For each customer and group, the usual item X is the one bought in the most baskets (at least 2; the lowest
+    index on a tie). A basket with items of the group but without X is a switch to those items. Returns, per X:
     ``switch`` = share of the switch baskets that held Y, and ``trial`` = share of the customers loyal to X
     who bought Y at all (what they try besides X). Shrunk towards 0 for small counts.
+
+    Rows, baskets and lines are int64 keys rather than frames: the memory this takes grows with the events.
     """
-    frame = pd.DataFrame({"c": customers, "b": baskets, "i": item_idx, "g": group_of[item_idx]}).drop_duplicates()
-    per_item = frame.groupby(["c", "g", "i"], sort=False).size().rename("n").reset_index()
-    per_item = per_item.sort_values(["c", "g", "n", "i"], ascending=[True, True, False, True])
-    usual = per_item.drop_duplicates(["c", "g"])
-    usual = usual.loc[usual["n"] >= 2, ["c", "g", "i"]].rename(columns={"i": "x"})
-    bought = per_item.merge(usual, on=["c", "g"])
-    bought = bought[bought["i"] != bought["x"]]
-    loyal = usual.groupby("x").size()
-    trial_counts = bought.groupby(["x", "i"]).size().rename("n").reset_index()
-    trial_values = trial_counts["n"] / loyal.reindex(trial_counts["x"]).to_numpy() * (
-        trial_counts["n"] / (trial_counts["n"] + 2.0))
+    empty = sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    if len(item_idx) == 0:
+        return empty, empty.copy()
+    n_groups = int(group_of.max()) + 1
+    customer, basket, item = (np.asarray(a, dtype=np.int64) for a in (customers, baskets, item_idx))
+    n_baskets = int(basket.max()) + 1
+    if (int(customer.max()) + 1) * n_baskets * max(n_items, n_groups) >= 2**63:
+        raise ValueError("too many customers, baskets and items for 64-bit line keys")
+    # each (customer, basket, item) line once
+    line = np.unique((customer * n_baskets + basket) * n_items + item)
+    customer_basket, item = np.divmod(line, n_items)
+    customer = customer_basket // n_baskets
+    group = group_of[item].astype(np.int64)
+    # baskets per (customer, item); the usual item of each (customer, group): most baskets, then lowest index
+    pair, n = np.unique(customer * n_items + item, return_counts=True)
+    pair_customer, pair_item = np.divmod(pair, n_items)
+    pair_group = group_of[pair_item].astype(np.int64)
+    order = np.lexsort((pair_item, -n, pair_group, pair_customer))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (np.diff(pair_customer[order]) != 0) | (np.diff(pair_group[order]) != 0)
+    usual = order[first & (n[order] >= 2)]
+    usual_key = pair_customer[usual] * n_groups + pair_group[usual]  # ascending: ordered by customer, group
+    usual_item = pair_item[usual]
+    loyal = np.bincount(usual_item, minlength=n_items)
 
-    lines = frame.merge(usual, on=["c", "g"])
-    has_x = (lines["i"] == lines["x"]).groupby([lines["c"], lines["b"], lines["g"]]).transform("any")
-    switched = lines[~has_x]
-    switch_counts = switched.groupby(["x", "i"]).size().rename("n").reset_index()
-    switch_total = switched.drop_duplicates(["c", "b", "g"]).groupby("x").size()
-    switch_values = switch_counts["n"] / switch_total.reindex(switch_counts["x"]).to_numpy() * (
-        switch_counts["n"] / (switch_counts["n"] + 2.0))
+    def usual_of(customer: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """The usual item of each (customer, group), -1 where there is none."""
+        key = customer * n_groups + group
+        at = np.minimum(np.searchsorted(usual_key, key), max(len(usual_key) - 1, 0))
+        found = (usual_key[at] == key) if len(usual_key) else np.zeros(len(key), dtype=bool)
+        return np.where(found, usual_item[at] if len(usual_key) else -1, -1)
 
-    def matrix(pairs: pd.DataFrame, values: pd.Series) -> sp.csr_matrix:
-        return _top_per_row(pairs["x"].to_numpy(np.int64), pairs["i"].to_numpy(np.int64),
-                            values.to_numpy(np.float32), n_items, max_neighbours)
+    # trial: customers loyal to X who bought Y
+    x = usual_of(pair_customer, pair_group)
+    tried = (x >= 0) & (x != pair_item)
+    trial_pair, trial_n = np.unique(x[tried] * n_items + pair_item[tried], return_counts=True)
+    trial_x, trial_y = np.divmod(trial_pair, n_items)
+    trial_values = trial_n / loyal[trial_x] * (trial_n / (trial_n + 2.0))
 
-    return matrix(switch_counts, switch_values), matrix(trial_counts, trial_values)
+    # switch: baskets of a customer's group that hold items of it but not the usual X
+    x = usual_of(customer, group)
+    basket_group = customer_basket * n_groups + group
+    holds_x = np.isin(basket_group, np.unique(basket_group[item == x]))
+    switched = (x >= 0) & ~holds_x
+    switch_pair, switch_n = np.unique(x[switched] * n_items + item[switched], return_counts=True)
+    switch_x, switch_y = np.divmod(switch_pair, n_items)
+    switch_baskets = np.unique(basket_group[switched])
+    basket_x = usual_of(switch_baskets // n_groups // n_baskets, switch_baskets % n_groups)
+    switch_total = np.bincount(basket_x, minlength=n_items)
+    switch_values = switch_n / switch_total[switch_x] * (switch_n / (switch_n + 2.0))
+
+    return (_top_per_row(switch_x, switch_y, switch_values.astype(np.float32), n_items, max_neighbours),
+            _top_per_row(trial_x, trial_y, trial_values.astype(np.float32), n_items, max_neighbours))
 
 
 def _top_per_row(row: np.ndarray, col: np.ndarray, value: np.ndarray, n: int, top: int) -> sp.csr_matrix:

@@ -32,7 +32,7 @@ from recsys.sizes import parse_package_sizes
 from training import evaluation, report
 from training.catalog import impute_cold_factors, sort_items
 from training.neighbours import cooccurrence, switching
-from training.queries import Queries, build_queries
+from training.queries import Queries, build_queries, positions_in
 from training.ranker import NEW_ITEM_BIASES, collect, fit, fit_reranker
 
 STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "feedback", "index", "ranker", "report",
@@ -64,9 +64,15 @@ class _StageTimer:
         self.bar.update(1)
 
 
+#: id columns the trainer holds as categoricals: an integer code per event instead of a string (about a third of
+#: the memory of the string frame; the trainer's peak memory grows with the events, so this sets how far it goes)
+ID_COLUMNS = ("customer_id", "item_id", "session_id", "event_type", "store_id")
+
+
 def _prepare_events(dataset: Dataset, config: TrainConfig, train_until: datetime | None,
                     report: ValidationReport) -> pd.DataFrame:
-    events = dataset.events
+    """The usable events, as a compact frame: id columns categorical, rows in their original order."""
+    events = dataset.events.assign(**{column: _categorical(dataset.events[column]) for column in ID_COLUMNS})
     report.rows_read = len(events)
     unknown_type = ~events["event_type"].isin(list(config.event_weights))
     report.skip("unknown event type", int(unknown_type.sum()))
@@ -81,16 +87,35 @@ def _prepare_events(dataset: Dataset, config: TrainConfig, train_until: datetime
         later = events["timestamp"] > pd.Timestamp(train_until)
         report.skip("after --train-until", int((later & keep).sum()))
         keep &= ~later
-    duplicated = events.duplicated()
+    duplicated = _duplicated(events)
     report.skip("duplicate row", int((duplicated & keep).sum()))
     keep &= ~duplicated
-    events = events[keep]
+    if not keep.all():
+        events = events[keep]
     if events.empty:
         raise DataValidationError(
             "no usable events: every row was skipped (" + ", ".join(f"{k}: {v}" for k, v in report.skipped.items())
             + "); check the data, the column mapping and --train-until"
         )
     return events
+
+
+def _categorical(ids: pd.Series) -> pd.Series:
+    """``ids`` as a categorical with sorted categories, so that its codes sort like the ids themselves."""
+    ids = ids.astype("category")
+    categories = ids.cat.categories
+    return ids if categories.is_monotonic_increasing else ids.cat.reorder_categories(categories.sort_values())
+
+
+def _duplicated(events: pd.DataFrame) -> np.ndarray:
+    """``events.duplicated()`` without its per-column codes for every row: rows are hashed (8 bytes each) and
+    compared column by column only where a hash repeats, so the answer is exact."""
+    hashes = pd.util.hash_pandas_object(events, index=False)
+    suspects = hashes.duplicated(keep=False).to_numpy()
+    duplicated = np.zeros(len(events), dtype=bool)
+    if suspects.any():
+        duplicated[suspects] = events[suspects].duplicated().to_numpy()
+    return duplicated
 
 
 def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarray, trend_weights: np.ndarray,
@@ -113,7 +138,7 @@ def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarra
     items["popularity"] = items["item_id"].map(popularity).fillna(0.0).astype("float64")
     items["trend"] = items["item_id"].map(trend).fillna(0.0).astype("float64")
     items["n_customers"] = items["item_id"].map(n_customers).fillna(0).astype("int64")
-    purchases = events[events["event_type"].isin(list(PURCHASE_TYPES))]
+    purchases = events.loc[events["event_type"].isin(list(PURCHASE_TYPES)), ["customer_id", "item_id", "timestamp"]]
     first_buy = purchases.groupby(["customer_id", "item_id"])["timestamp"].min()
     first_age = (data_end - first_buy).dt.total_seconds().to_numpy() / 86400.0
     trial = pd.Series(np.power(0.5, first_age / trend_half_life_days), index=first_buy.index).groupby(level=1).sum()
@@ -130,23 +155,25 @@ def _profiles(cust: np.ndarray, item_idx: np.ndarray, weights: np.ndarray, recen
               ) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
     """Customer x item weight (long half-life), purchase count and recent weight (trend half-life), all with
     the identical sparsity structure, so the engine reads them with one index lookup."""
-    frame = pd.DataFrame({"c": cust, "i": item_idx, "w": weights, "r": recent_weights,
-                          "p": is_purchase.astype(np.float32)})
-    agg = frame.groupby(["c", "i"], sort=True).agg(w=("w", "sum"), p=("p", "sum"), r=("r", "sum")).reset_index()
+    # one int64 key per event, not a (customer, item) frame: this is the largest per-event step of the trainer
+    key = np.asarray(cust, dtype=np.int64) * n_items + np.asarray(item_idx, dtype=np.int64)
+    agg = pd.DataFrame({"w": weights, "p": is_purchase.astype(np.float32), "r": recent_weights}).groupby(
+        key, sort=True).sum()
+    customer, item = np.divmod(agg.index.to_numpy(np.int64), n_items)
     indptr = np.zeros(n_customers + 1, dtype=np.int64)
-    np.cumsum(np.bincount(agg["c"].to_numpy(), minlength=n_customers), out=indptr[1:])
-    indices = agg["i"].to_numpy(np.int32)
+    np.cumsum(np.bincount(customer, minlength=n_customers), out=indptr[1:])
+    indices = item.astype(np.int32)
     return tuple(  # type: ignore[return-value]
         sp.csr_matrix((agg[column].to_numpy(np.float32), indices, indptr), shape=(n_customers, n_items))
         for column in ("w", "p", "r")
     )
 
 
-def _stores(events: pd.DataFrame, cust_codes: np.ndarray, item_idx: np.ndarray, weights: np.ndarray,
-            n_customers: int, n_items: int) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
+def _stores(events: pd.DataFrame, cust_codes: np.ndarray, session_codes: np.ndarray, item_idx: np.ndarray,
+            weights: np.ndarray, n_customers: int, n_items: int) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
     """Store ids, store x item recency-weighted purchases, and each customer's most-visited store."""
     has_store = events["store_id"].notna().to_numpy()
-    store_codes, stores = pd.factorize(events["store_id"].to_numpy()[has_store], sort=True)
+    store_codes, stores = pd.factorize(events["store_id"][has_store], sort=True)
     store_items = sp.csr_matrix((weights[has_store].astype(np.float32), (store_codes, item_idx[has_store])),
                                 shape=(len(stores), n_items))
     store_items.sum_duplicates()
@@ -154,20 +181,20 @@ def _stores(events: pd.DataFrame, cust_codes: np.ndarray, item_idx: np.ndarray, 
     home = np.full(n_customers, -1, dtype=np.int64)
     if len(stores):
         visits = pd.DataFrame({"c": cust_codes[has_store], "s": store_codes,
-                               "b": events["session_id"].to_numpy()[has_store]}).drop_duplicates()
+                               "b": session_codes[has_store]}).drop_duplicates()
         per_store = visits.groupby(["c", "s"]).size().rename("n").reset_index()
         per_store = per_store.sort_values(["c", "n", "s"], ascending=[True, False, True]).drop_duplicates("c")
         home[per_store["c"].to_numpy()] = per_store["s"].to_numpy()
-    return np.asarray(stores, dtype=object), store_items, home
+    return np.asarray(stores.astype(str), dtype=object), store_items, home
 
 
-def _customer_stats(purchases: pd.DataFrame, cust_codes: np.ndarray, n_customers: int, data_end: pd.Timestamp
-                    ) -> pd.DataFrame:
+def _customer_stats(purchases: pd.DataFrame, cust_codes: np.ndarray, baskets: np.ndarray, n_customers: int,
+                    data_end: pd.Timestamp) -> pd.DataFrame:
     """Recency (days from the last purchase to the data's end), frequency (baskets), monetary (spend), and an
     RFM segment from their quintiles among customers: champion, loyal, at risk, new, occasional, or
     browser (no purchase)."""
     frame = pd.DataFrame({"c": cust_codes, "t": purchases["timestamp"].to_numpy(),
-                          "b": purchases["session_id"].to_numpy(),
+                          "b": baskets,
                           "spend": (purchases["price"].fillna(0.0) * purchases["quantity"].fillna(1.0)).to_numpy()})
     per = frame.groupby("c").agg(last=("t", "max"), baskets=("b", "nunique"), spend=("spend", "sum"))
     per = per.reindex(range(n_customers))
@@ -209,7 +236,7 @@ def _embeddings(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool
     return np.divide(factors, norms, out=np.zeros_like(factors), where=norms > 0), losses
 
 
-def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
+def _learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConfig
                   ) -> tuple[RankerSection, str, dict[str, Any] | None]:
     """Fit the ranker on the last ``validation_weeks`` of the data (an inner model trained before them).
 
@@ -228,13 +255,14 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
     inner_config = config.model_copy(update={"ranker": ranker.model_copy(update={"enabled": False})})
     with tempfile.TemporaryDirectory(prefix="recsys-ranker-") as tmp:
         try:
-            inner = train(dataset, inner_config, out_dir=Path(tmp), train_until=validation_start.to_pydatetime(),
-                          show_progress=False, make_current=False, with_report=False)
+            inner = train(Dataset(events=events, catalog=catalog, reports=[]), inner_config, out_dir=Path(tmp),
+                          train_until=validation_start.to_pydatetime(), show_progress=False, make_current=False,
+                          with_report=False)
         except DataValidationError:
             return default.model_copy(update={"note": "no events before the validation period"}), "", None
         engine = SubstituteEngine.load(inner.model_dir)
-        queries, unsampled = build_queries(events, engine, validation_start, per_basket=True).partition(
-            ranker.max_queries, ranker.seed)
+        queries, unsampled = build_queries(_customer_sample(events, ranker.max_customers, ranker.seed), engine,
+                                           validation_start, per_basket=True).partition(ranker.max_queries, ranker.seed)
         if len(queries) < ranker.min_queries:
             return default.model_copy(update={"note": f"only {len(queries)} validation queries"}), "", None
         fit_queries, held_out = queries.split(ranker.holdout_share, ranker.seed)
@@ -272,6 +300,18 @@ def _learn_ranker(dataset: Dataset, events: pd.DataFrame, config: TrainConfig
                              "fitted_lists": fitted.queries, "candidates": fitted.candidates,
                              "loss": round(fitted.loss, 5)}
     return section, reranker_text, metrics
+
+
+def _customer_sample(events: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """The events of a seeded sample of ``n`` customers (all of them when there are no more than ``n``): the
+    ranker needs a fixed number of validation queries, and building them costs time and memory in proportion to
+    the events they are built from."""
+    codes = events["customer_id"].cat.codes.to_numpy()
+    present = np.unique(codes)
+    if len(present) <= n:
+        return events
+    chosen = np.random.default_rng(seed).choice(present, size=n, replace=False)
+    return events[np.isin(codes, chosen)]
 
 
 def _choose_new_item_bias(engine: SubstituteEngine, section: RankerSection, reranker_text: str,
@@ -347,11 +387,14 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         event_weight = events["event_type"].map(config.event_weights).to_numpy(np.float64)
         weights = event_weight * np.power(0.5, age_days / config.recency_half_life_days)
         trend_weights = event_weight * np.power(0.5, age_days / config.trend_half_life_days)
+        del age_days, event_weight
 
     with timer.stage("catalog"):
         items = _build_items(dataset.catalog, events, weights, trend_weights, config.trend_half_life_days, data_end)
-        item_idx = pd.Index(items["item_id"]).get_indexer(events["item_id"])
-        cust_codes, customers = pd.factorize(events["customer_id"], sort=True)
+        item_idx = positions_in(pd.Index(items["item_id"]), events["item_id"])
+        cust_codes, customer_index = pd.factorize(events["customer_id"], sort=True)
+        customers = pd.Index(customer_index.astype(str))
+        session_codes = pd.factorize(events["session_id"])[0]
         parsed = items["package_size"].notna() & items["package_size"].str.strip().ne("")
         size_parse_rate = float(items.loc[parsed, "size_family"].notna().mean()) if parsed.any() else None
 
@@ -359,8 +402,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         is_purchase = events["event_type"].isin(list(PURCHASE_TYPES)).to_numpy()
         weight, count, recent = _profiles(cust_codes, item_idx, weights, trend_weights, is_purchase,
                                           len(customers), len(items))
-        stores, store_items, home_store = _stores(events, cust_codes, item_idx, weights, len(customers), len(items))
-        customer_stats = _customer_stats(events[is_purchase], cust_codes[is_purchase], len(customers), data_end)
+        stores, store_items, home_store = _stores(events, cust_codes, session_codes, item_idx, weights,
+                                                  len(customers), len(items))
+        customer_stats = _customer_stats(events.loc[is_purchase, ["timestamp", "price", "quantity"]],
+                                         cust_codes[is_purchase], session_codes[is_purchase], len(customers),
+                                         data_end)
 
     with timer.stage("embeddings"):
         factors, als_loss = _embeddings(weight, config, show_progress)
@@ -368,7 +414,6 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
 
     with timer.stage("neighbours"):
         group_of, _ = contiguous_ranges(items[list(GROUP_KEYS)])
-        session_codes = pd.factorize(events["session_id"])[0]
         switch = cooccurrence(cust_codes[is_purchase], item_idx[is_purchase], group_of, len(items),
                               config.max_neighbours, conditional=True)
         switch_to, trial = switching(cust_codes[is_purchase], session_codes[is_purchase], item_idx[is_purchase],
@@ -383,8 +428,11 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         index = faiss.IndexFlatIP(factors.shape[1])
         index.add(factors)
 
+    event_count, event_types = len(events), events["event_type"].value_counts()
+    # the per-event arrays are done with: the ranker stage trains a second model on most of the events
+    del weights, trend_weights, item_idx, cust_codes, session_codes, is_purchase, browse
     with timer.stage("ranker"):
-        ranker, reranker, holdout_metrics = _learn_ranker(dataset, events, config)
+        ranker, reranker, holdout_metrics = _learn_ranker(dataset.catalog, events, config)
 
     model = ModelData(items=items, factors=factors, switch=switch, coview=coview, switch_to=switch_to, trial=trial,
                       customers=np.asarray(customers, dtype=object), stores=stores, store_items=store_items,
@@ -400,12 +448,12 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         config=config,
         ranker=ranker,
         counts={
-            "events": len(events), "items": len(items), "items_with_events": int((items["n_customers"] > 0).sum()),
+            "events": event_count, "items": len(items), "items_with_events": int((items["n_customers"] > 0).sum()),
             "customers": len(customers), "stores": len(stores), "groups": int(len(model.group_ptr) - 1),
             "parent_categories": int(len(model.parent_ptr) - 1),
             "co_customer_pairs": int(switch.nnz), "coview_pairs": int(coview.nnz),
             "switched_to_pairs": int(switch_to.nnz), "tried_pairs": int(trial.nnz),
-            "event_types": events["event_type"].value_counts().to_dict(),
+            "event_types": {str(name): int(n) for name, n in event_types.items() if n > 0},
             **feedback_counts,
         },
         size_parse_rate=size_parse_rate,

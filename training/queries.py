@@ -77,19 +77,34 @@ def customer_rows(engine: SubstituteEngine, customer_ids: Iterable[object]) -> n
                       dtype=np.int64)
 
 
+def positions_in(index: pd.Index, values: pd.Series) -> np.ndarray:
+    """Each value's position in ``index`` (-1 when absent); a categorical column is looked up once per category,
+    not once per row."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        by_category = np.append(index.get_indexer(values.cat.categories), -1)  # code -1 (missing) -> -1
+        return by_category[values.cat.codes.to_numpy()]
+    return index.get_indexer(values)
+
+
 def build_queries(events: pd.DataFrame, engine: SubstituteEngine, split: pd.Timestamp,
                   end: pd.Timestamp | None = None, per_basket: bool = False) -> Queries:
     """Switch queries from purchases: history before ``split``, test baskets in [split, end); one per
     (customer, X), relevant = every Y of its test baskets. ``per_basket``: one per switch basket instead, its
-    Ys relevant (the ranker learns from each switch as it happened: what the shopper took at that moment)."""
-    events = events[events["event_type"].isin(list(PURCHASE_TYPES))]
-    item = pd.Index(engine.item_ids).get_indexer(events["item_id"])
+    Ys relevant (the ranker learns from each switch as it happened: what the shopper took at that moment).
+
+    Customers and baskets are integer codes in the ids' sorted order, so queries come out in the order of their
+    (customer id, group, basket id, X) whatever the ids' type."""
+    events = events.loc[events["event_type"].isin(list(PURCHASE_TYPES)),
+                        ["customer_id", "session_id", "item_id", "timestamp"]]
+    item = positions_in(pd.Index(engine.item_ids), events["item_id"])
     known = item >= 0
     events, item = events[known], item[known]
+    customer, customer_ids = pd.factorize(events["customer_id"], sort=True)
     frame = pd.DataFrame({
-        "customer": events["customer_id"].to_numpy(), "basket": events["session_id"].to_numpy(),
+        "customer": customer, "basket": pd.factorize(events["session_id"], sort=True)[0],
         "item": item, "group": engine.model.group_of[item], "time": events["timestamp"].to_numpy(),
     })
+    del events
     before = frame[frame["time"] < split]
     after = frame[(frame["time"] >= split) & ((frame["time"] < end) if end is not None else True)]
 
@@ -102,12 +117,17 @@ def build_queries(events: pd.DataFrame, engine: SubstituteEngine, split: pd.Time
     test = test.merge(favourite, on=["customer", "group"])
     holds_x = (test["item"] == test["x"]).groupby([test["customer"], test["group"], test["basket"]]).transform("any")
     test = test[~holds_x]
-    bought_before = set(zip(before["customer"], before["item"], strict=True))
-    test = test.assign(new=[(c, i) not in bought_before for c, i in zip(test["customer"], test["item"], strict=True)])
-    grouped = test.groupby(["customer", "group", *(["basket"] if per_basket else []), "x"], sort=True)
-    relevant = grouped["item"].agg(lambda s: np.unique(s.to_numpy()))
-    new = grouped.apply(lambda g: np.unique(g.loc[g["new"], "item"].to_numpy()), include_groups=False)
-    keys = relevant.index.to_frame(index=False)
-    return Queries(customer=customer_rows(engine, keys["customer"]), x=keys["x"].to_numpy(np.int64),
-                   relevant=list(relevant.to_numpy()),
-                   new=list(new.reindex(relevant.index).to_numpy()))
+    n_items = np.int64(engine.model.n_items)
+    bought_before = np.unique(before["customer"].to_numpy(np.int64) * n_items + before["item"].to_numpy(np.int64))
+    pair = test["customer"].to_numpy(np.int64) * n_items + test["item"].to_numpy(np.int64)
+    test = test.assign(new=~np.isin(pair, bought_before))
+    # one query per key, its items sorted and unique: split the sorted rows where the key changes
+    keys = ["customer", "group", *(["basket"] if per_basket else []), "x"]
+    test = test.drop_duplicates([*keys, "item"]).sort_values([*keys, "item"])
+    starts = np.flatnonzero(~test[keys].duplicated().to_numpy())
+    relevant = np.split(test["item"].to_numpy(np.int64), starts[1:]) if len(test) else []
+    is_new = np.split(test["new"].to_numpy(), starts[1:]) if len(test) else []
+    first = test.iloc[starts]
+    return Queries(customer=customer_rows(engine, np.asarray(customer_ids.astype(str))[first["customer"].to_numpy()]),
+                   x=first["x"].to_numpy(np.int64), relevant=relevant,
+                   new=[items[flags] for items, flags in zip(relevant, is_new, strict=True)])
