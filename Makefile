@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: install run train test test-slow clean
+.PHONY: install run train test test-slow test-postgres postgres-server test-browser browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,26 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+# the replica tests start a private PostgreSQL cluster: Debian's server package, installed only when missing
+postgres-server:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq postgresql; \
+	fi
+
+test-postgres: $(STAMP) postgres-server
+	$(BIN)/pytest -m postgres $(PYTEST_ARGS)
+
+# the review page's tests drive a headless browser: Debian's chromium and chromium-driver, installed only when missing
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver; \
+	fi
+
+test-browser: $(STAMP) browser
+	$(BIN)/pytest -m browser $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) models

@@ -14,7 +14,9 @@ A query takes four steps, each in its own module:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 
@@ -29,24 +31,31 @@ from recsys.orders import order_substitutes
 from recsys.presentation import Presenter
 from recsys.profiles import customer_profile
 from recsys.ranking import Scorer
+from recsys.search import CatalogSearch
 from recsys.types import (
     MAX_K,
     CustomerProfile,
     ItemInfo,
+    ItemMatches,
     OrderSubstitutes,
     SubstituteFilters,
     SubstituteList,
     UnknownCustomerError,
 )
 
+#: the kinds of file a model report is made of: markdown and its plots
+_REPORT_SUFFIXES: Final[frozenset[str]] = frozenset({".md", ".png"})
+
 
 class SubstituteEngine:
     """Loads a model directory and answers substitute queries. Thread-safe for concurrent reads."""
 
-    def __init__(self, model: ModelData, manifest: Manifest, inventory: Inventory | None = None) -> None:
+    def __init__(self, model: ModelData, manifest: Manifest, inventory: Inventory | None = None,
+                 directory: Path | None = None) -> None:
         self.model = model
         self.manifest = manifest
         self.version = manifest.version
+        self.directory = directory  # the model directory it was loaded from; None when built in memory
         self.inventory = inventory if inventory is not None else Inventory()
         config = manifest.config
         self.set_ranker(manifest.ranker, model.reranker)
@@ -75,7 +84,7 @@ class SubstituteEngine:
             model = ModelData.load(model_dir)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise artifact.ArtifactError(f"{model_dir}: cannot load model files ({exc})") from exc
-        return cls(model, manifest, inventory)
+        return cls(model, manifest, inventory, model_dir)
 
     def _warm_up(self) -> None:
         """Compile the query path's numba kernels now (or load them from numba's cache, beside the code), so that
@@ -143,6 +152,25 @@ class SubstituteEngine:
             raise UnknownCustomerError(customer_id)
         return customer_profile(self.model, self.catalog, self.presenter.infos, self.finder.customer_items,
                                 self.version, customer_id, row, max_categories)
+
+    @cached_property
+    def catalog_search(self) -> CatalogSearch:
+        # built on the first search, not at load (about 0.3 s on the full catalog): only people reviewing answers
+        # search, and every load and reload would pay for it otherwise. Two racing first searches build it twice.
+        return CatalogSearch(self.model.items, self.catalog.index_of, self.presenter.item)
+
+    def search_items(self, query: str, offset: int = 0, limit: int = 20) -> ItemMatches:
+        """Catalog items by id or by part of their product type, category or brand, most popular first (see
+        :class:`recsys.search.CatalogSearch`; raises ``ValueError`` for bad input)."""
+        return self.catalog_search.search(query, offset, limit)
+
+    def report_files(self) -> dict[str, Path]:
+        """The model report's files (``report.md`` and its plots) by name: only files the manifest lists and
+        checksums, so a name from outside can never reach another path. Empty when built in memory."""
+        if self.directory is None:
+            return {}
+        return {name: self.directory / name for name in self.manifest.files
+                if name.startswith("report") and Path(name).suffix in _REPORT_SUFFIXES and Path(name).name == name}
 
     # -- lookups and the query's steps, for training, evaluation and benchmarks -------------------
     def __contains__(self, item_id: object) -> bool:

@@ -1,8 +1,9 @@
 """Substitution feedback: what was shown for an unavailable item, and what the shopper (or picker) accepted,
 rejected or chose by hand. Recorded durably by the server, read by the trainer as the strongest signal.
 
-Stored in SQLite (WAL, ``synchronous=FULL``: a recorded row survives a killed process), one JSON document per
-row, next to the inventory in the server's state file. The trainer turns the log into *decisions*, one row
+Stored in the server's state database next to the inventory, one JSON document per row: SQLite (WAL,
+``synchronous=FULL``: a recorded row survives a killed process) or PostgreSQL shared by every replica (see
+:mod:`recsys.state`). The trainer turns the log into *decisions*, one row
 per (item, substitute, customer): +1 for an acceptance or a manual choice, -1 for a rejection.
 """
 
@@ -13,7 +14,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, Protocol
 
 import pandas as pd
 
@@ -52,19 +53,43 @@ class Feedback:
         return [row for row in rows if row[1] != self.item_id]
 
 
+class FeedbackStore(Protocol):
+    """Where feedback is recorded: :class:`FeedbackLog` (SQLite) or the PostgreSQL state store."""
+
+    def record(self, feedback: Feedback) -> int:
+        """Store one feedback durably, return its id only once committed. Raises
+        :class:`recsys.storage.StateUnavailableError` when the database cannot be reached."""
+
+    def feedback(self) -> list[Feedback]:
+        """Every recorded feedback, oldest first."""
+
+
+def to_json(feedback: Feedback) -> str:
+    """JSON with ASCII escapes: keeps any id (even a lone surrogate or a NUL) intact in any database."""
+    return json.dumps(asdict(feedback), ensure_ascii=True, sort_keys=True)
+
+
+def from_json(body: str) -> Feedback:
+    record = json.loads(body)
+    return Feedback(**{**record, "shown": tuple(record["shown"]), "rejected": tuple(record["rejected"])})
+
+
+def decisions_of(records: list[Feedback]) -> pd.DataFrame:
+    """Every decision of ``records`` as a row of :data:`DECISION_COLUMNS`."""
+    rows = [row for f in records for row in f.decisions()]
+    return pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
+
+
 class FeedbackLog:
     """Append-only feedback store: a SQLite file, or memory when ``path`` is None."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         self._connection = storage.connect(path)
-        self._connection.execute(
-            "CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)")
         self._lock = threading.Lock()
 
     def record(self, feedback: Feedback) -> int:
-        """Store one feedback durably; returns its id. JSON with ASCII escapes keeps any id (even a lone
-        surrogate) intact."""
-        body = json.dumps(asdict(feedback), ensure_ascii=True, sort_keys=True)
+        """Store one feedback durably; returns its id."""
+        body = to_json(feedback)
         with self._lock:
             cursor = self._connection.execute("INSERT INTO feedback (body) VALUES (?)", (body,))
         return int(cursor.lastrowid or 0)
@@ -76,13 +101,11 @@ class FeedbackLog:
     def feedback(self) -> list[Feedback]:
         with self._lock:
             rows = self._connection.execute("SELECT body FROM feedback ORDER BY id").fetchall()
-        records = [json.loads(body) for (body,) in rows]
-        return [Feedback(**{**r, "shown": tuple(r["shown"]), "rejected": tuple(r["rejected"])}) for r in records]
+        return [from_json(body) for (body,) in rows]
 
     def decisions(self) -> pd.DataFrame:
         """Every decision as a row of :data:`DECISION_COLUMNS`."""
-        rows = [row for f in self.feedback() for row in f.decisions()]
-        return pd.DataFrame(rows, columns=list(DECISION_COLUMNS))
+        return decisions_of(self.feedback())
 
     def close(self) -> None:
         with self._lock:
@@ -90,7 +113,16 @@ class FeedbackLog:
 
 
 def read_decisions(path: str | Path) -> pd.DataFrame:
-    """The decisions in a server's state file (the trainer's ``--feedback``); the file must exist."""
+    """The decisions in a server's state (the trainer's ``--feedback``): a state URL (``postgresql://...``,
+    ``sqlite:///path``) or the path of a SQLite file, which must exist."""
+    if isinstance(path, str) and "://" in path:
+        from recsys.state import open_state  # the state module imports this one
+
+        state = open_state(path, must_exist=True)
+        try:
+            return decisions_of(state.feedback.feedback())
+        finally:
+            state.close()
     if not Path(path).is_file():
         raise FileNotFoundError(f"no feedback database at {path}")
     log = FeedbackLog(path)

@@ -4,21 +4,23 @@ Keyed by item *id* (not a model's internal index) so it survives model swaps. Ev
 version that changes on each write, so an engine can cache a boolean out-of-stock mask per store and rebuild
 it only when that store changed. An item nobody reported on is in stock.
 
-Reads are served from memory. Writes go first to a :class:`StockStore` (SQLite in WAL mode by default, an
-interface so a server database can replace it) and are acknowledged only once committed there, so an
-acknowledged update survives a crash; on start the memory state is loaded back from the store.
+Reads are served from memory. Writes go first to a :class:`StockStore` (SQLite in WAL mode by default, or
+PostgreSQL shared by many replicas, see :mod:`recsys.state`) and are acknowledged only once committed there,
+so an acknowledged update survives a crash. Every committed batch carries a sequence number, assigned in
+commit order; :meth:`Inventory.catch_up` reads the rows changed since the last one it saw, which is how the
+memory state is loaded on start and how writes made by other processes reach this one.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Final, Protocol
 
 from recsys import storage
+from recsys.storage import StateUnavailableError
 
 #: the channel a query without a store id checks
 ONLINE: Final[str] = "online"
@@ -41,11 +43,13 @@ class StockState:
 class StockStore(Protocol):
     """Durable storage behind :class:`Inventory`."""
 
-    def save(self, updates: list[StockUpdate]) -> None:
-        """Persist a batch atomically; return only once it is durable."""
+    def save_stock(self, updates: list[StockUpdate]) -> int:
+        """Persist a batch atomically; return its sequence number only once it is durable. Raises
+        :class:`recsys.storage.StateUnavailableError` when the database cannot be reached."""
 
-    def load(self) -> Iterable[StockUpdate]:
-        """Every stored (store, item) state."""
+    def stock_since(self, seq: int) -> tuple[list[StockUpdate], int]:
+        """The current state of every (store, item) changed by a batch after ``seq`` (all of them for -1),
+        and the highest sequence number read (``seq`` when nothing changed)."""
 
 
 def _blob(text: str) -> bytes:
@@ -58,43 +62,55 @@ def _text(blob: bytes) -> str:
 
 
 class SqliteStockStore:
-    """SQLite in WAL mode with ``synchronous=FULL``: a committed batch survives a killed process."""
+    """SQLite in WAL mode with ``synchronous=FULL``: a committed batch survives a killed process. Writers are
+    serialised by ``BEGIN IMMEDIATE``, so sequence numbers follow commit order, also across processes."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._connection = storage.connect(self.path)
-        self._connection.execute(
-            "CREATE TABLE IF NOT EXISTS stock (store_id BLOB NOT NULL, item_id BLOB NOT NULL, "
-            "in_stock INTEGER NOT NULL, restock_eta TEXT, updated_at TEXT DEFAULT CURRENT_TIMESTAMP, "
-            "PRIMARY KEY (store_id, item_id))"
-        )
         self._lock = threading.Lock()
 
-    def save(self, updates: list[StockUpdate]) -> None:
+    def save_stock(self, updates: list[StockUpdate]) -> int:
         rows = [(_blob(u.store_id), _blob(u.item_id), int(u.in_stock),
                  u.restock_eta.isoformat() if u.restock_eta else None) for u in updates]
         with self._lock:
             self._connection.execute("BEGIN IMMEDIATE")
             try:
+                seq = int(self._connection.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM stock").fetchone()[0])
                 self._connection.executemany(
-                    "INSERT INTO stock (store_id, item_id, in_stock, restock_eta) VALUES (?, ?, ?, ?) "
+                    "INSERT INTO stock (store_id, item_id, in_stock, restock_eta, seq) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (store_id, item_id) DO UPDATE SET in_stock = excluded.in_stock, "
-                    "restock_eta = excluded.restock_eta, updated_at = CURRENT_TIMESTAMP", rows)
+                    "restock_eta = excluded.restock_eta, updated_at = CURRENT_TIMESTAMP, seq = excluded.seq",
+                    [(*row, seq) for row in rows])
                 self._connection.execute("COMMIT")
             except BaseException:
                 self._connection.execute("ROLLBACK")
                 raise
+        return seq
+
+    def stock_since(self, seq: int) -> tuple[list[StockUpdate], int]:
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT store_id, item_id, in_stock, restock_eta, seq FROM stock WHERE seq > ? ORDER BY seq",
+                (seq,)).fetchall()
+        return [_update(store, item, in_stock, eta) for store, item, in_stock, eta, _ in rows], \
+            max([seq, *(row[4] for row in rows)])
+
+    def save(self, updates: list[StockUpdate]) -> None:
+        self.save_stock(updates)
 
     def load(self) -> list[StockUpdate]:
-        with self._lock:
-            rows = self._connection.execute("SELECT store_id, item_id, in_stock, restock_eta FROM stock").fetchall()
-        return [StockUpdate(item_id=_text(item), store_id=_text(store), in_stock=bool(in_stock),
-                            restock_eta=datetime.fromisoformat(eta) if eta else None)
-                for store, item, in_stock, eta in rows]
+        """Every stored (store, item) state."""
+        return self.stock_since(-1)[0]
 
     def close(self) -> None:
         with self._lock:
             self._connection.close()
+
+
+def _update(store: bytes, item: bytes, in_stock: object, eta: str | None) -> StockUpdate:
+    return StockUpdate(item_id=_text(bytes(item)), store_id=_text(bytes(store)), in_stock=bool(in_stock),
+                       restock_eta=datetime.fromisoformat(eta) if eta else None)
 
 
 class Inventory:
@@ -102,22 +118,54 @@ class Inventory:
     Writes replace the state of (store, item)."""
 
     def __init__(self, store: StockStore | None = None) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the memory state; held only for memory work, never across a database call
+        # orders database writes and catch-up reads, so memory applies them in the order the database did
+        self._store_lock = threading.Lock()
         self._stores: dict[str, dict[str, StockState]] = {}
         # item -> stores that reported it in stock, sorted; replaced, never changed in place, so reads need no lock
         self._in_stock_at: dict[str, tuple[str, ...]] = {}
         self._versions: dict[str, int] = {}
         self._durable = store
+        self._seq = -1  # the highest sequence number read from the store
+        #: whether the memory state has been loaded from the store at least once (always, without a store)
+        self.synced = store is None
         if store is not None:
-            self._remember(list(store.load()))
+            try:
+                self.catch_up()
+            except StateUnavailableError:
+                pass  # a shared database that is down at start: the caller retries (``synced`` stays False)
+
+    @property
+    def seq(self) -> int:
+        """The highest sequence number of the store read into memory (-1 before the first read)."""
+        return self._seq
 
     def apply(self, updates: list[StockUpdate]) -> int:
-        """Apply a batch atomically (durably first, when there is a store); returns how many were applied."""
-        with self._lock:
+        """Apply a batch atomically (durably first, when there is a store); returns how many were applied.
+        Raises :class:`recsys.storage.StateUnavailableError`, with nothing applied, when the store is down."""
+        with self._store_lock:
             if self._durable is not None:
-                self._durable.save(updates)
-            self._remember(updates)
+                self._durable.save_stock(updates)
+            with self._lock:
+                self._remember(updates)
         return len(updates)
+
+    def catch_up(self) -> int:
+        """Read the changes committed to the store since the last read (by any process) into memory; returns
+        how many (store, item) states changed. Raises :class:`recsys.storage.StateUnavailableError`."""
+        if self._durable is None:
+            return 0
+        with self._store_lock:
+            updates, seq = self._durable.stock_since(self._seq)
+            # a process reads its own writes back: skip what memory already holds, so no store's mask is rebuilt
+            changed = [u for u in updates
+                       if self.state(u.store_id, u.item_id) != StockState(u.in_stock, u.restock_eta)]
+            if changed:
+                with self._lock:
+                    self._remember(changed)
+            self._seq = max(self._seq, seq)
+            self.synced = True
+        return len(changed)
 
     def _remember(self, updates: list[StockUpdate]) -> None:
         touched: dict[str, set[str]] = {}  # item -> stores that report it in stock, after this batch

@@ -8,6 +8,7 @@ range) and makes widening to the parent category another range, with no per-quer
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,40 @@ def _load_csr(arrays: Any, prefix: str) -> sp.csr_matrix:
     return sp.csr_matrix(
         (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]), shape=shape
     )
+
+
+def load_mapped(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` written by ``np.savez`` (members stored uncompressed), memory-mapped
+    copy-on-write: worker processes that load the same model share its pages in the OS page cache, so each
+    extra worker adds little memory. A compressed member (not written by this package) is read normally."""
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as archive, path.open("rb") as raw:
+        for info in archive.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                with archive.open(info) as member:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            # the member's data follows its local header: 30 bytes, then the name and the extra field
+            raw.seek(info.header_offset + 26)
+            name_length, extra_length = np.frombuffer(raw.read(4), dtype="<u2")
+            raw.seek(info.header_offset + 30 + int(name_length) + int(extra_length))
+            version = np.lib.format.read_magic(raw)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:  # a header format this reader does not map: read the array normally
+                with archive.open(info) as member:
+                    arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
+                continue
+            shape, fortran_order, dtype = read_header(raw)
+            if dtype.hasobject:
+                raise ValueError(f"{path}: {name} holds Python objects, refused")
+            if 0 in shape:
+                arrays[name] = np.empty(shape, dtype=dtype)
+                continue
+            arrays[name] = np.memmap(raw.name, dtype=dtype, mode="c", offset=raw.tell(), shape=shape,
+                                     order="F" if fortran_order else "C")
+    return arrays
 
 
 def _load_optional_csr(arrays: Any, prefix: str, shape: tuple[int, int]) -> sp.csr_matrix:
@@ -131,18 +166,20 @@ class ModelData:
         home_store = customer_table["home_store"].to_numpy(np.int64)
         stats = customer_table.drop(columns=["customer_id", "home_store"])  # no columns in older models
         stores = pd.read_parquet(directory / STORES_FILE)["store_id"].to_numpy(dtype=object)
-        factors = np.load(directory / FACTORS_FILE, allow_pickle=False)
-        with np.load(directory / NEIGHBOURS_FILE, allow_pickle=False) as arrays:
-            switch, coview = _load_csr(arrays, "switch"), _load_csr(arrays, "coview")
-            switch_to, trial = _load_csr(arrays, "switch_to"), _load_csr(arrays, "trial")
-            store_items = _load_csr(arrays, "store_items")
-            feedback = _load_optional_csr(arrays, "feedback", (len(items), len(items)))
-        with np.load(directory / PROFILES_FILE, allow_pickle=False) as arrays:
-            weight = _load_csr(arrays, "weight")
-            count = sp.csr_matrix((arrays["count_data"], weight.indices, weight.indptr), shape=weight.shape)
-            recent = sp.csr_matrix((arrays["recent_data"], weight.indices, weight.indptr), shape=weight.shape)
-            accepted = _load_optional_csr(arrays, "accepted", weight.shape)
-        index = faiss.read_index(str(directory / INDEX_FILE))
+        # the large arrays are memory-mapped copy-on-write (never written, so shared by every process that
+        # loads the model); the FAISS flat index maps its vectors too
+        factors = np.load(directory / FACTORS_FILE, allow_pickle=False, mmap_mode="c")
+        arrays = load_mapped(directory / NEIGHBOURS_FILE)
+        switch, coview = _load_csr(arrays, "switch"), _load_csr(arrays, "coview")
+        switch_to, trial = _load_csr(arrays, "switch_to"), _load_csr(arrays, "trial")
+        store_items = _load_csr(arrays, "store_items")
+        feedback = _load_optional_csr(arrays, "feedback", (len(items), len(items)))
+        arrays = load_mapped(directory / PROFILES_FILE)
+        weight = _load_csr(arrays, "weight")
+        count = sp.csr_matrix((arrays["count_data"], weight.indices, weight.indptr), shape=weight.shape)
+        recent = sp.csr_matrix((arrays["recent_data"], weight.indices, weight.indptr), shape=weight.shape)
+        accepted = _load_optional_csr(arrays, "accepted", weight.shape)
+        index = faiss.read_index(str(directory / INDEX_FILE), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
         reranker = (directory / RERANKER_FILE).read_text() if (directory / RERANKER_FILE).is_file() else ""
         if index.ntotal != len(items) or factors.shape[0] != len(items):
             raise ValueError(f"index has {index.ntotal} vectors, factors {factors.shape[0]}, items {len(items)}")

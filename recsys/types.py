@@ -77,6 +77,18 @@ class Substitute(ItemInfo):
     widened: Annotated[bool, Field(description="from X's parent category, because X's group had too few")]
 
 
+@dataclass(frozen=True, slots=True)
+class ItemMatches:
+    """One page of a catalog search (:meth:`recsys.SubstituteEngine.search_items`)."""
+
+    query: str
+    total: Annotated[int, Field(description="matching items in all pages")]
+    offset: int
+    limit: int
+    items: Annotated[tuple[ItemInfo, ...], Field(
+        description="an item whose id is the query first, then the most popular matches first")]
+
+
 @dataclass(slots=True)
 class Variant:
     """Another pack size of X (same brand and product type) and where it is."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,10 +14,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from recsys import ArtifactError, Inventory
-from recsys.feedback import FeedbackLog
-from recsys.inventory import SqliteStockStore
 from serving.metrics import Metrics, ObservabilityMiddleware
-from serving.routers import admin, customers, feedback, health, substitutes
+from serving.routers import admin, customers, feedback, health, items, model, substitutes, ui
 from serving.schemas import ErrorOut
 from serving.settings import Settings
 from serving.state import ServiceState
@@ -31,13 +30,18 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service: ServiceState = app.state.service
         try:
-            engine, _ = await app.state.service.reload()
+            engine = await service.load_first(settings.models_directory())
             app.state.metrics.set_model(engine.version)
-            log.info("serving model %s from %s", engine.version, settings.model_path)
+            log.info("serving model %s", engine.version)
         except ArtifactError as exc:
             log.error("no model loaded, /readyz stays 503 until POST /v1/admin/reload succeeds: %s", exc)
-        yield
+        service.start_sync(settings, app.state.metrics)
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(service.close)
 
     # the service exports Prometheus metrics; FastAPI's OpenTelemetry hooks cost about 8 µs a request even with
     # no provider configured, so they are opt-in
@@ -47,13 +51,14 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
                              413: {"model": ErrorOut, "description": "body over RECSYS_MAX_BODY_BYTES"}},
                   description="Substitutes for unavailable items: ranked, available, personal, with reasons.")
     app.state.settings = settings
-    if inventory is None:
-        inventory = Inventory(SqliteStockStore(settings.state_path) if settings.state_path else None)
-    app.state.service = ServiceState(settings.model_path, inventory, FeedbackLog(settings.state_path))
+    app.state.service = ServiceState.from_settings(settings, inventory)
     app.state.metrics = Metrics()
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
-    for router in (substitutes.router, customers.router, feedback.router, admin.router, health.router):
+    for router in (substitutes.router, customers.router, feedback.router, admin.router, health.router,
+                   items.router, model.router):
         app.include_router(router)
+    if settings.ui:  # the review page: static files calling the API above
+        app.include_router(ui.router)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

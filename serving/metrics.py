@@ -27,6 +27,13 @@ class Metrics:
         )
         self.model = Gauge("recsys_model_info", "the model being served (value 1)", ["version"],
                            registry=self.registry)
+        self.model_load_failed = Gauge(
+            "recsys_model_load_failed", "1 while the version the shared model pointer names could not be loaded "
+            "(the old model keeps serving)", ["version"], registry=self.registry)
+        self.state_up = Gauge("recsys_state_up", "1 while the shared state database is reachable",
+                              registry=self.registry)
+        self.state_seq = Gauge("recsys_state_seq", "the highest stock sequence number read from the state",
+                               registry=self.registry)
 
         # labelled children by (endpoint, method, status): labels() validates and locks on every call
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
@@ -42,6 +49,16 @@ class Metrics:
     def set_model(self, version: str) -> None:
         self.model.clear()
         self.model.labels(version=version).set(1)
+
+    def set_model_error(self, version: str | None) -> None:
+        """The pointed-to version that failed to load, or None once the replica serves what it should."""
+        self.model_load_failed.clear()
+        if version is not None:
+            self.model_load_failed.labels(version=version).set(1)
+
+    def set_state(self, reachable: bool, seq: int) -> None:
+        self.state_up.set(1 if reachable else 0)
+        self.state_seq.set(seq)
 
 
 class ObservabilityMiddleware:

@@ -34,24 +34,40 @@ def wait_ready(base_url: str, timeout_s: float = 60.0) -> bool:
     return False
 
 
-@contextmanager
-def serving(model: Path, env: dict[str, str] | None = None, timeout_s: float = 60.0
-            ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Start ``recsys serve --model MODEL`` with extra environment ``env``; yield (base URL, process) once
-    ready; stop it (SIGTERM) on exit unless it already ended."""
+def start(model: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+          ) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start ``recsys serve --model MODEL ARGS`` on a free port with extra environment ``env``, without
+    waiting for it; returns (base URL, process)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "recsys.cli", "serve", "--model", str(model), "--port", str(port),
-         "--log-level", "warning", "--no-access-log"],
+         "--log-level", "warning", "--no-access-log", *args],
         env={**os.environ, "OPENBLAS_NUM_THREADS": "1", **(env or {})},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}", process
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """SIGTERM ``process`` unless it already ended, and wait for it."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)
+
+
+@contextmanager
+def serving(model: Path, env: dict[str, str] | None = None, timeout_s: float = 60.0, args: tuple[str, ...] = ()
+            ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start ``recsys serve --model MODEL ARGS`` with extra environment ``env``; yield (base URL, process) once
+    ready; stop it (SIGTERM) on exit unless it already ended."""
+    base, process = start(model, env, args)
     try:
         if not wait_ready(base, timeout_s):
             raise RuntimeError(f"recsys serve did not become ready within {timeout_s:.0f} s")
         yield base, process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=30)
+        stop(process)

@@ -4,7 +4,7 @@ these). Answers and profiles are the engine's types (``recsys.types``), serialis
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
@@ -122,3 +122,21 @@ class ReloadResult(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class ModelSummary(BaseModel):
+    """The serving model at a glance (``GET /v1/model``), from its manifest: what the review page's model view
+    shows beside the report."""
+
+    model_version: str
+    created_at: str
+    data_span: dict[str, Any] = Field(description="first and last event time of the training data")
+    train_until: str | None
+    counts: dict[str, Any] = Field(description="items, customers, stores, events ...")
+    ranker: str = Field(description="\"learned\" or \"default\" (hand-set) weights")
+    reranker_trees: int | None = Field(description="LightGBM re-ranker trees; null: linear score only")
+    headline_metrics: dict[str, float] = Field(description="held-out HR@3, NDCG@10, new HR@3; empty if none")
+    heldout: dict[str, Any] | None = Field(
+        description="the held-out evaluation: split, queries and each method's metrics per query subset")
+    coverage: dict[str, Any] | None = Field(description="share of sampled items with at least k substitutes")
+    report_files: list[str] = Field(description="served under /v1/model/report/{name}")

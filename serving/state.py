@@ -1,27 +1,87 @@
-"""The service's live state: the current engine (swapped atomically on reload), the inventory and the
-substitution feedback log."""
+"""The service's live state: the current engine (swapped atomically on reload), the inventory, the
+substitution feedback log and, when the state is a database, the thread that follows it (:mod:`serving.sync`)."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from pathlib import Path
 
-from recsys import Inventory, SubstituteEngine
-from recsys.feedback import FeedbackLog
+from recsys import ArtifactError, Inventory, SubstituteEngine
+from recsys.feedback import FeedbackLog, FeedbackStore
+from recsys.state import StateStore, open_state
+from recsys.storage import StateUnavailableError
+from serving.metrics import Metrics
+from serving.settings import Settings
+from serving.sync import StateSync
+
+log = logging.getLogger("recsys.serving")
 
 
 class ServiceState:
     """Holds the serving engine. A reload builds the new engine off the event loop, then swaps one reference,
     so in-flight requests finish on the model they started with and none sees a half-loaded model."""
 
-    def __init__(self, model_path: Path, inventory: Inventory | None = None, feedback: FeedbackLog | None = None
-                 ) -> None:
+    def __init__(self, model_path: Path, inventory: Inventory | None = None, feedback: FeedbackStore | None = None,
+                 store: StateStore | None = None) -> None:
         self.model_path = model_path
         self.inventory = inventory or Inventory()
-        self.feedback = feedback if feedback is not None else FeedbackLog()
+        self.feedback: FeedbackStore = feedback if feedback is not None else FeedbackLog()
+        self.store = store
+        self.sync: StateSync | None = None
         self.engine: SubstituteEngine | None = None
         self._reload_lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, inventory: Inventory | None = None) -> ServiceState:
+        """The state the settings name (memory only when there is none); a database that is down is not an
+        error here: the inventory stays unsynced, so ``/readyz`` is 503, until the sync thread reaches it."""
+        location = settings.state_location()
+        store = open_state(location) if location is not None else None
+        if inventory is None:
+            inventory = Inventory(store.stock if store is not None else None)
+        return cls(settings.model_path, inventory, store.feedback if store is not None else None, store)
+
+    @property
+    def ready(self) -> bool:
+        """A model is loaded and the inventory has been read from the state at least once."""
+        return self.engine is not None and self.inventory.synced
+
+    def pointed_model(self, models_dir: Path) -> Path | None:
+        """The model directory the state's pointer names, if there is one and it is reachable now."""
+        if self.store is None:
+            return None
+        try:
+            version = self.store.model_pointer()
+        except StateUnavailableError:
+            return None
+        return models_dir / version if version is not None else None
+
+    async def load_first(self, models_dir: Path) -> SubstituteEngine:
+        """The first model: the one the state's pointer names when there is one (replicas sharing a state
+        serve the same version), else ``model_path``. Raises :class:`ArtifactError` when neither loads."""
+        pointed = await asyncio.to_thread(self.pointed_model, models_dir)
+        if pointed is not None:
+            try:
+                return (await self.reload(pointed))[0]
+            except ArtifactError as exc:
+                log.error("the model pointer names %s, which cannot be loaded (%s): loading %s", pointed.name, exc,
+                          self.model_path)
+        return (await self.reload())[0]
+
+    def start_sync(self, settings: Settings, metrics: Metrics) -> None:
+        if self.store is not None and self.sync is None:
+            self.sync = StateSync(self, self.store, settings.models_directory(), settings.state_poll_s, metrics,
+                                  asyncio.get_running_loop())
+            self.sync.start()
+
+    def close(self) -> None:
+        if self.sync is not None:
+            self.sync.stop()
+            self.sync = None
+        if self.store is not None:
+            self.store.close()
 
     async def reload(self, model_path: Path | None = None) -> tuple[SubstituteEngine, str | None]:
         """Load and verify a model, then make it current; on error the old engine keeps serving."""

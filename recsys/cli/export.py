@@ -16,20 +16,30 @@ def export(
     k: Annotated[int, typer.Option(min=1, max=100, help="substitutes per item")] = 10,
     store: Annotated[list[str] | None, typer.Option(
         help="apply this store's live availability (repeat for several); default: online")] = None,
-    state: Annotated[Path | None, typer.Option(
-        help="the server's inventory database (RECSYS_STATE_PATH) for the stores' availability")] = None,
+    state: Annotated[str | None, typer.Option(
+        help="the server's inventory database for the stores' availability: its file (RECSYS_STATE_PATH) or "
+             "state URL (RECSYS_STATE_URL)")] = None,
     items_with_events_only: Annotated[bool, typer.Option(help="skip items nobody bought or viewed")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """The top-k substitutes of every item (non-personal), one row per (store, item, rank), to parquet."""
     from recsys import ArtifactError, Inventory, SubstituteEngine
     from recsys.export import export_substitutes
-    from recsys.inventory import ONLINE, SqliteStockStore
+    from recsys.inventory import ONLINE
+    from recsys.state import StateUnavailableError, open_state, redact, sqlite_path
 
-    if state is not None and not state.is_file():
-        raise _fail(f"--state {state}: no such inventory database")
+    inventory = Inventory()
+    if state is not None:
+        path = sqlite_path(state)
+        if path is not None and not path.is_file():
+            raise _fail(f"--state {state}: no such inventory database")
+        try:
+            shared = open_state(state, must_exist=True)
+            inventory = Inventory(shared.stock)
+            inventory.catch_up()  # raises when a database server is down, rather than export without stock
+        except (ValueError, StateUnavailableError) as exc:
+            raise _fail(f"--state {redact(state)}: {exc}") from exc
     try:
-        inventory = Inventory(SqliteStockStore(state)) if state is not None else Inventory()
         engine = SubstituteEngine.load(model, inventory)
     except ArtifactError as exc:
         raise _fail(str(exc)) from exc

@@ -33,9 +33,32 @@ def models_list(models: ModelsDir = Path("models")) -> None:
     Console(width=max(Console().width, 150)).print(table)  # one line per model, even in a narrow pipe
 
 
+StateOption = Annotated[str | None, typer.Option(
+    "--state", help="the replicas' shared state URL (postgresql://... or sqlite:///path): move its model pointer "
+                    "too, so that every replica loads VERSION from the shared models directory")]
+
+
+def point_replicas(state: str | None, version: str) -> None:
+    """Move the model pointer of the state at ``state`` (if given) to ``version``; failures exit 2."""
+    from recsys.state import StateUnavailableError, open_state
+
+    if state is None:
+        return
+    try:
+        store = open_state(state)
+        try:
+            store.set_model_pointer(version)
+        finally:
+            store.close()
+    except (ValueError, StateUnavailableError) as exc:
+        raise _fail(f"--state: {exc}") from exc
+    typer.echo(f"replicas -> {version}")
+
+
 @app.command("promote")
-def models_promote(version: str, models: ModelsDir = Path("models")) -> None:
-    """Verify VERSION and make it current (then POST /v1/admin/reload to serve it)."""
+def models_promote(version: str, models: ModelsDir = Path("models"), state: StateOption = None) -> None:
+    """Verify VERSION and make it current; with --state every replica following that state loads it (else
+    POST /v1/admin/reload to serve it)."""
     from recsys.artifact import ArtifactError
     from recsys.registry import promote
 
@@ -44,11 +67,12 @@ def models_promote(version: str, models: ModelsDir = Path("models")) -> None:
     except ArtifactError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"current -> {version}")
+    point_replicas(state, version)
 
 
 @app.command("rollback")
-def models_rollback(models: ModelsDir = Path("models")) -> None:
-    """Make the previously current model current again."""
+def models_rollback(models: ModelsDir = Path("models"), state: StateOption = None) -> None:
+    """Make the previously current model current again (with --state, on every replica too)."""
     from recsys.artifact import ArtifactError
     from recsys.registry import rollback
 
@@ -57,6 +81,7 @@ def models_rollback(models: ModelsDir = Path("models")) -> None:
     except ArtifactError as exc:
         raise _fail(str(exc)) from exc
     typer.echo(f"current -> {version}")
+    point_replicas(state, version)
 
 
 @app.command("prune")

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from recsys.cli._common import _fail, console
+from recsys.cli.models import point_replicas
 
 
 def _summary(result: Any) -> Table:
@@ -37,22 +38,25 @@ def _summary(result: Any) -> Table:
     return table
 
 
-FeedbackOption = Annotated[Path | None, typer.Option(
-    help="substitution feedback: the server's state file (RECSYS_STATE_PATH), the strongest signal")]
+FeedbackOption = Annotated[str | None, typer.Option(
+    help="substitution feedback, the strongest signal: the server's state file (RECSYS_STATE_PATH) or state URL "
+         "(RECSYS_STATE_URL: sqlite:///path or postgresql://..., where every replica records it)")]
 
 
-def _decisions(path: Path | None) -> Any:
+def _decisions(source: str | None) -> Any:
     import sqlite3
 
     from recsys.feedback import read_decisions
+    from recsys.state import StateUnavailableError, redact
 
-    if path is None:
+    if source is None:
         return None
+    shown = redact(source)
     try:
-        decisions = read_decisions(path)
-    except (OSError, ValueError, sqlite3.Error) as exc:
-        raise _fail(f"--feedback {path}: {exc}") from exc
-    console.print(f"feedback: {len(decisions):,} decisions from {path}")
+        decisions = read_decisions(source if "://" in source else Path(source))
+    except (OSError, ValueError, sqlite3.Error, StateUnavailableError) as exc:
+        raise _fail(f"--feedback {shown}: {exc}") from exc
+    console.print(f"feedback: {len(decisions):,} decisions from {shown}")
     return decisions
 
 
@@ -136,6 +140,9 @@ def retrain(
     holdout_weeks: Annotated[float, typer.Option(help="the last weeks of data both models are judged on")] = 4.0,
     households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
     feedback: FeedbackOption = None,
+    state: Annotated[str | None, typer.Option(
+        help="the replicas' shared state URL: when the candidate is promoted, move its model pointer so that every "
+             "replica loads it")] = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Nightly: train on the latest data, compare with the current model on the same hold-out, promote only if
@@ -145,6 +152,7 @@ def retrain(
 
     from recsys import ArtifactError
     from recsys.schema import DataValidationError
+    from recsys.state import check_url
     from training.nightly import GateConfig
     from training.nightly import retrain as run_retrain
 
@@ -152,6 +160,11 @@ def retrain(
         gate = GateConfig(max_drop=max_drop, holdout_weeks=holdout_weeks)
     except ValidationError as exc:
         raise _fail(f"bad gate option: {exc}") from exc
+    try:
+        if state is not None:
+            check_url(state)  # before hours of training, not after
+    except ValueError as exc:
+        raise _fail(f"--state: {exc}") from exc
     train_config, dataset = _training_inputs(data, households, config, mapping, catalog)
     try:
         result = run_retrain(dataset, models, train_config, gate, show_progress=progress,
@@ -174,6 +187,7 @@ def retrain(
     typer.echo(str(models / result.candidate))
     if not result.promoted:
         raise typer.Exit(1)
+    point_replicas(state, result.candidate)
 
 
 def add_items(

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request, status
 
 from recsys import ArtifactError, StockUpdate
+from recsys.storage import StateUnavailableError
 from serving.deps import AdminDep, SettingsDep, StateDep
 from serving.schemas import ErrorOut, InventoryResult, InventoryUpdate, ReloadRequest, ReloadResult
 
+log = logging.getLogger("recsys.serving")
 router = APIRouter(prefix="/v1", tags=["admin"], dependencies=[AdminDep],
                    responses={401: {"model": ErrorOut}, 403: {"model": ErrorOut}})
 
 
-@router.put("/inventory", response_model=InventoryResult)
+@router.put("/inventory", response_model=InventoryResult,
+            responses={503: {"model": ErrorOut, "description": "state database unreachable: nothing applied"}})
 async def put_inventory(body: InventoryUpdate, state: StateDep, settings: SettingsDep) -> InventoryResult:
-    """Apply a batch of stock changes (per store; ``online`` when no store is given), live, no retraining."""
+    """Apply a batch of stock changes (per store; ``online`` when no store is given), live, no retraining.
+    Acknowledged only once committed to the state database, where every replica reads it."""
     if len(body.updates) > settings.max_batch:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
                             f"{len(body.updates)} updates in one request, at most {settings.max_batch}")
     updates = [StockUpdate(item_id=u.item_id, store_id=u.store_id, in_stock=u.in_stock, restock_eta=u.restock_eta)
                for u in body.updates]
-    applied = state.inventory.apply(updates)
+    try:
+        # in a worker thread: the commit waits for the disk or the database, never on the event loop
+        applied = await asyncio.to_thread(state.inventory.apply, updates)
+    except StateUnavailableError as exc:
+        log.warning("inventory update not applied: %s", exc)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            "not applied, the state database is unreachable; retry") from exc
     engine = state.engine
     unknown = sorted({u.item_id for u in updates if engine is not None and u.item_id not in engine})
     return InventoryResult(applied=applied, unknown_items=unknown)

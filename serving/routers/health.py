@@ -18,12 +18,20 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: StateDep, response: Response) -> dict[str, object]:
-    """Ready once a model is loaded (503 before)."""
+    """Ready once a model is loaded and the inventory was read from the state database (503 before). Once
+    ready, it stays ready while the database is down (answers come from memory; ``state`` says so), and it
+    reports a model the shared pointer names but this replica could not load (``model_error``)."""
     engine = state.engine
-    if engine is None:
+    sync = state.sync
+    body: dict[str, object] = {"ready": state.ready, "model_version": engine.version if engine else None}
+    if state.store is not None:
+        reachable = sync.reachable if sync is not None else None
+        body["state"] = {True: "reachable", False: "unreachable", None: "unknown"}[reachable]
+        body["wanted_version"] = sync.wanted_version if sync is not None else None
+        body["model_error"] = sync.model_error if sync is not None else None
+    if not state.ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-        return {"ready": False, "model_version": None}
-    return {"ready": True, "model_version": engine.version}
+    return body
 
 
 @router.get("/metrics", response_class=Response)

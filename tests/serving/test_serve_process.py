@@ -1,7 +1,9 @@
 """`recsys serve` as a real process on a free loopback port."""
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -28,3 +30,38 @@ def test_serve_refuses_a_missing_model(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "not a model directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_workers_share_the_state_file(model_dir: Path, tmp_path: Path) -> None:
+    """Two worker processes on one port: an update acknowledged by either reaches both (through the shared
+    SQLite file), so no fresh connection, whichever worker takes it, offers the item afterwards."""
+    env = {"RECSYS_STATE_PATH": str(tmp_path / "state.sqlite3"), "RECSYS_ADMIN_TOKEN": "t"}
+    with serving(model_dir, env=env, args=("--workers", "2"), timeout_s=180) as (base, process):
+        workers = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "spawn_main"], capture_output=True,
+                                 text=True).stdout.split()
+        assert len(workers) == 2
+        items = pd.read_parquet(model_dir / "items.parquet")
+        item_id = str(items.sort_values("n_customers", ascending=False)["item_id"].iloc[0])
+        query = {"item_id": item_id, "store_id": "w", "k": 3}
+        gone = httpx.post(f"{base}/v1/substitutes", json=query).json()["substitutes"][0]["item_id"]
+        put = httpx.put(f"{base}/v1/inventory", headers={"Authorization": "Bearer t"},
+                        json={"updates": [{"item_id": gone, "store_id": "w", "in_stock": False}]})
+        assert put.status_code == 200
+        clean = 0
+        for _ in range(2000):  # bounded: the other worker catches up within its polling interval
+            offered = [s["item_id"] for s in httpx.post(f"{base}/v1/substitutes", json=query).json()["substitutes"]]
+            clean = clean + 1 if gone not in offered else 0
+            if clean == 20:
+                break
+            time.sleep(0.01)
+        assert clean == 20
+
+
+def test_workers_refuse_a_memory_only_state(model_dir: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "recsys.cli", "serve", "--model", str(model_dir), "--workers", "2"],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "RECSYS_STATE_PATH": ""})
+    assert result.returncode == 2 and "--workers needs a shared state" in result.stderr
+    bad = subprocess.run([sys.executable, "-m", "recsys.cli", "serve", "--model", str(model_dir), "--state",
+                          "mysql://x"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "expected sqlite:///path or postgresql://" in bad.stderr
+    assert "Traceback" not in result.stderr + bad.stderr

@@ -1,0 +1,192 @@
+"""The shared state in PostgreSQL (psycopg 3 and its connection pool): what lets many replicas on many hosts
+serve one inventory, collect one feedback log and follow one model pointer.
+
+Imported only when a ``postgresql://`` state URL is opened, so the package works without psycopg.
+
+- The schema is created on first contact (idempotent, under an advisory lock so that replicas starting
+  together do not race) and versioned in ``recsys_schema_version``.
+- A stock batch takes a transaction-level advisory lock before it draws its sequence number, so sequence
+  numbers follow commit order: a reader that has seen N has seen every batch before N, and "the rows after N"
+  never skips a batch that committed late.
+- The batch's ``NOTIFY`` is sent in the same transaction, so it is delivered only if, and after, the batch
+  committed. Notifications are only a wake-up: a replica that was disconnected catches up by sequence.
+- A database that cannot be reached raises :class:`recsys.storage.StateUnavailableError` (nothing written).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Final
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from recsys.feedback import Feedback, from_json, to_json
+from recsys.inventory import StockUpdate, _blob, _update
+from recsys.state import redact
+from recsys.storage import SCHEMA_VERSION, StateSchemaError, StateUnavailableError
+
+CHANNEL: Final[str] = "recsys_state"
+#: arbitrary constants naming this package's advisory locks
+SCHEMA_LOCK: Final[int] = 0x7265637379730001
+STOCK_LOCK: Final[int] = 0x7265637379730002
+CONNECT_TIMEOUT_S: Final[int] = 3
+
+SCHEMA: Final[tuple[str, ...]] = (
+    "CREATE TABLE IF NOT EXISTS recsys_schema_version (version integer NOT NULL)",
+    "CREATE SEQUENCE IF NOT EXISTS recsys_stock_seq",
+    "CREATE TABLE IF NOT EXISTS recsys_stock (store_id bytea NOT NULL, item_id bytea NOT NULL, "
+    "in_stock boolean NOT NULL, restock_eta text, updated_at timestamptz NOT NULL DEFAULT now(), "
+    "seq bigint NOT NULL, PRIMARY KEY (store_id, item_id))",
+    "CREATE INDEX IF NOT EXISTS recsys_stock_seq_idx ON recsys_stock (seq)",
+    "CREATE TABLE IF NOT EXISTS recsys_feedback (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+    "body text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE TABLE IF NOT EXISTS recsys_model_pointer (id integer PRIMARY KEY CHECK (id = 1), "
+    "version text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
+)
+
+
+class PostgresState:
+    """:class:`recsys.state.StateStore` on PostgreSQL. Creating one never waits for the server: the pool
+    connects in the background, and each call raises :class:`StateUnavailableError` while it is down."""
+
+    def __init__(self, url: str, pool_size: int = 4, timeout_s: float = 3.0) -> None:
+        self.url = redact(url)
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"state URL {self.url!r}: {exc}") from exc
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        self._params = params
+        self._timeout_s = timeout_s
+        self._pool = ConnectionPool(kwargs=params, min_size=1, max_size=pool_size, open=False, timeout=timeout_s,
+                                    check=ConnectionPool.check_connection, reconnect_timeout=float("inf"),
+                                    name="recsys-state")
+        self._pool.open(wait=False)
+        self._schema_ready = False
+        self._schema_lock = threading.Lock()
+        self._listener: psycopg.Connection | None = None
+        self.stock = _Stock(self)
+        self.feedback = _Feedback(self)
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection in a transaction, committed on exit; any connection failure becomes
+        :class:`StateUnavailableError`, so a caller never acknowledges what may not have committed."""
+        try:
+            with self._pool.connection() as connection:
+                if not self._schema_ready:
+                    self._create_schema(connection)
+                with connection.transaction():
+                    yield connection
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise StateUnavailableError(f"state database {self.url} unreachable: {exc}") from exc
+
+    def _create_schema(self, connection: psycopg.Connection) -> None:
+        with self._schema_lock, connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            for statement in SCHEMA:
+                connection.execute(statement)
+            row = connection.execute("SELECT max(version) FROM recsys_schema_version").fetchone()
+            stored = row[0] if row else None
+            if stored is None:
+                connection.execute("INSERT INTO recsys_schema_version (version) VALUES (%s)", (SCHEMA_VERSION,))
+            elif stored > SCHEMA_VERSION:
+                raise StateSchemaError(f"state schema version {stored} is newer than this build's "
+                                       f"{SCHEMA_VERSION}: upgrade recsys")
+            elif stored < SCHEMA_VERSION:
+                connection.execute("UPDATE recsys_schema_version SET version = %s", (SCHEMA_VERSION,))
+        self._schema_ready = True
+
+    def ping(self) -> None:
+        with self.transaction() as connection:
+            connection.execute("SELECT 1")
+
+    def model_pointer(self) -> str | None:
+        with self.transaction() as connection:
+            row = connection.execute("SELECT version FROM recsys_model_pointer WHERE id = 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def set_model_pointer(self, version: str) -> None:
+        with self.transaction() as connection:
+            connection.execute(
+                "INSERT INTO recsys_model_pointer (id, version) VALUES (1, %s) ON CONFLICT (id) DO UPDATE "
+                "SET version = excluded.version, updated_at = now()", (version,))
+            connection.execute("SELECT pg_notify(%s, 'model')", (CHANNEL,))
+
+    def wait_for_change(self, timeout_s: float) -> bool:
+        """``LISTEN`` on a connection of its own (not the pool's); reconnects on the next call after a failure."""
+        try:
+            if self._listener is None:
+                listener = psycopg.connect(**self._params, autocommit=True)
+                listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                self._listener = listener
+            for _ in self._listener.notifies(timeout=timeout_s, stop_after=1):
+                return True
+            return False
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._drop_listener()
+            raise StateUnavailableError(f"state database {self.url} unreachable: {exc}") from exc
+
+    def interrupt(self) -> None:
+        pass  # a wait lasts one polling interval at most
+
+    def _drop_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                listener.close()
+            except psycopg.Error:
+                pass
+
+    def close(self) -> None:
+        self._drop_listener()
+        self._pool.close(timeout=self._timeout_s)
+
+
+class _Stock:
+    def __init__(self, state: PostgresState) -> None:
+        self._state = state
+
+    def save_stock(self, updates: list[StockUpdate]) -> int:
+        rows = [(_blob(u.store_id), _blob(u.item_id), u.in_stock,
+                 u.restock_eta.isoformat() if u.restock_eta else None) for u in updates]
+        with self._state.transaction() as connection:
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (STOCK_LOCK,))
+            seq = connection.execute("SELECT nextval('recsys_stock_seq')").fetchone()[0]  # type: ignore[index]
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO recsys_stock (store_id, item_id, in_stock, restock_eta, seq) "
+                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (store_id, item_id) DO UPDATE SET "
+                    "in_stock = excluded.in_stock, restock_eta = excluded.restock_eta, updated_at = now(), "
+                    "seq = excluded.seq", [(*row, seq) for row in rows])
+            connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"stock {seq}"))
+        return int(seq)
+
+    def stock_since(self, seq: int) -> tuple[list[StockUpdate], int]:
+        with self._state.transaction() as connection:
+            rows = connection.execute(
+                "SELECT store_id, item_id, in_stock, restock_eta, seq FROM recsys_stock WHERE seq > %s "
+                "ORDER BY seq", (seq,)).fetchall()
+        return [_update(store, item, in_stock, eta) for store, item, in_stock, eta, _ in rows], \
+            max([seq, *(int(row[4]) for row in rows)])
+
+
+class _Feedback:
+    def __init__(self, state: PostgresState) -> None:
+        self._state = state
+
+    def record(self, feedback: Feedback) -> int:
+        with self._state.transaction() as connection:
+            row = connection.execute("INSERT INTO recsys_feedback (body) VALUES (%s) RETURNING id",
+                                     (to_json(feedback),)).fetchone()
+        return int(row[0])  # type: ignore[index]
+
+    def feedback(self) -> list[Feedback]:
+        with self._state.transaction() as connection:
+            rows = connection.execute("SELECT body FROM recsys_feedback ORDER BY id").fetchall()
+        return [from_json(body) for (body,) in rows]

@@ -1,0 +1,122 @@
+"""Following the shared state: one background thread per process keeps the in-memory inventory current with
+the writes of every replica, and moves this process to the model the state's pointer names.
+
+The thread wakes on a notification (PostgreSQL ``LISTEN``) or after ``poll_s``, and each time catches up by
+sequence number, so a notification lost while a connection was down costs at most one interval. A new model
+is loaded, verified and warmed in a worker thread, then swapped in (:meth:`ServiceState.reload`): requests never
+wait for it. While the database is unreachable, answers keep coming from memory, and the thread retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from recsys.state import StateStore
+from recsys.storage import StateUnavailableError
+
+if TYPE_CHECKING:
+    from serving.metrics import Metrics
+    from serving.state import ServiceState
+
+log = logging.getLogger("recsys.serving")
+#: how long a replica waits before it tries again to load a version it could not load
+RETRY_FAILED_LOAD_S: Final[float] = 15.0
+
+
+class StateSync:
+    def __init__(self, service: ServiceState, store: StateStore, models_dir: Path, poll_s: float,
+                 metrics: Metrics, loop: asyncio.AbstractEventLoop) -> None:
+        self.service, self.store, self.models_dir, self.poll_s = service, store, models_dir, poll_s
+        self.metrics, self.loop = metrics, loop
+        self.reachable: bool | None = None  # None until the first attempt
+        self.error: str | None = None
+        self.wanted_version: str | None = None
+        self.model_error: str | None = None
+        self._followed: str | None = None  # the pointer's value this replica last acted on
+        self._failed: tuple[str, float] | None = None  # (version, when) of the last failed load
+        self._loading: Future[object] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="recsys-state-sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self.store.interrupt()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.service.inventory.catch_up()
+                self._follow_pointer()
+                self._set_reachable(True, None)
+                self.store.wait_for_change(self.poll_s)
+            except StateUnavailableError as exc:
+                self._set_reachable(False, str(exc))
+                self._stop.wait(min(self.poll_s, 0.5))
+            except Exception:  # a bug must not end the thread: log it and keep following
+                log.exception("state sync failed")
+                self._stop.wait(self.poll_s)
+
+    def _set_reachable(self, reachable: bool, error: str | None) -> None:
+        if reachable != self.reachable:
+            if reachable:
+                log.info("state %s reachable", self.store.url)
+            else:
+                log.warning("state unreachable, serving from memory: %s", error)
+        self.reachable, self.error = reachable, error
+        self.metrics.set_state(reachable, self.service.inventory.seq)
+
+    def _follow_pointer(self) -> None:
+        """Load the version the pointer names when the pointer moves (or a failed load is due again). A version
+        loaded by hand (``POST /v1/admin/reload``) stays until the pointer moves."""
+        wanted = self.store.model_pointer()
+        self.wanted_version = wanted
+        if wanted is None or (self._loading is not None and not self._loading.done()):
+            return  # a pointer that moves during a load is acted on once that load has ended
+        engine = self.service.engine
+        serving = engine is not None and engine.version == wanted
+        if wanted != self._followed:
+            self._followed, self._failed = wanted, None
+            if serving:
+                self._clear_model_error()
+                return
+        elif serving or self._failed is None or time.monotonic() - self._failed[1] < RETRY_FAILED_LOAD_S:
+            if serving:
+                self._clear_model_error()
+            return
+        log.info("model pointer names %s: loading it", wanted)
+        self._loading = asyncio.run_coroutine_threadsafe(self.service.reload(self.models_dir / wanted), self.loop)
+        self._loading.add_done_callback(lambda future: self._loaded(wanted, future))
+
+    def _clear_model_error(self) -> None:
+        if self.model_error is not None:
+            self.model_error = None
+            self.metrics.set_model_error(None)
+
+    def _loaded(self, wanted: str, future: Future[object]) -> None:
+        error: BaseException | str | None = future.exception()
+        engine = self.service.engine
+        if error is None and engine is not None and engine.version != wanted:
+            error = f"{self.models_dir / wanted} holds model version {engine.version}"
+        if error is None:
+            if engine is not None:
+                self.metrics.set_model(engine.version)
+            self._failed = None
+            self.model_error = None
+            self.metrics.set_model_error(None)
+            log.info("serving model %s", wanted)
+            return
+        self._failed = (wanted, time.monotonic())
+        current = engine.version if engine is not None else None
+        self.model_error = f"cannot load model {wanted}, still serving {current}: {error}"
+        self.metrics.set_model_error(wanted)
+        log.error("%s", self.model_error)

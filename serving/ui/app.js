@@ -1,0 +1,400 @@
+// The review page: an item, the substitutes a customer would get at a store, and why. It calls the public HTTP
+// API only (search, substitutes, profile, inventory, feedback). The URL's query string holds the view's state,
+// so a view can be shared as a link; the admin token never goes into the URL.
+"use strict";
+
+const SEARCH_PAGE = 20;
+const PROFILE_CATEGORIES = 8;
+
+// The request's intent, once the API has such a field: its name in the URL and in the request body. It does
+// not exist yet, so nothing reads or sends it; when it does, fill #intent-slot with a control in renderIntent()
+// and add the field in requestBody(). Nothing else on the page needs to change.
+const INTENT = null;
+
+// URL parameter -> form field, in the order they appear in the URL
+const FIELDS = {
+  item: "item", customer: "customer", store: "store", k: "k",
+  brands: "brands", private_label: "private-label", max_price: "max-price", max_size_ratio: "max-size-ratio",
+};
+
+const $ = (id) => document.getElementById(id);
+let lastAnswer = null;
+
+// ---- state in the URL -----------------------------------------------------------------------------------
+function readUrl() {
+  return new URLSearchParams(window.location.search);
+}
+
+function formState() {
+  const state = new URLSearchParams();
+  for (const [param, id] of Object.entries(FIELDS)) {
+    const value = $(id).value.trim();
+    if (value && !(param === "k" && value === "5")) state.set(param, value);
+  }
+  const current = readUrl();
+  for (const keep of ["q", "offset", "profile"]) {
+    if (current.has(keep)) state.set(keep, current.get(keep));
+  }
+  return state;
+}
+
+function pushState(state) {
+  const query = state.toString();
+  const url = `${window.location.pathname}${query ? "?" + query : ""}`;
+  if (url !== `${window.location.pathname}${window.location.search}`) window.history.pushState(null, "", url);
+}
+
+function fillForm(state) {
+  for (const [param, id] of Object.entries(FIELDS)) $(id).value = state.get(param) || (param === "k" ? "5" : "");
+  $("q").value = state.get("q") || "";
+  updateProfileLink();
+}
+
+// ---- status line ----------------------------------------------------------------------------------------
+function say(message, kind = "info") {
+  const status = $("status");
+  status.textContent = message;
+  status.dataset.kind = kind;
+}
+
+function bump(counter) {
+  document.body.dataset[counter] = String(Number(document.body.dataset[counter] || 0) + 1);
+}
+
+// ---- search ---------------------------------------------------------------------------------------------
+async function runSearch() {
+  const state = readUrl();
+  const query = (state.get("q") || "").trim();
+  if (!query) {
+    $("search-results").hidden = true;
+    return;
+  }
+  const offset = Math.max(0, Number.parseInt(state.get("offset") || "0", 10) || 0);
+  try {
+    const page = await api(`/v1/items?${new URLSearchParams({ q: query, offset, limit: SEARCH_PAGE })}`);
+    renderSearch(page);
+  } catch (error) {
+    $("search-results").hidden = true;
+    say(`Search failed: ${error.message}`, "error");
+  } finally {
+    bump("searches");
+  }
+}
+
+function renderSearch(page) {
+  $("search-total").textContent = page.total === 0 ? "none"
+    : `${page.offset + 1}–${page.offset + page.items.length} of ${page.total.toLocaleString()}`;
+  $("search-rows").replaceChildren(...page.items.map((item) => el("tr", { dataset: { itemId: item.item_id } },
+    el("td", {}, item.item_id),
+    el("td", {}, item.brand, item.private_label ? el("span", { class: "tag" }, "store brand") : null),
+    el("td", {}, item.product_type),
+    el("td", {}, item.category),
+    el("td", {}, item.package_size || item.size || "–"),
+    el("td", {}, money(item.price)),
+    el("td", {}, el("button", { type: "button", class: "open", onclick: () => openItem(item.item_id) }, "open")),
+  )));
+  $("search-prev").disabled = page.offset === 0;
+  $("search-next").disabled = page.offset + page.items.length >= page.total;
+  $("search-results").hidden = false;
+}
+
+function pageSearch(direction) {
+  const state = formState();
+  const offset = Math.max(0, Number.parseInt(state.get("offset") || "0", 10) + direction * SEARCH_PAGE);
+  if (offset) state.set("offset", offset); else state.delete("offset");
+  pushState(state);
+  runSearch();
+}
+
+function openItem(itemId) {
+  $("item").value = itemId;
+  const state = formState();
+  // the matches have done their job: the view is about the item now (the search box keeps its text)
+  state.delete("q");
+  state.delete("offset");
+  pushState(state);
+  $("search-results").hidden = true;
+  loadAnswer();
+}
+
+// ---- the answer -----------------------------------------------------------------------------------------
+function requestBody(state) {
+  const body = { item_id: state.get("item"), k: Number.parseInt(state.get("k") || "5", 10) };
+  if (state.get("customer")) body.customer_id = state.get("customer");
+  if (state.get("store")) body.store_id = state.get("store");
+  const filters = {};
+  const brands = (state.get("brands") || "").split(",").map((b) => b.trim()).filter(Boolean);
+  if (brands.length) filters.brands = brands;
+  if (state.get("private_label")) filters.private_label = state.get("private_label") === "true";
+  if (state.get("max_price")) filters.max_price = Number(state.get("max_price"));
+  if (state.get("max_size_ratio")) filters.max_size_ratio = Number(state.get("max_size_ratio"));
+  if (Object.keys(filters).length) body.filters = filters;
+  return body;
+}
+
+async function loadAnswer() {
+  const state = readUrl();
+  if (!state.get("item")) {
+    $("answer").hidden = true;
+    return;
+  }
+  try {
+    lastAnswer = await api("/v1/substitutes", { method: "POST", body: requestBody(state) });
+    renderAnswer(lastAnswer, state);
+    say(`${lastAnswer.substitutes.length} substitute(s) for ${lastAnswer.item.item_id} at ${lastAnswer.store_id}`
+        + `${state.get("customer") ? ` for customer ${state.get("customer")}` : ""}.`);
+  } catch (error) {
+    lastAnswer = null;
+    $("answer").hidden = true;
+    say(`No answer: ${error.message}`, "error");
+  } finally {
+    bump("answers");
+  }
+}
+
+function renderAnswer(answer, state) {
+  const customer = state.get("customer");
+  const flag = $("personalized");
+  flag.dataset.value = String(answer.personalized);
+  flag.textContent = answer.personalized ? `personalised for customer ${customer}`
+    : customer ? `not personalised: customer ${customer} is unknown` : "not personalised: no customer";
+  flag.classList.toggle("good", answer.personalized);
+  $("answer-store").textContent = `store ${answer.store_id}`;
+  $("answer-widened").hidden = !answer.widened;
+  $("answer-metadata").hidden = !answer.metadata_based;
+  $("item-card").replaceChildren(...itemCard(answer));
+  $("item-card").dataset.itemId = answer.item.item_id;
+  $("substitute-count").textContent = `${answer.substitutes.length} of k = ${state.get("k") || 5}`;
+  $("substitutes").replaceChildren(...(answer.substitutes.length
+    ? answer.substitutes.map((s, rank) => substituteCard(s, rank + 1, answer))
+    : [el("p", { class: "muted" }, "No substitute passes the rules and the score cut-off.")]));
+  $("answer").hidden = false;
+  updateAdmin();
+}
+
+function itemCard(answer) {
+  const x = answer.item;
+  const restock = answer.restock_eta ? `back ${date(answer.restock_eta)}` : "no restock date known";
+  const card = [
+    el("div", { class: "card-head" }, el("span", { class: "id" }, x.item_id),
+      answer.metadata_based ? el("span", { class: "tag warn", title: "no events yet: substitutes from its group, "
+        + "brand, size and price" }, "metadata-based") : null),
+    el("h3", {}, x.brand, x.private_label ? el("span", { class: "tag" }, "store brand") : null),
+    el("p", { class: "type" }, x.product_type, el("span", { class: "muted" }, ` · ${x.category} · ${x.department}`)),
+    factsTable([
+      ["size", [x.package_size || "–", x.size ? ` (${x.size})` : ""].join("")],
+      ["price", money(x.price)],
+      ["unit price", unitPrice(x.unit_price, x.unit_price_per)],
+      [`at ${answer.store_id}`, restock],
+      ["in stock at", answer.available_at.length ? answer.available_at.join(", ") : "no report"],
+    ]),
+  ];
+  if (answer.variants.length) {
+    card.push(el("h4", {}, "Other pack sizes"), el("ul", { class: "variants" }, answer.variants.map((v) =>
+      el("li", { dataset: { itemId: v.item_id } },
+        el("button", { type: "button", class: "link", onclick: () => openItem(v.item_id) }, v.package_size || v.size || v.item_id),
+        v.price === null ? " · " : ` ${money(v.price)} · `,
+        v.in_stock ? el("span", { class: "ok" }, "in stock here")
+          : el("span", { class: "bad" }, `out here${v.restock_eta ? `, back ${date(v.restock_eta)}` : ""}`),
+        v.available_at.length ? el("span", { class: "muted" }, ` · also at ${v.available_at.join(", ")}`) : null,
+        el("span", { class: "muted" }, ` · ${v.item_id}`)))));
+  }
+  return card;
+}
+
+function substituteCard(s, rank, answer) {
+  const size = [s.package_size || s.size || "–"];
+  if (s.size_difference) size.push(s.size_difference === "same" ? " (same size)" : ` (${s.size_difference}`
+    + `${s.size_ratio ? `, ×${s.size_ratio}` : ""})`);
+  const priceDifference = signedMoney(s.price_difference);
+  return el("article", { class: `card sub${s.widened ? " widened" : ""}`, dataset: { itemId: s.item_id, rank } },
+    el("div", { class: "card-head" },
+      el("span", { class: "rank" }, `#${rank}`),
+      el("button", { type: "button", class: "link id", title: "open this item", onclick: () => openItem(s.item_id) },
+        s.item_id),
+      el("span", { class: "score", title: "ranking score" }, s.score.toFixed(2))),
+    el("h3", {}, s.brand,
+      s.usual_brand ? el("span", { class: "tag good usual-brand" }, "your usual brand") : null,
+      s.private_label ? el("span", { class: "tag" }, "store brand") : null),
+    el("p", { class: "type" }, s.product_type,
+      s.widened ? el("span", { class: "tag warn widened-mark", title: "from X's parent category" }, "widened") : null),
+    factsTable([
+      ["size", size.join("")],
+      ["price", [money(s.price), priceDifference ? el("span", {
+        class: s.price_difference < 0 ? "ok" : s.price_difference > 0 ? "bad" : "muted" }, ` ${priceDifference}`) : null]],
+      ["unit price", unitPrice(s.unit_price, s.unit_price_per)],
+      ["bought before", s.bought_before ? `${s.bought_before}×` : null],
+    ]),
+    el("ul", { class: "reasons" }, s.reasons.map((reason) => el("li", {}, reason))),
+    el("div", { class: "actions" },
+      el("button", { type: "button", class: "admin-action out-of-stock", onclick: () => markOutOfStock(s.item_id) },
+        "out of stock here"),
+      el("button", { type: "button", class: "admin-action accept", onclick: () => sendFeedback(s.item_id, true) },
+        "accept"),
+      el("button", { type: "button", class: "admin-action reject", onclick: () => sendFeedback(s.item_id, false) },
+        "reject")));
+}
+
+// ---- the customer's profile -----------------------------------------------------------------------------
+function updateProfileLink() {
+  const link = $("profile-link");
+  const customer = $("customer").value.trim();
+  link.hidden = !customer;
+  const state = formState();
+  if (readUrl().get("profile") === "1") state.delete("profile"); else state.set("profile", "1");
+  link.href = `?${state}`;
+  link.textContent = readUrl().get("profile") === "1" ? "hide profile" : "profile";
+}
+
+async function loadProfile() {
+  const state = readUrl();
+  const customer = state.get("customer");
+  const panel = $("profile");
+  if (state.get("profile") !== "1" || !customer) {
+    panel.hidden = true;
+    return;
+  }
+  try {
+    const profile = await api(`/v1/customers/${encodeURIComponent(customer)}/profile?categories=${PROFILE_CATEGORIES}`);
+    panel.replaceChildren(...profileView(profile));
+  } catch (error) {
+    panel.replaceChildren(el("p", { class: "error" }, `No profile for customer ${customer}: ${error.message}`));
+  } finally {
+    panel.hidden = false;
+    bump("profiles");
+  }
+}
+
+function profileView(p) {
+  return [
+    el("h2", {}, `Customer ${p.customer_id}`, p.segment ? el("span", { class: "tag" }, p.segment) : null),
+    factsTable([
+      ["segment", p.segment], ["last purchase", p.recency_days === null ? null : `${p.recency_days.toFixed(0)} days before the data's end`],
+      ["baskets", p.baskets], ["spend", p.spend === null ? null : money(p.spend)],
+      ["home store", p.home_store ? el("span", {}, p.home_store, " ", el("button", { type: "button", class: "link",
+        onclick: () => { $("store").value = p.home_store; applyControls(); } }, "use this store")) : null],
+      ["items", p.items],
+    ]),
+    el("table", { class: "results profile-categories" },
+      el("thead", {}, el("tr", {}, ["category", "share", "purchases", "brands", "store brand", "usual size",
+        "price band"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, p.categories.map((c) => el("tr", {},
+        el("td", {}, c.category, el("span", { class: "muted" }, ` · ${c.department}`)),
+        el("td", {}, percent(c.share, 1)),
+        el("td", {}, c.purchases),
+        el("td", {}, c.brands.map((b) => `${b.brand} ${percent(b.share)}`).join(", ")),
+        el("td", {}, percent(c.private_label_share)),
+        el("td", {}, c.usual_size || "–"),
+        el("td", {}, c.price_band ? `${money(c.price_band.p25)}–${money(c.price_band.p75)}` : "–"))))),
+  ];
+}
+
+// ---- admin: stock and feedback --------------------------------------------------------------------------
+function token() {
+  return $("token").value.trim();
+}
+
+function updateAdmin() {
+  const hasToken = Boolean(token());
+  for (const button of document.querySelectorAll(".admin-action")) {
+    button.disabled = !hasToken;
+    button.title = hasToken ? "" : "enter the admin token first";
+  }
+  $("admin-state").textContent = hasToken ? "admin actions enabled (the server checks the token)"
+    : "read-only: enter the admin token to change stock or record feedback";
+}
+
+async function markOutOfStock(itemId, inStock = false) {
+  if (!token()) return say("Enter the admin token first.", "error");
+  const store = lastAnswer ? lastAnswer.store_id : (readUrl().get("store") || "online");
+  try {
+    await api("/v1/inventory", { method: "PUT", token: token(),
+      body: { updates: [{ item_id: itemId, store_id: store, in_stock: inStock }] } });
+  } catch (error) {
+    return say(`Stock change refused: ${error.message}`, "error");
+  }
+  noteStockChange(itemId, store, inStock);
+  await loadAnswer();
+  say(`${itemId} marked ${inStock ? "in stock" : "out of stock"} at ${store}.`, "done");
+}
+
+function noteStockChange(itemId, store, inStock) {
+  const list = $("stock-change-list");
+  list.append(el("li", { dataset: { itemId } }, `${itemId} ${inStock ? "in stock" : "out of stock"} at ${store} `,
+    inStock ? null : el("button", { type: "button", class: "admin-action restock",
+      onclick: () => markOutOfStock(itemId, true) }, "back in stock")));
+  $("stock-changes").hidden = false;
+  updateAdmin();
+}
+
+async function sendFeedback(itemId, accepted) {
+  if (!token() || !lastAnswer) return say("Enter the admin token first.", "error");
+  const state = readUrl();
+  const body = { item_id: lastAnswer.item.item_id, shown: lastAnswer.substitutes.map((s) => s.item_id),
+    source: "picker", model_version: lastAnswer.model_version, store_id: lastAnswer.store_id };
+  if (state.get("customer")) body.customer_id = state.get("customer");
+  if (accepted) body.accepted = itemId; else body.rejected = [itemId];
+  try {
+    const recorded = await api("/v1/feedback", { method: "POST", body, token: token() });
+    say(`Feedback #${recorded.id}: ${itemId} ${accepted ? "accepted" : "rejected"} instead of ${body.item_id}.`, "done");
+  } catch (error) {
+    say(`Feedback refused: ${error.message}`, "error");
+  }
+}
+
+// ---- wiring ---------------------------------------------------------------------------------------------
+function applyControls() {
+  pushState(formState());
+  updateProfileLink();
+  loadAnswer();
+  loadProfile();
+}
+
+function renderIntent() {
+  // INTENT is null until the API has the field: the slot stays hidden
+  $("intent-slot").hidden = INTENT === null;
+}
+
+function load() {
+  const state = readUrl();
+  fillForm(state);
+  renderIntent();
+  runSearch();
+  loadAnswer();
+  loadProfile();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+  $("token").addEventListener("input", () => {
+    // kept for this tab only (sessionStorage), never in the URL
+    if (token()) sessionStorage.setItem(TOKEN_KEY, token()); else sessionStorage.removeItem(TOKEN_KEY);
+    updateAdmin();
+  });
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const state = formState();
+    const query = $("q").value.trim();
+    if (query) state.set("q", query); else state.delete("q");
+    state.delete("offset");
+    pushState(state);
+    runSearch();
+  });
+  $("search-prev").addEventListener("click", () => pageSearch(-1));
+  $("search-next").addEventListener("click", () => pageSearch(1));
+  $("controls").addEventListener("submit", (event) => {
+    event.preventDefault();
+    applyControls();
+  });
+  $("customer").addEventListener("input", updateProfileLink);
+  $("profile-link").addEventListener("click", (event) => {
+    event.preventDefault();
+    pushState(new URLSearchParams($("profile-link").search));
+    updateProfileLink();
+    loadProfile();
+  });
+  window.addEventListener("popstate", load);
+  updateAdmin();
+  showModelVersion();
+  load();
+});

@@ -1,0 +1,97 @@
+// Shared by the review page and the model page: calling the HTTP API and building the DOM safely.
+// Plain browser JavaScript, no framework and nothing fetched from elsewhere: the pages must work offline.
+"use strict";
+
+const TOKEN_KEY = "recsys-admin-token";
+
+/** An API error with the HTTP status and the server's own message. */
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+/** Call the API; resolve to the parsed JSON (or text), reject with an ApiError carrying the server's detail. */
+async function api(path, { method = "GET", body = undefined, token = "", as = "json" } = {}) {
+  const headers = {};
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (token) headers["authorization"] = `Bearer ${token}`;
+  let response;
+  try {
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (error) {
+    throw new ApiError(0, `the server did not answer (${error.message})`);
+  }
+  if (!response.ok) {
+    let detail = response.statusText;
+    try {
+      const payload = await response.json();
+      detail = typeof payload.detail === "string" ? payload.detail
+        : (payload.detail || []).map((e) => `${(e.loc || []).join(".")}: ${e.msg}`).join("; ");
+    } catch (_) { /* not JSON: keep the status text */ }
+    throw new ApiError(response.status, `${response.status}: ${detail}`);
+  }
+  return as === "text" ? response.text() : response.json();
+}
+
+/** Build an element: el("div", {class: "x", dataset: {id: 1}}, "text", child, ...). Text is never parsed as HTML. */
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "dataset") Object.assign(node.dataset, value);
+    else if (name === "class") node.className = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function money(value) {
+  return value === null || value === undefined ? "–" : `$${Number(value).toFixed(2)}`;
+}
+
+/** A price per unit: cents, or two significant digits below ten cents (bulk packs cost fractions of a cent). */
+function unitPrice(value, per) {
+  if (value === null || value === undefined) return "–";
+  const amount = value >= 0.1 ? value.toFixed(2) : value.toPrecision(2);
+  return `$${amount} / ${per}`;
+}
+
+function signedMoney(value) {
+  if (value === null || value === undefined) return "";
+  if (value === 0) return "same price";
+  return value < 0 ? `$${(-value).toFixed(2)} cheaper` : `$${value.toFixed(2)} more`;
+}
+
+function percent(value, digits = 0) {
+  return value === null || value === undefined ? "–" : `${(100 * value).toFixed(digits)}%`;
+}
+
+function date(value) {
+  return value ? new Date(value).toISOString().slice(0, 16).replace("T", " ") + " UTC" : "";
+}
+
+/** A two-column table of label/value rows, skipping empty values. */
+function factsTable(rows, className = "facts") {
+  return el("table", { class: className },
+    el("tbody", {}, rows.filter(([, value]) => value !== undefined && value !== null && value !== "")
+      .map(([label, value]) => el("tr", {}, el("th", { scope: "row" }, label), el("td", {}, value)))));
+}
+
+/** The model version in the header of every page. */
+async function showModelVersion() {
+  const target = document.getElementById("model-version");
+  if (!target) return;
+  try {
+    const ready = await api("/readyz");
+    target.textContent = ready.model_version || "";
+  } catch (error) {
+    target.textContent = "no model loaded";
+  }
+}
