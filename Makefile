@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: install run train test test-slow test-postgres postgres-server test-browser browser clean
+.PHONY: install run train test test-slow test-postgres postgres-server test-browser browser java test-spark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,18 @@ browser:
 
 test-browser: $(STAMP) browser
 	$(BIN)/pytest -m browser $(PYTEST_ARGS)
+
+# the Spark engine's tests (local[2]): Java 17 (Debian's headless JRE, installed only when java is missing) and the
+# spark extra (pyspark)
+java:
+	@if ! command -v java >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq openjdk-17-jre-headless; \
+	fi
+
+test-spark: $(STAMP) java
+	$(BIN)/pip install --quiet -e '.[spark]'
+	$(BIN)/pytest -m spark $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) models

@@ -95,6 +95,7 @@ class Manifest(_Section):
     counts: dict[str, Any] = Field(default_factory=dict)
     sources: list[SourceReport] = Field(default_factory=list)
     size_parse_rate: float | None = None  # share of package sizes parsed; None: no sizes in the data
+    engine: str = "pandas"  # what computed the data-heavy stages: "pandas" (one machine) or "spark"
     als_loss: list[float] = Field(default_factory=list)
     metrics: dict[str, Any] | None = None  # held-out metrics of the training report
     coverage: dict[str, Any] | None = None  # share of items with at least k substitutes

@@ -18,7 +18,11 @@ def cooccurrence(rows: np.ndarray, item_idx: np.ndarray, group_of: np.ndarray, n
     if len(rows) == 0:
         return sp.csr_matrix((n_items, n_items), dtype=np.float32)
     # each (row, item) once, as one int64 key per event rather than a frame (memory grows with the events)
-    pairs = np.unique(np.asarray(rows, dtype=np.int64) * n_items + np.asarray(item_idx, dtype=np.int64))
+    key = np.asarray(rows).astype(np.int64)
+    key *= n_items
+    key += item_idx
+    pairs = np.unique(key)
+    del key
     row, item = np.divmod(pairs, n_items)
     basket = pd.factorize(row * (int(group_of.max()) + 1) + group_of[item])[0]
     matrix = sp.csr_matrix((np.ones(len(pairs), np.float32), (basket, item)), shape=(int(basket.max()) + 1, n_items))
@@ -48,12 +52,15 @@ def switching(customers: np.ndarray, baskets: np.ndarray, item_idx: np.ndarray, 
     if len(item_idx) == 0:
         return empty, empty.copy()
     n_groups = int(group_of.max()) + 1
-    customer, basket, item = (np.asarray(a, dtype=np.int64) for a in (customers, baskets, item_idx))
-    n_baskets = int(basket.max()) + 1
-    if (int(customer.max()) + 1) * n_baskets * max(n_items, n_groups) >= 2**63:
+    n_baskets = int(baskets.max()) + 1
+    if (int(customers.max()) + 1) * n_baskets * max(n_items, n_groups) >= 2**63:
         raise ValueError("too many customers, baskets and items for 64-bit line keys")
     # each (customer, basket, item) line once
-    line = np.unique((customer * n_baskets + basket) * n_items + item)
+    line = customers.astype(np.int64) * n_baskets
+    line += baskets
+    line *= n_items
+    line += item_idx
+    line = np.unique(line)
     customer_basket, item = np.divmod(line, n_items)
     customer = customer_basket // n_baskets
     group = group_of[item].astype(np.int64)

@@ -46,7 +46,7 @@ class TrainResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-class _StageTimer:
+class StageTimer:
     """Times named stages and advances one progress bar per stage."""
 
     def __init__(self, show: bool) -> None:
@@ -150,6 +150,12 @@ def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarra
     return sort_items(items)
 
 
+def _rows(mask: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The ``mask`` rows of each array; the arrays themselves, not copies, when every row is selected (a
+    purchase-only log)."""
+    return arrays if mask.all() else tuple(array[mask] for array in arrays)
+
+
 def _profiles(cust: np.ndarray, item_idx: np.ndarray, weights: np.ndarray, recent_weights: np.ndarray,
               is_purchase: np.ndarray, n_customers: int, n_items: int
               ) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
@@ -199,9 +205,13 @@ def _customer_stats(purchases: pd.DataFrame, cust_codes: np.ndarray, baskets: np
     per = frame.groupby("c").agg(last=("t", "max"), baskets=("b", "nunique"), spend=("spend", "sum"))
     per = per.reindex(range(n_customers))
     recency = ((data_end - per["last"]).dt.total_seconds() / 86400.0).round(1)
-    stats = pd.DataFrame({"recency_days": recency.astype("float64"),
-                          "baskets": per["baskets"].fillna(0).astype("int64"),
-                          "spend": per["spend"].fillna(0.0).round(2).astype("float64")})
+    return with_segments(pd.DataFrame({"recency_days": recency.astype("float64"),
+                                       "baskets": per["baskets"].fillna(0).astype("int64"),
+                                       "spend": per["spend"].fillna(0.0).round(2).astype("float64")}))
+
+
+def with_segments(stats: pd.DataFrame) -> pd.DataFrame:
+    """``stats`` (recency_days, baskets, spend per customer) with each customer's RFM ``segment``."""
 
     def quintile(values: pd.Series) -> pd.Series:  # 1 (lowest) .. 5 (highest)
         return np.ceil(values.rank(pct=True) * 5).clip(1, 5)
@@ -376,7 +386,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
     report (see :mod:`training.report`) unless ``with_report`` is false. ``feedback``: substitution decisions
     (:func:`recsys.feedback.read_decisions`), the strongest signal."""
     config = config or TrainConfig()
-    timer = _StageTimer(show_progress)
+    timer = StageTimer(show_progress)
     started = time.perf_counter()
     prep = ValidationReport(source="trainer")
 
@@ -391,10 +401,12 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
 
     with timer.stage("catalog"):
         items = _build_items(dataset.catalog, events, weights, trend_weights, config.trend_half_life_days, data_end)
-        item_idx = positions_in(pd.Index(items["item_id"]), events["item_id"])
+        # int32 codes per event: the trainer's memory grows with the events
+        item_idx = positions_in(pd.Index(items["item_id"]), events["item_id"]).astype(np.int32)
         cust_codes, customer_index = pd.factorize(events["customer_id"], sort=True)
+        cust_codes = cust_codes.astype(np.int32)
         customers = pd.Index(customer_index.astype(str))
-        session_codes = pd.factorize(events["session_id"])[0]
+        session_codes = pd.factorize(events["session_id"])[0].astype(np.int32)
         parsed = items["package_size"].notna() & items["package_size"].str.strip().ne("")
         size_parse_rate = float(items.loc[parsed, "size_family"].notna().mean()) if parsed.any() else None
 
@@ -405,8 +417,8 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         stores, store_items, home_store = _stores(events, cust_codes, session_codes, item_idx, weights,
                                                   len(customers), len(items))
         customer_stats = _customer_stats(events.loc[is_purchase, ["timestamp", "price", "quantity"]],
-                                         cust_codes[is_purchase], session_codes[is_purchase], len(customers),
-                                         data_end)
+                                         *_rows(is_purchase, cust_codes, session_codes), len(customers), data_end)
+        del weights, trend_weights
 
     with timer.stage("embeddings"):
         factors, als_loss = _embeddings(weight, config, show_progress)
@@ -414,12 +426,12 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
 
     with timer.stage("neighbours"):
         group_of, _ = contiguous_ranges(items[list(GROUP_KEYS)])
-        switch = cooccurrence(cust_codes[is_purchase], item_idx[is_purchase], group_of, len(items),
+        switch = cooccurrence(*_rows(is_purchase, cust_codes, item_idx), group_of, len(items),
                               config.max_neighbours, conditional=True)
-        switch_to, trial = switching(cust_codes[is_purchase], session_codes[is_purchase], item_idx[is_purchase],
-                                     group_of, len(items), config.max_neighbours)
-        browse = ~is_purchase
-        coview = cooccurrence(session_codes[browse], item_idx[browse], group_of, len(items), config.max_neighbours)
+        switch_to, trial = switching(*_rows(is_purchase, cust_codes, session_codes, item_idx), group_of, len(items),
+                                     config.max_neighbours)
+        coview = cooccurrence(*_rows(~is_purchase, session_codes, item_idx), group_of, len(items),
+                              config.max_neighbours)
 
     with timer.stage("feedback"):
         pair_feedback, accepted, feedback_counts = _feedback(feedback, items["item_id"], customers)
@@ -430,7 +442,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
 
     event_count, event_types = len(events), events["event_type"].value_counts()
     # the per-event arrays are done with: the ranker stage trains a second model on most of the events
-    del weights, trend_weights, item_idx, cust_codes, session_codes, is_purchase, browse
+    del item_idx, cust_codes, session_codes, is_purchase
     with timer.stage("ranker"):
         ranker, reranker, holdout_metrics = _learn_ranker(dataset.catalog, events, config)
 
@@ -447,20 +459,34 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         train_until=train_until.isoformat() if train_until else None,
         config=config,
         ranker=ranker,
-        counts={
-            "events": event_count, "items": len(items), "items_with_events": int((items["n_customers"] > 0).sum()),
-            "customers": len(customers), "stores": len(stores), "groups": int(len(model.group_ptr) - 1),
-            "parent_categories": int(len(model.parent_ptr) - 1),
-            "co_customer_pairs": int(switch.nnz), "coview_pairs": int(coview.nnz),
-            "switched_to_pairs": int(switch_to.nnz), "tried_pairs": int(trial.nnz),
-            "event_types": {str(name): int(n) for name, n in event_types.items() if n > 0},
-            **feedback_counts,
-        },
+        counts=model_counts(model, event_count, {str(name): int(n) for name, n in event_types.items() if n > 0},
+                            feedback_counts),
         size_parse_rate=size_parse_rate,
         sources=[SourceReport.model_validate(r.as_dict()) for r in reports],
         als_loss=als_loss,
         metrics=holdout_metrics,
     )
+    return finish_training(model, manifest, timer, out_dir, with_report, make_current, started)
+
+
+def model_counts(model: ModelData, events: int, event_types: dict[str, int], feedback_counts: dict[str, int]
+                 ) -> dict[str, Any]:
+    """The manifest's ``counts``: what the model was built from and holds."""
+    items = model.items
+    return {
+        "events": events, "items": len(items), "items_with_events": int((items["n_customers"] > 0).sum()),
+        "customers": len(model.customers), "stores": len(model.stores), "groups": int(len(model.group_ptr) - 1),
+        "parent_categories": int(len(model.parent_ptr) - 1),
+        "co_customer_pairs": int(model.switch.nnz), "coview_pairs": int(model.coview.nnz),
+        "switched_to_pairs": int(model.switch_to.nnz), "tried_pairs": int(model.trial.nnz),
+        "event_types": event_types,
+        **feedback_counts,
+    }
+
+
+def finish_training(model: ModelData, manifest: Manifest, timer: StageTimer, out_dir: Path,
+                    with_report: bool, make_current: bool, started: float) -> TrainResult:
+    """The last stages of every engine: the report (unless ``with_report`` is false) and the model's write."""
     with timer.stage("report"):  # an in-memory engine for coverage and examples; skipped without a report
         engine = SubstituteEngine(model, manifest) if with_report else None
         manifest.coverage = report.coverage(engine) if engine is not None else None

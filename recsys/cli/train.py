@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +37,13 @@ def _summary(result: Any) -> Table:
     table.add_row("model size", f"{directory_size(result.model_dir) / 1e6:.1f} MB")
     table.add_row("model version", manifest.version)
     return table
+
+
+class Engine(str, Enum):
+    """Where ``recsys train`` computes the data-heavy stages."""
+
+    pandas = "pandas"
+    spark = "spark"
 
 
 FeedbackOption = Annotated[str | None, typer.Option(
@@ -115,17 +123,71 @@ def train(
     config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.config)")] = None,
     feedback: FeedbackOption = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    engine: Annotated[Engine, typer.Option(
+        help="pandas: one machine (default); spark: the data-heavy stages on Spark (pip install 'recsys[spark]'), "
+             "the rest on the driver (see docs/spark.md)")] = Engine.pandas,
+    spark_master: Annotated[str | None, typer.Option(
+        help="with --engine spark: the Spark master URL (local[4], spark://host:7077, yarn); default: what "
+             "spark-submit set, else local[*]")] = None,
 ) -> None:
     """Train a model and write it to OUT/<version>; prints the model's path last."""
     from recsys.schema import DataValidationError
     from training.pipeline import train as run_training
 
+    if engine is Engine.spark:
+        _train_with_spark(data, mapping, catalog, train_until, out, households, config, feedback, progress,
+                          spark_master)
+        return
+    if spark_master is not None:
+        raise _fail("--spark-master needs --engine spark")
     train_config, dataset = _training_inputs(data, households, config, mapping, catalog)
     try:
         result = run_training(dataset, train_config, out_dir=out, train_until=train_until, show_progress=progress,
                               feedback=_decisions(feedback))
     except DataValidationError as exc:
         raise _fail(str(exc)) from exc
+    console.print(_summary(result))
+    typer.echo(str(result.model_dir))
+
+
+def _train_with_spark(data: list[str] | None, mapping: Path | None, catalog: Path | None,
+                      train_until: datetime | None, out: Path, households: int | None, config: Path | None,
+                      feedback: str | None, progress: bool, spark_master: str | None) -> None:
+    """``train --engine spark``: the events read and aggregated by Spark, the rest on this (the driver) machine."""
+    from pydantic import ValidationError
+    from rich.markup import escape
+
+    from recsys.config import TrainConfig
+    from recsys.schema import DataValidationError
+
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        raise _fail(escape("--engine spark needs pyspark: pip install 'recsys[spark]' (and Java 17)")) from exc
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    from training.spark.reading import read_sources
+    from training.spark.session import spark_session
+    from training.spark.trainer import train_spark
+
+    try:
+        train_config = TrainConfig.model_validate_json(config.read_text()) if config else TrainConfig()
+    except (OSError, ValidationError) as exc:
+        raise _fail(f"bad --config: {exc}") from exc
+    columns = _mapping(mapping)
+    decisions = _decisions(feedback)
+    try:
+        spark = spark_session(spark_master)
+        events, products, reports = read_sources(spark, data or [], columns, set(train_config.event_weights),
+                                                 catalog, households)
+        result = train_spark(spark, events, products, reports, train_config, out_dir=out, train_until=train_until,
+                             show_progress=progress, feedback=decisions)
+    except DataValidationError as exc:
+        raise _fail(str(exc)) from exc
+    except (PySparkException, Py4JError) as exc:  # a path Spark cannot read, a cluster it cannot reach
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _fail(escape(f"spark: {first_line}")) from exc
     console.print(_summary(result))
     typer.echo(str(result.model_dir))
 

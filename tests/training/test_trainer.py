@@ -28,7 +28,7 @@ def test_trains_a_complete_versioned_artifact(trained: TrainResult, cj_small: Da
     assert manifest.counts["events"] == len(cj_small.events) - manifest.sources[-1].rows_read \
         + manifest.sources[-1].rows_used
     assert manifest.size_parse_rate > 0.9
-    assert manifest.config.als.factors == 64
+    assert manifest.config.als.factors == 64 and manifest.engine == "pandas"
     assert set(trained.stage_seconds) >= {"validate", "catalog", "embeddings", "neighbours", "index", "write"}
     assert not [p for p in model_dir.parent.iterdir() if p.name.startswith(".tmp")]
 

@@ -1,0 +1,351 @@
+"""The Spark engine computes what the single-machine trainer computes: every aggregate and pair signal, on real
+data (300 Complete Journey households; the REES46 sample for browse sessions), equal to the pandas helpers'
+output called exactly as ``training.pipeline.train`` calls them. Run with ``pytest -m spark`` (make test-spark)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from typer.testing import CliRunner
+
+from recsys import Dataset, DataValidationError
+from recsys.config import TrainConfig
+from recsys.model import GROUP_KEYS, contiguous_ranges
+from recsys.schema import PURCHASE_TYPES, ValidationReport
+from training import pipeline
+from training.loaders import read_event_log
+from training.neighbours import cooccurrence, switching
+from training.queries import positions_in
+
+pytestmark = [pytest.mark.spark, pytest.mark.realdata,
+              pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]  # pyspark on pandas 3
+
+#: a fixed "now" for both engines' future-timestamp check
+NOW = pd.Timestamp.now()
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    """The one SparkSession of the test run: local[2], a small shuffle, no UI."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        pytest.fail("pyspark is not installed: pip install -e '.[spark]' (make test-spark does)")
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support", category=FutureWarning)
+    session = (SparkSession.builder.master("local[2]").appName("recsys-tests")
+               .config("spark.sql.shuffle.partitions", "8").config("spark.ui.enabled", "false")
+               .config("spark.driver.memory", "2g").config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@dataclass
+class Reference:
+    """The single-machine trainer's intermediate results."""
+
+    report: ValidationReport
+    events: pd.DataFrame
+    items: pd.DataFrame
+    customers: pd.Index
+    matrices: dict[str, sp.csr_matrix]
+    stores: np.ndarray
+    home_store: np.ndarray
+    customer_stats: pd.DataFrame
+
+
+def _reference(dataset: Dataset, config: TrainConfig) -> Reference:
+    """The pandas helpers of ``training.pipeline`` called as ``train()`` calls them."""
+    prep = ValidationReport(source="trainer")
+    events = pipeline._prepare_events(dataset, config, None, prep)
+    data_end = events["timestamp"].max()
+    age_days = (data_end - events["timestamp"]).dt.total_seconds().to_numpy() / 86400.0
+    event_weight = events["event_type"].map(config.event_weights).to_numpy(np.float64)
+    weights = event_weight * np.power(0.5, age_days / config.recency_half_life_days)
+    trend_weights = event_weight * np.power(0.5, age_days / config.trend_half_life_days)
+    items = pipeline._build_items(dataset.catalog, events, weights, trend_weights, config.trend_half_life_days,
+                                  data_end)
+    item_idx = positions_in(pd.Index(items["item_id"]), events["item_id"])
+    cust_codes, customer_index = pd.factorize(events["customer_id"], sort=True)
+    customers = pd.Index(customer_index.astype(str))
+    session_codes = pd.factorize(events["session_id"])[0]
+    is_purchase = events["event_type"].isin(list(PURCHASE_TYPES)).to_numpy()
+    weight, count, recent = pipeline._profiles(cust_codes, item_idx, weights, trend_weights, is_purchase,
+                                               len(customers), len(items))
+    stores, store_items, home_store = pipeline._stores(events, cust_codes, session_codes, item_idx, weights,
+                                                       len(customers), len(items))
+    stats = pipeline._customer_stats(events.loc[is_purchase, ["timestamp", "price", "quantity"]],
+                                     cust_codes[is_purchase], session_codes[is_purchase], len(customers), data_end)
+    group_of, _ = contiguous_ranges(items[list(GROUP_KEYS)])
+    switch = cooccurrence(cust_codes[is_purchase], item_idx[is_purchase], group_of, len(items),
+                          config.max_neighbours, conditional=True)
+    switch_to, trial = switching(cust_codes[is_purchase], session_codes[is_purchase], item_idx[is_purchase],
+                                 group_of, len(items), config.max_neighbours)
+    browse = ~is_purchase
+    coview = cooccurrence(session_codes[browse], item_idx[browse], group_of, len(items), config.max_neighbours)
+    matrices = {"customer_weight": weight, "customer_count": count, "customer_recent": recent,
+                "store_items": store_items, "switch": switch, "switch_to": switch_to, "trial": trial,
+                "coview": coview}
+    return Reference(prep, events, items, customers, matrices, stores, home_store, stats)
+
+
+@pytest.fixture(scope="module")
+def cj_pair(spark: Any, cj_small: Dataset) -> tuple[Reference, Any]:
+    from training.spark.aggregates import compute_aggregates, events_to_spark
+
+    config = TrainConfig()
+    computed = compute_aggregates(spark, events_to_spark(spark, cj_small.events), cj_small.catalog, config, now=NOW)
+    return _reference(cj_small, config), computed
+
+
+@pytest.fixture(scope="module")
+def rees46_data(rees46_path: Path) -> Dataset:
+    return read_event_log(rees46_path, known_event_types={"view", "cart", "purchase"})
+
+
+@pytest.fixture(scope="module")
+def rees46_pair(spark: Any, rees46_data: Dataset) -> tuple[Reference, Any]:
+    from training.spark.aggregates import compute_aggregates, events_to_spark
+
+    config = TrainConfig()
+    computed = compute_aggregates(spark, events_to_spark(spark, rees46_data.events), rees46_data.catalog, config,
+                                  now=NOW)
+    return _reference(rees46_data, config), computed
+
+
+def _assert_same_matrix(expected: sp.csr_matrix, actual: sp.csr_matrix, rtol: float = 1e-9) -> None:
+    """The same shape and sparsity structure, values within ``rtol``."""
+    assert expected.shape == actual.shape
+    np.testing.assert_array_equal(expected.indptr, actual.indptr)
+    np.testing.assert_array_equal(expected.indices, actual.indices)
+    assert expected.dtype == actual.dtype == np.float32
+    np.testing.assert_allclose(actual.data, expected.data, rtol=rtol, atol=0)
+
+
+def test_validation_counts_and_span_match(cj_pair: tuple[Reference, Any]) -> None:
+    expected, computed = cj_pair
+    assert computed.report.as_dict() == expected.report.as_dict()
+    assert computed.report.skipped == {"item not in catalog": 2}  # real catalog gaps in the slice
+    assert computed.event_count == len(expected.events)
+    assert computed.data_start == expected.events["timestamp"].min()
+    assert computed.data_end == expected.events["timestamp"].max()
+
+
+def test_item_frame_matches(cj_pair: tuple[Reference, Any]) -> None:
+    expected, computed = cj_pair
+    # same columns, the same group order and the same values: popularity, trend, price median, n_customers...
+    pd.testing.assert_frame_equal(computed.items, expected.items, rtol=1e-9, check_exact=False)
+    assert (computed.items["n_customers"] > 0).sum() > 10_000
+
+
+def test_customer_matrices_and_stats_match(cj_pair: tuple[Reference, Any]) -> None:
+    expected, computed = cj_pair
+    assert list(computed.customers) == list(expected.customers) and len(computed.customers) == 300
+    for name in ("customer_weight", "customer_recent"):
+        _assert_same_matrix(expected.matrices[name], getattr(computed, name))
+    _assert_same_matrix(expected.matrices["customer_count"], computed.customer_count, rtol=0)  # counts: exact
+    pd.testing.assert_frame_equal(computed.customer_stats, expected.customer_stats, rtol=1e-9, check_exact=False,
+                                  check_index_type=False)
+
+
+def test_store_signals_match(cj_pair: tuple[Reference, Any]) -> None:
+    expected, computed = cj_pair
+    assert list(computed.stores) == list(expected.stores) and len(computed.stores) > 50
+    np.testing.assert_array_equal(computed.home_store, expected.home_store)
+    # the pandas path adds the float32 weights one by one in scipy's (unspecified) order; Spark adds them in
+    # float64 and rounds once, so the two differ by float32 accumulation only (a few 1e-7)
+    _assert_same_matrix(expected.matrices["store_items"], computed.store_items, rtol=2e-6)
+
+
+def test_pair_signals_within_groups_match(cj_pair: tuple[Reference, Any]) -> None:
+    expected, computed = cj_pair
+    for name in ("switch", "switch_to", "trial"):
+        assert getattr(computed, name).nnz > 10_000, name
+        _assert_same_matrix(expected.matrices[name], getattr(computed, name))
+    # some items reach the cap of neighbours, so the top-k cut (and its tie-break) is exercised
+    assert np.diff(computed.switch.indptr).max() == TrainConfig().max_neighbours
+
+
+def test_coview_on_browse_sessions_matches(rees46_pair: tuple[Reference, Any]) -> None:
+    expected, computed = rees46_pair
+    assert computed.report.as_dict() == expected.report.as_dict()
+    assert computed.report.skipped == {"duplicate row": 5}
+    assert computed.event_types == {"view": 17_052, "purchase": 214, "cart": 164}
+    assert computed.coview.nnz > 10_000
+    _assert_same_matrix(expected.matrices["coview"], computed.coview)
+    pd.testing.assert_frame_equal(computed.items, expected.items, rtol=1e-9, check_exact=False)
+    assert len(computed.stores) == 0 and (computed.home_store == -1).all()
+
+
+def test_skip_reasons_match_with_train_until_and_bad_rows(spark: Any, rees46_data: Dataset) -> None:
+    from training.spark.aggregates import events_to_spark, prepare_events
+
+    events = rees46_data.events.copy()
+    events.loc[0:9, "timestamp"] = pd.Timestamp("2099-01-01")  # a clock error at the source
+    events.loc[10:14, "event_type"] = "teleport"
+    events.loc[15:16, "item_id"] = "not-in-the-catalog"
+    events = pd.concat([events, events.iloc[100:110]], ignore_index=True)  # duplicated rows
+    dataset = Dataset(events=events, catalog=rees46_data.catalog, reports=[])
+    until = datetime(2019, 10, 1, 2, 0)
+    config = TrainConfig()
+    expected = ValidationReport(source="trainer")
+    pipeline._prepare_events(dataset, config, until, expected)
+    catalog_ids = spark.createDataFrame(rees46_data.catalog[["item_id"]])
+    computed = ValidationReport(source="trainer")
+    kept = prepare_events(events_to_spark(spark, events), catalog_ids, config, until, computed, now=NOW)
+    assert computed.as_dict() == expected.as_dict()
+    assert set(computed.skipped) == {"unknown event type", "item not in catalog", "timestamp in the future",
+                                     "after --train-until", "duplicate row"}
+    assert kept.count() == expected.rows_used
+    with pytest.raises(DataValidationError, match="no usable events"):
+        prepare_events(events_to_spark(spark, events), catalog_ids, config, datetime(2000, 1, 1),
+                       ValidationReport(source="trainer"), now=NOW)
+
+
+def test_cli_spark_engine_writes_the_model_the_single_machine_trainer_writes(spark: Any, rees46_path: Path,
+                                                                           tmp_path: Path) -> None:
+    from recsys import SubstituteEngine
+    from recsys.artifact import CURRENT, read_manifest
+    from recsys.cli import app
+    from recsys.model import ModelData
+
+    result = CliRunner().invoke(app, ["train", "--engine", "spark", "--spark-master", "local[2]", "--data",
+                                      str(rees46_path), "--out", str(tmp_path / "spark"), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    model_dir = Path(result.stdout.strip().splitlines()[-1])
+    assert model_dir.resolve() == (tmp_path / "spark" / CURRENT).resolve()
+    manifest = read_manifest(model_dir)  # every checksum verified
+    assert manifest.engine == "spark"
+    single = pipeline.train(read_event_log(rees46_path, known_event_types=set(TrainConfig().event_weights)),
+                            out_dir=tmp_path / "pandas", show_progress=False, with_report=False)
+    assert manifest.counts == single.manifest.counts
+    assert [s.model_dump() for s in manifest.sources] == [s.model_dump() for s in single.manifest.sources]
+    ours, theirs = ModelData.load(model_dir), ModelData.load(single.model_dir)
+    pd.testing.assert_frame_equal(ours.items, theirs.items, rtol=1e-9, check_exact=False)
+    for name in ("coview", "switch", "switch_to", "trial", "customer_weight", "customer_count"):
+        _assert_same_matrix(getattr(theirs, name), getattr(ours, name))
+    engine = SubstituteEngine.load(model_dir)  # what `recsys serve` loads
+    x = str(ours.items["item_id"].iloc[int(ours.coview.tocoo().row[0])])
+    assert len(engine.substitutes(x, k=5)) >= 1
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("a,b\n1,2\n", "missing required column(s) user_id, product_id, event_time"),
+    ("", "cannot read"),
+    ("user_id,product_id,event_time\n", "no usable events"),
+    ("user_id,product_id,event_time,event_type\n1,2,2019-10-01 00:00:00 UTC,teleport\n", "no usable events"),
+])
+def test_cli_spark_engine_refuses_bad_input_like_the_single_machine_path(spark: Any, tmp_path: Path, content: str,
+                                                                         message: str) -> None:
+    from recsys.artifact import CURRENT
+    from recsys.cli import app
+
+    (tmp_path / "log.csv").write_text(content)
+    for engine in ("pandas", "spark"):
+        result = CliRunner().invoke(app, ["train", "--engine", engine, "--data", str(tmp_path / "log.csv"),
+                                          "--out", str(tmp_path / engine), "--no-progress"])
+        assert result.exit_code == 2, (engine, result.output)
+        assert message in " ".join(result.output.split()), (engine, result.output)
+        assert "Traceback" not in result.output
+        assert not (tmp_path / engine / CURRENT).exists()
+
+
+def test_cli_spark_engine_without_pyspark_says_how_to_install(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    import sys
+
+    from recsys.cli import app
+
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # as if the extra were not installed
+    result = CliRunner().invoke(app, ["train", "--engine", "spark", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "pip install 'recsys[spark]'" in " ".join(result.output.split())
+
+
+@pytest.fixture(scope="module")
+def lake(rees46_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The REES46 sample as a data-lake export: hive-partitioned parquet parts with epoch-millisecond times, shops
+    and other event names (docs/mappings/retailrocket.toml), a product file that lacks some of the items, and a
+    config without the ranker."""
+    root = tmp_path_factory.mktemp("lake")
+    raw = pd.read_csv(rees46_path, dtype=str, keep_default_na=False)
+    times = pd.to_datetime(raw["event_time"], utc=True)
+    events = pd.DataFrame({
+        "timestamp": (times - pd.Timestamp("1970-01-01", tz="UTC")) // pd.Timedelta(milliseconds=1),
+        "visitorid": raw["user_id"].astype(np.int64), "itemid": raw["product_id"].astype(np.int64),
+        "event": raw["event_type"].map({"view": "view", "cart": "addtocart", "purchase": "transaction"}),
+        "session": raw["user_session"], "shop": "shop-" + (raw["user_id"].astype(np.int64) % 3).astype(str),
+        "price": pd.to_numeric(raw["price"]),
+    })
+    for hour, frame in events.groupby(times.dt.hour):
+        folder = root / "events" / f"hour={hour:02d}"
+        folder.mkdir(parents=True)
+        frame.to_parquet(folder / "part-0.parquet", index=False)
+    (root / "events" / "_SUCCESS").write_text("")
+    items = raw.groupby("product_id", sort=True).agg(brand=("brand", "last"), code=("category_code", "last"),
+                                                     cid=("category_id", "last"))
+    products = pd.DataFrame({
+        "sku": items.index, "brand_name": items["brand"].where(items["brand"].ne(""), "our store"),
+        "category_path": items["code"].str.replace(".", "/").where(items["code"].ne(""), "id:" + items["cid"]),
+        "size": "500 ml", "list_price": "9.99", "own_brand": np.where(items["brand"].eq(""), "yes", "no"),
+    })
+    products = products[np.arange(len(products)) % 10 != 3]  # a tenth of the items missing from the catalog
+    products.to_csv(root / "products.csv", index=False)
+    (root / "cfg.json").write_text('{"ranker": {"enabled": false}}')
+    return {"events": root / "events", "products": root / "products.csv", "cfg": root / "cfg.json",
+            "mapping": Path(__file__).resolve().parents[2] / "docs" / "mappings" / "retailrocket.toml"}
+
+
+def test_cli_spark_engine_reads_a_partitioned_lake_with_mapping_and_catalog(spark: Any, lake: dict[str, Path],
+                                                                           tmp_path: Path) -> None:
+    from recsys.artifact import CURRENT, read_manifest
+    from recsys.cli import app
+    from recsys.model import ModelData
+
+    manifests, models = {}, {}
+    for engine in ("pandas", "spark"):
+        result = CliRunner().invoke(app, ["train", "--engine", engine, "--data", str(lake["events"]), "--catalog",
+                                          str(lake["products"]), "--mapping", str(lake["mapping"]), "--config",
+                                          str(lake["cfg"]), "--out", str(tmp_path / engine), "--no-progress"])
+        assert result.exit_code == 0, (engine, result.output)
+        manifests[engine] = read_manifest(tmp_path / engine / CURRENT)
+        models[engine] = ModelData.load(tmp_path / engine / CURRENT)
+    pandas_sources = [s.model_dump() for s in manifests["pandas"].sources]
+    assert [s.model_dump() for s in manifests["spark"].sources] == pandas_sources
+    assert pandas_sources[1]["skipped"]["item not in catalog"] > 100
+    assert manifests["spark"].counts == manifests["pandas"].counts and manifests["spark"].counts["stores"] == 3
+    ours, theirs = models["spark"], models["pandas"]
+    pd.testing.assert_frame_equal(ours.items, theirs.items, rtol=1e-9, check_exact=False)  # list prices filled
+    np.testing.assert_array_equal(ours.home_store, theirs.home_store)
+    for name in ("coview", "switch", "customer_weight", "customer_count"):
+        _assert_same_matrix(getattr(theirs, name), getattr(ours, name))
+
+
+@pytest.mark.parametrize(("unit", "times", "message"), [
+    ("ms", ["1569888000", "1569888060", "1569888120"], "read as year 1970, outside 1980..2100; check timestamp_unit"),
+    ("iso", ["not a time", "soon", "2019-10-01 00:00:00 UTC"], "2 of 3 values do not parse as timestamps"),
+])
+def test_cli_spark_engine_refuses_a_wrong_timestamp_unit_like_the_single_machine_path(
+        spark: Any, tmp_path: Path, unit: str, times: list[str], message: str) -> None:
+    from recsys.cli import app
+
+    rows = "".join(f"{n},{n % 2},{t}\n" for n, t in enumerate(times))
+    (tmp_path / "log.csv").write_text("visitor,sku,ts\n" + rows)
+    (tmp_path / "mapping.toml").write_text(
+        f'[events]\ncustomer_id = "visitor"\nitem_id = "sku"\ntimestamp = "ts"\ntimestamp_unit = "{unit}"\n')
+    for engine in ("pandas", "spark"):
+        result = CliRunner().invoke(app, ["train", "--engine", engine, "--data", str(tmp_path / "log.csv"),
+                                          "--mapping", str(tmp_path / "mapping.toml"), "--out", str(tmp_path / engine),
+                                          "--no-progress"])
+        assert result.exit_code == 2, (engine, result.output)
+        assert message in " ".join(result.output.split()), (engine, result.output)
+        assert not (tmp_path / engine).exists() or not any((tmp_path / engine).iterdir())

@@ -1,0 +1,132 @@
+"""``recsys train --engine spark``: Spark's aggregates, then the driver-side stages of ``training.pipeline``.
+
+What runs where:
+
+- in Spark: reading and validating the events, weights, the item, customer and store aggregates, and the pair
+  signals (:mod:`training.spark.aggregates`);
+- on the driver, from Spark's collected outputs: ALS (``implicit``), the cold-start factors, feedback, the FAISS
+  index, the manifest, the report and the write, with the single-machine trainer's own functions;
+- the ranker: the events of a seeded sample of at most ``RankerConfig.max_customers`` customers are collected to
+  the driver, and ``pipeline._learn_ranker`` trains its inner model and builds its validation queries from them
+  (with no more customers than that, the sample is all the events, as on one machine).
+
+The model directory is the one ``recsys serve`` loads; its manifest records ``engine: "spark"``.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from recsys import artifact
+from recsys.config import TrainConfig
+from recsys.manifest import DataSpan, Manifest, SourceReport
+from recsys.model import ModelData
+from recsys.schema import EVENT_COLUMNS, ValidationReport
+from training.catalog import impute_cold_factors
+from training.pipeline import (
+    ID_COLUMNS,
+    StageTimer,
+    TrainResult,
+    _categorical,
+    _embeddings,
+    _feedback,
+    _learn_ranker,
+    finish_training,
+    model_counts,
+)
+from training.spark.aggregates import Aggregates, compute_aggregates
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame as SparkFrame
+    from pyspark.sql import SparkSession
+
+ENGINE = "spark"
+
+
+def ranker_events(kept: SparkFrame, customers: pd.Index, config: TrainConfig) -> pd.DataFrame:
+    """The events of the customers ``pipeline._customer_sample`` would choose, collected to the driver as the
+    trainer's compact frame (ids categorical with sorted categories)."""
+    from pyspark.sql import functions as F
+
+    limit, seed = config.ranker.max_customers, config.ranker.seed
+    if len(customers) > limit:
+        # the same draw as _customer_sample: positions among the customers with events, in id order
+        chosen = np.asarray(customers)[np.random.default_rng(seed).choice(len(customers), size=limit, replace=False)]
+        wanted = kept.sparkSession.createDataFrame(pd.DataFrame({"customer_id": chosen.astype(object)}),
+                                                   schema="customer_id string")
+        kept = kept.join(F.broadcast(wanted), on="customer_id")
+    frame = kept.select(*EVENT_COLUMNS).toPandas()
+    frame = frame.sort_values(["timestamp", "customer_id", "session_id", "item_id"], kind="mergesort")
+    frame = frame.reset_index(drop=True)
+    frame["timestamp"] = frame["timestamp"].astype("datetime64[ns]")
+    return frame.assign(**{column: _categorical(frame[column].astype("string")) for column in ID_COLUMNS})
+
+
+def train_spark(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, reports: list[ValidationReport],
+                config: TrainConfig | None = None, out_dir: Path = Path("models"), train_until: datetime | None = None,
+                show_progress: bool = True, make_current: bool = True, with_report: bool = True,
+                feedback: pd.DataFrame | None = None) -> TrainResult:
+    """``training.pipeline.train`` with the data-heavy stages in Spark. ``events``: the canonical schema
+    (:func:`training.spark.reading.read_sources`); ``catalog``: one row per item, on the driver."""
+    config = config or TrainConfig()
+    timer = StageTimer(show_progress)
+    started = time.perf_counter()
+
+    with timer.stage("spark"):  # validate, catalog, interactions and neighbours, all in Spark
+        aggregates = compute_aggregates(spark, events, catalog, config, train_until, keep_events=True)
+    items, customers = aggregates.items, aggregates.customers
+
+    with timer.stage("embeddings"):
+        factors, als_loss = _embeddings(aggregates.customer_weight, config, show_progress)
+        factors = impute_cold_factors(items, factors)
+
+    with timer.stage("feedback"):
+        pair_feedback, accepted, feedback_counts = _feedback(feedback, items["item_id"], customers)
+
+    with timer.stage("index"):
+        index = faiss.IndexFlatIP(factors.shape[1])
+        index.add(factors)
+
+    with timer.stage("ranker"):
+        sample = ranker_events(aggregates.events, customers, config) if config.ranker.enabled else None
+        if aggregates.events is not None:
+            aggregates.events.unpersist()
+        ranker, reranker, holdout_metrics = _learn_ranker(catalog, sample if sample is not None else pd.DataFrame(),
+                                                          config)
+        del sample
+
+    model = ModelData(items=items, factors=factors, switch=aggregates.switch, coview=aggregates.coview,
+                      switch_to=aggregates.switch_to, trial=aggregates.trial,
+                      customers=np.asarray(customers, dtype=object), stores=aggregates.stores,
+                      store_items=aggregates.store_items, home_store=aggregates.home_store,
+                      customer_stats=aggregates.customer_stats, customer_weight=aggregates.customer_weight,
+                      customer_count=aggregates.customer_count, customer_recent=aggregates.customer_recent,
+                      feedback=pair_feedback, customer_accepted=accepted, index=index, reranker=reranker)
+    manifest = _manifest(aggregates, model, config, train_until, reports, feedback_counts)
+    manifest.ranker = ranker
+    manifest.als_loss = als_loss
+    manifest.metrics = holdout_metrics
+    return finish_training(model, manifest, timer, out_dir, with_report, make_current, started)
+
+
+def _manifest(aggregates: Aggregates, model: ModelData, config: TrainConfig, train_until: datetime | None,
+              reports: list[ValidationReport], feedback_counts: dict[str, int]) -> Manifest:
+    """The manifest ``pipeline.train`` writes, from the aggregates, with the engine that computed them."""
+    return Manifest(
+        version=artifact.new_version(),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        data_span=DataSpan(start=aggregates.data_start.isoformat(), end=aggregates.data_end.isoformat()),
+        train_until=train_until.isoformat() if train_until else None,
+        config=config,
+        counts=model_counts(model, aggregates.event_count, aggregates.event_types, feedback_counts),
+        size_parse_rate=aggregates.size_parse_rate,
+        sources=[SourceReport.model_validate(r.as_dict()) for r in [*reports, aggregates.report]],
+        engine=ENGINE,
+    )
