@@ -202,20 +202,30 @@ def plot(rows: list[dict[str, object]], path: Path) -> None:
     labels = [str(r["point"]) for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     bottom = np.zeros(len(rows))
+    # points measured while other jobs ran on the machine are hatched: their times are upper bounds
+    hatch = ["" if r.get("quiet_machine", True) else "//" for r in rows]
     for stage in STAGE_ORDER:
         seconds = np.array([float(r["stage_seconds"].get(stage, 0.0)) for r in rows])  # type: ignore[union-attr]
         if seconds.sum() > 0:
-            left.bar(labels, seconds, bottom=bottom, label=stage)
+            left.bar(labels, seconds, bottom=bottom, label=stage, hatch=hatch)
             bottom += seconds
     left.set_ylabel("training seconds (2 cores)")
     left.set_title("time per stage")
     left.legend(fontsize=8, ncol=2)
-    events = np.array([float(r["events"]) for r in rows]) / 1e6  # type: ignore[arg-type]
-    right.plot(events, [float(r["peak_rss_mb"]) / 1024 for r in rows], "o-", label="trainer peak RSS")
-    right.plot(events, [float(r["server_rss_mb"]) / 1024 for r in rows], "s-", label="server RSS")
-    right.plot(events, [float(r["model_mb"]) / 1024 for r in rows], "^-", label="model on disk")
-    for x, y, label in zip(events, [float(r["peak_rss_mb"]) / 1024 for r in rows], labels, strict=True):
-        right.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    # a replicated series is a line; other points (the 1M-item catalog) stand alone
+    for series, marker in (("cj-x", "-"), ("items", "")):
+        part = [r for r in rows if str(r["point"]).startswith(series)]
+        if not part:
+            continue
+        events = np.array([float(r["events"]) for r in part]) / 1e6  # type: ignore[arg-type]
+        for key, style, label in (("peak_rss_mb", "o", "trainer peak RSS"), ("server_rss_mb", "s", "server RSS"),
+                                  ("model_mb", "^", "model on disk")):
+            right.plot(events, [float(r[key]) / 1024 for r in part], style + marker,  # type: ignore[arg-type]
+                       color={"peak_rss_mb": "C0", "server_rss_mb": "C1", "model_mb": "C2"}[key],
+                       label=label if series == "cj-x" else None)
+        for x, r in zip(events, part, strict=True):
+            right.annotate(str(r["point"]), (x, float(r["peak_rss_mb"]) / 1024),  # type: ignore[arg-type]
+                           textcoords="offset points", xytext=(4, 4), fontsize=8)
     right.set_xlabel("events (millions)")
     right.set_ylabel("GB")
     right.set_title("memory and model size")
