@@ -156,7 +156,7 @@ def future_trials(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Time
     """The test period's trials: per item, how many customers bought it at or after ``split`` and never before;
     and per customer (model row), the items they tried, so that a query's own customer can be left out."""
     purchases = events[events["event_type"].isin(list(PURCHASE_TYPES))]
-    item = pd.Index(engine.item_ids).get_indexer(purchases["item_id"])
+    item = positions_in(pd.Index(engine.item_ids), purchases["item_id"])
     known = item >= 0
     pairs = pd.DataFrame({"customer": purchases["customer_id"].to_numpy()[known], "item": item[known],
                           "after": (purchases["timestamp"] >= split).to_numpy()[known]})

@@ -312,16 +312,24 @@ def _learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConf
     return section, reranker_text, metrics
 
 
+def sampled_customers(n_customers: int, n: int, seed: int) -> np.ndarray | None:
+    """Positions of a seeded sample of ``n`` among ``n_customers`` customers in id order (None: no more than ``n``,
+    take them all). Every engine draws the ranker's validation customers here, so they draw the same ones."""
+    if n_customers <= n:
+        return None
+    return np.random.default_rng(seed).choice(n_customers, size=n, replace=False)
+
+
 def _customer_sample(events: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """The events of a seeded sample of ``n`` customers (all of them when there are no more than ``n``): the
     ranker needs a fixed number of validation queries, and building them costs time and memory in proportion to
     the events they are built from."""
     codes = events["customer_id"].cat.codes.to_numpy()
-    present = np.unique(codes)
-    if len(present) <= n:
+    present = np.unique(codes)  # the customers with events, in id order (the categories are sorted)
+    positions = sampled_customers(len(present), n, seed)
+    if positions is None:
         return events
-    chosen = np.random.default_rng(seed).choice(present, size=n, replace=False)
-    return events[np.isin(codes, chosen)]
+    return events[np.isin(codes, present[positions])]
 
 
 def _choose_new_item_bias(engine: SubstituteEngine, section: RankerSection, reranker_text: str,

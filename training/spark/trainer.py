@@ -40,6 +40,7 @@ from training.pipeline import (
     _learn_ranker,
     finish_training,
     model_counts,
+    sampled_customers,
 )
 from training.spark.aggregates import Aggregates, compute_aggregates
 
@@ -55,10 +56,9 @@ def ranker_events(kept: SparkFrame, customers: pd.Index, config: TrainConfig) ->
     trainer's compact frame (ids categorical with sorted categories)."""
     from pyspark.sql import functions as F
 
-    limit, seed = config.ranker.max_customers, config.ranker.seed
-    if len(customers) > limit:
-        # the same draw as _customer_sample: positions among the customers with events, in id order
-        chosen = np.asarray(customers)[np.random.default_rng(seed).choice(len(customers), size=limit, replace=False)]
+    positions = sampled_customers(len(customers), config.ranker.max_customers, config.ranker.seed)
+    if positions is not None:  # customers: those with events, in id order, as _customer_sample counts them
+        chosen = np.asarray(customers)[positions]
         wanted = kept.sparkSession.createDataFrame(pd.DataFrame({"customer_id": chosen.astype(object)}),
                                                    schema="customer_id string")
         kept = kept.join(F.broadcast(wanted), on="customer_id")
