@@ -6,7 +6,7 @@ import os
 import resource
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -126,26 +126,41 @@ def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarra
     first purchase (trend half-life): the items shoppers are trying now. ``days_on_sale``: days from the
     item's first event to the data's end (NaN without events); a recent launch is tried by many.
     """
-    items = catalog.drop_duplicates("item_id").reset_index(drop=True).copy()
-    items = pd.concat([items, parse_package_sizes(items["package_size"])], axis=1)
-    price = events.groupby("item_id")["price"].median()
-    popularity = pd.Series(weights, index=events.index).groupby(events["item_id"]).sum()
-    trend = pd.Series(trend_weights, index=events.index).groupby(events["item_id"]).sum()
-    n_customers = events.groupby("item_id")["customer_id"].nunique()
-    items["price"] = items["item_id"].map(price).astype("float64")
-    if LIST_PRICE in items.columns:  # the catalog's price where no event carries one (catalog-only items)
-        items["price"] = items["price"].fillna(pd.to_numeric(items[LIST_PRICE], errors="coerce"))
-    items["popularity"] = items["item_id"].map(popularity).fillna(0.0).astype("float64")
-    items["trend"] = items["item_id"].map(trend).fillna(0.0).astype("float64")
-    items["n_customers"] = items["item_id"].map(n_customers).fillna(0).astype("int64")
     purchases = events.loc[events["event_type"].isin(list(PURCHASE_TYPES)), ["customer_id", "item_id", "timestamp"]]
     first_buy = purchases.groupby(["customer_id", "item_id"])["timestamp"].min()
     first_age = (data_end - first_buy).dt.total_seconds().to_numpy() / 86400.0
-    trial = pd.Series(np.power(0.5, first_age / trend_half_life_days), index=first_buy.index).groupby(level=1).sum()
-    items["trial_trend"] = items["item_id"].map(trial).fillna(0.0).astype("float64")
     first_seen = events.groupby("item_id")["timestamp"].min()
-    items["days_on_sale"] = items["item_id"].map((data_end - first_seen).dt.total_seconds() / 86400.0
-                                                 ).astype("float64")
+    per_item = {
+        "price": events.groupby("item_id")["price"].median(),
+        "popularity": pd.Series(weights, index=events.index).groupby(events["item_id"]).sum(),
+        "trend": pd.Series(trend_weights, index=events.index).groupby(events["item_id"]).sum(),
+        "n_customers": events.groupby("item_id")["customer_id"].nunique(),
+        "trial_trend": pd.Series(np.power(0.5, first_age / trend_half_life_days), index=first_buy.index
+                                 ).groupby(level=1).sum(),
+        "days_on_sale": (data_end - first_seen).dt.total_seconds() / 86400.0,
+    }
+    return items_from_aggregates(catalog, per_item)
+
+
+#: what every engine computes per item from the events for :func:`items_from_aggregates`
+PER_ITEM_COLUMNS = ("price", "popularity", "trend", "n_customers", "trial_trend", "days_on_sale")
+
+
+def items_from_aggregates(catalog: pd.DataFrame, per_item: Mapping[str, pd.Series]) -> pd.DataFrame:
+    """The item frame in group order: the catalog (one row per item, package sizes parsed) with each engine's
+    per-item aggregates (``PER_ITEM_COLUMNS``, each a Series indexed by item id) looked up by item id. An item
+    without events gets 0 (its price: the catalog's list price where there is one; days on sale: NaN)."""
+    items = catalog.drop_duplicates("item_id").reset_index(drop=True).copy()
+    items = pd.concat([items, parse_package_sizes(items["package_size"])], axis=1)
+    ids = items["item_id"]
+    items["price"] = ids.map(per_item["price"]).astype("float64")
+    if LIST_PRICE in items.columns:  # the catalog's price where no event carries one (catalog-only items)
+        items["price"] = items["price"].fillna(pd.to_numeric(items[LIST_PRICE], errors="coerce"))
+    items["popularity"] = ids.map(per_item["popularity"]).fillna(0.0).astype("float64")
+    items["trend"] = ids.map(per_item["trend"]).fillna(0.0).astype("float64")
+    items["n_customers"] = ids.map(per_item["n_customers"]).fillna(0).astype("int64")
+    items["trial_trend"] = ids.map(per_item["trial_trend"]).fillna(0.0).astype("float64")
+    items["days_on_sale"] = ids.map(per_item["days_on_sale"]).astype("float64")
     items["package_size"] = items["package_size"].astype("string")
     return sort_items(items)
 
@@ -459,22 +474,34 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
                       home_store=home_store, customer_stats=customer_stats, customer_weight=weight,
                       customer_count=count, customer_recent=recent, feedback=pair_feedback,
                       customer_accepted=accepted, index=index, reranker=reranker)
-    reports = [*dataset.reports, prep]
-    manifest = Manifest(
+    manifest = new_manifest(
+        model, config, events["timestamp"].min(), data_end, train_until,
+        model_counts(model, event_count, {str(name): int(n) for name, n in event_types.items() if n > 0},
+                     feedback_counts),
+        size_parse_rate, [*dataset.reports, prep], ranker=ranker, als_loss=als_loss, metrics=holdout_metrics)
+    return finish_training(model, manifest, timer, out_dir, with_report, make_current, started)
+
+
+def new_manifest(model: ModelData, config: TrainConfig, data_start: pd.Timestamp, data_end: pd.Timestamp,
+                 train_until: datetime | None, counts: dict[str, Any], size_parse_rate: float | None,
+                 reports: list[ValidationReport], *, ranker: RankerSection, als_loss: list[float],
+                 metrics: dict[str, Any] | None, engine: str = "pandas") -> Manifest:
+    """The manifest of a freshly trained model, for every engine (``engine``: what computed the data-heavy
+    stages); ``finish_training`` adds the coverage and the stage times."""
+    return Manifest(
         version=artifact.new_version(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        data_span=DataSpan(start=events["timestamp"].min().isoformat(), end=data_end.isoformat()),
+        data_span=DataSpan(start=data_start.isoformat(), end=data_end.isoformat()),
         train_until=train_until.isoformat() if train_until else None,
         config=config,
         ranker=ranker,
-        counts=model_counts(model, event_count, {str(name): int(n) for name, n in event_types.items() if n > 0},
-                            feedback_counts),
+        counts=counts,
         size_parse_rate=size_parse_rate,
         sources=[SourceReport.model_validate(r.as_dict()) for r in reports],
+        engine=engine,
         als_loss=als_loss,
-        metrics=holdout_metrics,
+        metrics=metrics,
     )
-    return finish_training(model, manifest, timer, out_dir, with_report, make_current, started)
 
 
 def model_counts(model: ModelData, events: int, event_types: dict[str, int], feedback_counts: dict[str, int]

@@ -46,6 +46,13 @@ class Engine(str, Enum):
     spark = "spark"
 
 
+class SparkAls(str, Enum):
+    """Where ``recsys train --engine spark`` fits ALS (see docs/spark.md)."""
+
+    driver = "driver"
+    mllib = "mllib"
+
+
 FeedbackOption = Annotated[str | None, typer.Option(
     help="substitution feedback, the strongest signal: the server's state file (RECSYS_STATE_PATH) or state URL "
          "(RECSYS_STATE_URL: sqlite:///path or postgresql://..., where every replica records it)")]
@@ -124,11 +131,14 @@ def train(
     feedback: FeedbackOption = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     engine: Annotated[Engine, typer.Option(
-        help="pandas: one machine (default); spark: the data-heavy stages on Spark (pip install 'recsys[spark]'), "
-             "the rest on the driver (see docs/spark.md)")] = Engine.pandas,
+        help="pandas: one machine (default); spark: the data-heavy stages on Spark (pip install "
+             "'recsys\\[spark]'), the rest on the driver (see docs/spark.md)")] = Engine.pandas,
     spark_master: Annotated[str | None, typer.Option(
-        help="with --engine spark: the Spark master URL (local[4], spark://host:7077, yarn); default: what "
-             "spark-submit set, else local[*]")] = None,
+        help="with --engine spark: the Spark master URL (local\\[4], spark://host:7077, yarn); default: what "
+             "spark-submit set, else local\\[*]")] = None,
+    als: Annotated[SparkAls | None, typer.Option(
+        help="with --engine spark: driver (implicit on the collected matrix, the default) or mllib (Spark MLlib, "
+             "for a matrix the driver cannot hold)")] = None,
 ) -> None:
     """Train a model and write it to OUT/<version>; prints the model's path last."""
     from recsys.schema import DataValidationError
@@ -136,10 +146,10 @@ def train(
 
     if engine is Engine.spark:
         _train_with_spark(data, mapping, catalog, train_until, out, households, config, feedback, progress,
-                          spark_master)
+                          spark_master, als or SparkAls.driver)
         return
-    if spark_master is not None:
-        raise _fail("--spark-master needs --engine spark")
+    if spark_master is not None or als is not None:
+        raise _fail(f"{'--spark-master' if spark_master is not None else '--als'} needs --engine spark")
     train_config, dataset = _training_inputs(data, households, config, mapping, catalog)
     try:
         result = run_training(dataset, train_config, out_dir=out, train_until=train_until, show_progress=progress,
@@ -152,7 +162,7 @@ def train(
 
 def _train_with_spark(data: list[str] | None, mapping: Path | None, catalog: Path | None,
                       train_until: datetime | None, out: Path, households: int | None, config: Path | None,
-                      feedback: str | None, progress: bool, spark_master: str | None) -> None:
+                      feedback: str | None, progress: bool, spark_master: str | None, als: SparkAls) -> None:
     """``train --engine spark``: the events read and aggregated by Spark, the rest on this (the driver) machine."""
     from pydantic import ValidationError
     from rich.markup import escape
@@ -182,7 +192,7 @@ def _train_with_spark(data: list[str] | None, mapping: Path | None, catalog: Pat
         events, products, reports = read_sources(spark, data or [], columns, set(train_config.event_weights),
                                                  catalog, households)
         result = train_spark(spark, events, products, reports, train_config, out_dir=out, train_until=train_until,
-                             show_progress=progress, feedback=decisions)
+                             show_progress=progress, feedback=decisions, als=als.value)
     except DataValidationError as exc:
         raise _fail(str(exc)) from exc
     except (PySparkException, Py4JError) as exc:  # a path Spark cannot read, a cluster it cannot reach

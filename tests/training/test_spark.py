@@ -271,6 +271,15 @@ def test_cli_spark_engine_without_pyspark_says_how_to_install(monkeypatch: pytes
     assert result.exit_code == 2 and "pip install 'recsys[spark]'" in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize("option", [["--als", "mllib"], ["--spark-master", "local[2]"]])
+def test_cli_spark_options_need_the_spark_engine(option: list[str], tmp_path: Path) -> None:
+    from recsys.cli import app
+
+    result = CliRunner().invoke(app, ["train", *option, "--out", str(tmp_path)])
+    assert result.exit_code == 2 and f"{option[0]} needs --engine spark" in result.output
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.fixture(scope="module")
 def lake(rees46_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The REES46 sample as a data-lake export: hive-partitioned parquet parts with epoch-millisecond times, shops
@@ -349,3 +358,47 @@ def test_cli_spark_engine_refuses_a_wrong_timestamp_unit_like_the_single_machine
         assert result.exit_code == 2, (engine, result.output)
         assert message in " ".join(result.output.split()), (engine, result.output)
         assert not (tmp_path / engine).exists() or not any((tmp_path / engine).iterdir())
+
+
+def test_mllib_als_trains_a_loadable_model_whose_factors_put_co_bought_items_close(spark: Any, cj_small: Dataset,
+                                                                                  tmp_path: Path) -> None:
+    from recsys import SubstituteEngine
+    from recsys.artifact import read_manifest
+    from recsys.model import ModelData
+    from training.spark.aggregates import events_to_spark
+    from training.spark.trainer import train_spark
+
+    config = TrainConfig()
+    config = config.model_copy(update={"ranker": config.ranker.model_copy(update={"enabled": False})})
+    result = train_spark(spark, events_to_spark(spark, cj_small.events), cj_small.catalog, [], config,
+                         out_dir=tmp_path, show_progress=False, with_report=False, als="mllib")
+    manifest = read_manifest(result.model_dir)  # every checksum verified
+    assert manifest.engine == "spark" and manifest.als_loss == []  # MLlib reports no training loss
+    model = ModelData.load(result.model_dir)
+    factors = model.factors
+    assert factors.shape == (len(model.items), config.als.factors)
+    warm = model.items["n_customers"].to_numpy() > 0
+    np.testing.assert_allclose(np.linalg.norm(factors[warm], axis=1), 1.0, rtol=1e-5)
+    # each item's strongest "bought by the same customers" neighbour is closer than a random item of its group
+    group_of, _ = contiguous_ranges(model.items[list(GROUP_KEYS)])
+    switch, rng = model.switch, np.random.default_rng(0)
+    close, random = [], []
+    co_bought = np.flatnonzero(np.diff(switch.indptr) > 0)
+    for x in co_bought[:3000]:
+        start, end = switch.indptr[x], switch.indptr[x + 1]
+        y = switch.indices[start + int(np.argmax(switch.data[start:end]))]
+        others = np.flatnonzero((group_of == group_of[x]) & warm)
+        others = others[others != x]
+        close.append(float(factors[x] @ factors[y]))
+        random.append(float(factors[x] @ factors[rng.choice(others)]))
+    assert len(close) >= 1000
+    assert np.mean(close) > np.mean(random) + 0.1, (np.mean(close), np.mean(random))
+    engine = SubstituteEngine.load(result.model_dir)  # what `recsys serve` loads
+    assert len(engine.substitutes(str(model.items["item_id"].iloc[int(co_bought[0])]), k=5)) >= 1
+
+
+def test_train_spark_refuses_an_unknown_als_engine(spark: Any) -> None:
+    from training.spark.trainer import train_spark
+
+    with pytest.raises(ValueError, match="als must be one of driver, mllib"):
+        train_spark(spark, None, pd.DataFrame(), [], als="gpu")  # type: ignore[arg-type]

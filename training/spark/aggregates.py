@@ -20,10 +20,9 @@ import scipy.sparse as sp
 
 from recsys.config import TrainConfig
 from recsys.model import GROUP_KEYS, contiguous_ranges
-from recsys.schema import EVENT_COLUMNS, LIST_PRICE, PURCHASE_TYPES, DataValidationError, ValidationReport
-from recsys.sizes import parse_package_sizes
-from training.catalog import sort_items
-from training.pipeline import with_segments
+from recsys.schema import EVENT_COLUMNS, PURCHASE_TYPES, DataValidationError, ValidationReport
+from training.pipeline import PER_ITEM_COLUMNS, items_from_aggregates, with_segments
+from training.spark.als import ratings as als_ratings
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, SparkSession
@@ -57,6 +56,7 @@ class Aggregates:
     trial: sp.csr_matrix
     coview: sp.csr_matrix
     events: Any = None  # the validated events (a cached Spark DataFrame), when asked to keep them
+    ratings: Any = None  # MLlib's (user, item, rating) rows of customer_weight (cached), when asked to keep them
 
 
 def events_to_spark(spark: SparkSession, events: pd.DataFrame) -> SparkFrame:
@@ -149,32 +149,22 @@ def _age_days(end_us: int) -> Column:
     return ((F.lit(end_us) - F.col("t_us")) / F.lit(MICROS_PER_SECOND)) / F.lit(SECONDS_PER_DAY)
 
 
-def items_frame(catalog: pd.DataFrame, per_item: pd.DataFrame) -> pd.DataFrame:
-    """``pipeline._build_items`` from per-item aggregates (index ``item_id``: price, popularity, trend,
-    n_customers, trial_trend, first_us) and the data's end in ``per_item.attrs['end_us']``."""
-    items = catalog.drop_duplicates("item_id").reset_index(drop=True).copy()
-    items = pd.concat([items, parse_package_sizes(items["package_size"])], axis=1)
-    ids = items["item_id"].astype(str)
-    items["price"] = ids.map(per_item["price"]).astype("float64")
-    if LIST_PRICE in items.columns:  # the catalog's price where no event carries one (catalog-only items)
-        items["price"] = items["price"].fillna(pd.to_numeric(items[LIST_PRICE], errors="coerce"))
-    items["popularity"] = ids.map(per_item["popularity"]).fillna(0.0).astype("float64")
-    items["trend"] = ids.map(per_item["trend"]).fillna(0.0).astype("float64")
-    items["n_customers"] = ids.map(per_item["n_customers"]).fillna(0).astype("int64")
-    items["trial_trend"] = ids.map(per_item["trial_trend"]).fillna(0.0).astype("float64")
-    end_us = per_item.attrs["end_us"]
-    first_seconds = (end_us - ids.map(per_item["first_us"])) / MICROS_PER_SECOND
-    items["days_on_sale"] = (first_seconds / SECONDS_PER_DAY).astype("float64")
-    items["package_size"] = items["package_size"].astype("string")
-    return sort_items(items)
+def items_frame(catalog: pd.DataFrame, per_item: pd.DataFrame, end_us: int) -> pd.DataFrame:
+    """``pipeline._build_items`` from Spark's per-item aggregates (index ``item_id``: price, popularity, trend,
+    n_customers, trial_trend, first_us) and the data's end in microseconds."""
+    # seconds first, then days, as pandas' total_seconds() / 86400 rounds them
+    days_on_sale = ((end_us - per_item["first_us"]) / MICROS_PER_SECOND) / SECONDS_PER_DAY
+    return items_from_aggregates(catalog, {**{c: per_item[c] for c in PER_ITEM_COLUMNS if c != "days_on_sale"},
+                                           "days_on_sale": days_on_sale})
 
 
 def compute_aggregates(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, config: TrainConfig,
                        train_until: datetime | None = None, now: pd.Timestamp | None = None,
-                       keep_events: bool = False) -> Aggregates:
+                       keep_events: bool = False, keep_ratings: bool = False) -> Aggregates:
     """Everything the single-machine trainer derives from the events, from a Spark DataFrame in the canonical
     schema and the catalog (one row per item: small enough for the driver). ``keep_events``: also return the
-    validated events, still cached (the caller unpersists them)."""
+    validated events, still cached; ``keep_ratings``: also the customer x item weights as MLlib's ALS input
+    (:func:`training.spark.als.ratings`), cached (the caller unpersists both)."""
     from pyspark.sql import functions as F
 
     report = ValidationReport(source="trainer")
@@ -205,8 +195,7 @@ def compute_aggregates(spark: SparkSession, events: SparkFrame, catalog: pd.Data
                  .select("item_id", F.pow(F.lit(0.5), age / F.lit(config.trend_half_life_days)).alias("trial")))
     trial = first_buy.groupBy("item_id").agg(F.sum("trial").alias("trial_trend"))
     per_item_frame = per_item.join(trial, on="item_id", how="left").toPandas().set_index("item_id")
-    per_item_frame.attrs["end_us"] = end_us
-    items = items_frame(catalog, per_item_frame)
+    items = items_frame(catalog, per_item_frame, end_us)
     parsed = items["package_size"].notna() & items["package_size"].str.strip().ne("")
     size_parse_rate = float(items.loc[parsed, "size_family"].notna().mean()) if parsed.any() else None
     group_of, _ = contiguous_ranges(items[list(GROUP_KEYS)])
@@ -230,6 +219,10 @@ def compute_aggregates(spark: SparkSession, events: SparkFrame, catalog: pd.Data
     weighted.unpersist()
 
     weight, count, recent = _profiles(coded, len(customers), n_items)
+    ratings = None
+    if keep_ratings:  # from the executors' aggregate, so that MLlib's input never passes through the driver
+        ratings = als_ratings(coded.groupBy("c", "i").agg(F.sum("w").alias("w"))).cache()
+        ratings.count()  # materialised while ``coded`` is still cached
     stores, store_items, home_store = _stores(coded, len(customers), n_items)
     customer_stats = _customer_stats(coded, len(customers), end_us)
     purchases = coded.filter("is_purchase")
@@ -249,7 +242,7 @@ def compute_aggregates(spark: SparkSession, events: SparkFrame, catalog: pd.Data
         size_parse_rate=size_parse_rate, customers=customers, customer_weight=weight, customer_count=count,
         customer_recent=recent, stores=stores, store_items=store_items, home_store=home_store,
         customer_stats=customer_stats, switch=switch, switch_to=switch_to, trial=trial_matrix, coview=coview,
-        events=kept if keep_events else None)
+        events=kept if keep_events else None, ratings=ratings)
 
 
 def _timestamp(micros: int) -> pd.Timestamp:
@@ -393,9 +386,3 @@ def _top_per_row(pairs: SparkFrame, n_items: int, top: int) -> sp.csr_matrix:
                            dtype=np.float32)
     result.sort_indices()
     return result
-
-
-def describe(aggregates: Aggregates) -> dict[str, Any]:
-    """Counts for the manifest, as the single-machine trainer records them."""
-    return {"co_customer_pairs": int(aggregates.switch.nnz), "coview_pairs": int(aggregates.coview.nnz),
-            "switched_to_pairs": int(aggregates.switch_to.nnz), "tried_pairs": int(aggregates.trial.nnz)}

@@ -4,8 +4,10 @@ What runs where:
 
 - in Spark: reading and validating the events, weights, the item, customer and store aggregates, and the pair
   signals (:mod:`training.spark.aggregates`);
-- on the driver, from Spark's collected outputs: ALS (``implicit``), the cold-start factors, feedback, the FAISS
-  index, the manifest, the report and the write, with the single-machine trainer's own functions;
+- ALS: ``implicit`` on the driver from the collected customer x item matrix (``als="driver"``, the default), or
+  Spark MLlib's implicit ALS (``als="mllib"``, :mod:`training.spark.als`);
+- on the driver, from Spark's collected outputs: the cold-start factors, feedback, the FAISS index, the
+  manifest, the report and the write, with the single-machine trainer's own functions;
 - the ranker: the events of a seeded sample of at most ``RankerConfig.max_customers`` customers are collected to
   the driver, and ``pipeline._learn_ranker`` trains its inner model and builds its validation queries from them
   (with no more customers than that, the sample is all the events, as on one machine).
@@ -16,7 +18,7 @@ The model directory is the one ``recsys serve`` loads; its manifest records ``en
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,9 +26,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from recsys import artifact
 from recsys.config import TrainConfig
-from recsys.manifest import DataSpan, Manifest, SourceReport
 from recsys.model import ModelData
 from recsys.schema import EVENT_COLUMNS, ValidationReport
 from training.catalog import impute_cold_factors
@@ -40,9 +40,11 @@ from training.pipeline import (
     _learn_ranker,
     finish_training,
     model_counts,
+    new_manifest,
     sampled_customers,
 )
-from training.spark.aggregates import Aggregates, compute_aggregates
+from training.spark.aggregates import compute_aggregates
+from training.spark.als import ALS_ENGINES, mllib_item_factors
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkFrame
@@ -72,19 +74,27 @@ def ranker_events(kept: SparkFrame, customers: pd.Index, config: TrainConfig) ->
 def train_spark(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, reports: list[ValidationReport],
                 config: TrainConfig | None = None, out_dir: Path = Path("models"), train_until: datetime | None = None,
                 show_progress: bool = True, make_current: bool = True, with_report: bool = True,
-                feedback: pd.DataFrame | None = None) -> TrainResult:
+                feedback: pd.DataFrame | None = None, als: str = "driver") -> TrainResult:
     """``training.pipeline.train`` with the data-heavy stages in Spark. ``events``: the canonical schema
-    (:func:`training.spark.reading.read_sources`); ``catalog``: one row per item, on the driver."""
+    (:func:`training.spark.reading.read_sources`); ``catalog``: one row per item, on the driver. ``als``:
+    "driver" (``implicit`` on the collected matrix) or "mllib" (Spark MLlib's ALS, no training loss)."""
+    if als not in ALS_ENGINES:
+        raise ValueError(f"als must be one of {', '.join(ALS_ENGINES)}, not {als!r}")
     config = config or TrainConfig()
     timer = StageTimer(show_progress)
     started = time.perf_counter()
 
     with timer.stage("spark"):  # validate, catalog, interactions and neighbours, all in Spark
-        aggregates = compute_aggregates(spark, events, catalog, config, train_until, keep_events=True)
+        aggregates = compute_aggregates(spark, events, catalog, config, train_until, keep_events=True,
+                                        keep_ratings=als == "mllib")
     items, customers = aggregates.items, aggregates.customers
 
     with timer.stage("embeddings"):
-        factors, als_loss = _embeddings(aggregates.customer_weight, config, show_progress)
+        if aggregates.ratings is not None:
+            factors, als_loss = mllib_item_factors(aggregates.ratings, len(items), config), []
+            aggregates.ratings.unpersist()
+        else:
+            factors, als_loss = _embeddings(aggregates.customer_weight, config, show_progress)
         factors = impute_cold_factors(items, factors)
 
     with timer.stage("feedback"):
@@ -109,24 +119,10 @@ def train_spark(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, 
                       customer_stats=aggregates.customer_stats, customer_weight=aggregates.customer_weight,
                       customer_count=aggregates.customer_count, customer_recent=aggregates.customer_recent,
                       feedback=pair_feedback, customer_accepted=accepted, index=index, reranker=reranker)
-    manifest = _manifest(aggregates, model, config, train_until, reports, feedback_counts)
-    manifest.ranker = ranker
-    manifest.als_loss = als_loss
-    manifest.metrics = holdout_metrics
+    manifest = new_manifest(
+        model, config, aggregates.data_start, aggregates.data_end, train_until,
+        model_counts(model, aggregates.event_count, aggregates.event_types, feedback_counts),
+        aggregates.size_parse_rate, [*reports, aggregates.report], ranker=ranker, als_loss=als_loss,
+        metrics=holdout_metrics, engine=ENGINE)
     return finish_training(model, manifest, timer, out_dir, with_report, make_current, started)
 
-
-def _manifest(aggregates: Aggregates, model: ModelData, config: TrainConfig, train_until: datetime | None,
-              reports: list[ValidationReport], feedback_counts: dict[str, int]) -> Manifest:
-    """The manifest ``pipeline.train`` writes, from the aggregates, with the engine that computed them."""
-    return Manifest(
-        version=artifact.new_version(),
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        data_span=DataSpan(start=aggregates.data_start.isoformat(), end=aggregates.data_end.isoformat()),
-        train_until=train_until.isoformat() if train_until else None,
-        config=config,
-        counts=model_counts(model, aggregates.event_count, aggregates.event_types, feedback_counts),
-        size_parse_rate=aggregates.size_parse_rate,
-        sources=[SourceReport.model_validate(r.as_dict()) for r in [*reports, aggregates.report]],
-        engine=ENGINE,
-    )
