@@ -112,6 +112,10 @@ class CandidateFinder:
                                   -1 if store_row is None else store_row, -1 if cust_row is None else cust_row,
                                   self.items.group_bounds[x], self.items.parent_bounds[x])
 
+    def clear_stock_masks(self) -> None:
+        """Forget the cached stock masks (the inventory they came from was replaced)."""
+        self._stock_masks = {}
+
     def _stock_mask(self, store: str) -> np.ndarray | None:
         version = self.inventory.version(store)
         if version == 0:

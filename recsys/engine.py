@@ -75,6 +75,11 @@ class SubstituteEngine:
             ranker = ranker.model_copy(update={"min_score": self.manifest.config.min_score})
         self.scorer = Scorer(ranker, reranker)
 
+    def use_inventory(self, inventory: Inventory) -> None:
+        """Read stock from ``inventory`` from now on (a pre-forked worker gives the engine it inherited its own)."""
+        self.inventory = self.finder.inventory = self.presenter.inventory = inventory
+        self.finder.clear_stock_masks()
+
     @classmethod
     def load(cls, path: str | Path, inventory: Inventory | None = None) -> SubstituteEngine:
         """Load and verify (checksums, format version) a model directory or the ``current`` symlink."""

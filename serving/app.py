@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from recsys import ArtifactError, Inventory
+from recsys import ArtifactError, Inventory, SubstituteEngine
 from serving.metrics import Metrics, ObservabilityMiddleware
 from serving.routers import admin, customers, feedback, health, items, model, substitutes, ui
 from serving.schemas import ErrorOut
@@ -24,17 +24,20 @@ log = logging.getLogger("recsys.serving")
 TOO_DEEP = "request body nests JSON arrays or objects too deeply"
 
 
-def create_app(settings: Settings | None = None, inventory: Inventory | None = None) -> FastAPI:
-    """Build the app; the model loads in ``lifespan`` (never at import), so a failed load leaves it unready."""
+def create_app(settings: Settings | None = None, inventory: Inventory | None = None,
+               engine: SubstituteEngine | None = None) -> FastAPI:
+    """Build the app; the model loads in ``lifespan`` (never at import), so a failed load leaves it unready.
+    ``engine``: a model already loaded (by the pre-fork parent of ``--workers N``, see :mod:`serving.prefork`),
+    served unless the state's model pointer names another version."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service: ServiceState = app.state.service
         try:
-            engine = await service.load_first(settings.models_directory())
-            app.state.metrics.set_model(engine.version)
-            log.info("serving model %s", engine.version)
+            first = await _first_engine(service, settings, engine)
+            app.state.metrics.set_model(first.version)
+            log.info("serving model %s", first.version)
         except ArtifactError as exc:
             log.error("no model loaded, /readyz stays 503 until POST /v1/admin/reload succeeds: %s", exc)
         service.start_sync(settings, app.state.metrics)
@@ -82,3 +85,16 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
     return app
+
+
+async def _first_engine(service: ServiceState, settings: Settings, preloaded: SubstituteEngine | None
+                        ) -> SubstituteEngine:
+    """The pre-loaded engine, now reading this process's inventory, when the state's pointer names its version
+    (or nothing); else the first model as :meth:`ServiceState.load_first` finds it."""
+    if preloaded is not None:
+        pointed = await asyncio.to_thread(service.pointed_model, settings.models_directory())
+        if pointed is None or pointed.name == preloaded.version:
+            preloaded.use_inventory(service.inventory)
+            service.engine = preloaded
+            return preloaded
+    return await service.load_first(settings.models_directory())

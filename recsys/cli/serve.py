@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from recsys.cli._common import _fail, console
+
+if TYPE_CHECKING:
+    from serving.settings import Settings
 
 
 def _show_example(base_url: str, model_path: Path) -> None:
@@ -44,21 +47,6 @@ def _access_log(enabled: bool) -> None:
     access.propagate = False
 
 
-def worker_app() -> Any:
-    """The app of one of ``--workers N`` processes (uvicorn's factory): settings from the environment, which
-    ``serve`` filled in before starting them."""
-    import os
-
-    from serving.app import create_app
-    from serving.settings import Settings
-
-    _access_log(os.environ.get(ACCESS_LOG_VARIABLE, "1") == "1")
-    return create_app(Settings())
-
-
-ACCESS_LOG_VARIABLE = "RECSYS_SERVE_ACCESS_LOG"
-
-
 def serve(
     model: Annotated[Path, typer.Option(help="model directory or the current symlink")] = Path("models/current"),
     host: Annotated[str, typer.Option()] = "127.0.0.1",
@@ -71,10 +59,10 @@ def serve(
     log_level: Annotated[str, typer.Option()] = "info",
     access_log: Annotated[bool, typer.Option(help="one JSON line per request on stderr")] = True,
 ) -> None:
-    """Serve the HTTP API (uvloop/httptools when installed). Settings: RECSYS_* variables."""
-    import os
-
+    """Serve the HTTP API (uvloop/httptools when installed). Settings: RECSYS_* variables. With --workers N the
+    model is loaded once and N forked workers share its memory (see docs/deployment.md)."""
     import uvicorn
+    from uvicorn.config import LOG_LEVELS
 
     from recsys.artifact import ArtifactError, read_manifest
     from recsys.state import check_url
@@ -90,21 +78,52 @@ def serve(
             check_url(state)
         except ValueError as exc:
             raise _fail(f"--state: {exc}") from exc
+    if log_level not in LOG_LEVELS:
+        raise _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     settings = Settings(model_path=model, **({"state_url": state} if state is not None else {}))
     if workers > 1 and settings.state_location() is None:
         raise _fail("--workers needs a shared state (RECSYS_STATE_PATH or --state): with memory only, each "
                     "worker would keep its own inventory")
+    if workers > 1:
+        _serve_workers(settings, workers, host, port, log_level, access_log, example)
+        return
     if example:
         threading.Thread(target=_show_example, args=(f"http://{host}:{port}", model), daemon=True).start()
-    if workers > 1:
-        # each worker is a fresh process that builds its app from the environment
-        os.environ["RECSYS_MODEL_PATH"] = str(model)
-        if state is not None:
-            os.environ["RECSYS_STATE_URL"] = state
-        os.environ[ACCESS_LOG_VARIABLE] = "1" if access_log else "0"
-        uvicorn.run("recsys.cli.serve:worker_app", factory=True, workers=workers, host=host, port=port,
-                    log_level=log_level, access_log=False)
-        return
     _access_log(access_log)
     application = create_app(settings)
     uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def _serve_workers(settings: Settings, workers: int, host: str, port: int, log_level: str, access_log: bool,
+                   example: bool) -> None:
+    """The pre-fork server (:mod:`serving.prefork`): bad input and a model that cannot load exit 2 with a
+    message; a worker that cannot be kept running makes the exit status non-zero."""
+    import logging
+
+    from uvicorn.config import LOG_LEVELS
+
+    from recsys.artifact import ArtifactError
+    from serving.prefork import PreforkError, WorkerOptions
+    from serving.prefork import serve as prefork_serve
+
+    # the supervisor's and the workers' own lines (uvicorn configures only its loggers)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    service_log = logging.getLogger("recsys.serving")
+    service_log.addHandler(handler)
+    service_log.setLevel(LOG_LEVELS[log_level])
+    service_log.propagate = False
+    options = WorkerOptions(host=host, port=port, log_level=log_level)
+
+    def configure(first: bool) -> None:  # in each worker, after the fork: its threads start there
+        _access_log(access_log)
+        if example and first:
+            threading.Thread(target=_show_example, args=(f"http://{host}:{port}", settings.model_path),
+                             daemon=True).start()
+
+    try:
+        status = prefork_serve(settings, workers, options, configure)
+    except (ArtifactError, PreforkError) as exc:
+        raise _fail(str(exc)) from exc
+    if status:
+        raise typer.Exit(status)

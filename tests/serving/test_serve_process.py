@@ -10,7 +10,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from serving.process import serving
+from serving.process import children, serving
 
 pytestmark = pytest.mark.realdata
 
@@ -37,8 +37,7 @@ def test_workers_share_the_state_file(model_dir: Path, tmp_path: Path) -> None:
     SQLite file), so no fresh connection, whichever worker takes it, offers the item afterwards."""
     env = {"RECSYS_STATE_PATH": str(tmp_path / "state.sqlite3"), "RECSYS_ADMIN_TOKEN": "t"}
     with serving(model_dir, env=env, args=("--workers", "2"), timeout_s=180) as (base, process):
-        workers = subprocess.run(["pgrep", "-P", str(process.pid), "-f", "spawn_main"], capture_output=True,
-                                 text=True).stdout.split()
+        workers = children(process.pid)
         assert len(workers) == 2
         items = pd.read_parquet(model_dir / "items.parquet")
         item_id = str(items.sort_values("n_customers", ascending=False)["item_id"].iloc[0])
