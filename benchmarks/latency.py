@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 
-from recsys import StockUpdate, SubstituteEngine, SubstituteFilters
+from recsys import Intent, StockUpdate, SubstituteEngine, SubstituteFilters
 from serving.process import serving
 
 K = 10
@@ -101,6 +101,12 @@ def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict
     def ours(q: Query) -> Any:
         return engine.substitutes(q.item_id, q.customer_id, store, K, filters=q.filters)
 
+    def ours_familiar(q: Query) -> Any:
+        return engine.substitutes(q.item_id, q.customer_id, store, K, filters=q.filters, intent=Intent.familiar)
+
+    def ours_discover(q: Query) -> Any:
+        return engine.substitutes(q.item_id, q.customer_id, store, K, filters=q.filters, intent=Intent.discover)
+
     def retrieval(q: Query) -> tuple[np.ndarray, np.ndarray]:
         # the baselines' work only: the nearest allowed items of X, no features, ranking or reasons
         return engine.retrieve(engine.index_of(q.item_id), store, filters=q.filters, k=K)
@@ -117,7 +123,8 @@ def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict
         found, _ = als.similar_items(x, N=K * 20)
         return found[allowed_mask(x, q)[found]][:K]
 
-    methods = {"ours": ours, "retrieval": retrieval, "brute": brute_force, "implicit": implicit_then_filter}
+    methods = {"ours": ours, "retrieval": retrieval, "brute": brute_force, "implicit": implicit_then_filter,
+               "familiar": ours_familiar, "discover": ours_discover}
     for query in queries[:50]:  # warm-up
         for method in methods.values():
             method(query)
@@ -147,15 +154,21 @@ def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict
             ours_scores = np.sort(factors[ranked] @ factors[x])[::-1]
             # ties in cosine make ids ambiguous; compare the score lists
             recall.append(float(np.mean(np.isin(np.round(exact_scores, 5), np.round(ours_scores, 5)))))
-    ours, retrieval, brute, implicit_times = (times[name] for name in methods)
+    ours, retrieval, brute, implicit_times = (times[name] for name in ("ours", "retrieval", "brute", "implicit"))
     result = {
         "items": len(ids), "queries": len(queries), "out_of_stock_share": 0.1,
-        "ours": summarise(ours), "ours_retrieval_only": summarise(retrieval),
+        "ours": summarise(ours), "ours_familiar": summarise(times["familiar"]),
+        "ours_discover": summarise(times["discover"]), "ours_retrieval_only": summarise(retrieval),
         "brute_force_numpy": summarise(brute),
         "implicit_similar_items_then_filter": summarise(implicit_times),
         "recall_at_10_vs_exact_filtered": float(np.mean(recall)),
     }
     result["p99_speedup_vs_brute_force"] = result["brute_force_numpy"]["p99_ms"] / result["ours"]["p99_ms"]
+    # every intent takes the same path: none may be slower against the same baseline
+    result["p99_speedup_vs_brute_force_by_intent"] = {
+        intent.value: result["brute_force_numpy"]["p99_ms"] / result[key]["p99_ms"]
+        for intent, key in ((Intent.balanced, "ours"), (Intent.familiar, "ours_familiar"),
+                            (Intent.discover, "ours_discover"))}
     result["p99_speedup_vs_implicit"] = (
         result["implicit_similar_items_then_filter"]["p99_ms"] / result["ours"]["p99_ms"])
     result["retrieval_p99_speedup_vs_brute_force"] = (

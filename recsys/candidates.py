@@ -46,15 +46,19 @@ class CandidateFinder:
         self._stock_masks: dict[str, tuple[int, np.ndarray]] = {}
 
     def find(self, x: int, cust_row: int | None, store: str, exclude: Iterable[str] = (),
-             filters: SubstituteFilters | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every allowed candidate for item index ``x`` with its feature rows and whether it is widened."""
+             filters: SubstituteFilters | None = None, new_only: bool = False
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every allowed candidate for item index ``x`` with its feature rows and whether it is widened;
+        ``new_only``: none the customer ever bought (a hard rule like the others, so widening counts only
+        what passes it)."""
         lo, hi = self.items.group_bounds[x]
-        candidates, similarity = self.in_range(x, lo, hi, store, exclude, filters)
+        never = self.bought(cust_row) if new_only and cust_row is not None else _NO_ITEMS
+        candidates, similarity = self.in_range(x, lo, hi, store, exclude, filters, never)
         widened = np.zeros(len(candidates), dtype=bool)
         if len(candidates) < self.min_group_size:
             plo, phi = self.items.parent_bounds[x]
             if phi - plo > hi - lo:
-                wide, wide_sim = self.in_range(x, plo, phi, store, exclude, filters)
+                wide, wide_sim = self.in_range(x, plo, phi, store, exclude, filters, never)
                 outside = (wide < lo) | (wide >= hi)
                 candidates = np.concatenate([candidates, wide[outside]])
                 similarity = np.concatenate([similarity, wide_sim[outside]])
@@ -74,14 +78,19 @@ class CandidateFinder:
         best = best_positions(similarity.astype(np.float64), len(similarity) if k is None else k)  # one compile
         return candidates[best], similarity[best]
 
+    def bought(self, cust_row: int) -> np.ndarray:
+        """The items the customer bought (sorted indices): not those they only viewed or carted."""
+        items, values = self.customer_items.row(cust_row)
+        return items[values[:, 1] > 0]  # column 1: purchase count
+
     def in_range(self, x: int, lo: int, hi: int, store: str, exclude: Iterable[str],
-                 filters: SubstituteFilters | None) -> tuple[np.ndarray, np.ndarray]:
+                 filters: SubstituteFilters | None, never: np.ndarray = _NO_ITEMS) -> tuple[np.ndarray, np.ndarray]:
         """Candidates in [lo, hi) that pass :meth:`allowed`, with their cosine to x: all of them when the range or
         what passes has at most ``max_candidates`` (the rules come first, so a filter that leaves few items of a
         large parent category costs no search), else the nearest ``max_candidates`` of the range (FAISS) that
-        pass."""
+        pass. ``never``: sorted item indices that never pass."""
         members = np.arange(lo, hi)
-        keep = self.allowed(members, x, store, exclude, filters)
+        keep = self.allowed(members, x, store, exclude, filters, never)
         factors = self.model.factors
         if hi - lo <= self.max_candidates:  # BLAS over the range: the similarity feature the ranker was fitted on
             return members[keep], (factors[lo:hi] @ factors[x])[keep]
@@ -96,13 +105,15 @@ class CandidateFinder:
         return nearest[passing], similarity[passing]
 
     def allowed(self, candidates: np.ndarray, x: int, store: str, exclude: Iterable[str] = (),
-                filters: SubstituteFilters | None = None) -> np.ndarray:
-        """Which ``candidates`` pass the hard rules (not X, in stock at ``store``, not excluded) and ``filters``."""
+                filters: SubstituteFilters | None = None, never: np.ndarray = _NO_ITEMS) -> np.ndarray:
+        """Which ``candidates`` pass the hard rules (not X, in stock at ``store``, not excluded, not in the sorted
+        item indices ``never``) and ``filters``."""
         stock = self._stock_mask(store)
         index_of = self.items.index_of
         excluded = [index_of[e] for e in exclude if e in index_of]
-        return rule_mask(candidates, x, _NO_MASK if stock is None else stock,
-                         np.unique(np.asarray(excluded, dtype=np.int64)) if excluded else _NO_ITEMS,
+        if excluded:
+            never = np.union1d(np.asarray(excluded, dtype=np.int64), never)
+        return rule_mask(candidates, x, _NO_MASK if stock is None else stock, never,
                          _NO_MASK if filters is None else self._filter_mask(candidates, x, filters))
 
     def features(self, x: int, candidates: np.ndarray, similarity: np.ndarray, widened: np.ndarray,

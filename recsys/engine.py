@@ -30,11 +30,12 @@ from recsys.model import ModelData
 from recsys.orders import order_substitutes
 from recsys.presentation import Presenter
 from recsys.profiles import customer_profile
-from recsys.ranking import Scorer
+from recsys.ranking import DEFAULT_FAMILIAR_SHIFT, Scorer
 from recsys.search import CatalogSearch
 from recsys.types import (
     MAX_K,
     CustomerProfile,
+    Intent,
     ItemInfo,
     ItemMatches,
     OrderSubstitutes,
@@ -74,6 +75,10 @@ class SubstituteEngine:
         if ranker.min_score is None:
             ranker = ranker.model_copy(update={"min_score": self.manifest.config.min_score})
         self.scorer = Scorer(ranker, reranker)
+        familiar = DEFAULT_FAMILIAR_SHIFT if ranker.familiar_shift is None else ranker.familiar_shift
+        # discover ranks like balanced: its candidates are all new to the customer, which the hard rules see to
+        self.scorers: dict[Intent, Scorer] = {Intent.balanced: self.scorer, Intent.discover: self.scorer,
+                                              Intent.familiar: self.scorer.shifted(familiar)}
 
     def use_inventory(self, inventory: Inventory) -> None:
         """Read stock from ``inventory`` from now on (a pre-forked worker gives the engine it inherited its own)."""
@@ -104,27 +109,32 @@ class SubstituteEngine:
 
     # -- the query -------------------------------------------------------------------------------
     def substitutes(self, item_id: str, customer_id: str | None = None, store_id: str | None = None,
-                    k: int = 10, exclude: Iterable[str] = (), filters: SubstituteFilters | None = None
-                    ) -> SubstituteList:
-        """Up to ``k`` ranked substitutes for ``item_id``; fewer (or none) rather than off-group padding."""
+                    k: int = 10, exclude: Iterable[str] = (), filters: SubstituteFilters | None = None,
+                    intent: Intent | str = Intent.balanced) -> SubstituteList:
+        """Up to ``k`` ranked substitutes for ``item_id``; fewer (or none) rather than off-group padding. ``intent``
+        says what the list is for (:class:`recsys.types.Intent`; raises
+        :class:`recsys.types.UnknownIntentError` for another name)."""
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise ValueError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+        intent = Intent.parse(intent)
         x = self.catalog.index(item_id)
         store = store_id or ONLINE
         cust_row = self._customer_row.get(customer_id) if customer_id is not None else None
-        candidates, features, widened = self.finder.find(x, cust_row, store, exclude, filters)
-        top, scores = self.select(x, candidates, features, k, filters is not None and filters.size_alternatives)
+        candidates, features, widened = self.candidates(x, cust_row, store, exclude, filters, intent)
+        # with no customer every candidate is new to them: each intent is balanced, scores included
+        top, scores = self.select(x, candidates, features, k, filters is not None and filters.size_alternatives,
+                                  intent if cust_row is not None else Intent.balanced)
         results = self.presenter.present(x, candidates[top], scores[top], features[top], widened[top], cust_row)
         _, restock_eta, available_at = self.presenter.availability(item_id, store)
         return SubstituteList(
-            item=self.presenter.item(x), substitutes=results, personalized=cust_row is not None,
+            item=self.presenter.item(x), substitutes=results, personalized=cust_row is not None, intent=intent,
             widened=any(r.widened for r in results), model_version=self.version, store_id=store,
             restock_eta=restock_eta, available_at=available_at, variants=self.presenter.variants(x, store),
             metadata_based=self.catalog.cold[x],
         )
 
-    def select(self, x: int, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def select(self, x: int, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False,
+               intent: Intent = Intent.balanced) -> tuple[np.ndarray, np.ndarray]:
         """Positions of the answer for item index ``x`` among ``candidates``: the best ``k`` that pass the score
         cut-off (best first), without near-duplicates; and the scores (-inf: under the cut-off or outside the
         re-ranker's shortlist, see ``recsys.ranking``). One compiled kernel, :func:`recsys.kernels.select`.
@@ -138,17 +148,22 @@ class SubstituteEngine:
         size per product cost 0.04 HR@3 and 0.12 HR@10.
 
         An X known only from the catalog is ordered by the linear score alone: the re-ranker learned from
-        switches away from items with behaviour, and such an X has no switching, co-purchase or trial signals."""
+        switches away from items with behaviour, and such an X has no switching, co-purchase or trial signals.
+
+        ``intent``: familiar adds the model's familiar shift (``ranker.familiar_shift``, negative) to the final
+        score of candidates the customer never bought, after the cut-off and the shortlist; balanced and
+        discover rank alike (discover's candidates come without the customer's items, see :meth:`candidates`)."""
         rerank = not self.catalog.cold[x] and self.scorer.trees is not None
         catalog = self.catalog
         return select(features, candidates, catalog.brand_codes, catalog.group_of, catalog.size_bucket, k,
-                      size_alternatives, rerank, self.scorer.arrays)
+                      size_alternatives, rerank, self.scorers[intent].arrays)
 
     def order_substitutes(self, item_ids: Sequence[str], customer_id: str | None = None,
                           store_id: str | None = None, k: int = 3, order: Iterable[str] = (),
-                          filters: SubstituteFilters | None = None) -> OrderSubstitutes:
+                          filters: SubstituteFilters | None = None, intent: Intent | str = Intent.balanced
+                          ) -> OrderSubstitutes:
         """Substitutes for each unavailable line of one order (see :func:`recsys.orders.order_substitutes`)."""
-        return order_substitutes(self, item_ids, customer_id, store_id, k, order, filters)
+        return order_substitutes(self, item_ids, customer_id, store_id, k, order, filters, Intent.parse(intent))
 
     def customer_profile(self, customer_id: str, max_categories: int = 10) -> CustomerProfile:
         """The customer's segment and, per category they buy most, brands, usual size and price band."""
@@ -196,9 +211,11 @@ class SubstituteEngine:
         return self.catalog.group_bounds[x]
 
     def candidates(self, x: int, cust_row: int | None, store: str = ONLINE, exclude: Iterable[str] = (),
-                   filters: SubstituteFilters | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every allowed candidate for item index ``x`` with its feature rows and whether it is widened."""
-        return self.finder.find(x, cust_row, store, exclude, filters)
+                   filters: SubstituteFilters | None = None, intent: Intent = Intent.balanced
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every allowed candidate for item index ``x`` with its feature rows and whether it is widened; for
+        discover, none that the customer bought."""
+        return self.finder.find(x, cust_row, store, exclude, filters, new_only=intent is Intent.discover)
 
     def allowed(self, candidates: np.ndarray, x: int, store: str = ONLINE, exclude: Iterable[str] = (),
                 filters: SubstituteFilters | None = None) -> np.ndarray:

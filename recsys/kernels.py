@@ -116,6 +116,7 @@ class Ranker(NamedTuple):
     new_item_bias: float
     fixed_weights: np.ndarray  # float64 per feature
     trees: Trees
+    new_item_shift: float  # added to the final score of candidates the customer never bought (an intent's)
 
 
 class FeatureArrays(NamedTuple):
@@ -312,7 +313,7 @@ def _personal(out: np.ndarray, candidates: np.ndarray, ascending: bool, customer
 def linear_scores(features: np.ndarray, ranker: Ranker) -> np.ndarray:
     """Stage 1 per row, summed in float64: ``row @ weights``, plus ``row @ history_weights + history_bias``
     where the customer bought the candidate (``own_history`` > 0)."""
-    weights, history_weights, history_bias, _, _, _, _ = ranker
+    weights, history_weights, history_bias, _, _, _, _, _ = ranker
     out = np.empty(len(features))
     for i in range(len(features)):
         row = features[i]
@@ -339,12 +340,18 @@ def rescore(features: np.ndarray, linear: np.ndarray, known: np.ndarray, shortli
             ranker: Ranker) -> np.ndarray:
     """Final scores from the ``linear`` ones. Without ``rerank``: the linear score where it is at least
     ``min_score``, else -inf. With it: the trees' score (plus the new-item bias and fixed weights) of the
-    ``shortlist`` rows with the best linear scores at or above ``min_score``, -inf elsewhere. Rows whose
+    ``shortlist`` rows with the best linear scores at or above ``min_score``, -inf elsewhere. Either way,
+    candidates the customer never bought get the ranker's ``new_item_shift`` (an intent's; 0 for balanced,
+    which leaves every score as it was) after the cut-off and the shortlist are decided. Rows whose
     ``known`` score is finite (scored before, for a narrower shortlist) keep it: a row's tree score does not
     depend on the other rows."""
-    _, _, _, min_score, new_item_bias, fixed_weights, trees = ranker
+    _, _, _, min_score, new_item_bias, fixed_weights, trees, new_item_shift = ranker
     eligible = np.where(linear >= min_score, linear, -np.inf)
     if not rerank:
+        if new_item_shift != 0.0:
+            for i in range(len(eligible)):
+                if eligible[i] > -np.inf and features[i, Feature.own_history] <= 0:
+                    eligible[i] += new_item_shift
         return eligible
     rows = best_positions(eligible, shortlist)
     final = np.full(len(linear), -np.inf)
@@ -359,7 +366,7 @@ def rescore(features: np.ndarray, linear: np.ndarray, known: np.ndarray, shortli
             columns[j, i] = 0.0 if np.isnan(value) else value
             extra[i] += value * fixed_weights[j]
         if values[Feature.own_history] <= 0:
-            extra[i] += new_item_bias
+            extra[i] += new_item_bias + new_item_shift
     final[rows] = score_columns(columns, trees) + extra
     return final
 

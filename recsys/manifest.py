@@ -75,6 +75,10 @@ class RankerSection(_Section):
     source: str = "default"  # "default" (hand-set weights) or "learned"
     reranker: Annotated[RerankerSection | None, BeforeValidator(_section_or_none)] = None
     validation: dict[str, Any] | None = None  # what the fit saw: period start, queries, lists, loss
+    # the familiar intent's shift of never-bought candidates' final scores (None: the build's default) and the
+    # shifts tried on validation: all-queries HR@3 margin over history-then-popular
+    familiar_shift: float | None = None
+    familiar_search: dict[str, float] | None = None
     note: str | None = None  # why the default weights were kept
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from recsys.types import OrderSubstitutes, SubstituteFilters, SubstituteList
+from recsys.types import Intent, OrderSubstitutes, SubstituteFilters, SubstituteList
 
 
 class _Engine(Protocol):
@@ -16,13 +16,14 @@ class _Engine(Protocol):
     def customer_row(self, customer_id: str) -> int | None: ...
 
     def substitutes(self, item_id: str, customer_id: str | None = None, store_id: str | None = None,
-                    k: int = 10, exclude: Iterable[str] = (), filters: SubstituteFilters | None = None
-                    ) -> SubstituteList: ...
+                    k: int = 10, exclude: Iterable[str] = (), filters: SubstituteFilters | None = None,
+                    intent: Intent | str = Intent.balanced) -> SubstituteList: ...
 
 
 def order_substitutes(engine: _Engine, item_ids: Sequence[str], customer_id: str | None = None,
                       store_id: str | None = None, k: int = 3, order: Iterable[str] = (),
-                      filters: SubstituteFilters | None = None) -> OrderSubstitutes:
+                      filters: SubstituteFilters | None = None, intent: Intent = Intent.balanced
+                      ) -> OrderSubstitutes:
     """Substitutes for each unavailable line of one order (one customer, one store), in line order.
 
     Never proposes an item of the order (``order``, plus the unavailable lines themselves) and never the
@@ -35,7 +36,8 @@ def order_substitutes(engine: _Engine, item_ids: Sequence[str], customer_id: str
     answers = []
     for item_id in lines:
         if item_id in engine:
-            answer = engine.substitutes(item_id, customer_id, store_id, k=k, exclude=taken, filters=filters)
+            answer = engine.substitutes(item_id, customer_id, store_id, k=k, exclude=taken, filters=filters,
+                                        intent=intent)
             taken.update(s.item_id for s in answer)
             answers.append(answer)
     return OrderSubstitutes(

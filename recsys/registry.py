@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from recsys.artifact import CURRENT, ArtifactError, directory_size, point_current, read_manifest
 from recsys.manifest import Manifest
+from recsys.types import Intent
 
 PREVIOUS = ".previous"
 
@@ -36,21 +37,31 @@ def current_version(models: Path) -> str | None:
     return link.resolve().name if link.exists() else None
 
 
-#: the metrics a model is judged by: name -> (query subset, metric) in the evaluation's results
-HEADLINE_METRICS: Final[dict[str, tuple[str, str]]] = {
-    "HR@3": ("all", "HR@3"), "NDCG@10": ("all", "NDCG@10"), "new HR@3": ("new_to_customer", "HR@3"),
+#: the evaluation's method name of our answers for each intent (balanced is "ours")
+INTENT_METHODS: Final[dict[Intent, str]] = {Intent.balanced: "ours", Intent.familiar: "ours-familiar",
+                                            Intent.discover: "ours-discover"}
+_RANK_METRICS: Final[tuple[str, ...]] = ("HR@1", "HR@3", "NDCG@10")  # HR@1: a picker takes the first substitute
+#: the metrics a model is judged by: name -> (method, query subset, metric) in the evaluation's results. Each
+#: intent on the queries it is for: balanced on both subsets, familiar on all, discover on new-to-customer ones
+HEADLINE_METRICS: Final[dict[str, tuple[str, str, str]]] = {
+    **{metric: (INTENT_METHODS[Intent.balanced], "all", metric) for metric in _RANK_METRICS},
+    "new HR@3": (INTENT_METHODS[Intent.balanced], "new_to_customer", "HR@3"),
+    **{f"familiar {metric}": (INTENT_METHODS[Intent.familiar], "all", metric) for metric in _RANK_METRICS},
+    **{f"discover new {metric}": (INTENT_METHODS[Intent.discover], "new_to_customer", metric)
+       for metric in _RANK_METRICS},
 }
 
 
-def headline(method_metrics: dict[str, dict[str, float]]) -> dict[str, float]:
-    """:data:`HEADLINE_METRICS` of one method's results (subset -> metric -> value)."""
-    return {name: method_metrics[subset][metric] for name, (subset, metric) in HEADLINE_METRICS.items()}
+def headline(methods: dict[str, dict[str, dict[str, float]]]) -> dict[str, float]:
+    """:data:`HEADLINE_METRICS` of an evaluation's results (method -> subset -> metric -> value); metrics of a
+    method the results lack (a model trained before the intents has balanced only) are left out."""
+    return {name: methods[method][subset][metric] for name, (method, subset, metric) in HEADLINE_METRICS.items()
+            if method in methods}
 
 
 def headline_metrics(manifest: Manifest) -> dict[str, float]:
     """The model's held-out headline metrics (from its training report), empty if it has none."""
-    metrics = (manifest.metrics or {}).get("methods", {}).get("ours")
-    return headline(metrics) if metrics else {}
+    return headline((manifest.metrics or {}).get("methods", {}))
 
 
 def list_models(models: Path) -> list[ModelEntry]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Final, overload
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +24,39 @@ class UnknownItemError(LookupError):
     def __init__(self, item_id: str) -> None:
         super().__init__(f"unknown item {item_id!r}")
         self.item_id = item_id
+
+
+class Intent(StrEnum):
+    """What the list is for. Every intent keeps the same hard rules, filters, reasons and short-list rules;
+    for a customer the model does not know, all three give the same list.
+
+    - ``balanced`` (the default): one list for both purposes, the customer's own items and new ones sharing
+      the top;
+    - ``familiar``: what this customer will most likely accept (a picker substituting in their order): their
+      own items of the group first where they fit, then the best new ones;
+    - ``discover``: only items the customer never bought, ranked for the chance they try one ("something
+      else like this").
+    """
+
+    balanced = "balanced"
+    familiar = "familiar"
+    discover = "discover"
+
+    @classmethod
+    def parse(cls, value: str | Intent) -> Intent:
+        """``value`` as an intent; raises :class:`UnknownIntentError` for any other name."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise UnknownIntentError(value) from None
+
+
+class UnknownIntentError(ValueError):
+    """The intent is not one of :class:`Intent`'s."""
+
+    def __init__(self, intent: object) -> None:
+        super().__init__(f"unknown intent {intent!r}: use one of {', '.join(i.value for i in Intent)}")
+        self.intent = intent
 
 
 class SubstituteFilters(BaseModel):
@@ -111,6 +145,7 @@ class SubstituteList(Sequence[Substitute]):
     item: ItemInfo
     substitutes: tuple[Substitute, ...]
     personalized: Annotated[bool, Field(description="false when the customer is unknown or not given")]
+    intent: Annotated[Intent, Field(description="what the list was ranked for (the request's, balanced by default)")]
     widened: bool
     store_id: str
     restock_eta: Annotated[datetime | None, Field(description="when X is expected back at this store, if known")]

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from recsys.inventory import ONLINE
-from recsys.types import MAX_K, SubstituteFilters
+from recsys.types import MAX_K, Intent, SubstituteFilters
 
 MAX_ORDER_LINES = 200
 
@@ -42,6 +42,9 @@ class _QueryContext(BaseModel):
     customer_id: Id | None = None
     store_id: Id | None = Field(None, description=f"default: {ONLINE!r}")
     filters: SubstituteFilters | None = None
+    intent: Intent = Field(Intent.balanced, description=(
+        "balanced: one list for both purposes; familiar: what this customer will most likely accept (their own "
+        "items first where they fit); discover: only items the customer never bought"))
 
 
 class SubstituteRequest(_QueryContext):
@@ -135,7 +138,8 @@ class ModelSummary(BaseModel):
     counts: dict[str, Any] = Field(description="items, customers, stores, events ...")
     ranker: str = Field(description="\"learned\" or \"default\" (hand-set) weights")
     reranker_trees: int | None = Field(description="LightGBM re-ranker trees; null: linear score only")
-    headline_metrics: dict[str, float] = Field(description="held-out HR@3, NDCG@10, new HR@3; empty if none")
+    headline_metrics: dict[str, float] = Field(
+        description="held-out headline metrics of every intent (HR@1, HR@3, NDCG@10 ...); empty if none")
     heldout: dict[str, Any] | None = Field(
         description="the held-out evaluation: split, queries and each method's metrics per query subset")
     coverage: dict[str, Any] | None = Field(description="share of sampled items with at least k substitutes")

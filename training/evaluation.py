@@ -7,8 +7,12 @@ those baskets (see :mod:`training.queries`). "New to customer" keeps the Ys h ne
 (queries without one drop out of it).
 
 Every method answers the same queries with 10 items; metrics are HR@1/3/5/10, NDCG@10, MRR@10 and catalog
-coverage (share of items with training events that appear in some top 10). For HR@3 and NDCG@10, ours minus
-the best baseline comes with a 95% bootstrap interval over customers: is the win more than noise?
+coverage (share of items with training events that appear in some top 10). For HR@1, HR@3 and NDCG@10, ours
+minus the best baseline comes with a 95% bootstrap interval over customers: is the win more than noise?
+
+Our engine answers once per intent (:class:`recsys.types.Intent`): balanced ("ours") against the best baseline
+on both subsets; familiar and discover each against their specialist, on the queries they are for
+(:data:`INTENT_SPECIALISTS`).
 
 Headroom: two reference rankings read the test period itself, so no method could be built like them; they
 show how high the metrics can go on these queries. ``future-popular-in-group`` ranks X's group by how many
@@ -26,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,7 +40,9 @@ from tqdm.auto import tqdm
 
 from recsys.artifact import ArtifactError
 from recsys.engine import SubstituteEngine
+from recsys.registry import INTENT_METHODS
 from recsys.schema import PURCHASE_TYPES, Dataset
+from recsys.types import Intent
 from training.neighbours import cooccurrence
 from training.queries import Queries, build_queries, customer_rows, positions_in
 
@@ -45,10 +51,25 @@ HIT_KS: Final[tuple[int, ...]] = (1, 3, 5, 10)
 DEFAULT_SPLIT_WEEKS: Final[int] = 40
 SUBSETS: Final[tuple[str, ...]] = ("all", "new_to_customer")
 #: the headline metrics: ours against the best baseline, with a bootstrap interval of the difference
-MARGIN_METRICS: Final[tuple[str, ...]] = ("HR@3", "NDCG@10")
+MARGIN_METRICS: Final[tuple[str, ...]] = ("HR@1", "HR@3", "NDCG@10")
 #: reference rankings that read the test period (see the module's docstring): headroom, not competitors
 BOUNDS: Final[tuple[str, ...]] = ("future-popular-in-group", "oracle-switch")
 QUERY_TYPES: Final[tuple[str, ...]] = ("rebuy", "trial")
+
+
+class Specialist(NamedTuple):
+    """What an intent is judged on: a subset of the queries and the baseline built for it."""
+
+    subset: str
+    baseline: str
+
+
+#: familiar is for acceptance on all queries, discover for trials on new-to-customer ones (balanced: both, against
+#: the best baseline of each)
+INTENT_SPECIALISTS: Final[dict[Intent, Specialist]] = {
+    Intent.familiar: Specialist("all", "history-then-popular"),
+    Intent.discover: Specialist("new_to_customer", "popular-in-group"),
+}
 
 
 def default_split(events: pd.DataFrame, weeks: int = DEFAULT_SPLIT_WEEKS) -> pd.Timestamp:
@@ -59,15 +80,21 @@ def default_split(events: pd.DataFrame, weeks: int = DEFAULT_SPLIT_WEEKS) -> pd.
 Ranker = Callable[[int, int], np.ndarray]  # (x, customer row) -> top-10 internal indices
 
 
-def engine_ranker(engine: SubstituteEngine) -> Ranker:
-    """The engine's own top 10 as served (its scorer, cut-off and near-duplicate rule at call time)."""
+def engine_ranker(engine: SubstituteEngine, intent: Intent = Intent.balanced) -> Ranker:
+    """The engine's own top 10 for ``intent`` as served (its scorer, cut-off and near-duplicate rule at call
+    time)."""
 
     def ours(x: int, customer: int) -> np.ndarray:
-        candidates, features, _ = engine.candidates(x, customer if customer >= 0 else None)
-        top, _ = engine.select(x, candidates, features, CUTOFF)
+        candidates, features, _ = engine.candidates(x, customer if customer >= 0 else None, intent=intent)
+        top, _ = engine.select(x, candidates, features, CUTOFF, intent=intent)
         return candidates[top]
 
     return ours
+
+
+def intent_rankers(engine: SubstituteEngine) -> dict[str, Ranker]:
+    """The engine's answers for each intent, by :data:`INTENT_METHODS` name."""
+    return {name: engine_ranker(engine, intent) for intent, name in INTENT_METHODS.items()}
 
 
 def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Timestamp, seed: int = 0
@@ -84,8 +111,6 @@ def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
         rest = np.arange(lo, min(hi, lo + CUTOFF + len(ranked) + 1))
         rest = rest[(rest != x) & ~np.isin(rest, ranked)]
         return np.concatenate([ranked, rest])[:CUTOFF]
-
-    ours = engine_ranker(engine)
 
     def random_in_group(x: int, customer: int) -> np.ndarray:
         lo, hi = engine.group_range(x)
@@ -141,7 +166,7 @@ def make_methods(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Times
         return ids[ids != x][:CUTOFF]
 
     return {
-        "ours": ours,
+        **intent_rankers(engine),
         "random-in-group": random_in_group,
         "popular-in-group": popular_in_group,
         "history-then-popular": history_then_popular,
@@ -222,18 +247,23 @@ class EvaluationResult:
     seconds: dict[str, float] = field(default_factory=dict)
     # subset -> metric -> ours minus the best baseline: {"baseline", "difference", "ci95": [low, high]}
     margins: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # familiar and discover -> metric -> the intent minus its specialist on its subset, as ``margins``
+    intent_margins: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    end: str | None = None  # the test period's end (exclusive); None: the data's end
     bounds: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # BOUNDS, as ``metrics``
     query_types: dict[str, int] = field(default_factory=dict)  # how many queries of each of QUERY_TYPES
     # method or bound -> query type -> MARGIN_METRICS (on all of that type's Ys)
     by_query_type: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"split": self.split, "model_version": self.model_version, "queries": self.queries,
-                "metrics": self.metrics, "margins": self.margins, "bounds": self.bounds,
+        return {"split": self.split, "end": self.end, "model_version": self.model_version, "queries": self.queries,
+                "metrics": self.metrics, "margins": self.margins, "intent_margins": self.intent_margins,
+                "bounds": self.bounds,
                 "query_types": self.query_types, "by_query_type": self.by_query_type, "seconds": self.seconds}
 
     def best_baseline(self, subset: str, metric: str) -> tuple[str, float]:
-        baselines = {m: v[subset][metric] for m, v in self.metrics.items() if m != "ours"}
+        ours = set(INTENT_METHODS.values())
+        baselines = {m: v[subset][metric] for m, v in self.metrics.items() if m not in ours}
         name = max(baselines, key=lambda m: baselines[m])
         return name, baselines[name]
 
@@ -248,28 +278,41 @@ def check_no_leakage(engine: SubstituteEngine, split: pd.Timestamp) -> None:
 
 
 def evaluate(engine: SubstituteEngine, dataset: Dataset, split: pd.Timestamp, max_queries: int | None = None,
-             seed: int = 0, show_progress: bool = True) -> EvaluationResult:
-    """Run every method on the same switch queries and compute the metrics on both subsets."""
+             seed: int = 0, show_progress: bool = True, end: pd.Timestamp | None = None) -> EvaluationResult:
+    """Run every method on the same switch queries (test period [split, end), to the data's end when ``end`` is
+    None) and compute the metrics on both subsets."""
     check_no_leakage(engine, split)
+    if end is not None and end <= split:
+        raise ValueError(f"the test period's end {end} is not after the split {split}")
+    events = dataset.events if end is None else dataset.events[dataset.events["timestamp"] < end]
     started = time.perf_counter()
-    queries = build_queries(dataset.events, engine, split).sample(max_queries, seed)
+    queries = build_queries(events, engine, split).sample(max_queries, seed)
     if len(queries) == 0:
         raise ValueError(f"no switch queries after the split {split}: move the split earlier")
     built = time.perf_counter() - started
-    methods = make_methods(engine, dataset.events, split, seed)
+    methods = make_methods(engine, events, split, seed)
     per_query, coverage, seconds = score_queries(engine, methods, queries, show_progress)
     result = EvaluationResult(split=str(split), model_version=engine.version,
                               queries={"all": len(queries), "new_to_customer": queries.n_new},
-                              metrics=_means(per_query, coverage), seconds={"queries": round(built, 2), **seconds})
+                              metrics=_means(per_query, coverage), seconds={"queries": round(built, 2), **seconds},
+                              end=None if end is None else str(end))
     customers = {"all": queries.customer, "new_to_customer": queries.customer[queries.new_mask]}
+
+    def margin(method: str, baseline: str, subset: str, metric: str) -> dict[str, Any]:
+        difference, low, high = margin_interval(per_query[method][subset][metric], per_query[baseline][subset][metric],
+                                                customers[subset], seed)
+        return {"baseline": baseline, "difference": round(difference, 5), "ci95": [round(low, 5), round(high, 5)]}
+
     for subset in SUBSETS:
         for metric in MARGIN_METRICS if len(customers[subset]) else ():
-            name, _ = result.best_baseline(subset, metric)
-            difference, low, high = margin_interval(per_query["ours"][subset][metric],
-                                                    per_query[name][subset][metric], customers[subset], seed)
-            result.margins.setdefault(subset, {})[metric] = {
-                "baseline": name, "difference": round(difference, 5), "ci95": [round(low, 5), round(high, 5)]}
-    _add_headroom(result, engine, dataset.events, split, queries, per_query)
+            result.margins.setdefault(subset, {})[metric] = margin("ours", result.best_baseline(subset, metric)[0],
+                                                                   subset, metric)
+    for intent, specialist in INTENT_SPECIALISTS.items():
+        if len(customers[specialist.subset]):
+            result.intent_margins[intent.value] = {
+                metric: margin(INTENT_METHODS[intent], specialist.baseline, specialist.subset, metric)
+                for metric in MARGIN_METRICS}
+    _add_headroom(result, engine, events, split, queries, per_query)
     return result
 
 
@@ -350,7 +393,8 @@ def plot(result: EvaluationResult, path: Path) -> None:
     for ax, subset in zip(axes, SUBSETS, strict=True):
         for name, values in result.metrics.items():
             hr = [values[subset][f"HR@{k}"] for k in HIT_KS]
-            style = {"linewidth": 3, "color": "black"} if name == "ours" else {"linewidth": 1.5}
+            style = ({"linewidth": 3, "color": "black"} if name == "ours" else
+                     {"linewidth": 2.5, "linestyle": "-."} if name in INTENT_METHODS.values() else {"linewidth": 1.5})
             ax.plot(HIT_KS, hr, marker="o", label=name, **style)
         for (name, values), line in zip(result.bounds.items(), (":", "--"), strict=False):
             ax.plot(HIT_KS, [values[subset][f"HR@{k}"] for k in HIT_KS], linestyle=line, color="grey",

@@ -58,12 +58,13 @@ class RetrainResult:
 
 def gate_metrics(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Timestamp, gate: GateConfig
                  ) -> tuple[dict[str, float], dict[str, int]]:
-    """The gated metrics of ``engine`` on the switch queries after ``split``, and the query counts."""
+    """The gated metrics of ``engine`` on the switch queries after ``split`` (every intent's, see
+    :data:`recsys.registry.HEADLINE_METRICS`), and the query counts."""
     queries = build_queries(events, engine, split).sample(gate.max_queries, gate.seed)
     if len(queries) == 0:
         return {}, {"all": 0, "new_to_customer": 0}
-    metrics, _ = evaluation.score(engine, {"ours": evaluation.engine_ranker(engine)}, queries)
-    values = {name: round(value, 5) for name, value in headline(metrics["ours"]).items()}
+    metrics, _ = evaluation.score(engine, evaluation.intent_rankers(engine), queries)
+    values = {name: round(value, 5) for name, value in headline(metrics).items()}
     return values, {"all": len(queries), "new_to_customer": queries.n_new}
 
 
@@ -98,7 +99,8 @@ def retrain(dataset: Dataset, models: Path, config: TrainConfig | None = None, g
         result.message = (f"refused: only {result.queries[candidate]['all']} hold-out queries after {split.date()} "
                           f"(need {gate.min_queries}); more data or a longer --holdout-weeks")
         return _log(models, result)
-    drops = {name: result.metrics[current][name] - result.metrics[candidate][name] for name in HEADLINE_METRICS}
+    drops = {name: result.metrics[current][name] - result.metrics[candidate][name] for name in HEADLINE_METRICS
+             if name in result.metrics[current] and name in result.metrics[candidate]}
     worse = {name: drop for name, drop in drops.items() if drop > gate.max_drop}
     if worse:
         result.message = "refused: " + ", ".join(

@@ -29,11 +29,12 @@ from recsys.model import GROUP_KEYS, RERANKER_FILE, ModelData, contiguous_ranges
 from recsys.ranking import DEFAULT_WEIGHTS
 from recsys.schema import LIST_PRICE, PURCHASE_TYPES, Dataset, DataValidationError, ValidationReport
 from recsys.sizes import parse_package_sizes
+from recsys.types import Intent
 from training import evaluation, report
 from training.catalog import impute_cold_factors, sort_items
 from training.neighbours import cooccurrence, switching
 from training.queries import Queries, build_queries, positions_in
-from training.ranker import NEW_ITEM_BIASES, collect, fit, fit_reranker
+from training.ranker import FAMILIAR_SHIFTS, NEW_ITEM_BIASES, collect, fit, fit_reranker
 
 STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "feedback", "index", "ranker", "report",
           "write")
@@ -304,7 +305,8 @@ def _learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConf
         fitted = fit(features, labels, starts, l2=ranker.l2)
         section = fitted.ranker.model_copy(update={"source": "learned", "min_score": fitted.min_score})
         methods = evaluation.make_methods(engine, events, validation_start, ranker.seed) if len(held_out) else {}
-        baselines = evaluation.score(engine, {name: rank for name, rank in methods.items() if name != "ours"},
+        ours_names = set(evaluation.INTENT_METHODS.values())
+        baselines = evaluation.score(engine, {name: rank for name, rank in methods.items() if name not in ours_names},
                                      held_out)[0] if methods else {}
         default_metrics = (evaluation.score(engine, {"default-weights": methods["ours"]}, held_out)[0]
                            if methods else {})  # the inner engine ranks with the default weights
@@ -317,7 +319,9 @@ def _learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConf
         metrics = None
         if methods:
             engine.set_ranker(section, reranker_text)  # "ours" = the fitted ranker
-            ours, _ = evaluation.score(engine, {"ours": methods["ours"]}, held_out)
+            section.familiar_shift, section.familiar_search = _choose_familiar_shift(engine, held_out, baselines)
+            engine.set_ranker(section, reranker_text)
+            ours, _ = evaluation.score(engine, evaluation.intent_rankers(engine), held_out)
             metrics = {"split": validation_start.isoformat(),
                        "queries": {"all": len(held_out), "new_to_customer": held_out.n_new},
                        "methods": {**ours, **baselines, **default_metrics}}
@@ -364,6 +368,24 @@ def _choose_new_item_bias(engine: SubstituteEngine, section: RankerSection, rera
         ours = evaluation.score(engine, {"ours": evaluation.engine_ranker(engine)}, held_out)[0]["ours"]
         tried[str(bias)] = round(min(ours[s]["HR@3"] - best_baseline[s] for s in evaluation.SUBSETS), 5)
     return float(max(tried, key=lambda b: tried[b])), tried
+
+
+def _choose_familiar_shift(engine: SubstituteEngine, held_out: Queries, baselines: dict[str, Any]
+                           ) -> tuple[float | None, dict[str, float]]:
+    """The familiar intent's shift of FAMILIAR_SHIFTS with the largest all-queries HR@3 margin over
+    history-then-popular on the held-out validation queries (None, the build's default, without them); and
+    the margin of each shift tried. The ranker is fitted and its new-item bias chosen already."""
+    specialist = evaluation.INTENT_SPECIALISTS[Intent.familiar]
+    if not len(held_out) or specialist.baseline not in baselines:
+        return None, {}
+    best_baseline = baselines[specialist.baseline][specialist.subset]["HR@3"]
+    scorer, tried = engine.scorer, {}
+    for shift in FAMILIAR_SHIFTS:
+        engine.scorers[Intent.familiar] = scorer.shifted(shift)
+        familiar = evaluation.engine_ranker(engine, Intent.familiar)
+        ours = evaluation.score(engine, {"familiar": familiar}, held_out)[0]["familiar"]
+        tried[str(shift)] = round(ours[specialist.subset]["HR@3"] - best_baseline, 5)
+    return float(max(tried, key=lambda shift: tried[shift])), tried
 
 
 def _feedback(decisions: pd.DataFrame | None, item_ids: pd.Series, customers: pd.Index

@@ -28,6 +28,8 @@ from recsys.ranking import DEFAULT_WEIGHTS, Scorer
 
 #: the re-ranker's new-item biases tried on the held-out validation queries
 NEW_ITEM_BIASES: Final[tuple[float, ...]] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75)
+#: the familiar intent's shifts of never-bought candidates' scores tried on the held-out validation queries
+FAMILIAR_SHIFTS: Final[tuple[float, ...]] = (-0.25, -0.5, -1.0, -2.0, -4.0)
 
 
 @dataclass

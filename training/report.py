@@ -119,6 +119,12 @@ def write(directory: Path, manifest: Manifest, engine: SubstituteEngine, previou
                    + (" (worst HR@3 margin over the best baseline per bias tried: "
                       + ", ".join(f"{b}: {m:+.4f}" for b, m in rerank.bias_search.items()) + ")"
                       if rerank.bias_search else "") + ".")
+    if ranker.familiar_shift is not None:
+        out.append(f"Familiar intent: the scores of candidates the customer never bought shifted by "
+                   f"{ranker.familiar_shift}"
+                   + (" (all-queries HR@3 margin over history-then-popular per shift tried: "
+                      + ", ".join(f"{b}: {m:+.4f}" for b, m in ranker.familiar_search.items()) + ")"
+                      if ranker.familiar_search else "") + ".")
     stage_seconds = manifest.stage_seconds
     if stage_seconds:
         out += ["", "Seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in stage_seconds.items()) + "."]
@@ -146,8 +152,9 @@ def write(directory: Path, manifest: Manifest, engine: SubstituteEngine, previou
     out += ["## Against the previous model", ""]
     previous_metrics = previous.metrics if previous is not None else None
     if previous is not None and previous_metrics and metrics:
-        now, before = headline(metrics["methods"]["ours"]), headline(previous_metrics["methods"]["ours"])
-        rows = [(name, f"{now[name]:.3f}", f"{before[name]:.3f}", f"{now[name] - before[name]:+.3f}") for name in now]
+        now, before = headline(metrics["methods"]), headline(previous_metrics["methods"])
+        rows = [(name, f"{now[name]:.3f}", f"{before[name]:.3f}", f"{now[name] - before[name]:+.3f}") for name in now
+                if name in before]
         out += [f"Previous: {previous.version} (data to {previous.data_span.end[:10]}). Each model on "
                 "its own held-out weeks; `recsys retrain` compares both on the same weeks.", "",
                 _table(("metric", "this model", "previous", "change"), rows), ""]

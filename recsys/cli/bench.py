@@ -82,12 +82,15 @@ def bench(
     console.print(_latency_table(
         f"engine on {engine['items']:,} items, {engine['queries']:,} queries, 10% out of stock "
         f"(recall@10 vs exact filtered: {engine['recall_at_10_vs_exact_filtered']:.3f})",
-        {"ours": engine["ours"], "ours, retrieval only": engine["ours_retrieval_only"],
+        {"ours": engine["ours"], "ours, familiar": engine["ours_familiar"], "ours, discover": engine["ours_discover"],
+         "ours, retrieval only": engine["ours_retrieval_only"],
          "brute-force numpy + filter": engine["brute_force_numpy"],
          "implicit similar_items + filter": engine["implicit_similar_items_then_filter"]}))
     console.print(f"p99 speed-up: full answer {engine['p99_speedup_vs_brute_force']:.1f}x vs brute force, "
                   f"{engine['p99_speedup_vs_implicit']:.1f}x vs implicit; retrieval only (the baselines' work) "
                   f"{engine['retrieval_p99_speedup_vs_brute_force']:.1f}x vs brute force")
+    console.print("p99 speed-up vs brute force by intent: " + ", ".join(
+        f"{intent} {ratio:.1f}x" for intent, ratio in engine["p99_speedup_vs_brute_force_by_intent"].items()))
     console.print("scaling, synthetic catalogs ...")
     scaling = latency.bench_scaling(sizes=(10_000,) if quick else (10_000, 100_000, 1_000_000),
                                     n_queries=100 if quick else 300)

@@ -7,28 +7,40 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from recsys.cli._common import _fail, console
+from recsys.types import Intent
 
 
 def _evaluation_table(result: Any, subset: str) -> Table:
-    from training.evaluation import HIT_KS
+    from training.evaluation import HIT_KS, INTENT_METHODS
 
     columns = [f"HR@{k}" for k in HIT_KS] + ["NDCG@10", "MRR@10"] + (["coverage"] if subset == "all" else [])
-    table = Table(title=f"{subset.replace('_', ' ')}: {result.queries[subset]:,} queries "
-                        f"(split {result.split[:10]})")
+    period = f"split {result.split[:10]}" + (f" to {result.end[:10]}" if result.end else "")
+    table = Table(title=f"{subset.replace('_', ' ')}: {result.queries[subset]:,} queries ({period})")
     table.add_column("method", style="bold", no_wrap=True)
     for column in columns:
         table.add_column(column, justify="right")
     for name, values in result.metrics.items():
         table.add_row(name, *(f"{values[subset][c]:.3f}" for c in columns),
-                      style="green" if name == "ours" else None)
+                      style="green" if name in INTENT_METHODS.values() else None)
     return table
 
 
+def _verdict(subject: str, margin: dict[str, Any], ours: float) -> str:
+    """One line: ``subject`` against a baseline, with the interval of the difference."""
+    low, high = margin["ci95"]
+    best = ours - margin["difference"]
+    beats = "[green]beats[/]" if margin["difference"] > 0 else "[red]does not beat[/]"
+    clear = "clearly" if low > 0 else "clearly not" if high < 0 else "within noise"
+    return (f"{subject}: {ours:.4f} {beats} {margin['baseline']} {best:.4f} (difference {margin['difference']:+.4f}, "
+            f"95% interval {low:+.4f} to {high:+.4f}: {clear})")
+
+
 def _headroom_table(result: Any) -> Table:
-    from training.evaluation import MARGIN_METRICS, QUERY_TYPES
+    from training.evaluation import INTENT_METHODS, MARGIN_METRICS, QUERY_TYPES
 
     counts = ", ".join(f"{result.query_types[kind]:,} {kind}" for kind in QUERY_TYPES)
     table = Table(title=f"by kind of query ({counts}); * reads the test period: headroom, not a method")
@@ -44,7 +56,7 @@ def _headroom_table(result: Any) -> Table:
         by_type = result.by_query_type[name]
         table.add_row(label, *(f"{by_type[kind][metric]:.3f}" for kind in QUERY_TYPES for metric in MARGIN_METRICS),
                       f"{values['all']['HR@3']:.3f}", f"{values['new_to_customer']['HR@3']:.3f}",
-                      style="green" if name == "ours" else "dim" if name in result.bounds else None)
+                      style="green" if name in INTENT_METHODS.values() else "dim" if name in result.bounds else None)
     return table
 
 
@@ -55,6 +67,8 @@ def evaluate(
     catalog: Annotated[Path | None, typer.Option(help="as for train: a product file joined to the events")] = None,
     split: Annotated[datetime | None, typer.Option(help="test period start; default 40 weeks after the first event")
                      ] = None,
+    test_weeks: Annotated[float | None, typer.Option(min=0.1, help="test period length; default: to the data's end")
+                          ] = None,
     max_queries: Annotated[int | None, typer.Option(help="sample this many queries (seeded)")] = None,
     households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
     seed: Annotated[int, typer.Option()] = 0,
@@ -87,26 +101,25 @@ def evaluate(
                                        show_progress=progress, make_current=False)
                 model = trained.model_dir
             engine = SubstituteEngine.load(model)
+            end = cut + pd.Timedelta(weeks=test_weeks) if test_weeks else None
             result = evaluation.evaluate(engine, dataset, cut, max_queries=max_queries, seed=seed,
-                                         show_progress=progress)
+                                         show_progress=progress, end=end)
     except (DataValidationError, ArtifactError, ValueError) as exc:
         raise _fail(str(exc)) from exc
+    wide = Console(width=max(console.width, 150))  # a row per method, even in a narrow pipe
     for subset in evaluation.SUBSETS:
-        console.print(_evaluation_table(result, subset))
-    console.print(_headroom_table(result))
-    for subset in evaluation.SUBSETS:
-        for metric in evaluation.MARGIN_METRICS:
-            name, best = result.best_baseline(subset, metric)
-            ours = result.metrics["ours"][subset][metric]
-            verdict = "[green]beats[/]" if ours > best else "[red]does not beat[/]"
-            margin = result.margins.get(subset, {}).get(metric)
-            interval = ""
-            if margin is not None:
-                low, high = margin["ci95"]
-                clear = "clearly" if low > 0 else "clearly not" if high < 0 else "within noise"
-                interval = f" (difference {ours - best:+.4f}, 95% interval {low:+.4f} to {high:+.4f}: {clear})"
-            console.print(f"{subset} {metric}: ours {ours:.4f} {verdict} the best baseline {name} {best:.4f}"
-                          f"{interval}", soft_wrap=True)
+        wide.print(_evaluation_table(result, subset))
+    wide.print(_headroom_table(result))
+    for subset, margins in result.margins.items():
+        for metric, margin in margins.items():
+            console.print(_verdict(f"balanced, {subset} {metric}", margin, result.metrics["ours"][subset][metric]),
+                          soft_wrap=True)
+    for intent, margins in result.intent_margins.items():
+        specialist = evaluation.INTENT_SPECIALISTS[Intent(intent)]
+        method = evaluation.INTENT_METHODS[Intent(intent)]
+        for metric, margin in margins.items():
+            console.print(_verdict(f"{intent}, {specialist.subset} {metric}", margin,
+                                   result.metrics[method][specialist.subset][metric]), soft_wrap=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     plot_path.parent.mkdir(parents=True, exist_ok=True)
     evaluation.write_json(result, json_path)

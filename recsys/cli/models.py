@@ -30,7 +30,7 @@ def models_list(models: ModelsDir = Path("models")) -> None:
                       f"{entry.size_bytes / 1e6:.1f}", entry.ranker, f"{entry.counts.get('events', 0):,}",
                       f"{entry.counts.get('items', 0):,}",
                       *(f"{entry.metrics[m]:.3f}" if m in entry.metrics else "" for m in headline))
-    Console(width=max(Console().width, 150)).print(table)  # one line per model, even in a narrow pipe
+    Console(width=max(Console().width, 230)).print(table)  # one line per model, even in a narrow pipe
 
 
 StateOption = Annotated[str | None, typer.Option(

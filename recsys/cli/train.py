@@ -246,13 +246,15 @@ def retrain(
     if result.metrics:
         table = Table(title=f"quality gate: last {holdout_weeks:g} weeks from {str(result.split)[:10]}, "
                             f"max drop {max_drop}")
-        table.add_column("model", style="bold")
-        for name in ("queries", *next(iter(result.metrics.values()))):
-            table.add_column(name, justify="right")
-        for version, values in result.metrics.items():
-            role = "candidate" if version == result.candidate else "current"
-            table.add_row(f"{role} {version}", f"{result.queries[version]['all']:,}",
-                          *(f"{v:.4f}" for v in values.values()))
+        # one row per gated metric (each intent's): a column per model stays readable in a narrow terminal
+        versions = list(result.metrics)
+        table.add_column("metric", style="bold")
+        for version in versions:
+            table.add_column(f"{'candidate' if version == result.candidate else 'current'} {version}",
+                             justify="right")
+        table.add_row("queries", *(f"{result.queries[v]['all']:,}" for v in versions))
+        for name in result.metrics[versions[0]]:
+            table.add_row(name, *(f"{result.metrics[v].get(name, float('nan')):.4f}" for v in versions))
         console.print(table)
     console.print(("[green]" if result.promoted else "[red]") + result.message + "[/]", soft_wrap=True,
                   highlight=False)

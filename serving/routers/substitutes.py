@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from recsys import OrderSubstitutes, SubstituteEngine, SubstituteList, UnknownItemError
-from recsys.types import MAX_K
+from recsys.types import MAX_K, Intent
 from serving.deps import EngineDep
 from serving.responses import json_bytes, json_response
 from serving.schemas import ErrorOut, OrderSubstituteRequest, SubstituteRequest
@@ -23,7 +23,7 @@ def answer_json(engine: SubstituteEngine, request: SubstituteRequest) -> tuple[b
     (and ``recsys bench``) can tell it from the HTTP layer's (raises :class:`UnknownItemError`)."""
     start = time.perf_counter()
     answer = engine.substitutes(request.item_id, customer_id=request.customer_id, store_id=request.store_id,
-                                k=request.k, exclude=request.exclude, filters=request.filters)
+                                k=request.k, exclude=request.exclude, filters=request.filters, intent=request.intent)
     timing = f"engine;dur={(time.perf_counter() - start) * 1e3:.3f}"
     return json_bytes(answer), timing
 
@@ -48,7 +48,7 @@ def post_order_substitutes(request: OrderSubstituteRequest, engine: EngineDep) -
     item of the order, never the same substitute for two lines. Unknown lines are listed, not fatal."""
     # a plain def: up to 200 lines of work run in the thread pool, not on the event loop
     answer = engine.order_substitutes(request.items, customer_id=request.customer_id, store_id=request.store_id,
-                                      k=request.k, order=request.order, filters=request.filters)
+                                      k=request.k, order=request.order, filters=request.filters, intent=request.intent)
     return json_response(answer)
 
 
@@ -60,8 +60,9 @@ async def get_substitutes(
     store_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     exclude: Annotated[list[str] | None, Query(max_length=1000)] = None,
+    intent: Annotated[Intent, Query()] = Intent.balanced,
 ) -> Response:
     """The same query as POST /v1/substitutes, without filters (cache-friendly)."""
     request = SubstituteRequest(item_id=item_id, customer_id=customer_id, store_id=store_id, k=k,
-                                exclude=exclude or [])
+                                exclude=exclude or [], intent=intent)
     return _query(engine, request)

@@ -6,16 +6,13 @@
 const SEARCH_PAGE = 20;
 const PROFILE_CATEGORIES = 8;
 
-// The request's intent, once the API has such a field: its name in the URL and in the request body. It does
-// not exist yet, so nothing reads or sends it; when it does, fill #intent-slot with a control in renderIntent()
-// and add the field in requestBody(). Nothing else on the page needs to change.
-const INTENT = null;
-
 // URL parameter -> form field, in the order they appear in the URL
 const FIELDS = {
-  item: "item", customer: "customer", store: "store", k: "k",
+  item: "item", customer: "customer", store: "store", k: "k", intent: "intent",
   brands: "brands", private_label: "private-label", max_price: "max-price", max_size_ratio: "max-size-ratio",
 };
+// a field at its default stays out of the URL
+const DEFAULTS = { k: "5", intent: "balanced" };
 
 const $ = (id) => document.getElementById(id);
 let lastAnswer = null;
@@ -29,7 +26,7 @@ function formState() {
   const state = new URLSearchParams();
   for (const [param, id] of Object.entries(FIELDS)) {
     const value = $(id).value.trim();
-    if (value && !(param === "k" && value === "5")) state.set(param, value);
+    if (value && value !== DEFAULTS[param]) state.set(param, value);
   }
   const current = readUrl();
   for (const keep of ["q", "offset", "profile"]) {
@@ -45,7 +42,7 @@ function pushState(state) {
 }
 
 function fillForm(state) {
-  for (const [param, id] of Object.entries(FIELDS)) $(id).value = state.get(param) || (param === "k" ? "5" : "");
+  for (const [param, id] of Object.entries(FIELDS)) $(id).value = state.get(param) || DEFAULTS[param] || "";
   $("q").value = state.get("q") || "";
   updateProfileLink();
 }
@@ -119,7 +116,8 @@ function openItem(itemId) {
 
 // ---- the answer -----------------------------------------------------------------------------------------
 function requestBody(state) {
-  const body = { item_id: state.get("item"), k: Number.parseInt(state.get("k") || "5", 10) };
+  const body = { item_id: state.get("item"), k: Number.parseInt(state.get("k") || DEFAULTS.k, 10),
+    intent: state.get("intent") || DEFAULTS.intent };
   if (state.get("customer")) body.customer_id = state.get("customer");
   if (state.get("store")) body.store_id = state.get("store");
   const filters = {};
@@ -160,6 +158,7 @@ function renderAnswer(answer, state) {
     : customer ? `not personalised: customer ${customer} is unknown` : "not personalised: no customer";
   flag.classList.toggle("good", answer.personalized);
   $("answer-store").textContent = `store ${answer.store_id}`;
+  $("answer-intent").textContent = `intent ${answer.intent}`;
   $("answer-widened").hidden = !answer.widened;
   $("answer-metadata").hidden = !answer.metadata_based;
   $("item-card").replaceChildren(...itemCard(answer));
@@ -350,15 +349,9 @@ function applyControls() {
   loadProfile();
 }
 
-function renderIntent() {
-  // INTENT is null until the API has the field: the slot stays hidden
-  $("intent-slot").hidden = INTENT === null;
-}
-
 function load() {
   const state = readUrl();
   fillForm(state);
-  renderIntent();
   runSearch();
   loadAnswer();
   loadProfile();

@@ -23,7 +23,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from recsys import SubstituteEngine
 from serving.process import serving
@@ -248,6 +248,24 @@ def test_filters_narrow_the_answer_as_the_api_does(browser: WebDriver, base_url:
     assert all(s["price"] <= float(cap) for s in filtered["substitutes"])
     state = parse_qs(urlparse(browser.current_url).query)
     assert state["max_price"] == [cap] and state["k"] == ["3"]
+
+
+def test_the_intent_changes_the_answer_as_the_api_does_and_stays_in_the_url(browser: WebDriver, base_url: str,
+                                                                            scene: Scene) -> None:
+    open_page(browser, view_url(base_url, item=scene.item_id, customer=scene.customer_id))
+    assert browser.find_element(By.ID, "answer-intent").text == "intent balanced"
+    assert "intent" not in parse_qs(urlparse(browser.current_url).query), "the default stays out of the URL"
+    Select(browser.find_element(By.ID, "intent")).select_by_value("discover")
+    apply_controls(browser)
+    discover = api_answer(base_url, scene.item_id, customer_id=scene.customer_id, intent="discover")
+    assert card_ids(browser) == ids(discover) and all(s["bought_before"] == 0 for s in discover["substitutes"])
+    assert browser.find_element(By.ID, "answer-intent").text == "intent discover"
+    assert parse_qs(urlparse(browser.current_url).query)["intent"] == ["discover"]
+    # a shared link opens the same view
+    open_page(browser, view_url(base_url, item=scene.item_id, customer=scene.customer_id, intent="familiar"))
+    assert Select(browser.find_element(By.ID, "intent")).first_selected_option.get_attribute("value") == "familiar"
+    familiar = api_answer(base_url, scene.item_id, customer_id=scene.customer_id, intent="familiar")
+    assert card_ids(browser) == ids(familiar) and familiar["intent"] == "familiar"
 
 
 def test_out_of_stock_with_the_token_removes_the_substitute(browser: WebDriver, base_url: str, scene: Scene

@@ -16,9 +16,11 @@ pytestmark = pytest.mark.realdata
 def test_engine_benchmark_compares_against_baselines(model_dir: Path) -> None:
     result = latency.bench_engine(model_dir, n_queries=100)
     assert result["queries"] == 100
-    for name in ("ours", "ours_retrieval_only", "brute_force_numpy", "implicit_similar_items_then_filter"):
+    for name in ("ours", "ours_familiar", "ours_discover", "ours_retrieval_only", "brute_force_numpy",
+                 "implicit_similar_items_then_filter"):
         stats = result[name]
         assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] <= stats["max_ms"]
+    assert set(result["p99_speedup_vs_brute_force_by_intent"]) == {"balanced", "familiar", "discover"}
     # our retrieval is exact within the group, so it finds the exact filtered answer
     assert result["recall_at_10_vs_exact_filtered"] == pytest.approx(1.0)
 

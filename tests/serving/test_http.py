@@ -114,12 +114,38 @@ def test_unknown_customer_is_not_personalised(client: TestClient, item_id: str) 
         ({}, 422),
         ({"item_id": "X", "filters": {"max_price": -1}}, 422),
         ({"item_id": "X", "surprise": 1}, 422),
+        ({"item_id": "X", "intent": "cheapest"}, 422),
+        ({"item_id": "X", "intent": "Familiar"}, 422),
+        ({"item_id": "X", "intent": None}, 422),
     ],
 )
 def test_bad_input_is_a_4xx_with_a_message(client: TestClient, payload: dict, status: int) -> None:
     response = client.post("/v1/substitutes", json=payload)
     assert response.status_code == status
     assert response.json()["detail"]
+
+
+def test_intent_in_post_get_and_batch(client: TestClient, item_id: str) -> None:
+    engine = client.app.state.service.engine
+    customer = str(engine.model.customers[0])
+    query = {"item_id": item_id, "customer_id": customer, "k": 5}
+    for intent in ("balanced", "familiar", "discover"):
+        posted = client.post("/v1/substitutes", json={**query, "intent": intent})
+        got = client.get(f"/v1/items/{item_id}/substitutes", params={"customer_id": customer, "k": 5,
+                                                                     "intent": intent})
+        assert posted.status_code == got.status_code == 200 and posted.json() == got.json()
+        assert posted.json()["intent"] == intent
+        expected = engine.substitutes(item_id, customer, k=5, intent=intent)
+        assert [s["item_id"] for s in posted.json()["substitutes"]] == [s.item_id for s in expected]
+    default = client.post("/v1/substitutes", json=query).json()
+    assert default["intent"] == "balanced"
+    assert default == client.post("/v1/substitutes", json={**query, "intent": "balanced"}).json()
+    batch = client.post("/v1/substitutes/batch", json={"items": [item_id], "customer_id": customer,
+                                                       "intent": "discover"})
+    assert batch.status_code == 200 and [line["intent"] for line in batch.json()["lines"]] == ["discover"]
+    bad = client.get(f"/v1/items/{item_id}/substitutes", params={"intent": "newest"})
+    assert bad.status_code == 422 and "intent" in json.dumps(bad.json()["detail"])
+    assert client.post("/v1/substitutes/batch", json={"items": [item_id], "intent": "x"}).status_code == 422
 
 
 def test_unknown_item_message(client: TestClient) -> None:

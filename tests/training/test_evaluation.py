@@ -12,6 +12,8 @@ from recsys.cli import app
 from training.evaluation import (
     BOUNDS,
     HIT_KS,
+    INTENT_METHODS,
+    INTENT_SPECIALISTS,
     MARGIN_METRICS,
     QUERY_TYPES,
     SUBSETS,
@@ -82,8 +84,9 @@ def test_metrics_are_well_formed_and_on_the_same_queries(cj_small: Dataset, befo
     engine = SubstituteEngine.load(before_split.model_dir)
     result = evaluate(engine, cj_small, split, max_queries=600, show_progress=False)
     assert result.queries["all"] == 600 and 0 < result.queries["new_to_customer"] < 600
-    assert set(result.metrics) == {"ours", "random-in-group", "popular-in-group", "history-then-popular",
-                                   "cooccurrence-in-group", "implicit-similar-raw", "implicit-in-group"}
+    assert set(result.metrics) == {"ours", "ours-familiar", "ours-discover", "random-in-group", "popular-in-group",
+                                   "history-then-popular", "cooccurrence-in-group", "implicit-similar-raw",
+                                   "implicit-in-group"}
     for values in result.metrics.values():
         for subset in SUBSETS:
             hr = [values[subset][f"HR@{k}"] for k in HIT_KS]
@@ -102,6 +105,15 @@ def test_metrics_are_well_formed_and_on_the_same_queries(cj_small: Dataset, befo
             assert margin["difference"] == pytest.approx(result.metrics["ours"][subset][metric] - best, abs=1e-5)
             low, high = margin["ci95"]
             assert low <= margin["difference"] <= high and high - low > 0
+    # each other intent against its specialist, on the queries it is for
+    assert set(result.intent_margins) == {"familiar", "discover"}
+    for intent, specialist in INTENT_SPECIALISTS.items():
+        for metric in MARGIN_METRICS:
+            margin = result.intent_margins[intent.value][metric]
+            assert margin["baseline"] == specialist.baseline
+            ours_value = result.metrics[INTENT_METHODS[intent]][specialist.subset][metric]
+            assert margin["difference"] == pytest.approx(
+                ours_value - result.metrics[specialist.baseline][specialist.subset][metric], abs=1e-5)
     # headroom: each kind of query is a part of the whole, and the oracle is at least each of its two sources
     assert set(result.bounds) == set(BOUNDS)
     assert sum(result.query_types.values()) == 600 and min(result.query_types.values()) > 0
@@ -139,9 +151,27 @@ def test_cli_writes_table_json_and_plot(before_split: TrainResult, tmp_path: Pat
     metrics = json.loads((tmp_path / "e.json").read_text())
     assert metrics["queries"]["all"] == 300 and "history-then-popular" in metrics["metrics"]
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "best baseline" in result.output and "95% interval" in result.output
+    assert "95% interval" in result.output
+    # every intent against what it is judged by, HR@1 included
+    for line in ("balanced, all HR@1", "balanced, new_to_customer HR@3", "familiar, all HR@3",
+                 "familiar, all NDCG@10", "discover, new_to_customer HR@1", "discover, new_to_customer HR@3"):
+        assert line in result.output
+    assert "history-then-popular" in result.output and "popular-in-group" in result.output
     assert set(metrics["margins"]) == set(SUBSETS) and set(metrics["bounds"]) == set(BOUNDS)
+    assert set(metrics["intent_margins"]) == {"familiar", "discover"}
     assert "headroom" in result.output and "oracle-switch *" in result.output
+
+
+def test_a_test_period_with_an_end_holds_only_its_switches(cj_small: Dataset, before_split: TrainResult,
+                                                            split: pd.Timestamp) -> None:
+    engine = SubstituteEngine.load(before_split.model_dir)
+    end = split + pd.Timedelta(weeks=3)
+    bounded = evaluate(engine, cj_small, split, show_progress=False, end=end)
+    whole = build_queries(cj_small.events, engine, split)
+    within = build_queries(cj_small.events[cj_small.events["timestamp"] < end], engine, split)
+    assert bounded.end == str(end) and bounded.queries["all"] == len(within) < len(whole)
+    with pytest.raises(ValueError, match="not after the split"):
+        evaluate(engine, cj_small, split, show_progress=False, end=split)
 
 
 def test_future_trials_are_first_purchases_in_the_test_period(cj_small: Dataset, before_split: TrainResult,

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from recsys.artifact import CURRENT
 from recsys.cli import app
-from recsys.registry import current_version
+from recsys.registry import HEADLINE_METRICS, current_version
 
 pytestmark = pytest.mark.realdata
 # a plausible config mistake: 2-dimensional embeddings, one ALS pass, hand-set weights, 10 candidates
@@ -43,7 +43,7 @@ def test_gate_refuses_a_worse_model_and_keeps_the_current_one(models: Path, tmp_
     config.write_text(json.dumps(WORSE))
     code, output = retrain(models, "--config", str(config))
     assert code == 1, output
-    assert "refused: HR@3" in output
+    assert "refused: HR@1" in output and " HR@3 " in output
     assert current_version(models) == before
     (entry,) = log(models)
     assert entry["promoted"] is False and entry["current"] == before
@@ -59,8 +59,11 @@ def test_gate_promotes_an_equally_good_model(models: Path) -> None:
     assert code == 0, output
     (entry,) = log(models)
     assert entry["promoted"] is True and current_version(models) == entry["candidate"] != before
+    # every intent is gated: each headline metric of each intent, HR@1 included
+    assert set(entry["metrics"][entry["candidate"]]) == set(entry["metrics"][before]) == set(HEADLINE_METRICS)
     assert all(abs(entry["metrics"][entry["candidate"]][m] - entry["metrics"][before][m]) <= 0.01
-               for m in ("HR@3", "NDCG@10", "new HR@3"))
+               for m in HEADLINE_METRICS)
+    assert "familiar HR@3" in output and "discover new HR@3" in output
     report = (models / CURRENT / "report.md").read_text()
     assert f"Previous: {before}" in report, "the new model's report compares it with the one it replaces"
 

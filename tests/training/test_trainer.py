@@ -41,7 +41,8 @@ def test_report_with_held_out_metrics_loss_coverage_and_examples(trained: TrainR
     losses = manifest.als_loss
     assert len(losses) == manifest.config.als.iterations and losses[-1] < losses[0]
     metrics = manifest.metrics
-    assert set(metrics["methods"]) == {"ours", "default-weights", "random-in-group", "popular-in-group",
+    assert set(metrics["methods"]) == {"ours", "ours-familiar", "ours-discover", "default-weights",
+                                       "random-in-group", "popular-in-group",
                                        "history-then-popular", "cooccurrence-in-group", "implicit-similar-raw",
                                        "implicit-in-group"}
     fitted = manifest.ranker.validation["queries"]
