@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 from typer.testing import CliRunner
 
-from recsys import ArtifactError, Dataset, SubstituteEngine
+from recsys import ArtifactError, Dataset, Intent, SubstituteEngine
 from recsys.cli import app
 from training.evaluation import (
     BOUNDS,
@@ -19,6 +19,8 @@ from training.evaluation import (
     SUBSETS,
     _future_popular,
     default_split,
+    discover_as_of,
+    engine_ranker,
     evaluate,
     future_trials,
     margin_interval,
@@ -160,6 +162,23 @@ def test_cli_writes_table_json_and_plot(before_split: TrainResult, tmp_path: Pat
     assert set(metrics["margins"]) == set(SUBSETS) and set(metrics["bounds"]) == set(BOUNDS)
     assert set(metrics["intent_margins"]) == {"familiar", "discover"}
     assert "headroom" in result.output and "oracle-switch *" in result.output
+
+
+def test_discover_as_of_the_split_is_the_served_discover_for_a_model_trained_before_it(
+        cj_small: Dataset, before_split: TrainResult, split: pd.Timestamp) -> None:
+    engine = SubstituteEngine.load(before_split.model_dir)
+    queries = build_queries(cj_small.events, engine, split).sample(400, 0)
+    served, as_of = engine_ranker(engine, Intent.discover), discover_as_of(engine, cj_small.events, split)
+    answered = 0
+    for x, customer in zip(queries.x.tolist(), queries.customer.tolist(), strict=True):
+        expected = served(x, customer)
+        assert np.array_equal(as_of(x, customer), expected)
+        answered += len(expected) > 0
+    assert answered > 300
+    # as of an earlier date the customer had bought less: items bought since come back
+    earlier = discover_as_of(engine, cj_small.events, split - pd.Timedelta(weeks=20))
+    assert any(not np.array_equal(earlier(x, c), served(x, c))
+               for x, c in zip(queries.x.tolist()[:100], queries.customer.tolist()[:100], strict=True))
 
 
 def test_a_test_period_with_an_end_holds_only_its_switches(cj_small: Dataset, before_split: TrainResult,
