@@ -6,7 +6,7 @@ import os
 import resource
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -262,9 +262,19 @@ def _embeddings(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool
     return np.divide(factors, norms, out=np.zeros_like(factors), where=norms > 0), losses
 
 
-def _learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConfig
+#: trains the ranker's inner model: (config with the ranker off, output directory, train_until) -> result
+InnerTrainer = Callable[[TrainConfig, Path, datetime], TrainResult]
+
+
+def _learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConfig,
+                  data_end: pd.Timestamp | None = None, train_inner: InnerTrainer | None = None
                   ) -> tuple[RankerSection, str, dict[str, Any] | None]:
     """Fit the ranker on the last ``validation_weeks`` of the data (an inner model trained before them).
+
+    ``events``: the events the validation queries and the baselines are built from. By default they are all the
+    events, and the inner model is trained from them with :func:`train`. Another engine passes a sample of the
+    customers' events, the end of its full data as ``data_end`` and its own ``train_inner``, which trains the inner
+    model on all its events before the validation start.
 
     Returns the manifest's ``ranker`` section, the re-ranker's model text ("" when none) and the held-out
     metrics: a seeded share of the sampled validation queries is kept out of the fit, topped up with unsampled
@@ -276,14 +286,17 @@ def _learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConf
     default = RankerSection(weights=dict(DEFAULT_WEIGHTS), source="default", min_score=config.min_score)
     if not ranker.enabled:
         return default, "", None
-    data_end = pd.Timestamp(events["timestamp"].max())
+    data_end = pd.Timestamp(events["timestamp"].max()) if data_end is None else pd.Timestamp(data_end)
     validation_start = data_end - pd.Timedelta(weeks=ranker.validation_weeks)
     inner_config = config.model_copy(update={"ranker": ranker.model_copy(update={"enabled": False})})
+
+    def train_here(inner_config: TrainConfig, out_dir: Path, train_until: datetime) -> TrainResult:
+        return train(Dataset(events=events, catalog=catalog, reports=[]), inner_config, out_dir=out_dir,
+                     train_until=train_until, show_progress=False, make_current=False, with_report=False)
+
     with tempfile.TemporaryDirectory(prefix="recsys-ranker-") as tmp:
         try:
-            inner = train(Dataset(events=events, catalog=catalog, reports=[]), inner_config, out_dir=Path(tmp),
-                          train_until=validation_start.to_pydatetime(), show_progress=False, make_current=False,
-                          with_report=False)
+            inner = (train_inner or train_here)(inner_config, Path(tmp), validation_start.to_pydatetime())
         except DataValidationError:
             return default.model_copy(update={"note": "no events before the validation period"}), "", None
         engine = SubstituteEngine.load(inner.model_dir)

@@ -397,6 +397,53 @@ def test_mllib_als_trains_a_loadable_model_whose_factors_put_co_bought_items_clo
     assert len(engine.substitutes(str(model.items["item_id"].iloc[int(co_bought[0])]), k=5)) >= 1
 
 
+def test_ranker_with_more_customers_than_the_sample_fits_what_one_machine_fits(spark: Any, cj_small: Dataset,
+                                                                              tmp_path: Path) -> None:
+    """With more customers than ``max_customers``, one machine trains the ranker's inner model on every event before
+    the validation period and builds the queries from the customer sample; so must Spark's ranker stage, which
+    trains the inner model in Spark and collects only the sample's events. Both sides are called as ``train()``
+    and ``train_spark()`` call them."""
+    from pyspark.sql import functions as F
+
+    from training.spark.aggregates import events_to_spark, prepare_events
+    from training.spark.trainer import learn_ranker
+
+    config = TrainConfig()
+    config = config.model_copy(update={"ranker": config.ranker.model_copy(update={"max_customers": 100})})
+    events = pipeline._prepare_events(cj_small, config, None, ValidationReport(source="trainer"))
+    assert events["customer_id"].nunique() >= 3 * config.ranker.max_customers
+    theirs, _, their_metrics = pipeline._learn_ranker(cj_small.catalog, events, config)
+
+    catalog_ids = spark.createDataFrame(cj_small.catalog[["item_id"]].astype(str), schema="item_id string")
+    kept = prepare_events(events_to_spark(spark, cj_small.events), catalog_ids, config, None,
+                          ValidationReport(source="trainer"), now=NOW)
+    customers = pd.Index(np.sort(np.asarray([r[0] for r in kept.select("customer_id").distinct().collect()],
+                                            dtype=object).astype(str)))
+    data_end = pd.Timestamp(kept.agg(F.max("t_us")).first()[0], unit="us").as_unit("ns")  # as compute_aggregates
+    ours, _, our_metrics = learn_ranker(spark, kept, customers, data_end, cj_small.catalog, config)
+    kept.unpersist()
+
+    assert theirs.source == "learned" and ours.source == "learned"
+    # the same validation start (from all the data, not the sample), the same queries and candidate lists: the inner
+    # models, which compute every candidate's features, agree
+    assert ours.validation is not None and theirs.validation is not None
+    assert {k: v for k, v in ours.validation.items() if k != "loss"} == \
+        {k: v for k, v in theirs.validation.items() if k != "loss"}
+    assert ours.validation["loss"] == pytest.approx(theirs.validation["loss"], abs=1e-4)
+    for name in ("weights", "history_weights"):  # rounded to 5 decimals: allow one unit of float32 noise there
+        mine, other = getattr(ours, name), getattr(theirs, name)
+        assert mine.keys() == other.keys()
+        np.testing.assert_allclose([mine[k] for k in other], list(other.values()), rtol=0, atol=2e-5)
+    assert ours.history_bias == pytest.approx(theirs.history_bias, abs=2e-5)
+    assert ours.min_score == pytest.approx(theirs.min_score, abs=1e-6)
+    # the inner engine with the default weights answers the held-out queries alike (the co-occurrence baseline is
+    # built from the sample's baskets on Spark, from every basket on one machine, so the baselines may differ)
+    assert our_metrics is not None and their_metrics is not None
+    assert our_metrics["split"] == their_metrics["split"] and our_metrics["queries"] == their_metrics["queries"]
+    for subset, values in their_metrics["methods"]["default-weights"].items():
+        assert our_metrics["methods"]["default-weights"][subset] == pytest.approx(values, abs=1e-9)
+
+
 def test_train_spark_refuses_an_unknown_als_engine(spark: Any) -> None:
     from training.spark.trainer import train_spark
 

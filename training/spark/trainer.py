@@ -8,9 +8,11 @@ What runs where:
   Spark MLlib's implicit ALS (``als="mllib"``, :mod:`training.spark.als`);
 - on the driver, from Spark's collected outputs: the cold-start factors, feedback, the FAISS index, the
   manifest, the report and the write, with the single-machine trainer's own functions;
-- the ranker: the events of a seeded sample of at most ``RankerConfig.max_customers`` customers are collected to
-  the driver, and ``pipeline._learn_ranker`` trains its inner model and builds its validation queries from them
-  (with no more customers than that, the sample is all the events, as on one machine).
+- the ranker: its inner model (trained before the last ``validation_weeks``) is trained by this function, in
+  Spark, on every event before the validation start, as one machine trains it on every event; only the events of
+  a seeded sample of at most ``RankerConfig.max_customers`` customers are collected to the driver, where
+  ``pipeline._learn_ranker`` builds the validation queries and the held-out baselines from them (with no more
+  customers than that, the sample is all the events, as on one machine).
 
 The model directory is the one ``recsys serve`` loads; its manifest records ``engine: "spark"``.
 """
@@ -20,13 +22,14 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 import pandas as pd
 
 from recsys.config import TrainConfig
+from recsys.manifest import RankerSection
 from recsys.model import ModelData
 from recsys.schema import EVENT_COLUMNS, ValidationReport
 from training.catalog import impute_cold_factors
@@ -71,6 +74,22 @@ def ranker_events(kept: SparkFrame, customers: pd.Index, config: TrainConfig) ->
     return frame.assign(**{column: _categorical(frame[column].astype("string")) for column in ID_COLUMNS})
 
 
+def learn_ranker(spark: SparkSession, kept: SparkFrame, customers: pd.Index, data_end: pd.Timestamp,
+                 catalog: pd.DataFrame, config: TrainConfig, als: str = "driver"
+                 ) -> tuple[RankerSection, str, dict[str, Any] | None]:
+    """``train_spark``'s ranker stage: ``pipeline._learn_ranker`` with the inner model trained by ``train_spark`` on
+    every validated event (``kept``, cached: not read from the source again) before the validation start, and the
+    validation queries built from the collected events of the customer sample. ``customers``: those with events, in
+    id order; ``data_end``: the last event of all the data, from which the validation start is counted back."""
+
+    def train_inner(inner_config: TrainConfig, inner_dir: Path, until: datetime) -> TrainResult:
+        return train_spark(spark, kept, catalog, [], inner_config, inner_dir, train_until=until, show_progress=False,
+                           make_current=False, with_report=False, als=als)
+
+    sample = ranker_events(kept, customers, config) if config.ranker.enabled else pd.DataFrame()
+    return _learn_ranker(catalog, sample, config, data_end=data_end, train_inner=train_inner)
+
+
 def train_spark(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, reports: list[ValidationReport],
                 config: TrainConfig | None = None, out_dir: Path = Path("models"), train_until: datetime | None = None,
                 show_progress: bool = True, make_current: bool = True, with_report: bool = True,
@@ -105,12 +124,10 @@ def train_spark(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, 
         index.add(factors)
 
     with timer.stage("ranker"):
-        sample = ranker_events(aggregates.events, customers, config) if config.ranker.enabled else None
+        ranker, reranker, holdout_metrics = learn_ranker(spark, aggregates.events, customers, aggregates.data_end,
+                                                         catalog, config, als)
         if aggregates.events is not None:
             aggregates.events.unpersist()
-        ranker, reranker, holdout_metrics = _learn_ranker(catalog, sample if sample is not None else pd.DataFrame(),
-                                                          config)
-        del sample
 
     model = ModelData(items=items, factors=factors, switch=aggregates.switch, coview=aggregates.coview,
                       switch_to=aggregates.switch_to, trial=aggregates.trial,
