@@ -1,5 +1,7 @@
 """The request's intent: balanced (the default), familiar and discover, on the real model of the test session."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,12 @@ from training.pipeline import TrainResult
 from training.ranker import FAMILIAR_SHIFTS
 
 pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir: Path) -> SubstituteEngine:
+    """One engine for the module: loading it costs more than these tests (the stock test uses its own store)."""
+    return SubstituteEngine.load(model_dir)
 
 
 def _bought(engine: SubstituteEngine, customer: str) -> set[str]:
