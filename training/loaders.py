@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -340,8 +341,15 @@ def _catalog_from_log(raw: pd.DataFrame, item: pd.Series, mapping: ColumnMapping
 _TRUE = frozenset({"true", "1", "1.0", "yes", "y", "t"})
 
 
-def _read_catalog(path: str | Path, columns: CatalogColumns) -> tuple[pd.DataFrame, ValidationReport]:
-    raw = _read_columns(path, columns, "catalog")
+#: reads a source's mapped columns: (source, mapping section, section name) -> frame (see :func:`_read_columns`)
+ColumnReader = Callable[[str | Path, _Columns, str], pd.DataFrame]
+
+
+def _read_catalog(path: str | Path, columns: CatalogColumns, read: ColumnReader | None = None
+                  ) -> tuple[pd.DataFrame, ValidationReport]:
+    """The catalog at ``path`` in the canonical columns, and its report. ``read``: how its columns are read (the
+    Spark engine reads a URL with Spark); by default :func:`_read_columns`."""
+    raw = (read or _read_columns)(path, columns, "catalog")
     report = ValidationReport(source=f"catalog {path}", rows_read=len(raw))
 
     def text(key: str, explicit_only: bool = False) -> pd.Series | None:

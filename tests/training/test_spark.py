@@ -339,6 +339,27 @@ def test_cli_spark_engine_reads_a_partitioned_lake_with_mapping_and_catalog(spar
         _assert_same_matrix(getattr(theirs, name), getattr(ours, name))
 
 
+def test_a_catalog_url_is_read_by_spark_with_the_loaders_rules(spark: Any, lake: dict[str, Path]) -> None:
+    """A --catalog only Spark can reach (s3a://, hdfs:// ...; here a file: URL, which the driver's loader cannot
+    open) gives the catalog and report the local path gives."""
+    from training.mapping import DataMapping
+    from training.spark.reading import read_sources
+
+    mapping = DataMapping.from_toml(lake["mapping"])
+    local = read_sources(spark, [str(lake["events"])], mapping, catalog=lake["products"])
+    url = read_sources(spark, [str(lake["events"])], mapping, catalog=lake["products"].resolve().as_uri())
+    pd.testing.assert_frame_equal(url[1], local[1])
+    (local_report, *_), (url_report, *_) = local[2], url[2]
+    assert url_report.source.endswith(lake["products"].resolve().as_uri())
+    assert (url_report.rows_read, url_report.rows_used, url_report.skipped) == (
+        local_report.rows_read, local_report.rows_used, local_report.skipped) and url_report.rows_read > 0
+    assert url[0].count() == local[0].count() > 0
+    with pytest.raises(DataValidationError, match="catalog has no item id column 'no_such_column'"):
+        bad = DataMapping.model_validate({**mapping.model_dump(), "catalog": {**mapping.catalog.model_dump(),
+                                                                              "item_id": "no_such_column"}})
+        read_sources(spark, [str(lake["events"])], bad, catalog=lake["products"].resolve().as_uri())
+
+
 @pytest.mark.parametrize(("unit", "times", "message"), [
     ("ms", ["1569888000", "1569888060", "1569888120"], "read as year 1970, outside 1980..2100; check timestamp_unit"),
     ("iso", ["not a time", "soon", "2019-10-01 00:00:00 UTC"], "2 of 3 values do not parse as timestamps"),

@@ -4,11 +4,13 @@ The same mapping types (``training.mapping``), the same column checks and messag
 counted in the source's report. A local path (file, directory of parquet parts, hive partitions, glob) is resolved
 as the single-machine loader resolves it, so a missing file or an empty directory fails the same way; a URL Spark
 reads (``s3a://``, ``hdfs://``, ``gs://``) goes to Spark as it is. ``completejourney`` is loaded on the driver and
-handed to Spark. The catalog (one row per item) is read on the driver.
+handed to Spark. The catalog (one row per item) is collected to the driver: a local path is read there by the
+single-machine loader, a URL by Spark.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +28,7 @@ from training.loaders import (
     _resolve,
     load_completejourney,
 )
-from training.mapping import ColumnMapping, DataMapping
+from training.mapping import ColumnMapping, DataMapping, _Columns
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, SparkSession
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
 #: the times a pandas timestamp holds, in microseconds since 1970
 _PANDAS_MICROS = (pd.Timestamp.min.value // 1000 + 1, pd.Timestamp.max.value // 1000)
 #: a source Spark reads itself: the driver cannot list or glob it
-_REMOTE_SCHEMES = ("s3a://", "s3://", "s3n://", "hdfs://", "gs://", "abfs://", "abfss://", "wasbs://", "dbfs:/")
+_REMOTE_SCHEMES = ("s3a://", "s3://", "s3n://", "hdfs://", "gs://", "abfs://", "abfss://", "wasbs://", "dbfs:/",
+                   "file:/")
 
 
 def read_sources(spark: SparkSession, sources: list[str], mapping: DataMapping | None = None,
@@ -47,7 +50,11 @@ def read_sources(spark: SparkSession, sources: list[str], mapping: DataMapping |
 
     sources = sources or [COMPLETEJOURNEY]
     mapping = mapping or DataMapping()
-    products, catalog_report = _read_catalog(catalog, mapping.catalog) if catalog is not None else (None, None)
+    products, catalog_report = (None, None)
+    if catalog is not None:  # a URL only Spark can read; its columns then go through the loader's own rules
+        remote = str(catalog).startswith(_REMOTE_SCHEMES)
+        products, catalog_report = _read_catalog(catalog, mapping.catalog,
+                                                 partial(_spark_columns, spark) if remote else None)
     frames: list[SparkFrame] = []
     catalogs: list[pd.DataFrame] = []
     reports: list[ValidationReport] = []
@@ -106,6 +113,14 @@ def _read(spark: SparkSession, source: str) -> SparkFrame:
     sep = "\t" if ".tsv" in source.lower() or any(".tsv" in p.lower() for p in paths) else ","
     # every column as text, as the single-machine loader reads CSV; an empty field is missing
     return spark.read.csv(paths, header=True, sep=sep, inferSchema=False, enforceSchema=False)
+
+
+def _spark_columns(spark: SparkSession, source: str | Path, mapping: _Columns, section: str) -> pd.DataFrame:
+    """``loaders._read_columns`` through Spark, collected to the driver: the source's mapped columns (a column a key
+    sets explicitly, or a required one, must be there; the rest are read when present)."""
+    raw = _read(spark, str(source))
+    _check_columns(str(source), raw.columns, mapping, section)
+    return raw.select(*[f"`{c}`" for c in raw.columns if c in mapping.wanted()]).toPandas()
 
 
 def read_event_log(spark: SparkSession, source: str, mapping: ColumnMapping | None = None,
