@@ -118,11 +118,6 @@ def load_point(point: str) -> Dataset:
     raise ValueError(f"unknown point {point!r}: cj-xN or items-1m")
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def train_point(point: str, out: Path) -> dict[str, object]:
@@ -144,11 +139,11 @@ def train_point(point: str, out: Path) -> dict[str, object]:
 
 def server_rss_mb(model_dir: Path) -> float:
     """``recsys serve``'s resident memory once it answers ``/readyz`` on this model."""
-    from serving.process import serving
+    from serving.process import memory, serving
 
     with serving(model_dir, env={"RECSYS_STATE_PATH": ""}, timeout_s=600) as (_, process):
         time.sleep(1.0)
-        return round(_rss_mb(process.pid), 1)
+        return round(memory(process.pid)["rss"] / 2**20, 1)
 
 
 def run(points: list[str], out: Path) -> list[dict[str, object]]:

@@ -33,7 +33,7 @@ from typing import Any
 
 from benchmarks.latency import K, _load, query_mix, summarise
 from recsys import SubstituteEngine
-from serving.process import children, memory, serving
+from serving.process import children, memory, proc_stat, serving
 
 MB = 2**20
 
@@ -60,8 +60,7 @@ def tree_memory(pid: int) -> dict[str, Any]:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of ``pid`` so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

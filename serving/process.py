@@ -92,6 +92,14 @@ def memory(pid: int) -> dict[str, int]:
             "shared": fields["Shared_Clean"] + fields["Shared_Dirty"]}
 
 
+def proc_stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/PID/stat`` (Linux) after the command name: the state first, then the parent id, ...
+    (``proc_stat(p)[k]`` is field k + 3 of proc(5)). Raises OSError once the process is gone."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # the command name (field 2) is in parentheses and may hold spaces: the other fields follow it
+        return stat.read().rsplit(")", 1)[1].split()
+
+
 def children(pid: int) -> list[int]:
     """The ids of the live child processes of ``pid`` (Linux ``/proc``), sorted."""
     found = []
@@ -99,9 +107,7 @@ def children(pid: int) -> list[int]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat") as stat:
-                # the command name (field 2) is in parentheses and may hold spaces: the parent id follows it
-                fields = stat.read().rsplit(")", 1)[1].split()
+            fields = proc_stat(entry)
         except OSError:
             continue  # ended meanwhile
         if int(fields[1]) == pid and fields[0] != "Z":

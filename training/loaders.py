@@ -187,14 +187,20 @@ def _read_text(path: Path, mapping: _Columns, section: str) -> pd.DataFrame:
         raise DataValidationError(f"{path}: cannot read: {exc}") from exc
 
 
-def _read_columns(source: str | Path, mapping: _Columns, section: str) -> pd.DataFrame:
-    """The mapped columns of a source: a CSV/TSV/parquet file, a directory of parquet parts or a glob.
-    A column a key sets explicitly (or a required one) must be there; the rest are read when present."""
+def _supported_files(source: str | Path) -> tuple[list[Path], Path | None]:
+    """:func:`_resolve`, refusing a file that is neither CSV/TSV nor parquet (every engine reads these only)."""
     files, base = _resolve(source)
     unsupported = [f for f in files if not (_is_parquet(f) or _is_text(f))]
     if unsupported:
         raise DataValidationError(f"{unsupported[0]}: unsupported file format {unsupported[0].suffix!r} "
                                   "(use .csv, .tsv or .parquet)")
+    return files, base
+
+
+def _read_columns(source: str | Path, mapping: _Columns, section: str) -> pd.DataFrame:
+    """The mapped columns of a source: a CSV/TSV/parquet file, a directory of parquet parts or a glob.
+    A column a key sets explicitly (or a required one) must be there; the rest are read when present."""
+    files, base = _supported_files(source)
     parquet = [f for f in files if _is_parquet(f)]
     frames = [_read_parquet(parquet, base, str(source), mapping, section)] if parquet else []
     frames += [_read_text(f, mapping, section) for f in files if not _is_parquet(f)]

@@ -94,11 +94,25 @@ def _prepare_events(dataset: Dataset, config: TrainConfig, train_until: datetime
     if not keep.all():
         events = events[keep]
     if events.empty:
-        raise DataValidationError(
-            "no usable events: every row was skipped (" + ", ".join(f"{k}: {v}" for k, v in report.skipped.items())
-            + "); check the data, the column mapping and --train-until"
-        )
+        raise no_usable_events(report)
     return events
+
+
+def _weights(events: pd.DataFrame, config: TrainConfig) -> tuple[pd.Timestamp, np.ndarray, np.ndarray]:
+    """The data's end and each event's weight: its type's weight, halved every ``recency_half_life_days`` before
+    the end; and the same with the short (trend) half-life."""
+    data_end = events["timestamp"].max()
+    age_days = (data_end - events["timestamp"]).dt.total_seconds().to_numpy() / 86400.0
+    event_weight = events["event_type"].map(config.event_weights).to_numpy(np.float64)
+    return (data_end, event_weight * np.power(0.5, age_days / config.recency_half_life_days),
+            event_weight * np.power(0.5, age_days / config.trend_half_life_days))
+
+
+def no_usable_events(report: ValidationReport) -> DataValidationError:
+    """The error of data whose every row was skipped, with the skip counts (every engine raises this one)."""
+    return DataValidationError(
+        "no usable events: every row was skipped (" + ", ".join(f"{k}: {v}" for k, v in report.skipped.items())
+        + "); check the data, the column mapping and --train-until")
 
 
 def _categorical(ids: pd.Series) -> pd.Series:
@@ -258,8 +272,13 @@ def _embeddings(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool
     factors = np.ascontiguousarray(model.item_factors, dtype=np.float32)
     has_events = np.asarray(weight.getnnz(axis=0)) > 0
     factors[~has_events] = 0.0
+    return unit_rows(factors), losses
+
+
+def unit_rows(factors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (cosine by inner product); an all-zero row (an item without events) stays 0."""
     norms = np.linalg.norm(factors, axis=1, keepdims=True)
-    return np.divide(factors, norms, out=np.zeros_like(factors), where=norms > 0), losses
+    return np.divide(factors, norms, out=np.zeros_like(factors), where=norms > 0)
 
 
 #: trains the ranker's inner model: (config with the ranker off, output directory, train_until) -> result
@@ -450,12 +469,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
 
     with timer.stage("validate"):
         events = _prepare_events(dataset, config, train_until, prep)
-        data_end = events["timestamp"].max()
-        age_days = (data_end - events["timestamp"]).dt.total_seconds().to_numpy() / 86400.0
-        event_weight = events["event_type"].map(config.event_weights).to_numpy(np.float64)
-        weights = event_weight * np.power(0.5, age_days / config.recency_half_life_days)
-        trend_weights = event_weight * np.power(0.5, age_days / config.trend_half_life_days)
-        del age_days, event_weight
+        data_end, weights, trend_weights = _weights(events, config)
 
     with timer.stage("catalog"):
         items = _build_items(dataset.catalog, events, weights, trend_weights, config.trend_half_life_days, data_end)

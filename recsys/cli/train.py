@@ -98,20 +98,26 @@ def _mapping(path: Path | None) -> Any:
         raise _fail(str(exc)) from exc
 
 
+def _train_config(path: Path | None) -> Any:
+    """The TrainConfig of ``--config`` (JSON), else the defaults; a bad one fails the command with a message."""
+    from pydantic import ValidationError
+
+    from recsys.config import TrainConfig
+
+    try:
+        return TrainConfig.model_validate_json(path.read_text()) if path else TrainConfig()
+    except (OSError, ValidationError) as exc:
+        raise _fail(f"bad --config: {exc}") from exc
+
+
 def _training_inputs(data: list[str] | None, households: int | None, config: Path | None,
                      mapping: Path | None = None, catalog: Path | None = None) -> tuple[Any, Any]:
     """The TrainConfig (``--config`` JSON, else the defaults) and the dataset read with its event types, the
     ``--mapping`` and the ``--catalog``; any one bad fails the command with a message."""
-    from pydantic import ValidationError
-
-    from recsys.config import TrainConfig
     from recsys.schema import DataValidationError
     from training.loaders import load_dataset
 
-    try:
-        train_config = TrainConfig.model_validate_json(config.read_text()) if config else TrainConfig()
-    except (OSError, ValidationError) as exc:
-        raise _fail(f"bad --config: {exc}") from exc
+    train_config = _train_config(config)
     try:
         dataset = load_dataset(data or [], households=households, known_event_types=set(train_config.event_weights),
                                 mapping=_mapping(mapping), catalog=catalog)
@@ -164,10 +170,8 @@ def _train_with_spark(data: list[str] | None, mapping: Path | None, catalog: Pat
                       train_until: datetime | None, out: Path, households: int | None, config: Path | None,
                       feedback: str | None, progress: bool, spark_master: str | None, als: SparkAls) -> None:
     """``train --engine spark``: the events read and aggregated by Spark, the rest on this (the driver) machine."""
-    from pydantic import ValidationError
     from rich.markup import escape
 
-    from recsys.config import TrainConfig
     from recsys.schema import DataValidationError
 
     try:
@@ -181,10 +185,7 @@ def _train_with_spark(data: list[str] | None, mapping: Path | None, catalog: Pat
     from training.spark.session import spark_session
     from training.spark.trainer import train_spark
 
-    try:
-        train_config = TrainConfig.model_validate_json(config.read_text()) if config else TrainConfig()
-    except (OSError, ValidationError) as exc:
-        raise _fail(f"bad --config: {exc}") from exc
+    train_config = _train_config(config)
     columns = _mapping(mapping)
     decisions = _decisions(feedback)
     try:

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from recsys import Inventory, StockUpdate, SubstituteEngine
-from serving.process import children, memory, serving
+from serving.process import children, memory, proc_stat, serving
 
 pytestmark = pytest.mark.realdata
 
@@ -25,8 +25,7 @@ pytestmark = pytest.mark.realdata
 def _alive(pid: int) -> bool:
     """Running (a zombie, ended but not yet reaped, is not)."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+        return proc_stat(pid)[0] != "Z"
     except OSError:
         return False
 

@@ -68,11 +68,7 @@ def _reference(dataset: Dataset, config: TrainConfig) -> Reference:
     """The pandas helpers of ``training.pipeline`` called as ``train()`` calls them."""
     prep = ValidationReport(source="trainer")
     events = pipeline._prepare_events(dataset, config, None, prep)
-    data_end = events["timestamp"].max()
-    age_days = (data_end - events["timestamp"]).dt.total_seconds().to_numpy() / 86400.0
-    event_weight = events["event_type"].map(config.event_weights).to_numpy(np.float64)
-    weights = event_weight * np.power(0.5, age_days / config.recency_half_life_days)
-    trend_weights = event_weight * np.power(0.5, age_days / config.trend_half_life_days)
+    data_end, weights, trend_weights = pipeline._weights(events, config)
     items = pipeline._build_items(dataset.catalog, events, weights, trend_weights, config.trend_half_life_days,
                                   data_end)
     item_idx = positions_in(pd.Index(items["item_id"]), events["item_id"])

@@ -20,8 +20,8 @@ import scipy.sparse as sp
 
 from recsys.config import TrainConfig
 from recsys.model import GROUP_KEYS, contiguous_ranges
-from recsys.schema import EVENT_COLUMNS, PURCHASE_TYPES, DataValidationError, ValidationReport
-from training.pipeline import PER_ITEM_COLUMNS, items_from_aggregates, with_segments
+from recsys.schema import EVENT_COLUMNS, PURCHASE_TYPES, ValidationReport
+from training.pipeline import PER_ITEM_COLUMNS, items_from_aggregates, no_usable_events, with_segments
 from training.spark.als import ratings as als_ratings
 
 if TYPE_CHECKING:
@@ -128,10 +128,7 @@ def prepare_events(events: SparkFrame, catalog_ids: SparkFrame, config: TrainCon
     report.skip("duplicate row", kept_rows - distinct_rows)
     tagged.unpersist()
     if distinct_rows == 0:
-        raise DataValidationError(
-            "no usable events: every row was skipped (" + ", ".join(f"{k}: {v}" for k, v in report.skipped.items())
-            + "); check the data, the column mapping and --train-until"
-        )
+        raise no_usable_events(report)
     return kept
 
 

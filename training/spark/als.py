@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.config import TrainConfig
+from training.pipeline import unit_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkFrame
@@ -58,5 +59,4 @@ def mllib_item_factors(ratings: SparkFrame, n_items: int, config: TrainConfig, r
     factors = np.zeros((n_items, config.als.factors), dtype=np.float32)
     if len(rows):
         factors[rows["id"].to_numpy(np.int64)] = np.stack(rows["features"].to_numpy()).astype(np.float32)
-    norms = np.linalg.norm(factors, axis=1, keepdims=True)
-    return np.divide(factors, norms, out=np.zeros_like(factors), where=norms > 0)
+    return unit_rows(factors)

@@ -23,9 +23,8 @@ from training.loaders import (
     _catalog_from_log,
     _check_columns,
     _is_parquet,
-    _is_text,
     _read_catalog,
-    _resolve,
+    _supported_files,
     load_completejourney,
 )
 from training.mapping import ColumnMapping, DataMapping, _Columns
@@ -91,11 +90,7 @@ def _files(source: str) -> tuple[list[str], str | None, str]:
         text = source.rstrip("/")
         kind = "csv" if any(ext in text.lower() for ext in (".csv", ".tsv", ".txt")) else "parquet"
         return [source], None, kind
-    files, base = _resolve(source)
-    unsupported = [f for f in files if not (_is_parquet(f) or _is_text(f))]
-    if unsupported:
-        raise DataValidationError(f"{unsupported[0]}: unsupported file format {unsupported[0].suffix!r} "
-                                  "(use .csv, .tsv or .parquet)")
+    files, base = _supported_files(source)
     kinds = {_is_parquet(f) for f in files}
     if len(kinds) > 1:
         raise DataValidationError(f"{source}: mixes parquet and text files; give them as separate --data sources")
