@@ -74,13 +74,14 @@ def ranker_events(kept: SparkFrame, customers: pd.Index, config: TrainConfig) ->
     return frame.assign(**{column: _categorical(frame[column].astype("string")) for column in ID_COLUMNS})
 
 
-def learn_ranker(spark: SparkSession, kept: SparkFrame, customers: pd.Index, data_end: pd.Timestamp,
+def learn_ranker(spark: SparkSession, kept: SparkFrame | None, customers: pd.Index, data_end: pd.Timestamp,
                  catalog: pd.DataFrame, config: TrainConfig, als: str = "driver"
                  ) -> tuple[RankerSection, str, dict[str, Any] | None]:
     """``train_spark``'s ranker stage: ``pipeline._learn_ranker`` with the inner model trained by ``train_spark`` on
-    every validated event (``kept``, cached: not read from the source again) before the validation start, and the
-    validation queries built from the collected events of the customer sample. ``customers``: those with events, in
-    id order; ``data_end``: the last event of all the data, from which the validation start is counted back."""
+    every validated event (``kept``, cached: not read from the source again; None with the ranker off) before the
+    validation start, and the validation queries built from the collected events of the customer sample.
+    ``customers``: those with events, in id order; ``data_end``: the last event of all the data, from which the
+    validation start is counted back."""
 
     def train_inner(inner_config: TrainConfig, inner_dir: Path, until: datetime) -> TrainResult:
         return train_spark(spark, kept, catalog, [], inner_config, inner_dir, train_until=until, show_progress=False,
@@ -104,8 +105,9 @@ def train_spark(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, 
     started = time.perf_counter()
 
     with timer.stage("spark"):  # validate, catalog, interactions and neighbours, all in Spark
-        aggregates = compute_aggregates(spark, events, catalog, config, train_until, keep_events=True,
-                                        keep_ratings=als == "mllib")
+        # the validated events stay cached for the ranker only (its sample and its inner model's training)
+        aggregates = compute_aggregates(spark, events, catalog, config, train_until,
+                                        keep_events=config.ranker.enabled, keep_ratings=als == "mllib")
     items, customers = aggregates.items, aggregates.customers
 
     with timer.stage("embeddings"):
