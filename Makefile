@@ -5,7 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS := 1
 
-.PHONY: install run train test test-slow test-postgres postgres-server test-browser browser java test-spark clean
+PYTEST_WORKERS ?= 2
+# the suites other than the default one run on one data set each: these leave out the real-data parameter
+NOT_REAL := not realdata
+
+.PHONY: install run train test test-realdata test-slow test-postgres postgres-server test-browser browser java test-spark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +28,15 @@ train: $(STAMP)
 run: $(STAMP) models/current
 	$(BIN)/recsys serve --model models/current --host 127.0.0.1 --port 8000 --example
 
+# the fast tier: the synthetic retailer, on $(PYTEST_WORKERS) pytest workers (each trains its own model in seconds)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+
+# the real-data tier: The Complete Journey slice (the same contract tests, and those that judge real data)
+test-realdata: $(STAMP)
+	$(BIN)/pytest -m 'realdata and not slow and not postgres and not browser and not spark' $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
@@ -40,7 +49,7 @@ postgres-server:
 	fi
 
 test-postgres: $(STAMP) postgres-server
-	$(BIN)/pytest -m postgres $(PYTEST_ARGS)
+	$(BIN)/pytest -m 'postgres and $(NOT_REAL)' $(PYTEST_ARGS)
 
 # the review page's tests drive a headless browser: Debian's chromium and chromium-driver, installed only when missing
 browser:
@@ -50,7 +59,7 @@ browser:
 	fi
 
 test-browser: $(STAMP) browser
-	$(BIN)/pytest -m browser $(PYTEST_ARGS)
+	$(BIN)/pytest -m 'browser and $(NOT_REAL)' $(PYTEST_ARGS)
 
 # the Spark engine's tests (local[2]): Java 17 (Debian's headless JRE, installed only when java is missing) and the
 # spark extra (pyspark)

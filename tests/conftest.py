@@ -1,20 +1,36 @@
-"""Shared fixtures: real data slices and one model trained on them, built once per test session."""
+"""Shared fixtures: the data sets and one model trained on each, built once per test session.
+
+Two tiers share these fixtures (see docs/testing.md):
+
+- the fast tier (the default suite) runs on the synthetic retailer of :mod:`tests.synthetic`, whose model trains
+  in seconds;
+- the real-data tier (marker ``realdata``, ``make test-realdata``) runs on The Complete Journey and the REES46
+  sample.
+
+``trained``, ``model_dir``, ``engine`` and ``dataset`` are parametrized by ``source``: a contract test that asks for
+them runs on the synthetic model in the fast tier and again on the Complete Journey model in the real-data tier
+(the ``cj`` parameter carries the ``realdata`` marker). A test that judges real data asks for ``cj_small``,
+``cj_trained`` or ``cj_model_dir`` itself and is marked ``realdata``.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 
-from recsys import Dataset, SubstituteEngine  # noqa: E402
+from recsys import Dataset, SubstituteEngine, TrainConfig  # noqa: E402
+from tests.synthetic import TINY, synthetic_retailer, write_files  # noqa: E402
 from training.loaders import load_completejourney  # noqa: E402
 from training.pipeline import TrainResult, train  # noqa: E402
 
 REES46 = Path(__file__).resolve().parent / "data" / "rees46" / "events-2019-oct-sample.csv"
 HOUSEHOLDS = 300
+SYNTHETIC, COMPLETE_JOURNEY = "synthetic", "cj"
 
 
 @pytest.fixture(scope="session")
@@ -25,14 +41,79 @@ def rees46_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic() -> Dataset:
+    """The synthetic retailer (tests/synthetic.py): about 550 items, 150 customers, 36 weeks."""
+    return synthetic_retailer()
+
+
+@pytest.fixture(scope="session")
+def synthetic_files(synthetic: Dataset, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The synthetic retailer as files for the command line: ``events``, ``catalog`` and ``mapping``."""
+    return write_files(synthetic, tmp_path_factory.mktemp("synthetic-files"))
+
+
+@pytest.fixture(scope="session")
 def cj_small() -> Dataset:
     """A seeded sample of real Complete Journey households."""
     return load_completejourney(households=HOUSEHOLDS, seed=0)
 
 
 @pytest.fixture(scope="session")
-def trained(cj_small: Dataset, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    return train(cj_small, out_dir=tmp_path_factory.mktemp("models"), show_progress=False)
+def trainer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+            ) -> Callable[[str], TrainResult]:
+    """Trains the model of a source once per session: the synthetic retailer with the tiny configuration, or the
+    Complete Journey slice with the defaults."""
+    cache: dict[str, TrainResult] = {}
+
+    def model_of(source: str) -> TrainResult:
+        if source not in cache:
+            data = request.getfixturevalue(SYNTHETIC if source == SYNTHETIC else "cj_small")
+            config = TINY if source == SYNTHETIC else TrainConfig()
+            cache[source] = train(data, config, out_dir=tmp_path_factory.mktemp(f"models-{source}"),
+                                  show_progress=False)
+        return cache[source]
+
+    return model_of
+
+
+@pytest.fixture(scope="session", params=[SYNTHETIC, pytest.param(COMPLETE_JOURNEY, marks=pytest.mark.realdata)])
+def source(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def dataset(source: str, request: pytest.FixtureRequest) -> Dataset:
+    """The data the parametrized model was trained on."""
+    return request.getfixturevalue(SYNTHETIC if source == SYNTHETIC else "cj_small")
+
+
+@pytest.fixture(scope="session")
+def config(source: str) -> TrainConfig:
+    """The training configuration of the parametrized model: the tiny one on the synthetic retailer, the
+    defaults on The Complete Journey."""
+    return TINY if source == SYNTHETIC else TrainConfig()
+
+
+@pytest.fixture(scope="session")
+def data_args(source: str, request: pytest.FixtureRequest) -> list[str]:
+    """The command-line options that load the parametrized data set (evaluate, train, retrain)."""
+    if source == SYNTHETIC:
+        files = request.getfixturevalue("synthetic_files")
+        return ["--data", str(files["events"]), "--catalog", str(files["catalog"]), "--mapping", str(files["mapping"])]
+    return ["--households", str(HOUSEHOLDS)]
+
+
+@pytest.fixture(scope="session")
+def train_args(data_args: list[str], config: TrainConfig, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """The command-line options that train the parametrized model: its data and its configuration."""
+    path = tmp_path_factory.mktemp("config") / "config.json"
+    path.write_text(config.model_dump_json())
+    return [*data_args, "--config", str(path)]
+
+
+@pytest.fixture(scope="session")
+def trained(source: str, trainer: Callable[[str], TrainResult]) -> TrainResult:
+    return trainer(source)
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +125,14 @@ def model_dir(trained: TrainResult) -> Path:
 def engine(model_dir: Path) -> SubstituteEngine:
     """A fresh engine per test, so inventory changes never leak between tests."""
     return SubstituteEngine.load(model_dir)
+
+
+@pytest.fixture(scope="session")
+def cj_trained(trainer: Callable[[str], TrainResult]) -> TrainResult:
+    """The Complete Journey slice's model, for tests that judge real data (mark them ``realdata``)."""
+    return trainer(COMPLETE_JOURNEY)
+
+
+@pytest.fixture(scope="session")
+def cj_model_dir(cj_trained: TrainResult) -> Path:
+    return cj_trained.model_dir

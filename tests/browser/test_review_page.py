@@ -1,5 +1,5 @@
 """The review page (/ui) in a real headless browser (Debian's chromium and chromium-driver, driven by Selenium)
-against a real `recsys serve` on a model trained on a slice of The Complete Journey.
+against a real `recsys serve` on the session's model (the synthetic retailer's).
 
 Run with `make test-browser` (installs the browser when missing) or `pytest -m browser`. Set
 RECSYS_UI_SCREENSHOT=PATH to save a screenshot of the main view (docs/images/review-page.png is one)."""
@@ -28,7 +28,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from recsys import SubstituteEngine
 from serving.process import serving
 
-pytestmark = [pytest.mark.browser, pytest.mark.realdata]
+pytestmark = pytest.mark.browser
 TOKEN = "browser-test-token"
 CHROMIUM = Path(os.environ.get("RECSYS_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("RECSYS_CHROMEDRIVER", "/usr/bin/chromedriver"))

@@ -10,8 +10,6 @@ from typer.testing import CliRunner
 from benchmarks import latency
 from recsys.cli import app
 
-pytestmark = pytest.mark.realdata
-
 
 def test_engine_benchmark_compares_against_baselines(model_dir: Path) -> None:
     result = latency.bench_engine(model_dir, n_queries=100)

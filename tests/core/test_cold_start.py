@@ -4,13 +4,10 @@ every other answer unchanged."""
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from typer.testing import CliRunner
 
 from recsys import SubstituteEngine
 from recsys.cli import app
-
-pytestmark = pytest.mark.realdata
 
 
 def test_new_items_get_and_give_substitutes_without_retraining(model_dir: Path, tmp_path: Path) -> None:

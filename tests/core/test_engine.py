@@ -1,4 +1,4 @@
-"""Contract tests: the hard rules hold for many random real items, customers and inventory states."""
+"""Contract tests: the hard rules hold for many random items, customers and inventory states."""
 
 import dataclasses
 import json
@@ -14,8 +14,6 @@ import pytest
 
 from recsys import ItemInfo, StockUpdate, Substitute, SubstituteEngine, SubstituteFilters, UnknownItemError
 from recsys.sparse import SparseRows
-
-pytestmark = pytest.mark.realdata
 
 
 def _items_with_events(engine: SubstituteEngine, n: int, seed: int) -> list[str]:
@@ -189,10 +187,10 @@ def test_reasons_match_the_data(engine: SubstituteEngine) -> None:
 
 
 def test_whole_order_substitutions_obey_the_hard_rules_on_every_line(engine: SubstituteEngine,
-                                                                      cj_small) -> None:
+                                                                      dataset) -> None:
     """Real baskets: some lines out of stock at the store; each line's substitutes follow the single-item
     rules, none is an item of the order, and no substitute is proposed for two lines."""
-    purchases = cj_small.events
+    purchases = dataset.events
     sizes = purchases.groupby("session_id")["item_id"].nunique()
     baskets = sizes[sizes >= 12].index[:40]
     rng = np.random.default_rng(5)

@@ -4,14 +4,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from typer.testing import CliRunner
 
 from recsys import Inventory, StockUpdate, SubstituteEngine
 from recsys.cli import app
 from recsys.inventory import SqliteStockStore
-
-pytestmark = pytest.mark.realdata
 
 
 def test_export_matches_the_engine_and_each_stores_stock(model_dir: Path, tmp_path: Path) -> None:

@@ -1,15 +1,12 @@
 """The compiled feature kernel (recsys.kernels.candidate_features) against the features' definitions, written
-out in numpy over the model's scipy matrices, on real personal and anonymous queries."""
+out in numpy over the model's scipy matrices, on personal and anonymous queries of the session's model."""
 
 import math
 
 import numpy as np
-import pytest
 
 from recsys import SubstituteEngine
 from recsys.kernels import FEATURES, positions
-
-pytestmark = pytest.mark.realdata
 
 
 def _reference(engine: SubstituteEngine, x: int, cand: np.ndarray, similarity: np.ndarray, widened: np.ndarray,

@@ -1,4 +1,4 @@
-"""The request's intent: balanced (the default), familiar and discover, on the real model of the test session."""
+"""The request's intent: balanced (the default), familiar and discover, on the session's model."""
 
 from pathlib import Path
 
@@ -8,8 +8,6 @@ import pytest
 from recsys import Intent, StockUpdate, SubstituteEngine, SubstituteFilters, UnknownIntentError
 from training.pipeline import TrainResult
 from training.ranker import FAMILIAR_SHIFTS
-
-pytestmark = pytest.mark.realdata
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recsys import Dataset, SubstituteEngine, UnknownCustomerError
+from recsys.schema import PURCHASE_TYPES
 from serving.app import create_app
 from serving.settings import Settings
 
-pytestmark = pytest.mark.realdata
 
-
-def test_profile_agrees_with_the_customers_purchases(engine: SubstituteEngine, cj_small: Dataset) -> None:
-    events = cj_small.events.merge(cj_small.catalog, on="item_id")
-    data_end = events["timestamp"].max()
+def test_profile_agrees_with_the_customers_purchases(engine: SubstituteEngine, dataset: Dataset) -> None:
+    data_end = dataset.events["timestamp"].max()
+    purchases = dataset.events[dataset.events["event_type"].isin(PURCHASE_TYPES)]
+    events = purchases.merge(dataset.catalog, on="item_id")
+    catalog_events = dataset.events.merge(dataset.catalog, on="item_id")
     segments = set()
     for customer in [str(c) for c in engine.model.customers[::30]]:
         profile = engine.customer_profile(customer, max_categories=5)
@@ -22,17 +23,21 @@ def test_profile_agrees_with_the_customers_purchases(engine: SubstituteEngine, c
         assert profile.baskets == mine["session_id"].nunique()
         assert profile.recency_days == pytest.approx((data_end - mine["timestamp"].max()).total_seconds() / 86400,
                                                      abs=0.06)
-        assert profile.items == mine["item_id"].nunique()
+        touched = catalog_events[catalog_events["customer_id"] == customer]  # purchases, views and carts
+        assert profile.items == touched["item_id"].nunique(), "items the customer interacted with"
         segments.add(profile.segment)
         shares = [c.share for c in profile.categories]
         assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1.0001
         for category in profile.categories:
             bought = mine[(mine["department"] == category.department) & (mine["category"] == category.category)]
             assert category.purchases == len(bought.drop_duplicates())
-            assert category.brands[0].brand in set(bought["brand"])
+            # brands and the private-label share weigh every interaction, views and carts too
+            interest = touched[(touched["department"] == category.department)
+                               & (touched["category"] == category.category)]
+            assert category.brands[0].brand in set(interest["brand"])
             shares = [b.share for b in category.brands]
             assert shares == sorted(shares, reverse=True)
-            assert (category.private_label_share > 0) == bool(bought["private_label"].any())
+            assert (category.private_label_share > 0) == bool(interest["private_label"].any())
             if category.price_band:
                 band = category.price_band
                 assert band.p25 <= band.median <= band.p75

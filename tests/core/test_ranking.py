@@ -1,4 +1,5 @@
-"""Contract of the two-stage scorer (recsys.ranking) on a model trained on real Complete Journey households."""
+"""Contract of the two-stage scorer (recsys.ranking) on the session's model (the synthetic retailer's
+in the fast tier, The Complete Journey slice's in the real-data tier)."""
 
 from pathlib import Path
 
@@ -8,19 +9,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recsys import ArtifactError, SubstituteEngine
+from recsys import ArtifactError, Dataset, SubstituteEngine
 from recsys.kernels import FEATURES, best_positions
 from recsys.manifest import RankerSection
 from recsys.model import RERANKER_FILE
 from recsys.ranking import Scorer
-
-pytestmark = pytest.mark.realdata
+from recsys.schema import PURCHASE_TYPES
 
 _OWN = FEATURES.index("own_history")
 
 
 def _query_features(engine: SubstituteEngine, min_candidates: int = 40) -> np.ndarray:
-    """Feature rows of a real personal query with many candidates, some bought before by the customer."""
+    """Feature rows of a personal query with many candidates, some bought before by the customer."""
     counts = engine.model.customer_count
     for row in range(len(engine.model.customers)):
         for x in counts.indices[counts.indptr[row]:counts.indptr[row + 1]].tolist():
@@ -30,16 +30,18 @@ def _query_features(engine: SubstituteEngine, min_candidates: int = 40) -> np.nd
     raise AssertionError("no personal query with enough candidates in the slice")
 
 
-def test_trained_model_carries_a_checksummed_reranker(engine: SubstituteEngine, model_dir: Path) -> None:
+def test_trained_model_carries_a_checksummed_reranker(engine: SubstituteEngine, dataset: Dataset) -> None:
     ranker = engine.manifest.ranker
     assert ranker.source == "learned" and ranker.reranker.file == RERANKER_FILE
     assert RERANKER_FILE in engine.manifest.files
     assert engine.scorer.trees is not None and engine.scorer.trees.num_features == len(FEATURES)
     searched = ranker.reranker.bias_search
     assert searched and str(ranker.reranker.new_item_bias) == max(searched, key=lambda b: searched[b])
-    # the slice's purchases hold no views or substitution feedback: those features keep their default weights
+    # features without a signal in the data keep their default weights: there is no substitution feedback, and
+    # views only where the data has browse events (the Complete Journey holds purchases only)
     fixed = ranker.reranker.fixed_weights
-    assert {"viewed_together", "accepted_instead", "own_accepted"} <= set(fixed)
+    assert {"accepted_instead", "own_accepted"} <= set(fixed)
+    assert ("viewed_together" in fixed) == (not (dataset.events["event_type"] == "view").any())
     assert "popularity" not in fixed
 
 
@@ -48,7 +50,7 @@ def test_compiled_trees_score_as_lightgbm(engine: SubstituteEngine) -> None:
     features = _query_features(engine).astype(np.float64)
     booster = lightgbm.Booster(model_str=engine.model.reranker)
     expected = booster.predict(features, raw_score=True)
-    assert np.ptp(expected) > 0.1, "a real query's rows get different tree scores"
+    assert np.ptp(expected) > 0.1, "a query's rows get different tree scores"
     np.testing.assert_allclose(engine.scorer.trees.predict(features), expected, rtol=0, atol=1e-9)
 
 
@@ -121,10 +123,12 @@ def test_a_reranker_must_come_with_its_model(engine: SubstituteEngine, model_dir
         SubstituteEngine.load(copy)
 
 
-def test_trial_and_launch_features_come_from_the_data(engine: SubstituteEngine) -> None:
+def test_trial_and_launch_features_come_from_the_data(engine: SubstituteEngine, dataset: Dataset) -> None:
     items = engine.model.items
-    sold = items["n_customers"].to_numpy() > 0
-    assert (items.loc[sold, "trial_trend"] > 0).all() and (items.loc[~sold, "trial_trend"] == 0).all()
+    sold = items["n_customers"].to_numpy() > 0  # any event: a purchase, or a view or cart
+    events = dataset.events
+    bought = items["item_id"].isin(events.loc[events["event_type"].isin(PURCHASE_TYPES), "item_id"]).to_numpy()
+    assert (items.loc[bought, "trial_trend"] > 0).all() and (items.loc[~bought, "trial_trend"] == 0).all()
     days = items["days_on_sale"].to_numpy()
     assert np.isnan(days[~sold]).all() and (days[sold] >= 0).all() and days[sold].max() < 366
     features = _query_features(engine)

@@ -9,12 +9,10 @@ from recsys.artifact import CURRENT, MANIFEST
 from recsys.cli import app
 from recsys.registry import current_version, list_models, prune
 
-pytestmark = pytest.mark.realdata
-
 
 @pytest.fixture()
 def models(model_dir: Path, tmp_path: Path) -> Path:
-    """Three copies of a real model as versions v1 < v2 < v3, v3 current."""
+    """Three copies of the session's model as versions v1 < v2 < v3, v3 current."""
     root = tmp_path / "models"
     root.mkdir()
     for version in ("v1", "v2", "v3"):

@@ -15,7 +15,7 @@ from schemathesis import GenerationMode
 from serving.app import TOO_DEEP, create_app
 from serving.settings import Settings
 
-pytestmark = [pytest.mark.realdata, pytest.mark.reliability]
+pytestmark = pytest.mark.reliability
 TOKEN = "fuzz-token"
 CASES_PER_OPERATION = 40
 

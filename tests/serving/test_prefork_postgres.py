@@ -17,7 +17,7 @@ from test_replicas import _second_version, cluster  # noqa: F401  (the private P
 from recsys.artifact import CURRENT
 from serving.process import children, serving
 
-pytestmark = [pytest.mark.postgres, pytest.mark.realdata]
+pytestmark = pytest.mark.postgres
 
 
 def test_forked_workers_follow_the_model_pointer(cluster, model_dir: Path, tmp_path: Path) -> None:  # noqa: F811

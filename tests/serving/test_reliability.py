@@ -23,7 +23,7 @@ from recsys.feedback import FeedbackLog
 from serving.app import TOO_DEEP
 from serving.process import serving
 
-pytestmark = [pytest.mark.realdata, pytest.mark.reliability]
+pytestmark = pytest.mark.reliability
 TOKEN = "reliability-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -104,14 +104,15 @@ def test_reloads_under_load_drop_no_request(model_dir: Path, tmp_path: Path) -> 
     assert seen <= versions and len(seen) == 2
 
 
-def test_killed_training_never_replaces_the_current_model(model_dir: Path, tmp_path: Path) -> None:
+def test_killed_training_never_replaces_the_current_model(model_dir: Path, train_args: list[str],
+                                                          tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
     shutil.copytree(model_dir, models / model_dir.name)
     (models / CURRENT).symlink_to(model_dir.name)
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     for delay in (1.0, 2.5, 4.0, 5.5):
-        process = subprocess.Popen([sys.executable, "-m", "recsys.cli", "train", "--households", "150",
+        process = subprocess.Popen([sys.executable, "-m", "recsys.cli", "train", *train_args,
                                     "--out", str(models), "--no-progress"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)

@@ -31,7 +31,7 @@ from recsys.feedback import read_decisions
 from recsys.state import open_state
 from serving.process import free_port, start, stop, wait_ready
 
-pytestmark = [pytest.mark.postgres, pytest.mark.realdata]
+pytestmark = pytest.mark.postgres
 TOKEN = "replicas-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -191,7 +191,8 @@ def test_stock_updates_through_one_replica_reach_the_others(replicas: list[str],
 
 
 def test_feedback_posted_to_every_replica_is_read_by_training(replicas: list[str], cluster: Cluster,
-                                                              shared_models: Path, tmp_path: Path) -> None:
+                                                              shared_models: Path, train_args: list[str],
+                                                              tmp_path: Path) -> None:
     x, *others = _popular(shared_models, 4)
     with httpx.Client(timeout=10) as client:
         ids = []
@@ -204,8 +205,8 @@ def test_feedback_posted_to_every_replica_is_read_by_training(replicas: list[str
     decisions = read_decisions(cluster.url)
     mine = decisions[decisions["customer_id"].str.startswith("replica-", na=False)]
     assert sorted(mine["substitute_id"]) == sorted(others) and mine["accepted"].all()
-    result = subprocess.run([sys.executable, "-m", "recsys.cli", "train", "--households", "100", "--feedback",
-                             cluster.url, "--out", str(tmp_path / "models"), "--no-progress"],
+    result = subprocess.run([sys.executable, "-m", "recsys.cli", "train", *train_args, "--feedback", cluster.url,
+                             "--out", str(tmp_path / "models"), "--no-progress"],
                             capture_output=True, text=True, timeout=600,
                             env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]

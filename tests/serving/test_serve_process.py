@@ -8,11 +8,8 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-import pytest
 
 from serving.process import children, serving
-
-pytestmark = pytest.mark.realdata
 
 
 def test_serve_answers_over_loopback(model_dir: Path, tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from serving.app import create_app
 from serving.routers.ui import ASSETS, PAGES
 from serving.settings import Settings
 
-pytestmark = pytest.mark.realdata
 ROOT = Path(__file__).resolve().parents[2]
 UI_DIR = ROOT / "serving" / "ui"
 

@@ -17,8 +17,6 @@ from recsys.schema import DataValidationError
 from training.loaders import ColumnMapping, DataMapping, load_dataset, read_catalog
 from training.mapping import CatalogColumns
 
-pytestmark = pytest.mark.realdata
-
 MAPPINGS = Path(__file__).resolve().parents[2] / "docs" / "mappings"
 EVENT_NAMES = {"view": "view", "cart": "addtocart", "purchase": "transaction"}
 SIZES = ["500 ml", "1 L", "250 g", "6 ct"]

@@ -7,8 +7,9 @@ import pytest
 import scipy.sparse as sp
 from typer.testing import CliRunner
 
-from recsys import ArtifactError, Dataset, Intent, SubstituteEngine
+from recsys import ArtifactError, Dataset, Intent, SubstituteEngine, TrainConfig
 from recsys.cli import app
+from recsys.schema import PURCHASE_TYPES
 from training.evaluation import (
     BOUNDS,
     HIT_KS,
@@ -28,17 +29,20 @@ from training.evaluation import (
 from training.pipeline import TrainResult, train
 from training.queries import build_queries
 
-pytestmark = pytest.mark.realdata
+
+def _purchases(dataset: Dataset) -> pd.DataFrame:
+    return dataset.events[dataset.events["event_type"].isin(PURCHASE_TYPES)]
 
 
 @pytest.fixture(scope="module")
-def split(cj_small: Dataset) -> pd.Timestamp:
-    return default_split(cj_small.events)
+def split(dataset: Dataset) -> pd.Timestamp:
+    return default_split(dataset.events)
 
 
 @pytest.fixture(scope="module")
-def before_split(cj_small: Dataset, split: pd.Timestamp, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    return train(cj_small, out_dir=tmp_path_factory.mktemp("eval"), train_until=split.to_pydatetime(),
+def before_split(dataset: Dataset, config: TrainConfig, split: pd.Timestamp,
+                 tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    return train(dataset, config, out_dir=tmp_path_factory.mktemp("eval"), train_until=split.to_pydatetime(),
                  show_progress=False, make_current=False)
 
 
@@ -46,14 +50,14 @@ def test_split_is_after_week_40(split: pd.Timestamp) -> None:
     assert split == pd.Timestamp("2017-10-08")
 
 
-def test_queries_follow_the_switch_protocol(cj_small: Dataset, before_split: TrainResult,
+def test_queries_follow_the_switch_protocol(dataset: Dataset, before_split: TrainResult,
                                             split: pd.Timestamp) -> None:
     engine = SubstituteEngine.load(before_split.model_dir)
-    queries = build_queries(cj_small.events, engine, split)
+    queries = build_queries(dataset.events, engine, split)
     assert len(queries) > 1000
     pairs = list(zip(queries.customer.tolist(), queries.x.tolist(), strict=True))
     assert len(set(pairs)) == len(pairs)  # one query per (customer, X)
-    events = cj_small.events
+    events = _purchases(dataset)  # the protocol reads purchases only (views and carts are no switch)
     ids = engine.item_ids
     group_of = dict(zip(ids, engine.model.group_of, strict=True))
     rng = np.random.default_rng(0)
@@ -73,7 +77,7 @@ def test_queries_follow_the_switch_protocol(cj_small: Dataset, before_split: Tra
         switched = after.groupby("session_id")["item_id"].filter(lambda basket: ids[x] not in set(basket))
         assert set(ids[relevant]) == set(switched)
     # per basket (what the ranker is fitted on): one query per switch basket, each with part of its pair's Ys
-    baskets = build_queries(cj_small.events, engine, split, per_basket=True)
+    baskets = build_queries(dataset.events, engine, split, per_basket=True)
     assert len(baskets) > len(queries)
     of_pair = {pair: set(relevant.tolist()) for pair, relevant in zip(pairs, queries.relevant, strict=True)}
     for customer, x, relevant in zip(baskets.customer.tolist(), baskets.x.tolist(), baskets.relevant, strict=True):
@@ -81,10 +85,10 @@ def test_queries_follow_the_switch_protocol(cj_small: Dataset, before_split: Tra
     assert set(zip(baskets.customer.tolist(), baskets.x.tolist(), strict=True)) == set(pairs)
 
 
-def test_metrics_are_well_formed_and_on_the_same_queries(cj_small: Dataset, before_split: TrainResult,
+def test_metrics_are_well_formed_and_on_the_same_queries(dataset: Dataset, before_split: TrainResult,
                                                          split: pd.Timestamp) -> None:
     engine = SubstituteEngine.load(before_split.model_dir)
-    result = evaluate(engine, cj_small, split, max_queries=600, show_progress=False)
+    result = evaluate(engine, dataset, split, max_queries=600, show_progress=False)
     assert result.queries["all"] == 600 and 0 < result.queries["new_to_customer"] < 600
     assert set(result.metrics) == {"ours", "ours-familiar", "ours-discover", "random-in-group", "popular-in-group",
                                    "history-then-popular", "cooccurrence-in-group", "implicit-similar-raw",
@@ -138,15 +142,15 @@ def test_metrics_are_well_formed_and_on_the_same_queries(cj_small: Dataset, befo
     assert pd.Timestamp(ranker.validation["start"]) < split
 
 
-def test_refuses_a_model_that_saw_the_test_period(cj_small: Dataset, model_dir: Path,
+def test_refuses_a_model_that_saw_the_test_period(dataset: Dataset, model_dir: Path,
                                                    split: pd.Timestamp) -> None:
     with pytest.raises(ArtifactError, match="leak"):
-        evaluate(SubstituteEngine.load(model_dir), cj_small, split, max_queries=10, show_progress=False)
+        evaluate(SubstituteEngine.load(model_dir), dataset, split, max_queries=10, show_progress=False)
 
 
-def test_cli_writes_table_json_and_plot(before_split: TrainResult, tmp_path: Path) -> None:
+def test_cli_writes_table_json_and_plot(before_split: TrainResult, data_args: list[str], tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [
-        "evaluate", "--model", str(before_split.model_dir), "--households", "300", "--max-queries", "300",
+        "evaluate", "--model", str(before_split.model_dir), *data_args, "--max-queries", "300",
         "--json", str(tmp_path / "e.json"), "--plot", str(tmp_path / "e.png"), "--no-progress",
     ])
     assert result.exit_code == 0, result.output
@@ -165,10 +169,10 @@ def test_cli_writes_table_json_and_plot(before_split: TrainResult, tmp_path: Pat
 
 
 def test_discover_as_of_the_split_is_the_served_discover_for_a_model_trained_before_it(
-        cj_small: Dataset, before_split: TrainResult, split: pd.Timestamp) -> None:
+        dataset: Dataset, before_split: TrainResult, split: pd.Timestamp) -> None:
     engine = SubstituteEngine.load(before_split.model_dir)
-    queries = build_queries(cj_small.events, engine, split).sample(400, 0)
-    served, as_of = engine_ranker(engine, Intent.discover), discover_as_of(engine, cj_small.events, split)
+    queries = build_queries(dataset.events, engine, split).sample(400, 0)
+    served, as_of = engine_ranker(engine, Intent.discover), discover_as_of(engine, dataset.events, split)
     answered = 0
     for x, customer in zip(queries.x.tolist(), queries.customer.tolist(), strict=True):
         expected = served(x, customer)
@@ -176,28 +180,28 @@ def test_discover_as_of_the_split_is_the_served_discover_for_a_model_trained_bef
         answered += len(expected) > 0
     assert answered > 300
     # as of an earlier date the customer had bought less: items bought since come back
-    earlier = discover_as_of(engine, cj_small.events, split - pd.Timedelta(weeks=20))
+    earlier = discover_as_of(engine, dataset.events, split - pd.Timedelta(weeks=20))
     assert any(not np.array_equal(earlier(x, c), served(x, c))
                for x, c in zip(queries.x.tolist()[:100], queries.customer.tolist()[:100], strict=True))
 
 
-def test_a_test_period_with_an_end_holds_only_its_switches(cj_small: Dataset, before_split: TrainResult,
+def test_a_test_period_with_an_end_holds_only_its_switches(dataset: Dataset, before_split: TrainResult,
                                                             split: pd.Timestamp) -> None:
     engine = SubstituteEngine.load(before_split.model_dir)
     end = split + pd.Timedelta(weeks=3)
-    bounded = evaluate(engine, cj_small, split, show_progress=False, end=end)
-    whole = build_queries(cj_small.events, engine, split)
-    within = build_queries(cj_small.events[cj_small.events["timestamp"] < end], engine, split)
+    bounded = evaluate(engine, dataset, split, show_progress=False, end=end)
+    whole = build_queries(dataset.events, engine, split)
+    within = build_queries(dataset.events[dataset.events["timestamp"] < end], engine, split)
     assert bounded.end == str(end) and bounded.queries["all"] == len(within) < len(whole)
     with pytest.raises(ValueError, match="not after the split"):
-        evaluate(engine, cj_small, split, show_progress=False, end=split)
+        evaluate(engine, dataset, split, show_progress=False, end=split)
 
 
-def test_future_trials_are_first_purchases_in_the_test_period(cj_small: Dataset, before_split: TrainResult,
+def test_future_trials_are_first_purchases_in_the_test_period(dataset: Dataset, before_split: TrainResult,
                                                               split: pd.Timestamp) -> None:
     engine = SubstituteEngine.load(before_split.model_dir)
-    per_item, by_customer = future_trials(engine, cj_small.events, split)
-    events = cj_small.events
+    per_item, by_customer = future_trials(engine, dataset.events, split)
+    events = _purchases(dataset)  # a trial is a first purchase
     first = events.groupby(["customer_id", "item_id"])["timestamp"].min()
     tried = first[first >= split].reset_index()
     assert per_item.sum() == np.isin(tried["item_id"], engine.item_ids).sum() > 0
@@ -235,9 +239,9 @@ def test_margin_interval_resamples_whole_customers() -> None:
     assert low < difference < high and high - low > 1.5 * (high_iid - low_iid)
 
 
-def test_partition_is_a_seeded_sample_and_its_complement(cj_small: Dataset, before_split: TrainResult,
+def test_partition_is_a_seeded_sample_and_its_complement(dataset: Dataset, before_split: TrainResult,
                                                           split: pd.Timestamp) -> None:
-    queries = build_queries(cj_small.events, SubstituteEngine.load(before_split.model_dir), split)
+    queries = build_queries(dataset.events, SubstituteEngine.load(before_split.model_dir), split)
     sample, rest = queries.partition(300, seed=4)
     assert len(sample) == 300 and len(rest) == len(queries) - 300
     assert np.array_equal(sample.x, queries.sample(300, seed=4).x)

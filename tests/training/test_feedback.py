@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-import pytest
-from conftest import HOUSEHOLDS
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -13,10 +11,9 @@ from recsys.feedback import FeedbackLog
 from serving.app import create_app
 from serving.settings import Settings
 
-pytestmark = pytest.mark.realdata
 
-
-def test_feedback_is_recorded_and_retraining_changes_the_ranking(model_dir: Path, tmp_path: Path) -> None:
+def test_feedback_is_recorded_and_retraining_changes_the_ranking(model_dir: Path, train_args: list[str],
+                                                                 tmp_path: Path) -> None:
     state = tmp_path / "state.sqlite3"
     with TestClient(create_app(Settings(model_path=model_dir, state_path=state))) as client:
         engine: SubstituteEngine = client.app.state.service.engine
@@ -42,7 +39,7 @@ def test_feedback_is_recorded_and_retraining_changes_the_ranking(model_dir: Path
             assert response.status_code == 422 and response.json()["detail"]
     assert len(FeedbackLog(state)) == 4, "recorded durably, nothing from the refused requests"
 
-    result = CliRunner().invoke(app, ["train", "--households", str(HOUSEHOLDS), "--feedback", str(state),
+    result = CliRunner().invoke(app, ["train", *train_args, "--feedback", str(state),
                                       "--out", str(tmp_path / "models"), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "feedback: 7 decisions" in result.output
@@ -60,7 +57,7 @@ def test_feedback_is_recorded_and_retraining_changes_the_ranking(model_dir: Path
         assert "you accepted it as a substitute before" in personal[0].reasons
 
 
-def test_training_refuses_a_missing_feedback_file(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["train", "--households", "20", "--feedback", str(tmp_path / "nope.db"),
+def test_training_refuses_a_missing_feedback_file(data_args: list[str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", *data_args, "--feedback", str(tmp_path / "nope.db"),
                                       "--out", str(tmp_path / "models"), "--no-progress"])
     assert result.exit_code == 2 and "no feedback database" in result.output

@@ -6,9 +6,8 @@ import pytest
 from recsys.schema import CATALOG_COLUMNS, EVENT_COLUMNS, Dataset, DataValidationError
 from training.loaders import read_event_log
 
-pytestmark = pytest.mark.realdata
 
-
+@pytest.mark.realdata
 def test_complete_journey_slice_has_the_schema(cj_small: Dataset) -> None:
     events, catalog = cj_small.events, cj_small.catalog
     assert list(events.columns) == list(EVENT_COLUMNS)

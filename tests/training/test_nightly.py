@@ -5,21 +5,24 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import HOUSEHOLDS
 from typer.testing import CliRunner
 
+from recsys import TrainConfig
 from recsys.artifact import CURRENT
 from recsys.cli import app
 from recsys.registry import HEADLINE_METRICS, current_version
 
-pytestmark = pytest.mark.realdata
-# a plausible config mistake: 2-dimensional embeddings, one ALS pass, hand-set weights, 10 candidates
-WORSE = {"ranker": {"enabled": False}, "als": {"factors": 2, "iterations": 1}, "max_candidates": 10}
+
+def worse(config: TrainConfig) -> TrainConfig:
+    """A plausible config mistake: 2-dimensional embeddings, one ALS pass, hand-set weights, 10 candidates."""
+    return config.model_copy(update={"ranker": config.ranker.model_copy(update={"enabled": False}),
+                                     "als": config.als.model_copy(update={"factors": 2, "iterations": 1}),
+                                     "max_candidates": 10})
 
 
 @pytest.fixture()
 def models(model_dir: Path, tmp_path: Path) -> Path:
-    """A models directory whose current model is the session's (same households as --households 300)."""
+    """A models directory whose current model is the session's (trained on the data ``data_args`` loads)."""
     root = tmp_path / "models"
     root.mkdir()
     shutil.copytree(model_dir, root / model_dir.name)
@@ -27,9 +30,8 @@ def models(model_dir: Path, tmp_path: Path) -> Path:
     return root
 
 
-def retrain(models: Path, *extra: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["retrain", "--models", str(models), "--households", str(HOUSEHOLDS),
-                                      "--no-progress", *extra])
+def retrain(models: Path, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["retrain", "--models", str(models), "--no-progress", *args])
     return result.exit_code, result.output
 
 
@@ -37,11 +39,12 @@ def log(models: Path) -> list[dict]:
     return [json.loads(line) for line in (models / "retrain.jsonl").read_text().splitlines()]
 
 
-def test_gate_refuses_a_worse_model_and_keeps_the_current_one(models: Path, tmp_path: Path) -> None:
+def test_gate_refuses_a_worse_model_and_keeps_the_current_one(models: Path, data_args: list[str],
+                                                              config: TrainConfig, tmp_path: Path) -> None:
     before = current_version(models)
-    config = tmp_path / "worse.json"
-    config.write_text(json.dumps(WORSE))
-    code, output = retrain(models, "--config", str(config))
+    path = tmp_path / "worse.json"
+    path.write_text(worse(config).model_dump_json())
+    code, output = retrain(models, *data_args, "--config", str(path))
     assert code == 1, output
     assert "refused: HR@1" in output and " HR@3 " in output
     assert current_version(models) == before
@@ -53,9 +56,9 @@ def test_gate_refuses_a_worse_model_and_keeps_the_current_one(models: Path, tmp_
     assert entry["queries"][candidate]["all"] >= 100
 
 
-def test_gate_promotes_an_equally_good_model(models: Path) -> None:
+def test_gate_promotes_an_equally_good_model(models: Path, train_args: list[str]) -> None:
     before = current_version(models)
-    code, output = retrain(models, "--max-drop", "0.01")
+    code, output = retrain(models, *train_args, "--max-drop", "0.01")
     assert code == 0, output
     (entry,) = log(models)
     assert entry["promoted"] is True and current_version(models) == entry["candidate"] != before

@@ -5,14 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from benchmarks.training_scale import replicate, synthetic_catalog
-from recsys import Dataset
+from recsys import Dataset, TrainConfig
 from recsys.artifact import read_manifest
 from training.pipeline import ID_COLUMNS, TrainResult, _categorical, _customer_sample, _duplicated, train
-
-pytestmark = pytest.mark.realdata
 
 
 def _model_files(model_dir: Path) -> dict[str, str]:
@@ -21,20 +18,20 @@ def _model_files(model_dir: Path) -> dict[str, str]:
     return {name: digest for name, digest in files.items() if not name.startswith("report")}
 
 
-def test_categorical_input_trains_the_identical_model(cj_small: Dataset, trained: TrainResult,
+def test_categorical_input_trains_the_identical_model(dataset: Dataset, config: TrainConfig, trained: TrainResult,
                                                       tmp_path: Path) -> None:
     # replicate(.., 1) holds the ids as categoricals whose categories are not in sorted order
-    compact = replicate(cj_small, 1)
+    compact = replicate(dataset, 1)
     assert isinstance(compact.events["customer_id"].dtype, pd.CategoricalDtype)
     assert not compact.events["customer_id"].cat.categories.is_monotonic_increasing
-    result = train(compact, out_dir=tmp_path, show_progress=False, with_report=False)
+    result = train(compact, config, out_dir=tmp_path, show_progress=False, with_report=False)
     assert _model_files(result.model_dir) == _model_files(trained.model_dir)
     assert result.manifest.ranker == trained.manifest.ranker  # the same validation queries and fit
     assert result.manifest.counts == trained.manifest.counts
 
 
-def test_duplicate_check_is_exact(cj_small: Dataset) -> None:
-    events = cj_small.events.head(20_000)
+def test_duplicate_check_is_exact(dataset: Dataset) -> None:
+    events = dataset.events.head(20_000)
     events = pd.concat([events, events.iloc[::7], events.iloc[::11].assign(quantity=99.0)], ignore_index=True)
     compact = events.assign(**{c: _categorical(events[c]) for c in ID_COLUMNS})
     expected = events.duplicated().to_numpy()
@@ -43,16 +40,16 @@ def test_duplicate_check_is_exact(cj_small: Dataset) -> None:
     np.testing.assert_array_equal(_duplicated(events), expected)
 
 
-def test_categorical_codes_sort_like_the_ids(cj_small: Dataset) -> None:
-    ids = replicate(cj_small, 2).events["session_id"]
+def test_categorical_codes_sort_like_the_ids(dataset: Dataset) -> None:
+    ids = replicate(dataset, 2).events["session_id"]
     sorted_ids = _categorical(ids)
     codes, uniques = pd.factorize(sorted_ids, sort=True)
     assert list(uniques.astype(str)) == sorted(ids.astype(str).unique())
     assert (np.asarray(uniques.astype(str))[codes] == ids.astype(str).to_numpy()).all()
 
 
-def test_validation_customers_are_a_seeded_sample_with_all_their_events(cj_small: Dataset) -> None:
-    events = cj_small.events.assign(customer_id=_categorical(cj_small.events["customer_id"]))
+def test_validation_customers_are_a_seeded_sample_with_all_their_events(dataset: Dataset) -> None:
+    events = dataset.events.assign(customer_id=_categorical(dataset.events["customer_id"]))
     sample = _customer_sample(events, 100, seed=0)
     chosen = sample["customer_id"].astype(str).unique()
     assert len(chosen) == 100
@@ -62,9 +59,9 @@ def test_validation_customers_are_a_seeded_sample_with_all_their_events(cj_small
     assert _customer_sample(events, 300, seed=0) is events  # no more customers than the budget: all
 
 
-def test_replicated_households_shop_like_their_originals(cj_small: Dataset) -> None:
-    copies = replicate(cj_small, 3)
-    events, original = copies.events, cj_small.events
+def test_replicated_households_shop_like_their_originals(dataset: Dataset) -> None:
+    copies = replicate(dataset, 3)
+    events, original = copies.events, dataset.events
     assert len(events) == 3 * len(original)
     assert events["customer_id"].nunique() == 3 * original["customer_id"].nunique()
     assert events["session_id"].nunique() == 3 * original["session_id"].nunique()
