@@ -32,6 +32,7 @@ run: $(STAMP) models/current
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 # the real-data tier: The Complete Journey slice (the same contract tests, and those that judge real data)

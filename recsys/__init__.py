@@ -1,28 +1,66 @@
-"""Substitute-product recommendations: what to offer when the item a shopper wants is unavailable."""
+"""Substitute-product recommendations: what to offer when the item a shopper wants is unavailable.
 
-from recsys.artifact import ArtifactError
-from recsys.config import AlsConfig, TrainConfig
-from recsys.engine import SubstituteEngine
-from recsys.inventory import Inventory, StockUpdate
-from recsys.schema import Dataset, DataValidationError
-from recsys.sizes import PackageSize, parse_package_size
-from recsys.types import (
-    BrandShare,
-    CategoryPreference,
-    CustomerProfile,
-    Intent,
-    ItemInfo,
-    ItemMatches,
-    OrderSubstitutes,
-    PriceBand,
-    Substitute,
-    SubstituteFilters,
-    SubstituteList,
-    UnknownCustomerError,
-    UnknownIntentError,
-    UnknownItemError,
-    Variant,
-)
+The public API is re-exported here. Importing the package loads none of it: each name is imported on first use
+(PEP 562), so ``import recsys`` or the ``recsys`` command line does not load faiss or numba until an engine is
+used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from recsys.artifact import ArtifactError
+    from recsys.config import AlsConfig, TrainConfig
+    from recsys.engine import SubstituteEngine
+    from recsys.inventory import Inventory, StockUpdate
+    from recsys.schema import Dataset, DataValidationError
+    from recsys.sizes import PackageSize, parse_package_size
+    from recsys.types import (
+        BrandShare,
+        CategoryPreference,
+        CustomerProfile,
+        Intent,
+        ItemInfo,
+        ItemMatches,
+        OrderSubstitutes,
+        PriceBand,
+        Substitute,
+        SubstituteFilters,
+        SubstituteList,
+        UnknownCustomerError,
+        UnknownIntentError,
+        UnknownItemError,
+        Variant,
+    )
+
+#: public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(["ArtifactError"], "recsys.artifact"),
+    **dict.fromkeys(["AlsConfig", "TrainConfig"], "recsys.config"),
+    **dict.fromkeys(["SubstituteEngine"], "recsys.engine"),
+    **dict.fromkeys(["Inventory", "StockUpdate"], "recsys.inventory"),
+    **dict.fromkeys(["Dataset", "DataValidationError"], "recsys.schema"),
+    **dict.fromkeys(["PackageSize", "parse_package_size"], "recsys.sizes"),
+    **dict.fromkeys(["BrandShare", "CategoryPreference", "CustomerProfile", "Intent", "ItemInfo", "ItemMatches",
+                     "OrderSubstitutes", "PriceBand", "Substitute", "SubstituteFilters", "SubstituteList",
+                     "UnknownCustomerError", "UnknownIntentError", "UnknownItemError", "Variant"], "recsys.types"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'recsys' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "BrandShare",

@@ -17,9 +17,8 @@ import pandas as pd
 
 from recsys.inventory import Inventory
 from recsys.items import ItemTable
-from recsys.kernels import FeatureArrays, best_positions, candidate_features, plain, rule_mask
+from recsys.kernels import FeatureArrays, SparseRows, best_positions, candidate_features, plain, rule_mask
 from recsys.model import ModelData
-from recsys.sparse import SparseRows
 from recsys.types import SubstituteFilters
 
 _NO_MASK: Final[np.ndarray] = np.empty(0, dtype=bool)
@@ -97,7 +96,8 @@ class CandidateFinder:
         candidates = members[keep]
         if len(candidates) <= self.max_candidates:
             return candidates, factors[candidates] @ factors[x]
-        params = faiss.SearchParameters(sel=faiss.IDSelectorRange(lo, hi, True))
+        # faiss's stubs omit the keyword form of its Python wrapper, which also keeps the selector alive
+        params = faiss.SearchParameters(sel=faiss.IDSelectorRange(lo, hi, True))  # type: ignore[call-arg]
         sims, ids = self.model.index.search(factors[x:x + 1], self.max_candidates, params=params)
         found = ids[0] >= 0
         nearest, similarity = ids[0][found].astype(np.int64), sims[0][found]

@@ -110,23 +110,3 @@ class FeedbackLog:
     def close(self) -> None:
         with self._lock:
             self._connection.close()
-
-
-def read_decisions(path: str | Path) -> pd.DataFrame:
-    """The decisions in a server's state (the trainer's ``--feedback``): a state URL (``postgresql://...``,
-    ``sqlite:///path``) or the path of a SQLite file, which must exist."""
-    if isinstance(path, str) and "://" in path:
-        from recsys.state import open_state  # the state module imports this one
-
-        state = open_state(path, must_exist=True)
-        try:
-            return decisions_of(state.feedback.feedback())
-        finally:
-            state.close()
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no feedback database at {path}")
-    log = FeedbackLog(path)
-    try:
-        return log.decisions()
-    finally:
-        log.close()

@@ -93,4 +93,5 @@ class ItemTable:
         if not len(values):
             return values.astype(np.float32)
         top = np.log1p(np.maximum.reduceat(values, self.group_ptr[:-1]))[self.group_of]
-        return np.divide(np.log1p(values), top, out=np.zeros_like(values), where=top > 0).astype(np.float32)
+        relative: np.ndarray = np.divide(np.log1p(values), top, out=np.zeros_like(values), where=top > 0)
+        return relative.astype(np.float32)

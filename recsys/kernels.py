@@ -5,7 +5,7 @@ not when a kernel it calls, or a constant it reads, lives in another file that c
 every constant they read here, any change to them compiles everything afresh, and importing the package
 configures nothing (numba's default cache, ``__pycache__`` beside this file).
 
-The kernels take bundles of arrays instead of long argument lists: :class:`recsys.sparse.SparseRows` for several
+The kernels take bundles of arrays instead of long argument lists: :class:`SparseRows` for several
 sparse matrices on one structure, :class:`ItemColumns` for the per-item columns, :class:`FeatureArrays` for all
 that the candidate features read, :class:`Ranker` for the scorer's weights and trees. They are named tuples on
 the Python side; the query path hands them over as plain tuples (:func:`plain`), which the kernels unpack into
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar, cast
 
 import numba
 import numpy as np
+import scipy.sparse as sp
 
-if TYPE_CHECKING:
-    from recsys.sparse import SparseRows
+BundleT = TypeVar("BundleT", bound=tuple[Any, ...])
 
 
 class Feature(enum.IntEnum):
@@ -129,14 +129,46 @@ class FeatureArrays(NamedTuple):
     accepted: SparseRows  # customer x item: accepted substitutions
 
 
-def plain(bundle: tuple[Any, ...]) -> tuple[Any, ...]:
+def plain(bundle: BundleT) -> BundleT:
     """A bundle as the query path passes it to the kernels: plain tuples all the way down. numba types a plain
     tuple of arrays in compiled code (a call costs about 0.3 µs) but a named tuple in Python (0.8 µs), and a
-    query passes several; the kernels unpack their bundles positionally either way."""
-    return tuple(plain(value) if isinstance(value, tuple) else value for value in bundle)
+    query passes several; the kernels unpack their bundles positionally either way. The result has the bundle's
+    fields in the bundle's order, so it is typed as the bundle: the kernels' signatures name what they read."""
+    return cast(BundleT, tuple(plain(value) if isinstance(value, tuple) else value for value in bundle))
 
 
 # -- sparse rows ---------------------------------------------------------------------------------------------
+class SparseRows(NamedTuple):
+    """Several sparse matrices of one shape on one sorted CSR structure (the union of theirs), so that one
+    search over a row's indices serves them all: ``values[:, j]`` holds matrix ``j`` (0 where it has none).
+    A named tuple; the compiled kernels take it as a plain tuple and unpack it."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    values: np.ndarray  # (nnz, number of matrices), float32
+
+    @classmethod
+    def of(cls, *matrices: sp.csr_matrix) -> SparseRows:
+        n_rows, n_cols = matrices[0].shape
+        keys = [np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(m.indptr)) * n_cols + m.indices
+                for m in matrices]
+        union = np.unique(np.concatenate(keys))
+        values = np.zeros((len(union), len(matrices)), dtype=np.float32)
+        for j, (matrix, key) in enumerate(zip(matrices, keys, strict=True)):
+            values[np.searchsorted(union, key), j] = matrix.data
+        indptr = np.searchsorted(union // n_cols, np.arange(n_rows + 1))
+        return cls(indptr, union % n_cols, values)  # int64, as candidate ids: searchsorted then copies nothing
+
+    def row(self, row: int) -> tuple[np.ndarray, np.ndarray]:
+        """The row's column indices (sorted) and their values."""
+        start, end = self.indptr[row], self.indptr[row + 1]
+        return self.indices[start:end], self.values[start:end]
+
+    def lookup(self, row: int, columns: np.ndarray) -> np.ndarray:
+        """Values at (``row``, ``columns``): shape (len(columns), number of matrices), 0 where absent."""
+        return lookup(plain(self), row, columns)
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def positions(rows: SparseRows, row: int, columns: np.ndarray, ascending: bool) -> np.ndarray:
     """Where each (row, column) is stored in a CSR structure, -1 if absent. Ascending ``columns`` (a group's
@@ -329,13 +361,6 @@ def linear_scores(features: np.ndarray, ranker: Ranker) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def scores(features: np.ndarray, shortlist: int, rerank: bool, ranker: Ranker) -> np.ndarray:
-    """:meth:`recsys.ranking.Scorer.__call__` in one kernel."""
-    linear = linear_scores(features, ranker)
-    return rescore(features, linear, np.full(len(linear), -np.inf), shortlist, rerank, ranker)
-
-
-@numba.njit(cache=True, nogil=True)
 def rescore(features: np.ndarray, linear: np.ndarray, known: np.ndarray, shortlist: int, rerank: bool,
             ranker: Ranker) -> np.ndarray:
     """Final scores from the ``linear`` ones. Without ``rerank``: the linear score where it is at least
@@ -498,4 +523,6 @@ def _distinct(ranked: np.ndarray, candidates: np.ndarray, features: np.ndarray, 
     bought = np.empty(len(ranked), dtype=np.bool_)
     for i in range(len(ranked)):
         bought[i] = features[ranked[i], Feature.own_history] > 0
-    return ranked[_first_distinct(brand[items], group[items], size_bucket[items], bought, k, MAX_PACK_SIZES)]
+    distinct: np.ndarray = ranked[_first_distinct(brand[items], group[items], size_bucket[items], bought, k,
+                                                  MAX_PACK_SIZES)]
+    return distinct

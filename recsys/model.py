@@ -11,7 +11,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -47,10 +47,15 @@ def _save_csr(arrays: dict[str, np.ndarray], prefix: str, matrix: sp.csr_matrix)
     arrays[f"{prefix}_shape"] = np.asarray(matrix.shape, dtype=np.int64)
 
 
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` of named arrays (its stubs read a keyword argument of a dict as ``allow_pickle``)."""
+    np.savez(path, **cast(dict[str, Any], arrays))
+
+
 def _load_csr(arrays: Any, prefix: str) -> sp.csr_matrix:
-    shape = tuple(int(v) for v in arrays[f"{prefix}_shape"])
+    n_rows, n_cols = (int(v) for v in arrays[f"{prefix}_shape"])
     return sp.csr_matrix(
-        (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]), shape=shape
+        (arrays[f"{prefix}_data"], arrays[f"{prefix}_indices"], arrays[f"{prefix}_indptr"]), shape=(n_rows, n_cols)
     )
 
 
@@ -91,7 +96,7 @@ def load_mapped(path: Path) -> dict[str, np.ndarray]:
 def _load_optional_csr(arrays: Any, prefix: str, shape: tuple[int, int]) -> sp.csr_matrix:
     """A matrix added after format version 1's first models: empty when an older model lacks it."""
     if f"{prefix}_shape" not in arrays:
-        return sp.csr_matrix(shape, dtype=np.float32)
+        return sp.csr_matrix(cast(Any, shape), dtype=np.float32)  # an empty matrix (the stubs know no shape form)
     return _load_csr(arrays, prefix)
 
 
@@ -147,13 +152,13 @@ class ModelData:
         _save_csr(neighbours, "trial", self.trial)
         _save_csr(neighbours, "store_items", self.store_items)
         _save_csr(neighbours, "feedback", self.feedback)
-        np.savez(directory / NEIGHBOURS_FILE, **neighbours)
+        _save_npz(directory / NEIGHBOURS_FILE, neighbours)
         profiles: dict[str, np.ndarray] = {}
         _save_csr(profiles, "weight", self.customer_weight)
         profiles["count_data"] = self.customer_count.data.astype(np.float32)
         profiles["recent_data"] = self.customer_recent.data.astype(np.float32)
         _save_csr(profiles, "accepted", self.customer_accepted)
-        np.savez(directory / PROFILES_FILE, **profiles)
+        _save_npz(directory / PROFILES_FILE, profiles)
         if self.reranker:
             (directory / RERANKER_FILE).write_text(self.reranker)
 

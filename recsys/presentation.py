@@ -6,18 +6,17 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Final, NamedTuple
+from typing import Final, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from recsys.inventory import Inventory
 from recsys.items import SAME_SIZE_TOLERANCE, ItemTable
-from recsys.kernels import Feature
+from recsys.kernels import Feature, SparseRows
 from recsys.model import ModelData
 from recsys.sizes import UNIT_PRICE_BASIS, format_quantity
-from recsys.sparse import SparseRows
-from recsys.types import ItemInfo, Substitute, Variant
+from recsys.types import ItemFields, ItemInfo, Substitute, Variant
 
 #: the features that presenting an answer reads, in the order :meth:`Presenter.present` unpacks them
 _REASON_FEATURES: Final[np.ndarray] = np.array([
@@ -55,7 +54,7 @@ class _Shown(NamedTuple):
     one record per item: an answer's ten substitutes then miss the cache once each, not once per field."""
 
     info: ItemInfo
-    fields: tuple[Any, ...]  # the info's fields in order: a Substitute starts with them
+    fields: ItemFields  # the info's fields in order: a Substitute starts with them
     family: int  # size family code, -1: unknown
     log_size: float  # NaN: unknown
     size: float
@@ -87,7 +86,7 @@ class Presenter:
                                       for info in map(self.infos.__getitem__, variants))
                                 for variants in items.variants()]
 
-    def _catalog_rows(self, size_display: list[str | None]) -> list[tuple[Any, ...]]:
+    def _catalog_rows(self, size_display: list[str | None]) -> list[ItemFields]:
         """Per item, :class:`ItemInfo`'s fields in order."""
         items, table = self.model.items, self.items
         sizes = [None if t is None or pd.isna(t) else " ".join(str(t).split())
@@ -97,7 +96,7 @@ class Presenter:
         basis = np.asarray([UNIT_PRICE_BASIS.get(f, np.nan) if f is not None else np.nan for f in families])
         per_unit = table.price / np.exp(table.log_size.astype(np.float64)) * basis
         unit_prices = [None if not math.isfinite(u) or u <= 0 else float(f"{u:.3g}") for u in per_unit.tolist()]
-        unit_per = [format_quantity(b, f) if u is not None else None
+        unit_per = [format_quantity(b, f) if u is not None and f is not None else None
                     for u, b, f in zip(unit_prices, basis.tolist(), families, strict=True)]
         columns = zip(items["item_id"].astype(str).tolist(), items["brand"].astype(str).tolist(),
                       items["private_label"].astype(bool).tolist(), items["department"].astype(str).tolist(),
@@ -128,7 +127,8 @@ class Presenter:
         for c, score, (brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed, _), \
                 is_widened, n in zip(items.tolist(), scores.tolist(), reason_features, widened.tolist(), bought,
                                      strict=True):
-            info, fields, family, log_size, size, family_name, same_size, size_start, cents, cold, _ = shown[c]
+            record: _Shown = shown[c]  # c comes from tolist(): typed, so that the record's fields are too
+            info, fields, family, log_size, size, family_name, same_size, size_start, cents, cold, _ = record
             reasons = [] if is_widened else [same_type]
             size_ratio = size_difference = None
             if family == x_family and family >= 0:
@@ -139,7 +139,7 @@ class Presenter:
                     reasons.append(same_size)
                 else:
                     size_difference = _size_difference(size - x_size, family_name)
-                    reasons.append(size_start + x_label)
+                    reasons.append(f"{size_start}{x_label}")
             usual_brand = personal and brand_share >= USUAL_BRAND_SHARE
             if usual_brand:
                 reasons.append("your usual brand")

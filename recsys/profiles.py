@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from recsys.items import ItemTable
+from recsys.kernels import SparseRows
 from recsys.model import ModelData
 from recsys.sizes import format_quantity
-from recsys.sparse import SparseRows
 from recsys.types import BrandShare, CategoryPreference, CustomerProfile, ItemInfo, PriceBand
 
 

@@ -29,7 +29,7 @@ from typing import Final
 
 import numpy as np
 
-from recsys.kernels import FEATURES, Feature, Ranker, linear_scores, plain, scores
+from recsys.kernels import FEATURES, Feature, Ranker, linear_scores, plain
 from recsys.manifest import RankerSection
 from recsys.trees import Forest
 
@@ -121,14 +121,6 @@ class Scorer:
     def linear(self, features: np.ndarray) -> np.ndarray:
         """Stage 1: the piecewise-linear score (float64)."""
         return linear_scores(features, self.arrays)
-
-    def __call__(self, features: np.ndarray, shortlist: int | None = None, rerank: bool = True) -> np.ndarray:
-        """Scores of all rows; -inf for rows whose linear score is under the cut-off (``min_score``), which
-        are never returned. With a re-ranker (and ``rerank``), the linear score keeps the best ``shortlist``
-        of the other rows (all when None; ties in row order) and the re-ranker scores them; the rest get -inf
-        too."""
-        return scores(features, len(features) if shortlist is None else shortlist,
-                      rerank and self.trees is not None, self.arrays)
 
     @staticmethod
     def design(features: np.ndarray) -> np.ndarray:

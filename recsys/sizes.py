@@ -145,8 +145,15 @@ def parse_package_sizes(values: pd.Series) -> pd.DataFrame:
 
     Distinct strings are parsed once (a catalog has a few thousand distinct sizes).
     """
-    uniques = pd.unique(values.dropna())
-    parsed = {u: parse_package_size(u) for u in uniques}
-    qty = values.map(lambda v: parsed[v].quantity if parsed.get(v) else np.nan)
-    fam = values.map(lambda v: parsed[v].family if parsed.get(v) else None)
+    parsed = {u: parse_package_size(u) for u in pd.unique(values.dropna())}
+
+    def quantity(value: object) -> float:
+        size = parsed.get(value)
+        return size.quantity if size else np.nan
+
+    def family(value: object) -> str | None:
+        size = parsed.get(value)
+        return size.family if size else None
+
+    qty, fam = values.map(quantity), values.map(family)
     return pd.DataFrame({"size_qty": qty.astype("float64"), "size_family": fam.astype("object")}, index=values.index)

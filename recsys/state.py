@@ -16,14 +16,17 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+import pandas as pd
 
 from recsys import storage
-from recsys.feedback import FeedbackLog, FeedbackStore
+from recsys.feedback import FeedbackLog, FeedbackStore, decisions_of
 from recsys.inventory import SqliteStockStore, StockStore
-from recsys.storage import StateUnavailableError
+from recsys.storage import StateUnavailableError, redact
 
-__all__ = ["StateStore", "StateUnavailableError", "SqliteState", "check_url", "open_state", "redact", "sqlite_path"]
+__all__ = ["StateStore", "StateUnavailableError", "SqliteState", "check_url", "open_state", "read_decisions",
+           "redact", "sqlite_path"]
 
 SQLITE_PREFIX = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql", "postgres")
@@ -33,11 +36,12 @@ class StateStore(Protocol):
     """Stock changes, feedback and the model pointer in one database."""
 
     url: str  # with any password hidden: safe to log and show
-    stock: StockStore
-    feedback: FeedbackStore
 
-    def ping(self) -> None:
-        """Raise :class:`StateUnavailableError` unless the database answers."""
+    @property
+    def stock(self) -> StockStore: ...
+
+    @property
+    def feedback(self) -> FeedbackStore: ...
 
     def model_pointer(self) -> str | None:
         """The version every replica should serve, None when nothing was promoted through the state."""
@@ -52,15 +56,6 @@ class StateStore(Protocol):
         """Make a :meth:`wait_for_change` in progress return soon (on shutdown)."""
 
     def close(self) -> None: ...
-
-
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -115,10 +110,6 @@ class SqliteState:
         self._lock = threading.Lock()
         self._wake = threading.Event()
 
-    def ping(self) -> None:
-        with self._lock:
-            self._connection.execute("SELECT 1").fetchone()
-
     def model_pointer(self) -> str | None:
         with self._lock:
             row = self._connection.execute("SELECT version FROM model_pointer WHERE id = 1").fetchone()
@@ -145,3 +136,20 @@ class SqliteState:
         self.stock.close()
         self.feedback.close()
 
+
+def read_decisions(path: str | Path) -> pd.DataFrame:
+    """The decisions in a server's state (the trainer's ``--feedback``): a state URL (``postgresql://...``,
+    ``sqlite:///path``) or the path of a SQLite file, which must exist."""
+    if isinstance(path, str) and "://" in path:
+        state = open_state(path, must_exist=True)
+        try:
+            return decisions_of(state.feedback.feedback())
+        finally:
+            state.close()
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no feedback database at {path}")
+    log = FeedbackLog(path)
+    try:
+        return log.decisions()
+    finally:
+        log.close()

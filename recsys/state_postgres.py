@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 from psycopg import sql
@@ -27,8 +27,7 @@ from psycopg_pool import ConnectionPool
 
 from recsys.feedback import Feedback, from_json, to_json
 from recsys.inventory import StockUpdate, _blob, _update
-from recsys.state import redact
-from recsys.storage import SCHEMA_VERSION, StateSchemaError, StateUnavailableError
+from recsys.storage import SCHEMA_VERSION, StateSchemaError, StateUnavailableError, redact
 
 CHANNEL: Final[str] = "recsys_state"
 #: arbitrary constants naming this package's advisory locks
@@ -61,7 +60,7 @@ class PostgresState:
         except psycopg.ProgrammingError as exc:
             raise ValueError(f"state URL {self.url!r}: {exc}") from exc
         params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-        self._params = params
+        self._params: dict[str, Any] = params  # libpq keywords, passed to psycopg.connect as they are
         self._timeout_s = timeout_s
         self._pool = ConnectionPool(kwargs=params, min_size=1, max_size=pool_size, open=False, timeout=timeout_s,
                                     check=ConnectionPool.check_connection, reconnect_timeout=float("inf"),
@@ -101,10 +100,6 @@ class PostgresState:
             elif stored < SCHEMA_VERSION:
                 connection.execute("UPDATE recsys_schema_version SET version = %s", (SCHEMA_VERSION,))
         self._schema_ready = True
-
-    def ping(self) -> None:
-        with self.transaction() as connection:
-            connection.execute("SELECT 1")
 
     def model_pointer(self) -> str | None:
         with self.transaction() as connection:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
 #: the schema this build writes; older files are migrated in place when opened
 SCHEMA_VERSION: Final[int] = 2
@@ -69,3 +70,12 @@ def ensure_schema(connection: sqlite3.Connection) -> None:
     except BaseException:
         connection.execute("ROLLBACK")
         raise
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``: a state URL as it may be logged and shown."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

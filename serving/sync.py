@@ -3,8 +3,8 @@ the writes of every replica, and moves this process to the model the state's poi
 
 The thread wakes on a notification (PostgreSQL ``LISTEN``) or after ``poll_s``, and each time catches up by
 sequence number, so a notification lost while a connection was down costs at most one interval. A new model
-is loaded, verified and warmed in a worker thread, then swapped in (:meth:`ServiceState.reload`): requests never
-wait for it. While the database is unreachable, answers keep coming from memory, and the thread retries.
+is loaded, verified and warmed in a worker thread, then swapped in (:meth:`serving.state.ServiceState.reload`):
+requests never wait for it. While the database is unreachable, answers keep coming from memory, and the thread retries.
 """
 
 from __future__ import annotations
@@ -15,22 +15,33 @@ import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final, Protocol
 
+from recsys import Inventory, SubstituteEngine
 from recsys.state import StateStore
 from recsys.storage import StateUnavailableError
-
-if TYPE_CHECKING:
-    from serving.metrics import Metrics
-    from serving.state import ServiceState
+from serving.metrics import Metrics
 
 log = logging.getLogger("recsys.serving")
 #: how long a replica waits before it tries again to load a version it could not load
 RETRY_FAILED_LOAD_S: Final[float] = 15.0
 
 
+class Followed(Protocol):
+    """What the thread keeps current in its process (:class:`serving.state.ServiceState`): the inventory, and
+    the engine, which it swaps through ``reload``."""
+
+    @property
+    def engine(self) -> SubstituteEngine | None: ...
+
+    @property
+    def inventory(self) -> Inventory: ...
+
+    async def reload(self, model_path: Path | None = None) -> tuple[SubstituteEngine, str | None]: ...
+
+
 class StateSync:
-    def __init__(self, service: ServiceState, store: StateStore, models_dir: Path, poll_s: float,
+    def __init__(self, service: Followed, store: StateStore, models_dir: Path, poll_s: float,
                  metrics: Metrics, loop: asyncio.AbstractEventLoop) -> None:
         self.service, self.store, self.models_dir, self.poll_s = service, store, models_dir, poll_s
         self.metrics, self.loop = metrics, loop

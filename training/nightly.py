@@ -52,7 +52,7 @@ class RetrainResult:
     promoted: bool
     message: str
     split: str | None = None
-    queries: dict[str, int] = field(default_factory=dict)
+    queries: dict[str, dict[str, int]] = field(default_factory=dict)  # version -> subset -> queries
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # version -> gated metric -> value
     finished_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 

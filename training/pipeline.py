@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import resource
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +37,21 @@ from training.ranker import FAMILIAR_SHIFTS, NEW_ITEM_BIASES, collect, fit, fit_
 
 STAGES = ("validate", "catalog", "interactions", "embeddings", "neighbours", "feedback", "index", "ranker", "report",
           "write")
+
+
+@dataclass
+class FittedModel:
+    """A model trained in memory and not written yet (:func:`save_model` writes it): the model, its manifest,
+    and the stages timed so far."""
+
+    model: ModelData
+    manifest: Manifest
+    timer: StageTimer
+    started: float  # time.perf_counter() when training started
+
+    def engine(self) -> SubstituteEngine:
+        """An engine on the model as it is, in memory (what the trainer's own evaluations query)."""
+        return SubstituteEngine(self.model, self.manifest)
 
 
 @dataclass
@@ -281,19 +295,19 @@ def unit_rows(factors: np.ndarray) -> np.ndarray:
     return np.divide(factors, norms, out=np.zeros_like(factors), where=norms > 0)
 
 
-#: trains the ranker's inner model: (config with the ranker off, output directory, train_until) -> result
-InnerTrainer = Callable[[TrainConfig, Path, datetime], TrainResult]
+#: fits the ranker's inner model in memory: (config with the ranker off, train_until) -> the fitted model
+InnerFit = Callable[[TrainConfig, datetime], "FittedModel"]
 
 
 def _learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConfig,
-                  data_end: pd.Timestamp | None = None, train_inner: InnerTrainer | None = None
+                  data_end: pd.Timestamp | None = None, fit_inner: InnerFit | None = None
                   ) -> tuple[RankerSection, str, dict[str, Any] | None]:
     """Fit the ranker on the last ``validation_weeks`` of the data (an inner model trained before them).
 
     ``events``: the events the validation queries and the baselines are built from. By default they are all the
-    events, and the inner model is trained from them with :func:`train`. Another engine passes a sample of the
-    customers' events, the end of its full data as ``data_end`` and its own ``train_inner``, which trains the inner
-    model on all its events before the validation start.
+    events, and the inner model is fitted from them with :func:`fit_model`. Another engine passes a sample of the
+    customers' events, the end of its full data as ``data_end`` and its own ``fit_inner``, which fits the inner
+    model on all its events before the validation start. The inner model stays in memory: it is never written.
 
     Returns the manifest's ``ranker`` section, the re-ranker's model text ("" when none) and the held-out
     metrics: a seeded share of the sampled validation queries is kept out of the fit, topped up with unsampled
@@ -309,57 +323,56 @@ def _learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConf
     validation_start = data_end - pd.Timedelta(weeks=ranker.validation_weeks)
     inner_config = config.model_copy(update={"ranker": ranker.model_copy(update={"enabled": False})})
 
-    def train_here(inner_config: TrainConfig, out_dir: Path, train_until: datetime) -> TrainResult:
-        return train(Dataset(events=events, catalog=catalog, reports=[]), inner_config, out_dir=out_dir,
-                     train_until=train_until, show_progress=False, make_current=False, with_report=False)
+    def fit_here(inner_config: TrainConfig, train_until: datetime) -> FittedModel:
+        return fit_model(Dataset(events=events, catalog=catalog, reports=[]), inner_config, train_until=train_until,
+                         show_progress=False)
 
-    with tempfile.TemporaryDirectory(prefix="recsys-ranker-") as tmp:
-        try:
-            inner = (train_inner or train_here)(inner_config, Path(tmp), validation_start.to_pydatetime())
-        except DataValidationError:
-            return default.model_copy(update={"note": "no events before the validation period"}), "", None
-        engine = SubstituteEngine.load(inner.model_dir)
-        queries, unsampled = build_queries(_customer_sample(events, ranker.max_customers, ranker.seed), engine,
-                                           validation_start, per_basket=True).partition(ranker.max_queries, ranker.seed)
-        if len(queries) < ranker.min_queries:
-            return default.model_copy(update={"note": f"only {len(queries)} validation queries"}), "", None
-        fit_queries, held_out = queries.split(ranker.holdout_share, ranker.seed)
-        # the bias choice compares margins of a few tenths of a point: it needs more queries than the held-out
-        # share, and the validation queries the fit did not sample cost nothing to add
-        held_out = held_out + unsampled.sample(max(ranker.selection_queries - len(held_out), 0), ranker.seed)
-        xs, customers, relevant = fit_queries.x, fit_queries.customer, list(fit_queries.relevant)
-        if ranker.new_item_emphasis:
-            has_new = fit_queries.new_mask
-            xs = np.concatenate([xs, xs[has_new]])
-            customers = np.concatenate([customers, customers[has_new]])
-            relevant += [n for n, keep in zip(fit_queries.new, has_new, strict=True) if keep]
-        features, labels, starts = collect(engine, xs, customers, relevant)
-        fitted = fit(features, labels, starts, l2=ranker.l2)
-        section = fitted.ranker.model_copy(update={"source": "learned", "min_score": fitted.min_score})
-        methods = evaluation.make_methods(engine, events, validation_start, ranker.seed) if len(held_out) else {}
-        ours_names = set(evaluation.INTENT_METHODS.values())
-        baselines = evaluation.score(engine, {name: rank for name, rank in methods.items() if name not in ours_names},
-                                     held_out)[0] if methods else {}
-        default_metrics = (evaluation.score(engine, {"default-weights": methods["ours"]}, held_out)[0]
-                           if methods else {})  # the inner engine ranks with the default weights
-        reranker_text = ""
-        if ranker.gbdt_trees > 0:
-            reranker_text, fixed = fit_reranker(features, labels, starts, ranker)
-            bias, tried = _choose_new_item_bias(engine, section, reranker_text, fixed, held_out, baselines, ranker)
-            section.reranker = RerankerSection(file=RERANKER_FILE, trees=ranker.gbdt_trees, leaves=ranker.gbdt_leaves,
-                                               new_item_bias=bias, fixed_weights=fixed, bias_search=tried)
-        metrics = None
-        if methods:
-            engine.set_ranker(section, reranker_text)  # "ours" = the fitted ranker
-            section.familiar_shift, section.familiar_search = _choose_familiar_shift(engine, held_out, baselines)
-            engine.set_ranker(section, reranker_text)
-            ours, _ = evaluation.score(engine, evaluation.intent_rankers(engine), held_out)
-            metrics = {"split": validation_start.isoformat(),
-                       "queries": {"all": len(held_out), "new_to_customer": held_out.n_new},
-                       "methods": {**ours, **baselines, **default_metrics}}
+    try:
+        inner = (fit_inner or fit_here)(inner_config, validation_start.to_pydatetime())
+    except DataValidationError:
+        return default.model_copy(update={"note": "no events before the validation period"}), "", None
+    engine = inner.engine()
+    queries, unsampled = build_queries(_customer_sample(events, ranker.max_customers, ranker.seed), engine,
+                                       validation_start, per_basket=True).partition(ranker.max_queries, ranker.seed)
+    if len(queries) < ranker.min_queries:
+        return default.model_copy(update={"note": f"only {len(queries)} validation queries"}), "", None
+    fit_queries, held_out = queries.split(ranker.holdout_share, ranker.seed)
+    # the bias choice compares margins of a few tenths of a point: it needs more queries than the held-out
+    # share, and the validation queries the fit did not sample cost nothing to add
+    held_out = held_out + unsampled.sample(max(ranker.selection_queries - len(held_out), 0), ranker.seed)
+    xs, customers, relevant = fit_queries.x, fit_queries.customer, list(fit_queries.relevant)
+    if ranker.new_item_emphasis:
+        has_new = fit_queries.new_mask
+        xs = np.concatenate([xs, xs[has_new]])
+        customers = np.concatenate([customers, customers[has_new]])
+        relevant += [n for n, keep in zip(fit_queries.new, has_new, strict=True) if keep]
+    features, labels, starts = collect(engine, xs, customers, relevant)
+    fitted = fit(features, labels, starts, l2=ranker.l2)
+    section = fitted.ranker.model_copy(update={"source": "learned", "min_score": fitted.min_score})
+    methods = evaluation.make_methods(engine, events, validation_start, ranker.seed) if len(held_out) else {}
+    ours_names = set(evaluation.INTENT_METHODS.values())
+    baselines = evaluation.score(engine, {name: rank for name, rank in methods.items() if name not in ours_names},
+                                 held_out)[0] if methods else {}
+    default_metrics = (evaluation.score(engine, {"default-weights": methods["ours"]}, held_out)[0]
+                       if methods else {})  # the inner engine ranks with the default weights
+    reranker_text = ""
+    if ranker.gbdt_trees > 0:
+        reranker_text, fixed = fit_reranker(features, labels, starts, ranker)
+        bias, tried = _choose_new_item_bias(engine, section, reranker_text, fixed, held_out, baselines, ranker)
+        section.reranker = RerankerSection(file=RERANKER_FILE, trees=ranker.gbdt_trees, leaves=ranker.gbdt_leaves,
+                                           new_item_bias=bias, fixed_weights=fixed, bias_search=tried)
+    metrics = None
+    if methods:
+        engine.set_ranker(section, reranker_text)  # "ours" = the fitted ranker
+        section.familiar_shift, section.familiar_search = _choose_familiar_shift(engine, held_out, baselines)
+        engine.set_ranker(section, reranker_text)
+        ours, _ = evaluation.score(engine, evaluation.intent_rankers(engine), held_out)
+        metrics = {"split": validation_start.isoformat(),
+                   "queries": {"all": len(held_out), "new_to_customer": held_out.n_new},
+                   "methods": {**ours, **baselines, **default_metrics}}
     section.validation = {"start": validation_start.isoformat(), "queries": len(fit_queries),
-                             "fitted_lists": fitted.queries, "candidates": fitted.candidates,
-                             "loss": round(fitted.loss, 5)}
+                          "fitted_lists": fitted.queries, "candidates": fitted.candidates,
+                          "loss": round(fitted.loss, 5)}
     return section, reranker_text, metrics
 
 
@@ -456,12 +469,20 @@ def _current_manifest(out_dir: Path) -> Manifest | None:
         return None
 
 
-def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = Path("models"),
+def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: Path = Path("models"),
           train_until: datetime | None = None, show_progress: bool = True, make_current: bool = True,
           with_report: bool = True, feedback: pd.DataFrame | None = None) -> TrainResult:
-    """Train a model from ``dataset`` and write it to ``out_dir/<version>`` (repointing ``current``), with its
-    report (see :mod:`training.report`) unless ``with_report`` is false. ``feedback``: substitution decisions
-    (:func:`recsys.feedback.read_decisions`), the strongest signal."""
+    """Train a model from ``dataset`` and write it to ``out_dir/<version>`` (repointing ``current`` unless
+    ``make_current`` is false), with its report (see :mod:`training.report`) unless ``with_report`` is false:
+    :func:`fit_model`, then :func:`save_model`."""
+    fitted = fit_model(dataset, config, train_until=train_until, feedback=feedback, show_progress=show_progress)
+    return save_model(fitted, out_dir, make_current=make_current, with_report=with_report)
+
+
+def fit_model(dataset: Dataset, config: TrainConfig | None = None, *, train_until: datetime | None = None,
+              feedback: pd.DataFrame | None = None, show_progress: bool = True) -> FittedModel:
+    """Train a model from ``dataset``, in memory. ``train_until``: events after it are left out (counted);
+    ``feedback``: substitution decisions (:func:`recsys.state.read_decisions`), the strongest signal."""
     config = config or TrainConfig()
     timer = StageTimer(show_progress)
     started = time.perf_counter()
@@ -528,7 +549,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, out_dir: Path = P
         model_counts(model, event_count, {str(name): int(n) for name, n in event_types.items() if n > 0},
                      feedback_counts),
         size_parse_rate, [*dataset.reports, prep], ranker=ranker, als_loss=als_loss, metrics=holdout_metrics)
-    return finish_training(model, manifest, timer, out_dir, with_report, make_current, started)
+    return FittedModel(model, manifest, timer, started)
 
 
 def new_manifest(model: ModelData, config: TrainConfig, data_start: pd.Timestamp, data_end: pd.Timestamp,
@@ -536,7 +557,7 @@ def new_manifest(model: ModelData, config: TrainConfig, data_start: pd.Timestamp
                  reports: list[ValidationReport], *, ranker: RankerSection, als_loss: list[float],
                  metrics: dict[str, Any] | None, engine: str = "pandas") -> Manifest:
     """The manifest of a freshly trained model, for every engine (``engine``: what computed the data-heavy
-    stages); ``finish_training`` adds the coverage and the stage times."""
+    stages); :func:`save_model` adds the coverage and the stage times."""
     return Manifest(
         version=artifact.new_version(),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -568,11 +589,13 @@ def model_counts(model: ModelData, events: int, event_types: dict[str, int], fee
     }
 
 
-def finish_training(model: ModelData, manifest: Manifest, timer: StageTimer, out_dir: Path,
-                    with_report: bool, make_current: bool, started: float) -> TrainResult:
-    """The last stages of every engine: the report (unless ``with_report`` is false) and the model's write."""
+def save_model(fitted: FittedModel, out_dir: Path, *, make_current: bool = True, with_report: bool = True
+               ) -> TrainResult:
+    """Write a fitted model (of either engine) to ``out_dir/<version>``, atomically, with its report unless
+    ``with_report`` is false, repointing ``current`` unless ``make_current`` is false."""
+    model, manifest, timer = fitted.model, fitted.manifest, fitted.timer
     with timer.stage("report"):  # an in-memory engine for coverage and examples; skipped without a report
-        engine = SubstituteEngine(model, manifest) if with_report else None
+        engine = fitted.engine() if with_report else None
         manifest.coverage = report.coverage(engine) if engine is not None else None
         previous = _current_manifest(out_dir) if engine is not None else None
 
@@ -586,6 +609,6 @@ def finish_training(model: ModelData, manifest: Manifest, timer: StageTimer, out
         manifest.stage_peak_rss_mb = dict(timer.peak_rss_mb)
         model_dir = artifact.write_model(out_dir, write_files, manifest, make_current=make_current)
     timer.bar.close()
-    stage_seconds = {**timer.seconds, "total": round(time.perf_counter() - started, 3)}
+    stage_seconds = {**timer.seconds, "total": round(time.perf_counter() - fitted.started, 3)}
     return TrainResult(model_dir=model_dir, manifest=artifact.read_manifest(model_dir, verify=False),
                        stage_seconds=stage_seconds)

@@ -11,11 +11,12 @@ from rich.console import Console
 from rich.table import Table
 
 from recsys.cli._common import _fail, console
+from recsys.registry import INTENT_METHODS
 from recsys.types import Intent
 
 
 def _evaluation_table(result: Any, subset: str) -> Table:
-    from training.evaluation import HIT_KS, INTENT_METHODS
+    from training.evaluation import HIT_KS
 
     columns = [f"HR@{k}" for k in HIT_KS] + ["NDCG@10", "MRR@10"] + (["coverage"] if subset == "all" else [])
     period = f"split {result.split[:10]}" + (f" to {result.end[:10]}" if result.end else "")
@@ -40,7 +41,7 @@ def _verdict(subject: str, margin: dict[str, Any], ours: float) -> str:
 
 
 def _headroom_table(result: Any) -> Table:
-    from training.evaluation import INTENT_METHODS, MARGIN_METRICS, QUERY_TYPES
+    from training.evaluation import MARGIN_METRICS, QUERY_TYPES
 
     counts = ", ".join(f"{result.query_types[kind]:,} {kind}" for kind in QUERY_TYPES)
     table = Table(title=f"by kind of query ({counts}); * reads the test period: headroom, not a method")
@@ -79,8 +80,6 @@ def evaluate(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Offline hit-rate benchmark: our substitutes against strong baselines on the same switch queries."""
-    import tempfile
-
     import pandas as pd
 
     from recsys import ArtifactError, SubstituteEngine
@@ -88,22 +87,20 @@ def evaluate(
     from training import evaluation
     from training.loaders import load_dataset
     from training.mapping import DataMapping
-    from training.pipeline import train as run_training
+    from training.pipeline import fit_model
 
     try:
         columns = DataMapping.from_toml(mapping) if mapping else None
         dataset = load_dataset(data or [], households=households, mapping=columns, catalog=catalog)
         cut = pd.Timestamp(split) if split else evaluation.default_split(dataset.events)
-        with tempfile.TemporaryDirectory(prefix="recsys-eval-") as tmp:
-            if model is None:
-                console.print(f"training a model on the data before {cut}")
-                trained = run_training(dataset, out_dir=Path(tmp), train_until=cut.to_pydatetime(),
-                                       show_progress=progress, make_current=False)
-                model = trained.model_dir
+        if model is None:
+            console.print(f"training a model on the data before {cut}")
+            engine = fit_model(dataset, train_until=cut.to_pydatetime(), show_progress=progress).engine()
+        else:
             engine = SubstituteEngine.load(model)
-            end = cut + pd.Timedelta(weeks=test_weeks) if test_weeks else None
-            result = evaluation.evaluate(engine, dataset, cut, max_queries=max_queries, seed=seed,
-                                         show_progress=progress, end=end)
+        end = cut + pd.Timedelta(weeks=test_weeks) if test_weeks else None
+        result = evaluation.evaluate(engine, dataset, cut, max_queries=max_queries, seed=seed,
+                                     show_progress=progress, end=end)
     except (DataValidationError, ArtifactError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     wide = Console(width=max(console.width, 150))  # a row per method, even in a narrow pipe
@@ -116,7 +113,7 @@ def evaluate(
                           soft_wrap=True)
     for intent, margins in result.intent_margins.items():
         specialist = evaluation.INTENT_SPECIALISTS[Intent(intent)]
-        method = evaluation.INTENT_METHODS[Intent(intent)]
+        method = INTENT_METHODS[Intent(intent)]
         for metric, margin in margins.items():
             console.print(_verdict(f"{intent}, {specialist.subset} {metric}", margin,
                                    result.metrics[method][specialist.subset][metric]), soft_wrap=True)

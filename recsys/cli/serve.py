@@ -80,7 +80,7 @@ def serve(
             raise _fail(f"--state: {exc}") from exc
     if log_level not in LOG_LEVELS:
         raise _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
-    settings = Settings(model_path=model, **({"state_url": state} if state is not None else {}))
+    settings = Settings(model_path=model) if state is None else Settings(model_path=model, state_url=state)
     if workers > 1 and settings.state_location() is None:
         raise _fail("--workers needs a shared state (RECSYS_STATE_PATH or --state): with memory only, each "
                     "worker would keep its own inventory")

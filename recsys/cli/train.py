@@ -61,8 +61,7 @@ FeedbackOption = Annotated[str | None, typer.Option(
 def _decisions(source: str | None) -> Any:
     import sqlite3
 
-    from recsys.feedback import read_decisions
-    from recsys.state import StateUnavailableError, redact
+    from recsys.state import StateUnavailableError, read_decisions, redact
 
     if source is None:
         return None

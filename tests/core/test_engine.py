@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from recsys import ItemInfo, StockUpdate, Substitute, SubstituteEngine, SubstituteFilters, UnknownItemError
-from recsys.sparse import SparseRows
+from recsys.kernels import SparseRows
 
 
 def _items_with_events(engine: SubstituteEngine, n: int, seed: int) -> list[str]:

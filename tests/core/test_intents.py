@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from recsys import Intent, StockUpdate, SubstituteEngine, SubstituteFilters, UnknownIntentError
+from tests.core.served import served_scores
 from training.pipeline import TrainResult
 from training.ranker import FAMILIAR_SHIFTS
 
@@ -137,11 +138,12 @@ def test_the_shift_moves_only_never_bought_candidates_after_the_cut_off(engine: 
         candidates, features, _ = engine.candidates(engine.index_of(item_id), engine.customer_row(customer))
         new = features[:, Feature.own_history] <= 0
         for rerank in (False, True):  # the linear score alone (an X without events) and the re-ranked shortlist
-            before, after = engine.scorer(features, 40, rerank), shifted(features, 40, rerank)
+            before = served_scores(engine.scorer, features, 40, rerank)
+            after = served_scores(shifted, features, 40, rerank)
             finite = before > -np.inf
             assert np.array_equal(finite, after > -np.inf), "the cut-off and the shortlist do not move"
             assert np.allclose(after[finite & new], before[finite & new] - 1.5)
             assert np.array_equal(after[finite & ~new], before[finite & ~new])
             checked += int((finite & new).any() and (finite & ~new).any())
     assert checked > 10
-    assert np.array_equal(engine.scorer.shifted(0.0)(features), engine.scorer(features))
+    assert np.array_equal(served_scores(engine.scorer.shifted(0.0), features), served_scores(engine.scorer, features))

@@ -72,3 +72,19 @@ def test_importing_the_package_configures_and_deletes_nothing(tmp_path: Path) ->
         assert marker.exists()
     finally:
         marker.rmdir()
+
+
+def test_importing_the_package_or_its_command_line_loads_no_engine(tmp_path: Path) -> None:
+    """``import recsys`` and the command line stay cheap: faiss, numba and the layers above the core load only when
+    an engine (or a command that needs one) is used; a public name still resolves from the package root."""
+    heavy = ("faiss", "numba", "lightgbm", "implicit", "training.pipeline", "serving.app")
+    code = ("import json, sys; import recsys, recsys.cli, recsys.state, recsys.registry; "
+            f"before = [m for m in {heavy!r} if m in sys.modules]; "
+            "engine = recsys.SubstituteEngine; "
+            f"after = [m for m in {heavy!r} if m in sys.modules]; "
+            "print(json.dumps([before, after, engine.__module__, sorted(set(recsys.__all__) - set(dir(recsys)))]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    before, after, module, missing = json.loads(out.stdout.splitlines()[-1])
+    assert before == []
+    assert {"faiss", "numba"} <= set(after) and module == "recsys.engine"
+    assert missing == [], "every public name is listed by dir(recsys)"

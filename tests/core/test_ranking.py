@@ -15,6 +15,7 @@ from recsys.manifest import RankerSection
 from recsys.model import RERANKER_FILE
 from recsys.ranking import Scorer
 from recsys.schema import PURCHASE_TYPES
+from tests.core.served import served_scores
 
 _OWN = FEATURES.index("own_history")
 
@@ -58,17 +59,17 @@ def test_reranker_scores_exactly_the_linear_shortlist(engine: SubstituteEngine) 
     features = _query_features(engine)
     scorer = engine.scorer
     linear = scorer.linear(features)
-    everything = scorer(features)
+    everything = served_scores(scorer, features)
     passing = linear >= scorer.min_score
     assert passing.sum() > 10 and (np.isfinite(everything) == passing).all(), "the cut-off is on the linear score"
-    shortlisted = scorer(features, shortlist=10)
+    shortlisted = served_scores(scorer, features, shortlist=10)
     kept = np.flatnonzero(np.isfinite(shortlisted))
     assert len(kept) == 10 and linear[kept].min() >= np.delete(linear, kept).max()
     np.testing.assert_allclose(shortlisted[kept], everything[kept], rtol=1e-6)
     # the trees do reorder: the final order is not the linear one
     order = np.argsort(-everything[passing], kind="stable")
     assert not np.array_equal(order, np.argsort(-linear[passing], kind="stable"))
-    assert np.array_equal(np.isfinite(scorer(features, rerank=False)), passing)
+    assert np.array_equal(np.isfinite(served_scores(scorer, features, rerank=False)), passing)
 
 
 def test_linear_score_is_the_documented_sum(engine: SubstituteEngine) -> None:
@@ -99,16 +100,18 @@ def test_new_item_bias_and_fixed_weights_add_to_the_tree_score(engine: Substitut
         rerank = section.reranker.model_copy(update={"new_item_bias": new_item_bias, "fixed_weights": fixed_weights})
         return section.model_copy(update={"reranker": rerank})
 
-    base = Scorer(with_reranker(0.0, {}), text)(features)
+    base = served_scores(Scorer(with_reranker(0.0, {}), text), features)
     biased = Scorer(with_reranker(1.5, {"accepted_instead": 4.0}), text)
     accepted = features.copy()
     accepted[:, FEATURES.index("accepted_instead")] = 0.5
     new = features[:, _OWN] <= 0
     shown = np.isfinite(base)
-    np.testing.assert_allclose(biased(features)[shown] - base[shown], np.where(new, 1.5, 0.0)[shown], atol=1e-6)
+    np.testing.assert_allclose(served_scores(biased, features)[shown] - base[shown], np.where(new, 1.5, 0.0)[shown],
+                               atol=1e-6)
     # the trees never split on a feature that was 0 in validation, so feedback acts only through its weight
     # (the linear stage weighs it too, so more rows pass the cut-off: compare the rows shown both times)
-    np.testing.assert_allclose(biased(accepted)[shown] - biased(features)[shown], 2.0, atol=1e-6)
+    np.testing.assert_allclose(served_scores(biased, accepted)[shown] - served_scores(biased, features)[shown], 2.0,
+                               atol=1e-6)
 
 
 def test_a_reranker_must_come_with_its_model(engine: SubstituteEngine, model_dir: Path, tmp_path: Path) -> None:

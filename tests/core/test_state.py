@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from recsys import Inventory, StockUpdate
-from recsys.feedback import Feedback, read_decisions
-from recsys.state import SqliteState, check_url, open_state, redact, sqlite_path
+from recsys.feedback import Feedback
+from recsys.state import SqliteState, check_url, open_state, read_decisions, redact, sqlite_path
 from recsys.storage import SCHEMA_VERSION, StateUnavailableError
 
 

@@ -27,8 +27,7 @@ import pandas as pd
 import pytest
 
 from recsys.artifact import CURRENT, MANIFEST
-from recsys.feedback import read_decisions
-from recsys.state import open_state
+from recsys.state import open_state, read_decisions
 from serving.process import free_port, start, stop, wait_ready
 
 pytestmark = pytest.mark.postgres

@@ -14,7 +14,7 @@ from recsys.cli import app
 from recsys.config import TrainConfig
 from recsys.model import ModelData
 from training.loaders import read_event_log
-from training.pipeline import TrainResult, train
+from training.pipeline import TrainResult, fit_model, save_model, train
 
 
 def test_trains_a_complete_versioned_artifact(trained: TrainResult, dataset: Dataset, config: TrainConfig) -> None:
@@ -175,3 +175,27 @@ def test_empty_file_fails_clearly(tmp_path: Path) -> None:
     (tmp_path / "header.csv").write_text("user_id,product_id,event_time\n")
     result = CliRunner().invoke(app, ["train", "--data", str(tmp_path / "header.csv"), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "no usable events" in result.output
+
+
+def test_fitting_writes_nothing_and_the_saved_model_answers_as_the_fitted_one(dataset: Dataset, config: TrainConfig,
+                                                                            tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """fit_model trains in memory, the ranker's inner model too (no model is written, or loaded, on the way);
+    save_model writes it; the loaded model answers exactly as the one in memory."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("fit_model wrote or read a model")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ModelData, "save", refuse)
+        patch.setattr(ModelData, "load", refuse)
+        fitted = fit_model(dataset, config, show_progress=False)
+    assert fitted.manifest.ranker.source == "learned"
+    in_memory = fitted.engine()
+    saved = save_model(fitted, tmp_path / "models", with_report=False)
+    assert (tmp_path / "models" / CURRENT).resolve() == saved.model_dir.resolve()
+    loaded = SubstituteEngine.load(saved.model_dir)
+    items = loaded.model.items
+    customers = loaded.model.customers
+    for i, item_id in enumerate(items.loc[items["n_customers"] > 0, "item_id"].sample(100, random_state=0)):
+        customer = str(customers[i % len(customers)]) if i % 3 else None
+        assert in_memory.substitutes(item_id, customer, k=5) == loaded.substitutes(item_id, customer, k=5)

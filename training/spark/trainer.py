@@ -35,16 +35,17 @@ from recsys.schema import EVENT_COLUMNS, ValidationReport
 from training.catalog import impute_cold_factors
 from training.pipeline import (
     ID_COLUMNS,
+    FittedModel,
     StageTimer,
     TrainResult,
     _categorical,
     _embeddings,
     _feedback,
     _learn_ranker,
-    finish_training,
     model_counts,
     new_manifest,
     sampled_customers,
+    save_model,
 )
 from training.spark.aggregates import compute_aggregates
 from training.spark.als import ALS_ENGINES, mllib_item_factors
@@ -77,27 +78,36 @@ def ranker_events(kept: SparkFrame, customers: pd.Index, config: TrainConfig) ->
 def learn_ranker(spark: SparkSession, kept: SparkFrame | None, customers: pd.Index, data_end: pd.Timestamp,
                  catalog: pd.DataFrame, config: TrainConfig, als: str = "driver"
                  ) -> tuple[RankerSection, str, dict[str, Any] | None]:
-    """``train_spark``'s ranker stage: ``pipeline._learn_ranker`` with the inner model trained by ``train_spark`` on
+    """``fit_spark``'s ranker stage: ``pipeline._learn_ranker`` with the inner model fitted by ``fit_spark`` on
     every validated event (``kept``, cached: not read from the source again; None with the ranker off) before the
     validation start, and the validation queries built from the collected events of the customer sample.
     ``customers``: those with events, in id order; ``data_end``: the last event of all the data, from which the
     validation start is counted back."""
 
-    def train_inner(inner_config: TrainConfig, inner_dir: Path, until: datetime) -> TrainResult:
-        return train_spark(spark, kept, catalog, [], inner_config, inner_dir, train_until=until, show_progress=False,
-                           make_current=False, with_report=False, als=als)
+    def fit_inner(inner_config: TrainConfig, until: datetime) -> FittedModel:
+        return fit_spark(spark, kept, catalog, [], inner_config, train_until=until, show_progress=False, als=als)
 
     sample = ranker_events(kept, customers, config) if config.ranker.enabled else pd.DataFrame()
-    return _learn_ranker(catalog, sample, config, data_end=data_end, train_inner=train_inner)
+    return _learn_ranker(catalog, sample, config, data_end=data_end, fit_inner=fit_inner)
 
 
 def train_spark(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, reports: list[ValidationReport],
-                config: TrainConfig | None = None, out_dir: Path = Path("models"), train_until: datetime | None = None,
-                show_progress: bool = True, make_current: bool = True, with_report: bool = True,
-                feedback: pd.DataFrame | None = None, als: str = "driver") -> TrainResult:
-    """``training.pipeline.train`` with the data-heavy stages in Spark. ``events``: the canonical schema
-    (:func:`training.spark.reading.read_sources`); ``catalog``: one row per item, on the driver. ``als``:
-    "driver" (``implicit`` on the collected matrix) or "mllib" (Spark MLlib's ALS, no training loss)."""
+                config: TrainConfig | None = None, *, out_dir: Path = Path("models"),
+                train_until: datetime | None = None, show_progress: bool = True, make_current: bool = True,
+                with_report: bool = True, feedback: pd.DataFrame | None = None, als: str = "driver") -> TrainResult:
+    """``training.pipeline.train`` with the data-heavy stages in Spark: :func:`fit_spark`, then
+    ``pipeline.save_model``."""
+    fitted = fit_spark(spark, events, catalog, reports, config, train_until=train_until,
+                       show_progress=show_progress, feedback=feedback, als=als)
+    return save_model(fitted, out_dir, make_current=make_current, with_report=with_report)
+
+
+def fit_spark(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, reports: list[ValidationReport],
+              config: TrainConfig | None = None, *, train_until: datetime | None = None, show_progress: bool = True,
+              feedback: pd.DataFrame | None = None, als: str = "driver") -> FittedModel:
+    """``training.pipeline.fit_model`` with the data-heavy stages in Spark: a model in memory. ``events``: the
+    canonical schema (:func:`training.spark.reading.read_sources`); ``catalog``: one row per item, on the driver.
+    ``als``: "driver" (``implicit`` on the collected matrix) or "mllib" (Spark MLlib's ALS, no training loss)."""
     if als not in ALS_ENGINES:
         raise ValueError(f"als must be one of {', '.join(ALS_ENGINES)}, not {als!r}")
     config = config or TrainConfig()
@@ -143,5 +153,5 @@ def train_spark(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, 
         model_counts(model, aggregates.event_count, aggregates.event_types, feedback_counts),
         aggregates.size_parse_rate, [*reports, aggregates.report], ranker=ranker, als_loss=als_loss,
         metrics=holdout_metrics, engine=ENGINE)
-    return finish_training(model, manifest, timer, out_dir, with_report, make_current, started)
+    return FittedModel(model, manifest, timer, started)
 
