@@ -2,7 +2,7 @@
 
 Both fit the trainer's customer x item matrix of The Complete Journey before the evaluation's split (2017-10-08),
 as the embeddings stage builds it (the model's ``customer_weight``, through ``log1p(4 w)``). ``implicit`` runs with
-``AlsConfig``'s settings, through the trainer's own ``pipeline._embeddings``; MLlib runs in local mode over a small
+``AlsConfig``'s settings, through the trainer's own ``assembly.als_factors``; MLlib runs in local mode over a small
 grid of regParam and alpha, since it scales both differently (match the quality, not the parameters).
 
 Quality is what the engine takes from the factors: ALS cosine within the substitution group. Each factor set
@@ -60,13 +60,13 @@ def jvm_pid(spark: Any) -> int:
 def fit_implicit(matrix: Path, out: Path) -> dict[str, Any]:
     """``implicit`` with the trainer's settings, through the trainer's function (a child process)."""
     from recsys.config import TrainConfig
-    from training.pipeline import _embeddings
+    from training.assembly import als_factors
 
     weight = sp.load_npz(matrix).tocsr()
     reset_peak()
     before = memory_mb()["rss"]
     start = time.perf_counter()
-    factors, _ = _embeddings(weight, TrainConfig(), show_progress=False)
+    factors, _ = als_factors(weight, TrainConfig(), show_progress=False)
     seconds = time.perf_counter() - start
     np.save(out / "implicit.npy", factors)
     peak = memory_mb()["peak"]

@@ -235,7 +235,7 @@ def _flat_index(vectors: np.ndarray) -> faiss.Index:
     return index
 
 
-async def _load(base: str, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
+async def load_at_rate(base: str, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
     """Open-loop load at ``rate`` requests/s for ``seconds`` (bounded: it stops by itself), aiohttp keep-alive
     connections. Latency is measured from the scheduled send time, so a slow server cannot hide behind a
     slow client (no coordinated omission)."""
@@ -296,8 +296,8 @@ def bench_http(model_path: Path, rates: tuple[float, ...] = (100.0, 500.0), seco
     del engine
     with serving(model_path, env={"RECSYS_STATE_PATH": ""}, timeout_s=120) as (base, process):  # inventory in memory
         with _separate_cores(process.pid) as pinned:
-            asyncio.run(_load(base, bodies, 50.0, 1.0))  # warm-up
-            runs = [asyncio.run(_load(base, bodies, rate, seconds)) for rate in rates]
+            asyncio.run(load_at_rate(base, bodies, 50.0, 1.0))  # warm-up
+            runs = [asyncio.run(load_at_rate(base, bodies, rate, seconds)) for rate in rates]
     return {"runs": runs, "server_and_load_generator_on_separate_cores": pinned}
 
 

@@ -29,7 +29,7 @@ import pandas as pd
 
 from recsys.schema import Dataset
 
-#: the stages the trainer reports (training.pipeline.STAGES), drawn in this order
+#: the stages the trainer reports (training.progress.STAGES), drawn in this order
 STAGE_ORDER = ("validate", "catalog", "interactions", "embeddings", "neighbours", "feedback", "index", "ranker",
                "report", "write")
 

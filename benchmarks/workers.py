@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.latency import K, _load, query_mix, summarise
+from benchmarks.latency import K, load_at_rate, query_mix, summarise
 from recsys import SubstituteEngine
 from serving.process import children, memory, proc_stat, serving
 
@@ -108,14 +108,14 @@ def measure(model: Path, workers: int, bodies: list[bytes], connections: int, ra
     with tempfile.TemporaryDirectory() as state, serving(
             model, env={"RECSYS_STATE_PATH": str(Path(state) / "state.sqlite3")}, timeout_s=600,
             args=("--workers", str(workers)), cwd=source) as (base, process):
-        asyncio.run(_load(base, bodies, 50.0, 2.0))  # warm-up: every worker's first requests
+        asyncio.run(load_at_rate(base, bodies, 50.0, 2.0))  # warm-up: every worker's first requests
         started = tree_memory(process.pid)
         # the processes that answer: the server itself with one worker, its children with more
         serving_pids = [process.pid] if workers == 1 else descendants(process.pid)
         before = {pid: cpu_seconds(pid) for pid in serving_pids}
         closed = asyncio.run(_closed(base, bodies, connections, seconds))
         closed["cpu_s_per_process"] = [round(cpu_seconds(pid) - before[pid], 2) for pid in serving_pids]
-        opened = asyncio.run(_load(base, bodies, rate, seconds))
+        opened = asyncio.run(load_at_rate(base, bodies, rate, seconds))
         loaded = tree_memory(process.pid)
         swept = None
         if sweep:

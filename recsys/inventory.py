@@ -52,7 +52,7 @@ class StockStore(Protocol):
         and the highest sequence number read (``seq`` when nothing changed)."""
 
 
-def _blob(text: str) -> bytes:
+def id_blob(text: str) -> bytes:
     """Ids are stored as bytes: any str round-trips, even one with lone surrogates that UTF-8 text refuses."""
     return text.encode("utf-8", "surrogatepass")
 
@@ -71,7 +71,7 @@ class SqliteStockStore:
         self._lock = threading.Lock()
 
     def save_stock(self, updates: list[StockUpdate]) -> int:
-        rows = [(_blob(u.store_id), _blob(u.item_id), int(u.in_stock),
+        rows = [(id_blob(u.store_id), id_blob(u.item_id), int(u.in_stock),
                  u.restock_eta.isoformat() if u.restock_eta else None) for u in updates]
         with self._lock:
             self._connection.execute("BEGIN IMMEDIATE")
@@ -93,7 +93,7 @@ class SqliteStockStore:
             rows = self._connection.execute(
                 "SELECT store_id, item_id, in_stock, restock_eta, seq FROM stock WHERE seq > ? ORDER BY seq",
                 (seq,)).fetchall()
-        return [_update(store, item, in_stock, eta) for store, item, in_stock, eta, _ in rows], \
+        return [stock_update_of(store, item, in_stock, eta) for store, item, in_stock, eta, _ in rows], \
             max([seq, *(row[4] for row in rows)])
 
     def save(self, updates: list[StockUpdate]) -> None:
@@ -108,7 +108,7 @@ class SqliteStockStore:
             self._connection.close()
 
 
-def _update(store: bytes, item: bytes, in_stock: object, eta: str | None) -> StockUpdate:
+def stock_update_of(store: bytes, item: bytes, in_stock: object, eta: str | None) -> StockUpdate:
     return StockUpdate(item_id=_text(bytes(item)), store_id=_text(bytes(store)), in_stock=bool(in_stock),
                        restock_eta=datetime.fromisoformat(eta) if eta else None)
 

@@ -26,7 +26,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from recsys.feedback import Feedback, from_json, to_json
-from recsys.inventory import StockUpdate, _blob, _update
+from recsys.inventory import StockUpdate, id_blob, stock_update_of
 from recsys.storage import SCHEMA_VERSION, StateSchemaError, StateUnavailableError, redact
 
 CHANNEL: Final[str] = "recsys_state"
@@ -148,7 +148,7 @@ class _Stock:
         self._state = state
 
     def save_stock(self, updates: list[StockUpdate]) -> int:
-        rows = [(_blob(u.store_id), _blob(u.item_id), u.in_stock,
+        rows = [(id_blob(u.store_id), id_blob(u.item_id), u.in_stock,
                  u.restock_eta.isoformat() if u.restock_eta else None) for u in updates]
         with self._state.transaction() as connection:
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (STOCK_LOCK,))
@@ -167,7 +167,7 @@ class _Stock:
             rows = connection.execute(
                 "SELECT store_id, item_id, in_stock, restock_eta, seq FROM recsys_stock WHERE seq > %s "
                 "ORDER BY seq", (seq,)).fetchall()
-        return [_update(store, item, in_stock, eta) for store, item, in_stock, eta, _ in rows], \
+        return [stock_update_of(store, item, in_stock, eta) for store, item, in_stock, eta, _ in rows], \
             max([seq, *(int(row[4]) for row in rows)])
 
 

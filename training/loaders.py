@@ -20,7 +20,7 @@ from recsys.schema import (
     DataValidationError,
     ValidationReport,
 )
-from training.mapping import CatalogColumns, ColumnMapping, DataMapping, _Columns
+from training.mapping import CatalogColumns, ColumnMapping, DataMapping, MappedColumns
 
 __all__ = ["COMPLETEJOURNEY", "CatalogColumns", "ColumnMapping", "DataMapping", "load_completejourney",
            "load_dataset", "read_catalog", "read_event_log"]
@@ -90,14 +90,14 @@ def load_completejourney(households: int | None = None, seed: int = 0) -> Datase
 
 #: a parquet part file (Spark/pyarrow write ``part-0.parquet``, ``part-00000-<uuid>.snappy.parquet``)
 _PARQUET = (".parquet", ".pq")
-_EPOCH_RANGE = (pd.Timestamp("1980-01-01"), pd.Timestamp("2100-01-01"))
+EPOCH_RANGE = (pd.Timestamp("1980-01-01"), pd.Timestamp("2100-01-01"))
 
 
 def _suffix(path: Path) -> str:
     return "".join(path.suffixes).lower()
 
 
-def _is_parquet(path: Path) -> bool:
+def is_parquet(path: Path) -> bool:
     return _suffix(path).endswith(_PARQUET)
 
 
@@ -109,7 +109,7 @@ def _is_text(path: Path) -> bool:
 def _parquet_parts(directory: Path) -> list[Path]:
     """Parquet files in a directory and its (hive-style ``key=value``) subdirectories; ``_``/``.`` names are
     metadata (``_SUCCESS``, ``.crc``) and skipped, as pyarrow does."""
-    return sorted(p for p in directory.rglob("*") if p.is_file() and _is_parquet(p)
+    return sorted(p for p in directory.rglob("*") if p.is_file() and is_parquet(p)
                   and not any(part.startswith(("_", ".")) for part in p.relative_to(directory).parts))
 
 
@@ -140,7 +140,7 @@ def _found(columns: list[str]) -> str:
     return shown + (f" and {len(columns) - 25} more" if len(columns) > 25 else "")
 
 
-def _check_columns(label: str, columns: list[str], mapping: _Columns, section: str) -> None:
+def check_columns(label: str, columns: list[str], mapping: MappedColumns, section: str) -> None:
     missing = {key: column for key, column in mapping.must_exist().items() if column not in columns}
     if section == "events" and isinstance(mapping, ColumnMapping) and mapping.types is not None \
             and (mapping.event_type is None or mapping.event_type not in columns):
@@ -154,7 +154,7 @@ def _check_columns(label: str, columns: list[str], mapping: _Columns, section: s
                                   f"(mapping keys {keys}); found {_found(columns)}")
 
 
-def _read_parquet(files: list[Path], base: Path | None, label: str, mapping: _Columns, section: str
+def _read_parquet(files: list[Path], base: Path | None, label: str, mapping: MappedColumns, section: str
                   ) -> pd.DataFrame:
     """Column-pruned parquet read: only the mapped columns of every part (hive partition keys are columns)."""
     import pyarrow as pa
@@ -165,7 +165,7 @@ def _read_parquet(files: list[Path], base: Path | None, label: str, mapping: _Co
         dataset = ds.dataset([str(f) for f in files], format="parquet", partitioning="hive",
                              partition_base_dir=str(base) if base else None)
         names = dataset.schema.names
-        _check_columns(label, names, mapping, section)
+        check_columns(label, names, mapping, section)
         return dataset.to_table(columns=[c for c in names if c in mapping.wanted()]).to_pandas()
     except (pa.ArrowException, OSError) as exc:
         for part in files:  # name the part that cannot be read
@@ -176,34 +176,34 @@ def _read_parquet(files: list[Path], base: Path | None, label: str, mapping: _Co
         raise DataValidationError(f"{label}: cannot read: {exc}") from exc
 
 
-def _read_text(path: Path, mapping: _Columns, section: str) -> pd.DataFrame:
+def _read_text(path: Path, mapping: MappedColumns, section: str) -> pd.DataFrame:
     options = {"sep": "\t" if ".tsv" in _suffix(path) else ",", "dtype": str, "keep_default_na": False,
                "na_values": [""]}
     try:
         header = list(pd.read_csv(path, nrows=0, **options).columns)
-        _check_columns(str(path), header, mapping, section)
+        check_columns(str(path), header, mapping, section)
         return pd.read_csv(path, usecols=[c for c in header if c in mapping.wanted()], **options)
     except (UnicodeDecodeError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataValidationError(f"{path}: cannot read: {exc}") from exc
 
 
-def _supported_files(source: str | Path) -> tuple[list[Path], Path | None]:
+def supported_files(source: str | Path) -> tuple[list[Path], Path | None]:
     """:func:`_resolve`, refusing a file that is neither CSV/TSV nor parquet (every engine reads these only)."""
     files, base = _resolve(source)
-    unsupported = [f for f in files if not (_is_parquet(f) or _is_text(f))]
+    unsupported = [f for f in files if not (is_parquet(f) or _is_text(f))]
     if unsupported:
         raise DataValidationError(f"{unsupported[0]}: unsupported file format {unsupported[0].suffix!r} "
                                   "(use .csv, .tsv or .parquet)")
     return files, base
 
 
-def _read_columns(source: str | Path, mapping: _Columns, section: str) -> pd.DataFrame:
+def _read_columns(source: str | Path, mapping: MappedColumns, section: str) -> pd.DataFrame:
     """The mapped columns of a source: a CSV/TSV/parquet file, a directory of parquet parts or a glob.
     A column a key sets explicitly (or a required one) must be there; the rest are read when present."""
-    files, base = _supported_files(source)
-    parquet = [f for f in files if _is_parquet(f)]
+    files, base = supported_files(source)
+    parquet = [f for f in files if is_parquet(f)]
     frames = [_read_parquet(parquet, base, str(source), mapping, section)] if parquet else []
-    frames += [_read_text(f, mapping, section) for f in files if not _is_parquet(f)]
+    frames += [_read_text(f, mapping, section) for f in files if not is_parquet(f)]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
@@ -226,7 +226,7 @@ def _parse_timestamps(raw: pd.Series, unit: str, label: str) -> pd.Series:
     parsed = parsed.dt.tz_localize(None)
     if unit in ("s", "ms") and parsed.notna().any():
         middle = parsed.dropna().sort_values().iloc[parsed.notna().sum() // 2]
-        if not _EPOCH_RANGE[0] <= middle <= _EPOCH_RANGE[1]:
+        if not EPOCH_RANGE[0] <= middle <= EPOCH_RANGE[1]:
             raise DataValidationError(f"{label}: {column}: values such as {raw[parsed.notna()].iloc[0]!r} read as "
                                       f"year {middle.year}, outside 1980..2100; check timestamp_unit")
     # beyond what nanoseconds hold (years 1677..2262): not a time, counted like any unparseable value
@@ -310,11 +310,11 @@ def read_event_log(path: str | Path, mapping: ColumnMapping | DataMapping | None
             "store_id": store[good],
         }
     )[list(EVENT_COLUMNS)].reset_index(drop=True)
-    catalog = _catalog_from_log(raw[good], item[good], mapping)
+    catalog = catalog_from_log(raw[good], item[good], mapping)
     return Dataset(events=events, catalog=catalog, reports=[report])
 
 
-def _catalog_from_log(raw: pd.DataFrame, item: pd.Series, mapping: ColumnMapping) -> pd.DataFrame:
+def catalog_from_log(raw: pd.DataFrame, item: pd.Series, mapping: ColumnMapping) -> pd.DataFrame:
     """One row per item: its most recent non-empty brand and category in the log."""
     frame = pd.DataFrame({"item_id": item.astype(str)})
     brand = raw[mapping.brand] if mapping.brand and mapping.brand in raw.columns else None
@@ -348,10 +348,10 @@ _TRUE = frozenset({"true", "1", "1.0", "yes", "y", "t"})
 
 
 #: reads a source's mapped columns: (source, mapping section, section name) -> frame (see :func:`_read_columns`)
-ColumnReader = Callable[[str | Path, _Columns, str], pd.DataFrame]
+ColumnReader = Callable[[str | Path, MappedColumns, str], pd.DataFrame]
 
 
-def _read_catalog(path: str | Path, columns: CatalogColumns, read: ColumnReader | None = None
+def read_catalog_report(path: str | Path, columns: CatalogColumns, read: ColumnReader | None = None
                   ) -> tuple[pd.DataFrame, ValidationReport]:
     """The catalog at ``path`` in the canonical columns, and its report. ``read``: how its columns are read (the
     Spark engine reads a URL with Spark); by default :func:`_read_columns`."""
@@ -424,7 +424,7 @@ def read_catalog(path: str | Path, columns: CatalogColumns | DataMapping | None 
     (true/false, 1/0, yes/no; default false), ``package_size`` and ``price``; other names through
     :class:`CatalogColumns`. Rows without an id are dropped; of duplicated ids the first is kept."""
     columns = columns.catalog if isinstance(columns, DataMapping) else columns or CatalogColumns()
-    return _read_catalog(path, columns)[0]
+    return read_catalog_report(path, columns)[0]
 
 
 def _join_catalog(part: Dataset, catalog: pd.DataFrame) -> Dataset:
@@ -450,7 +450,7 @@ def load_dataset(sources: list[str], households: int | None = None, known_event_
     if not sources:
         sources = [COMPLETEJOURNEY]
     mapping = mapping if isinstance(mapping, DataMapping) else DataMapping(events=mapping or ColumnMapping())
-    products, catalog_report = _read_catalog(catalog, mapping.catalog) if catalog is not None else (None, None)
+    products, catalog_report = read_catalog_report(catalog, mapping.catalog) if catalog is not None else (None, None)
     parts = [
         load_completejourney(households=households) if source == COMPLETEJOURNEY
         else read_event_log(source, mapping.events, known_event_types=known_event_types)

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from recsys.schema import DataValidationError
 
 
-class _Columns(BaseModel):
+class MappedColumns(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: keys that hold options, not column names
@@ -53,7 +53,7 @@ class _Columns(BaseModel):
         return set(self.column_keys().values())
 
 
-class ColumnMapping(_Columns):
+class ColumnMapping(MappedColumns):
     """The event log's columns (``[events]``). Defaults are the REES46 layout; only ids and time are required."""
 
     OPTIONS = frozenset({"timestamp_unit", "types"})
@@ -81,7 +81,7 @@ class ColumnMapping(_Columns):
         return [self.customer_id, self.item_id, self.timestamp]
 
 
-class CatalogColumns(_Columns):
+class CatalogColumns(MappedColumns):
     """The product file's columns (``[catalog]``). Defaults are the ``recsys add-items`` catalog layout.
 
     ``category`` with ``category_separator`` is a path (``food/dairy/cheese/shredded``): its first level is the

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from recsys.cli._common import _fail, console
+from recsys.cli.common import console, fail
 
 # the benchmarks are not installed with the package: they ship with the source checkout (next to recsys/), which an
 # editable install runs from
@@ -25,7 +25,7 @@ def _latency() -> ModuleType:
     """``benchmarks.latency`` from the source checkout; the command fails (2) without one."""
     package = CHECKOUT_BENCHMARKS
     if not (package / "latency.py").is_file():
-        raise _fail("recsys bench runs the benchmarks, which ship with the source checkout, not the installed "
+        raise fail("recsys bench runs the benchmarks, which ship with the source checkout, not the installed "
                     "package: run it from a clone installed with pip install -e '.\\[bench]'")
     loaded = sys.modules.get("benchmarks")
     if loaded is None:
@@ -40,7 +40,7 @@ def _latency() -> ModuleType:
             del sys.modules["benchmarks"]
             raise
     elif Path(getattr(loaded, "__file__", None) or "").resolve().parent != package:
-        raise _fail(f"another 'benchmarks' package is imported ({loaded!r}), not the checkout's {package}")
+        raise fail(f"another 'benchmarks' package is imported ({loaded!r}), not the checkout's {package}")
     return importlib.import_module("benchmarks.latency")
 
 
@@ -68,12 +68,12 @@ def bench(
 
     latency = _latency()
     if http and importlib.util.find_spec("aiohttp") is None:
-        raise _fail("the HTTP load benchmark needs aiohttp, in the bench extra: pip install -e '.\\[bench]' "
+        raise fail("the HTTP load benchmark needs aiohttp, in the bench extra: pip install -e '.\\[bench]' "
                     "(or run with --no-http)")
     try:
         manifest = read_manifest(model, verify=False)
     except ArtifactError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
                                            "python": platform.python_version()}, "quick": quick}
     console.print("engine, in process ...")

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recsys.cli._common import _fail, console
+from recsys.cli.common import console, fail
 from recsys.registry import INTENT_METHODS
 from recsys.types import Intent
 
@@ -102,7 +102,7 @@ def evaluate(
         result = evaluation.evaluate(engine, dataset, cut, max_queries=max_queries, seed=seed,
                                      show_progress=progress, end=end)
     except (DataValidationError, ArtifactError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     wide = Console(width=max(console.width, 150))  # a row per method, even in a narrow pipe
     for subset in evaluation.SUBSETS:
         wide.print(_evaluation_table(result, subset))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from recsys.cli._common import _fail, console
+from recsys.cli.common import console, fail
 
 
 def export(
@@ -32,17 +32,17 @@ def export(
     if state is not None:
         path = sqlite_path(state)
         if path is not None and not path.is_file():
-            raise _fail(f"--state {state}: no such inventory database")
+            raise fail(f"--state {state}: no such inventory database")
         try:
             shared = open_state(state, must_exist=True)
             inventory = Inventory(shared.stock)
             inventory.catch_up()  # raises when a database server is down, rather than export without stock
         except (ValueError, StateUnavailableError) as exc:
-            raise _fail(f"--state {redact(state)}: {exc}") from exc
+            raise fail(f"--state {redact(state)}: {exc}") from exc
     try:
         engine = SubstituteEngine.load(model, inventory)
     except ArtifactError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     stats = export_substitutes(engine, out, k=k, stores=store or [ONLINE],
                                items_with_events_only=items_with_events_only, show_progress=progress)
     console.print(f"{stats.items:,} items ({stats.items_without_substitutes:,} without substitutes), "

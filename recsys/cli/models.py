@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recsys.cli._common import _fail
+from recsys.cli.common import fail
 
 app = typer.Typer(help="The models directory: list, promote, rollback, prune.", no_args_is_help=True)
 ModelsDir = Annotated[Path, typer.Option("--models", help="models directory")]
@@ -51,7 +51,7 @@ def point_replicas(state: str | None, version: str) -> None:
         finally:
             store.close()
     except (ValueError, StateUnavailableError) as exc:
-        raise _fail(f"--state: {exc}") from exc
+        raise fail(f"--state: {exc}") from exc
     typer.echo(f"replicas -> {version}")
 
 
@@ -65,7 +65,7 @@ def models_promote(version: str, models: ModelsDir = Path("models"), state: Stat
     try:
         promote(models, version)
     except ArtifactError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     typer.echo(f"current -> {version}")
     point_replicas(state, version)
 
@@ -79,7 +79,7 @@ def models_rollback(models: ModelsDir = Path("models"), state: StateOption = Non
     try:
         version = rollback(models)
     except ArtifactError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     typer.echo(f"current -> {version}")
     point_replicas(state, version)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from recsys.cli._common import _fail, console
+from recsys.cli.common import console, fail
 
 if TYPE_CHECKING:
     from serving.settings import Settings
@@ -72,17 +72,17 @@ def serve(
     try:
         read_manifest(model, verify=False)
     except ArtifactError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if state is not None:
         try:
             check_url(state)
         except ValueError as exc:
-            raise _fail(f"--state: {exc}") from exc
+            raise fail(f"--state: {exc}") from exc
     if log_level not in LOG_LEVELS:
-        raise _fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+        raise fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     settings = Settings(model_path=model) if state is None else Settings(model_path=model, state_url=state)
     if workers > 1 and settings.state_location() is None:
-        raise _fail("--workers needs a shared state (RECSYS_STATE_PATH or --state): with memory only, each "
+        raise fail("--workers needs a shared state (RECSYS_STATE_PATH or --state): with memory only, each "
                     "worker would keep its own inventory")
     if workers > 1:
         _serve_workers(settings, workers, host, port, log_level, access_log, example)
@@ -124,6 +124,6 @@ def _serve_workers(settings: Settings, workers: int, host: str, port: int, log_l
     try:
         status = prefork_serve(settings, workers, options, configure)
     except (ArtifactError, PreforkError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if status:
         raise typer.Exit(status)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from recsys.cli._common import _fail, console
+from recsys.cli.common import console, fail
 from recsys.cli.models import point_replicas
 
 
@@ -69,7 +69,7 @@ def _decisions(source: str | None) -> Any:
     try:
         decisions = read_decisions(source if "://" in source else Path(source))
     except (OSError, ValueError, sqlite3.Error, StateUnavailableError) as exc:
-        raise _fail(f"--feedback {shown}: {exc}") from exc
+        raise fail(f"--feedback {shown}: {exc}") from exc
     console.print(f"feedback: {len(decisions):,} decisions from {shown}")
     return decisions
 
@@ -94,7 +94,7 @@ def _mapping(path: Path | None) -> Any:
     try:
         return DataMapping.from_toml(path)
     except DataValidationError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
 
 def _train_config(path: Path | None) -> Any:
@@ -106,7 +106,7 @@ def _train_config(path: Path | None) -> Any:
     try:
         return TrainConfig.model_validate_json(path.read_text()) if path else TrainConfig()
     except (OSError, ValidationError) as exc:
-        raise _fail(f"bad --config: {exc}") from exc
+        raise fail(f"bad --config: {exc}") from exc
 
 
 def _training_inputs(data: list[str] | None, households: int | None, config: Path | None,
@@ -121,7 +121,7 @@ def _training_inputs(data: list[str] | None, households: int | None, config: Pat
         dataset = load_dataset(data or [], households=households, known_event_types=set(train_config.event_weights),
                                 mapping=_mapping(mapping), catalog=catalog)
     except DataValidationError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     return train_config, dataset
 
 
@@ -154,13 +154,13 @@ def train(
                           spark_master, als or SparkAls.driver)
         return
     if spark_master is not None or als is not None:
-        raise _fail(f"{'--spark-master' if spark_master is not None else '--als'} needs --engine spark")
+        raise fail(f"{'--spark-master' if spark_master is not None else '--als'} needs --engine spark")
     train_config, dataset = _training_inputs(data, households, config, mapping, catalog)
     try:
         result = run_training(dataset, train_config, out_dir=out, train_until=train_until, show_progress=progress,
                               feedback=_decisions(feedback))
     except DataValidationError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     console.print(_summary(result))
     typer.echo(str(result.model_dir))
 
@@ -176,7 +176,7 @@ def _train_with_spark(data: list[str] | None, mapping: Path | None, catalog: Pat
     try:
         import pyspark  # noqa: F401
     except ImportError as exc:
-        raise _fail(escape("--engine spark needs pyspark: pip install 'recsys[spark]' (and Java 17)")) from exc
+        raise fail(escape("--engine spark needs pyspark: pip install 'recsys[spark]' (and Java 17)")) from exc
     from py4j.protocol import Py4JError
     from pyspark.errors import PySparkException
 
@@ -194,10 +194,10 @@ def _train_with_spark(data: list[str] | None, mapping: Path | None, catalog: Pat
         result = train_spark(spark, events, products, reports, train_config, out_dir=out, train_until=train_until,
                              show_progress=progress, feedback=decisions, als=als.value)
     except DataValidationError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     except (PySparkException, Py4JError) as exc:  # a path Spark cannot read, a cluster it cannot reach
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _fail(escape(f"spark: {first_line}")) from exc
+        raise fail(escape(f"spark: {first_line}")) from exc
     console.print(_summary(result))
     typer.echo(str(result.model_dir))
 
@@ -231,18 +231,18 @@ def retrain(
     try:
         gate = GateConfig(max_drop=max_drop, holdout_weeks=holdout_weeks)
     except ValidationError as exc:
-        raise _fail(f"bad gate option: {exc}") from exc
+        raise fail(f"bad gate option: {exc}") from exc
     try:
         if state is not None:
             check_url(state)  # before hours of training, not after
     except ValueError as exc:
-        raise _fail(f"--state: {exc}") from exc
+        raise fail(f"--state: {exc}") from exc
     train_config, dataset = _training_inputs(data, households, config, mapping, catalog)
     try:
         result = run_retrain(dataset, models, train_config, gate, show_progress=progress,
                              feedback=_decisions(feedback))
     except (DataValidationError, ArtifactError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if result.metrics:
         table = Table(title=f"quality gate: last {holdout_weeks:g} weeks from {str(result.split)[:10]}, "
                             f"max drop {max_drop}")
@@ -282,6 +282,6 @@ def add_items(
         columns = _mapping(mapping)
         path, added = run_add_items(model.resolve(), read_catalog(catalog, columns), out)
     except (ArtifactError, DataValidationError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     console.print(f"{added:,} new items" + ("" if added else ": nothing to do, the model is unchanged"))
     typer.echo(str(path))

@@ -9,7 +9,9 @@ import pandas as pd
 from benchmarks.training_scale import replicate, synthetic_catalog
 from recsys import Dataset, TrainConfig
 from recsys.artifact import read_manifest
-from training.pipeline import ID_COLUMNS, TrainResult, _categorical, _customer_sample, _duplicated, train
+from training.events import ID_COLUMNS, categorical, duplicated
+from training.pipeline import TrainResult, train
+from training.selection import customer_sample
 
 
 def _model_files(model_dir: Path) -> dict[str, str]:
@@ -33,30 +35,30 @@ def test_categorical_input_trains_the_identical_model(dataset: Dataset, config: 
 def test_duplicate_check_is_exact(dataset: Dataset) -> None:
     events = dataset.events.head(20_000)
     events = pd.concat([events, events.iloc[::7], events.iloc[::11].assign(quantity=99.0)], ignore_index=True)
-    compact = events.assign(**{c: _categorical(events[c]) for c in ID_COLUMNS})
+    compact = events.assign(**{c: categorical(events[c]) for c in ID_COLUMNS})
     expected = events.duplicated().to_numpy()
     assert expected.sum() > 2_000  # the copied rows, not the ones with another quantity
-    np.testing.assert_array_equal(_duplicated(compact), expected)
-    np.testing.assert_array_equal(_duplicated(events), expected)
+    np.testing.assert_array_equal(duplicated(compact), expected)
+    np.testing.assert_array_equal(duplicated(events), expected)
 
 
 def test_categorical_codes_sort_like_the_ids(dataset: Dataset) -> None:
     ids = replicate(dataset, 2).events["session_id"]
-    sorted_ids = _categorical(ids)
+    sorted_ids = categorical(ids)
     codes, uniques = pd.factorize(sorted_ids, sort=True)
     assert list(uniques.astype(str)) == sorted(ids.astype(str).unique())
     assert (np.asarray(uniques.astype(str))[codes] == ids.astype(str).to_numpy()).all()
 
 
 def test_validation_customers_are_a_seeded_sample_with_all_their_events(dataset: Dataset) -> None:
-    events = dataset.events.assign(customer_id=_categorical(dataset.events["customer_id"]))
-    sample = _customer_sample(events, 100, seed=0)
+    events = dataset.events.assign(customer_id=categorical(dataset.events["customer_id"]))
+    sample = customer_sample(events, 100, seed=0)
     chosen = sample["customer_id"].astype(str).unique()
     assert len(chosen) == 100
     assert len(sample) == int(events["customer_id"].astype(str).isin(chosen).sum())
-    assert sample.equals(_customer_sample(events, 100, seed=0))
-    assert not sample.equals(_customer_sample(events, 100, seed=1))
-    assert _customer_sample(events, 300, seed=0) is events  # no more customers than the budget: all
+    assert sample.equals(customer_sample(events, 100, seed=0))
+    assert not sample.equals(customer_sample(events, 100, seed=1))
+    assert customer_sample(events, 300, seed=0) is events  # no more customers than the budget: all
 
 
 def test_replicated_households_shop_like_their_originals(dataset: Dataset) -> None:

@@ -1,12 +1,13 @@
-"""The Spark engine computes what the single-machine trainer computes: every aggregate and pair signal, on real
-data (300 Complete Journey households; the REES46 sample for browse sessions), equal to the pandas helpers'
-output called exactly as ``training.pipeline.train`` calls them. Run with ``pytest -m spark`` (make test-spark)."""
+"""The Spark engine computes what the single-machine trainer computes: its ``Aggregates`` (every aggregate and pair
+signal) equal field by field to the pandas backend's, on real data (300 Complete Journey households; the REES46
+sample for browse sessions) and on the synthetic retailer (browsing, stores and substitutions together). Run with
+``pytest -m spark`` (make test-spark)."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,13 @@ from typer.testing import CliRunner
 from recsys import Dataset, DataValidationError
 from recsys.config import TrainConfig
 from recsys.model import GROUP_KEYS, contiguous_ranges
-from recsys.schema import PURCHASE_TYPES, ValidationReport
-from training import pipeline
+from recsys.schema import ValidationReport
+from tests.synthetic import TINY
+from training.aggregates import Aggregates, aggregate
+from training.events import prepare_events as prepare_pandas_events
 from training.loaders import read_event_log
-from training.neighbours import cooccurrence, switching
-from training.queries import positions_in
+from training.pipeline import fit_model, train
+from training.selection import learn_ranker
 
 pytestmark = [pytest.mark.spark, pytest.mark.realdata,
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]  # pyspark on pandas 3
@@ -50,53 +53,32 @@ def spark() -> Iterator[Any]:
     session.stop()
 
 
-@dataclass
-class Reference:
-    """The single-machine trainer's intermediate results."""
-
-    report: ValidationReport
-    events: pd.DataFrame
-    items: pd.DataFrame
-    customers: pd.Index
-    matrices: dict[str, sp.csr_matrix]
-    stores: np.ndarray
-    home_store: np.ndarray
-    customer_stats: pd.DataFrame
+def _reference(dataset: Dataset, config: TrainConfig) -> Aggregates:
+    """The pandas backend's aggregates of ``dataset``, as ``training.pipeline.fit_model`` computes them."""
+    return aggregate(dataset, config)[0]
 
 
-def _reference(dataset: Dataset, config: TrainConfig) -> Reference:
-    """The pandas helpers of ``training.pipeline`` called as ``train()`` calls them."""
-    prep = ValidationReport(source="trainer")
-    events = pipeline._prepare_events(dataset, config, None, prep)
-    data_end, weights, trend_weights = pipeline._weights(events, config)
-    items = pipeline._build_items(dataset.catalog, events, weights, trend_weights, config.trend_half_life_days,
-                                  data_end)
-    item_idx = positions_in(pd.Index(items["item_id"]), events["item_id"])
-    cust_codes, customer_index = pd.factorize(events["customer_id"], sort=True)
-    customers = pd.Index(customer_index.astype(str))
-    session_codes = pd.factorize(events["session_id"])[0]
-    is_purchase = events["event_type"].isin(list(PURCHASE_TYPES)).to_numpy()
-    weight, count, recent = pipeline._profiles(cust_codes, item_idx, weights, trend_weights, is_purchase,
-                                               len(customers), len(items))
-    stores, store_items, home_store = pipeline._stores(events, cust_codes, session_codes, item_idx, weights,
-                                                       len(customers), len(items))
-    stats = pipeline._customer_stats(events.loc[is_purchase, ["timestamp", "price", "quantity"]],
-                                     cust_codes[is_purchase], session_codes[is_purchase], len(customers), data_end)
-    group_of, _ = contiguous_ranges(items[list(GROUP_KEYS)])
-    switch = cooccurrence(cust_codes[is_purchase], item_idx[is_purchase], group_of, len(items),
-                          config.max_neighbours, conditional=True)
-    switch_to, trial = switching(cust_codes[is_purchase], session_codes[is_purchase], item_idx[is_purchase],
-                                 group_of, len(items), config.max_neighbours)
-    browse = ~is_purchase
-    coview = cooccurrence(session_codes[browse], item_idx[browse], group_of, len(items), config.max_neighbours)
-    matrices = {"customer_weight": weight, "customer_count": count, "customer_recent": recent,
-                "store_items": store_items, "switch": switch, "switch_to": switch_to, "trial": trial,
-                "coview": coview}
-    return Reference(prep, events, items, customers, matrices, stores, home_store, stats)
+def _assert_same_aggregates(expected: Aggregates, computed: Aggregates, store_rtol: float) -> None:
+    """Field by field: the reports, span, counts, frames, ids and every matrix (values within float32 noise, counts
+    exact; the store x item sums within ``store_rtol``, see test_store_signals_match)."""
+    for column in fields(Aggregates):
+        name = column.name
+        ours, theirs = getattr(computed, name), getattr(expected, name)
+        if isinstance(theirs, sp.csr_matrix):
+            rtol = store_rtol if name == "store_items" else 0 if name == "customer_count" else 1e-9
+            _assert_same_matrix(theirs, ours, rtol=rtol)
+        elif isinstance(theirs, pd.DataFrame):
+            pd.testing.assert_frame_equal(ours, theirs, rtol=1e-9, check_exact=False, check_index_type=False)
+        elif isinstance(theirs, ValidationReport):
+            assert ours.as_dict() == theirs.as_dict()
+        elif isinstance(theirs, pd.Index | np.ndarray):
+            np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs), err_msg=name)
+        else:
+            assert ours == theirs, name
 
 
 @pytest.fixture(scope="module")
-def cj_pair(spark: Any, cj_small: Dataset) -> tuple[Reference, Any]:
+def cj_pair(spark: Any, cj_small: Dataset) -> tuple[Aggregates, Any]:
     from training.spark.aggregates import compute_aggregates, events_to_spark
 
     config = TrainConfig()
@@ -110,7 +92,7 @@ def rees46_data(rees46_path: Path) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def rees46_pair(spark: Any, rees46_data: Dataset) -> tuple[Reference, Any]:
+def rees46_pair(spark: Any, rees46_data: Dataset) -> tuple[Aggregates, Any]:
     from training.spark.aggregates import compute_aggregates, events_to_spark
 
     config = TrainConfig()
@@ -128,57 +110,78 @@ def _assert_same_matrix(expected: sp.csr_matrix, actual: sp.csr_matrix, rtol: fl
     np.testing.assert_allclose(actual.data, expected.data, rtol=rtol, atol=0)
 
 
-def test_validation_counts_and_span_match(cj_pair: tuple[Reference, Any]) -> None:
+def test_validation_counts_and_span_match(cj_pair: tuple[Aggregates, Any]) -> None:
     expected, computed = cj_pair
     assert computed.report.as_dict() == expected.report.as_dict()
     assert computed.report.skipped == {"item not in catalog": 2}  # real catalog gaps in the slice
-    assert computed.event_count == len(expected.events)
-    assert computed.data_start == expected.events["timestamp"].min()
-    assert computed.data_end == expected.events["timestamp"].max()
+    assert computed.event_count == expected.event_count and computed.event_types == expected.event_types
+    assert computed.data_start == expected.data_start and computed.data_end == expected.data_end
 
 
-def test_item_frame_matches(cj_pair: tuple[Reference, Any]) -> None:
+def test_item_frame_matches(cj_pair: tuple[Aggregates, Any]) -> None:
     expected, computed = cj_pair
     # same columns, the same group order and the same values: popularity, trend, price median, n_customers...
     pd.testing.assert_frame_equal(computed.items, expected.items, rtol=1e-9, check_exact=False)
     assert (computed.items["n_customers"] > 0).sum() > 10_000
 
 
-def test_customer_matrices_and_stats_match(cj_pair: tuple[Reference, Any]) -> None:
+def test_customer_matrices_and_stats_match(cj_pair: tuple[Aggregates, Any]) -> None:
     expected, computed = cj_pair
     assert list(computed.customers) == list(expected.customers) and len(computed.customers) == 300
     for name in ("customer_weight", "customer_recent"):
-        _assert_same_matrix(expected.matrices[name], getattr(computed, name))
-    _assert_same_matrix(expected.matrices["customer_count"], computed.customer_count, rtol=0)  # counts: exact
+        _assert_same_matrix(getattr(expected, name), getattr(computed, name))
+    _assert_same_matrix(expected.customer_count, computed.customer_count, rtol=0)  # counts: exact
     pd.testing.assert_frame_equal(computed.customer_stats, expected.customer_stats, rtol=1e-9, check_exact=False,
                                   check_index_type=False)
 
 
-def test_store_signals_match(cj_pair: tuple[Reference, Any]) -> None:
+def test_store_signals_match(cj_pair: tuple[Aggregates, Any]) -> None:
     expected, computed = cj_pair
     assert list(computed.stores) == list(expected.stores) and len(computed.stores) > 50
     np.testing.assert_array_equal(computed.home_store, expected.home_store)
     # the pandas path adds the float32 weights one by one in scipy's (unspecified) order; Spark adds them in
     # float64 and rounds once, so the two differ by float32 accumulation only (a few 1e-7)
-    _assert_same_matrix(expected.matrices["store_items"], computed.store_items, rtol=2e-6)
+    _assert_same_matrix(expected.store_items, computed.store_items, rtol=2e-6)
 
 
-def test_pair_signals_within_groups_match(cj_pair: tuple[Reference, Any]) -> None:
+@pytest.fixture(scope="module")
+def synthetic_pair(spark: Any, synthetic: Dataset) -> tuple[Aggregates, Any]:
+    from training.spark.aggregates import compute_aggregates, events_to_spark
+
+    computed = compute_aggregates(spark, events_to_spark(spark, synthetic.events), synthetic.catalog, TINY, now=NOW)
+    return _reference(synthetic, TINY), computed
+
+
+@pytest.mark.parametrize("pair", ["cj_pair", "rees46_pair", "synthetic_pair"])
+def test_every_aggregate_matches_field_by_field(pair: str, request: pytest.FixtureRequest) -> None:
+    expected, computed = request.getfixturevalue(pair)
+    _assert_same_aggregates(expected, computed, store_rtol=2e-6)
+
+
+def test_the_synthetic_retailer_exercises_every_signal(synthetic_pair: tuple[Aggregates, Any]) -> None:
+    _, computed = synthetic_pair
+    assert {"purchase", "view", "cart", "substitution_accepted"} <= set(computed.event_types)
+    for name in ("switch", "switch_to", "trial", "coview", "store_items"):
+        assert getattr(computed, name).nnz > 1_000, name
+    assert (computed.home_store >= 0).all() and len(computed.stores) == 6
+
+
+def test_pair_signals_within_groups_match(cj_pair: tuple[Aggregates, Any]) -> None:
     expected, computed = cj_pair
     for name in ("switch", "switch_to", "trial"):
         assert getattr(computed, name).nnz > 10_000, name
-        _assert_same_matrix(expected.matrices[name], getattr(computed, name))
+        _assert_same_matrix(getattr(expected, name), getattr(computed, name))
     # some items reach the cap of neighbours, so the top-k cut (and its tie-break) is exercised
     assert np.diff(computed.switch.indptr).max() == TrainConfig().max_neighbours
 
 
-def test_coview_on_browse_sessions_matches(rees46_pair: tuple[Reference, Any]) -> None:
+def test_coview_on_browse_sessions_matches(rees46_pair: tuple[Aggregates, Any]) -> None:
     expected, computed = rees46_pair
     assert computed.report.as_dict() == expected.report.as_dict()
     assert computed.report.skipped == {"duplicate row": 5}
     assert computed.event_types == {"view": 17_052, "purchase": 214, "cart": 164}
     assert computed.coview.nnz > 10_000
-    _assert_same_matrix(expected.matrices["coview"], computed.coview)
+    _assert_same_matrix(expected.coview, computed.coview)
     pd.testing.assert_frame_equal(computed.items, expected.items, rtol=1e-9, check_exact=False)
     assert len(computed.stores) == 0 and (computed.home_store == -1).all()
 
@@ -195,7 +198,7 @@ def test_skip_reasons_match_with_train_until_and_bad_rows(spark: Any, rees46_dat
     until = datetime(2019, 10, 1, 2, 0)
     config = TrainConfig()
     expected = ValidationReport(source="trainer")
-    pipeline._prepare_events(dataset, config, until, expected)
+    prepare_pandas_events(dataset, config, until, expected)
     catalog_ids = spark.createDataFrame(rees46_data.catalog[["item_id"]])
     computed = ValidationReport(source="trainer")
     kept = prepare_events(events_to_spark(spark, events), catalog_ids, config, until, computed, now=NOW)
@@ -222,7 +225,7 @@ def test_cli_spark_engine_writes_the_model_the_single_machine_trainer_writes(spa
     assert model_dir.resolve() == (tmp_path / "spark" / CURRENT).resolve()
     manifest = read_manifest(model_dir)  # every checksum verified
     assert manifest.engine == "spark"
-    single = pipeline.train(read_event_log(rees46_path, known_event_types=set(TrainConfig().event_weights)),
+    single = train(read_event_log(rees46_path, known_event_types=set(TrainConfig().event_weights)),
                             out_dir=tmp_path / "pandas", show_progress=False, with_report=False)
     assert manifest.counts == single.manifest.counts
     assert [s.model_dump() for s in manifest.sources] == [s.model_dump() for s in single.manifest.sources]
@@ -423,13 +426,15 @@ def test_ranker_with_more_customers_than_the_sample_fits_what_one_machine_fits(s
     from pyspark.sql import functions as F
 
     from training.spark.aggregates import events_to_spark, prepare_events
-    from training.spark.trainer import learn_ranker
+    from training.spark.trainer import spark_ranker
 
     config = TrainConfig()
     config = config.model_copy(update={"ranker": config.ranker.model_copy(update={"max_customers": 100})})
-    events = pipeline._prepare_events(cj_small, config, None, ValidationReport(source="trainer"))
+    events = prepare_pandas_events(cj_small, config, None, ValidationReport(source="trainer"))
     assert events["customer_id"].nunique() >= 3 * config.ranker.max_customers
-    theirs, _, their_metrics = pipeline._learn_ranker(cj_small.catalog, events, config)
+    inner_data = Dataset(events=events, catalog=cj_small.catalog, reports=[])
+    theirs, _, their_metrics = learn_ranker(cj_small.catalog, events, config, lambda inner, until: fit_model(
+        inner_data, inner, train_until=until, show_progress=False))
 
     catalog_ids = spark.createDataFrame(cj_small.catalog[["item_id"]].astype(str), schema="item_id string")
     kept = prepare_events(events_to_spark(spark, cj_small.events), catalog_ids, config, None,
@@ -437,7 +442,7 @@ def test_ranker_with_more_customers_than_the_sample_fits_what_one_machine_fits(s
     customers = pd.Index(np.sort(np.asarray([r[0] for r in kept.select("customer_id").distinct().collect()],
                                             dtype=object).astype(str)))
     data_end = pd.Timestamp(kept.agg(F.max("t_us")).first()[0], unit="us").as_unit("ns")  # as compute_aggregates
-    ours, _, our_metrics = learn_ranker(spark, kept, customers, data_end, cj_small.catalog, config)
+    ours, _, our_metrics = spark_ranker(spark, kept, customers, data_end, cj_small.catalog, config)
     kept.unpersist()
 
     assert theirs.source == "learned" and ours.source == "learned"

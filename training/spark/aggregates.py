@@ -1,6 +1,8 @@
-"""The single-machine trainer's data-heavy aggregates, computed in Spark and collected in its exact layout.
+"""The Spark backend of :class:`training.aggregates.Aggregates`: the single-machine trainer's aggregates, computed in
+Spark and collected in its exact layout.
 
-:func:`compute_aggregates` mirrors ``training.pipeline``'s validate, catalog, interactions and neighbours stages:
+:func:`compute_aggregates` mirrors ``training.aggregates.aggregate``'s validate, catalog, interactions and neighbours
+stages:
 the same skip reasons and counts, the same weights, the item frame in group order (``training.catalog.sort_items``),
 customers sorted by id, and every matrix with the structure and values the pandas code builds. Where the pandas
 code rounds to float32 step by step, the Spark expressions do too (each float32 operation is computed in double and
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,7 +23,8 @@ import scipy.sparse as sp
 from recsys.config import TrainConfig
 from recsys.model import GROUP_KEYS, contiguous_ranges
 from recsys.schema import EVENT_COLUMNS, PURCHASE_TYPES, ValidationReport
-from training.pipeline import PER_ITEM_COLUMNS, items_from_aggregates, no_usable_events, with_segments
+from training.aggregates import PER_ITEM_COLUMNS, Aggregates, items_from_aggregates, with_segments
+from training.events import no_usable_events
 from training.spark.als import ratings as als_ratings
 
 if TYPE_CHECKING:
@@ -33,30 +36,12 @@ SECONDS_PER_DAY = 86400.0
 
 
 @dataclass
-class Aggregates:
-    """What the driver needs from the events, in the single-machine trainer's layout and order."""
+class SparkAggregates(Aggregates):
+    """:class:`training.aggregates.Aggregates` computed in Spark, with what the Spark trainer keeps cached for its
+    later stages (the caller unpersists them)."""
 
-    report: ValidationReport  # the trainer's own row counts ("trainer" source)
-    data_start: pd.Timestamp
-    data_end: pd.Timestamp
-    event_count: int
-    event_types: dict[str, int]  # kept events per type, most frequent first
-    items: pd.DataFrame  # ITEM_COLUMNS in group order
-    size_parse_rate: float | None
-    customers: pd.Index  # customer ids (str), sorted: the row order of the customer matrices
-    customer_weight: sp.csr_matrix
-    customer_count: sp.csr_matrix
-    customer_recent: sp.csr_matrix
-    stores: np.ndarray
-    store_items: sp.csr_matrix
-    home_store: np.ndarray
-    customer_stats: pd.DataFrame
-    switch: sp.csr_matrix
-    switch_to: sp.csr_matrix
-    trial: sp.csr_matrix
-    coview: sp.csr_matrix
-    events: Any = None  # the validated events (a cached Spark DataFrame), when asked to keep them
-    ratings: Any = None  # MLlib's (user, item, rating) rows of customer_weight (cached), when asked to keep them
+    events: SparkFrame | None = None  # the validated events, when asked to keep them (the ranker stage's)
+    ratings: SparkFrame | None = None  # MLlib's (user, item, rating) rows of customer_weight, when asked
 
 
 def events_to_spark(spark: SparkSession, events: pd.DataFrame) -> SparkFrame:
@@ -92,7 +77,7 @@ def _f32(column: Column) -> Column:
 
 def prepare_events(events: SparkFrame, catalog_ids: SparkFrame, config: TrainConfig, train_until: datetime | None,
                    report: ValidationReport, now: pd.Timestamp | None = None) -> SparkFrame:
-    """``pipeline._prepare_events`` in Spark: the usable events (plus ``t_us``, the time in microseconds), with
+    """``events.prepare_events`` in Spark: the usable events (plus ``t_us``, the time in microseconds), with
     each skipped row counted once, under the first of the trainer's reasons that applies."""
     from pyspark.sql import functions as F
 
@@ -147,7 +132,7 @@ def _age_days(end_us: int) -> Column:
 
 
 def items_frame(catalog: pd.DataFrame, per_item: pd.DataFrame, end_us: int) -> pd.DataFrame:
-    """``pipeline._build_items`` from Spark's per-item aggregates (index ``item_id``: price, popularity, trend,
+    """``aggregates._build_items`` from Spark's per-item aggregates (index ``item_id``: price, popularity, trend,
     n_customers, trial_trend, first_us) and the data's end in microseconds."""
     # seconds first, then days, as pandas' total_seconds() / 86400 rounds them
     days_on_sale = ((end_us - per_item["first_us"]) / MICROS_PER_SECOND) / SECONDS_PER_DAY
@@ -157,7 +142,7 @@ def items_frame(catalog: pd.DataFrame, per_item: pd.DataFrame, end_us: int) -> p
 
 def compute_aggregates(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, config: TrainConfig,
                        train_until: datetime | None = None, now: pd.Timestamp | None = None,
-                       keep_events: bool = False, keep_ratings: bool = False) -> Aggregates:
+                       keep_events: bool = False, keep_ratings: bool = False) -> SparkAggregates:
     """Everything the single-machine trainer derives from the events, from a Spark DataFrame in the canonical
     schema and the catalog (one row per item: small enough for the driver). ``keep_events``: also return the
     validated events, still cached; ``keep_ratings``: also the customer x item weights as MLlib's ALS input
@@ -233,7 +218,7 @@ def compute_aggregates(spark: SparkSession, events: SparkFrame, catalog: pd.Data
     coded.unpersist()
     if not keep_events:
         kept.unpersist()
-    return Aggregates(
+    return SparkAggregates(
         report=report, data_start=_timestamp(start_us), data_end=_timestamp(end_us), event_count=event_count,
         event_types=dict(sorted(type_counts.items(), key=lambda kv: (-kv[1], kv[0]))), items=items,
         size_parse_rate=size_parse_rate, customers=customers, customer_weight=weight, customer_count=count,
@@ -252,7 +237,7 @@ def _collect(frame: SparkFrame) -> pd.DataFrame:
 
 def _profiles(coded: SparkFrame, n_customers: int, n_items: int
               ) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
-    """``pipeline._profiles``: customer x item weight, purchase count and recent weight, one structure."""
+    """``aggregates._profiles``: customer x item weight, purchase count and recent weight, one structure."""
     from pyspark.sql import functions as F
 
     agg = _collect(coded.groupBy("c", "i").agg(F.sum("w").alias("w"),
@@ -269,7 +254,7 @@ def _profiles(coded: SparkFrame, n_customers: int, n_items: int
 
 
 def _stores(coded: SparkFrame, n_customers: int, n_items: int) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
-    """``pipeline._stores``: store ids (sorted), store x item weight, each customer's most-visited store (most
+    """``aggregates._stores``: store ids (sorted), store x item weight, each customer's most-visited store (most
     baskets; a tie goes to the first store id)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -294,7 +279,7 @@ def _stores(coded: SparkFrame, n_customers: int, n_items: int) -> tuple[np.ndarr
 
 
 def _customer_stats(coded: SparkFrame, n_customers: int, end_us: int) -> pd.DataFrame:
-    """``pipeline._customer_stats``: recency, baskets and spend per customer, and the RFM segment."""
+    """``aggregates._customer_stats``: recency, baskets and spend per customer, and the RFM segment."""
     from pyspark.sql import functions as F
 
     spend = F.coalesce(F.col("price"), F.lit(0.0)) * F.coalesce(F.col("quantity"), F.lit(1.0))

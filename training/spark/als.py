@@ -1,4 +1,4 @@
-"""ALS item factors from Spark MLlib (``ALS(implicitPrefs=True)``), in the layout ``pipeline._embeddings`` returns.
+"""ALS item factors from Spark MLlib (``ALS(implicitPrefs=True)``), in the layout ``assembly.als_factors`` returns.
 
 MLlib is not ``implicit`` with other defaults: it scales the regularisation of each row by its number of ratings
 (ALS-WR) and takes the confidence as ``1 + alpha * r`` on the value it is given, so ``AlsConfig``'s
@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.config import TrainConfig
-from training.pipeline import unit_rows
+from training.assembly import unit_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame as SparkFrame
@@ -30,7 +30,7 @@ MLLIB_ALPHA = 5.0
 
 def ratings(pairs: SparkFrame) -> SparkFrame:
     """MLlib's (user, item, rating) rows from Spark's customer x item weights (``c``, ``i``, ``w``): the value
-    ``pipeline._embeddings`` gives ALS, log1p(4 w) of the float32 weight, so both engines fit one matrix."""
+    ``assembly.als_factors`` gives ALS, log1p(4 w) of the float32 weight, so both engines fit one matrix."""
     from pyspark.sql import functions as F
 
     weight = F.col("w").cast("float").cast("double")
@@ -49,7 +49,7 @@ def ratings_frame(spark: SparkSession, weight: sp.csr_matrix) -> SparkFrame:
 def mllib_item_factors(ratings: SparkFrame, n_items: int, config: TrainConfig, reg_param: float = MLLIB_REG_PARAM,
                        alpha: float = MLLIB_ALPHA) -> np.ndarray:
     """Unit-length item factors (n_items x ``config.als.factors``, float32) from MLlib's implicit ALS; zero for
-    items without ratings, as ``pipeline._embeddings`` leaves them. ``ratings``: (user, item, rating) rows."""
+    items without ratings, as ``assembly.als_factors`` leaves them. ``ratings``: (user, item, rating) rows."""
     from pyspark.ml.recommendation import ALS
 
     als = ALS(rank=config.als.factors, maxIter=config.als.iterations, regParam=reg_param, alpha=alpha,

@@ -18,16 +18,16 @@ import pandas as pd
 
 from recsys.schema import CATALOG_COLUMNS, EVENT_COLUMNS, LIST_PRICE, DataValidationError, ValidationReport
 from training.loaders import (
-    _EPOCH_RANGE,
     COMPLETEJOURNEY,
-    _catalog_from_log,
-    _check_columns,
-    _is_parquet,
-    _read_catalog,
-    _supported_files,
+    EPOCH_RANGE,
+    catalog_from_log,
+    check_columns,
+    is_parquet,
     load_completejourney,
+    read_catalog_report,
+    supported_files,
 )
-from training.mapping import ColumnMapping, DataMapping, _Columns
+from training.mapping import ColumnMapping, DataMapping, MappedColumns
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, SparkSession
@@ -52,7 +52,7 @@ def read_sources(spark: SparkSession, sources: list[str], mapping: DataMapping |
     products, catalog_report = (None, None)
     if catalog is not None:  # a URL only Spark can read; its columns then go through the loader's own rules
         remote = str(catalog).startswith(_REMOTE_SCHEMES)
-        products, catalog_report = _read_catalog(catalog, mapping.catalog,
+        products, catalog_report = read_catalog_report(catalog, mapping.catalog,
                                                  partial(_spark_columns, spark) if remote else None)
     frames: list[SparkFrame] = []
     catalogs: list[pd.DataFrame] = []
@@ -90,8 +90,8 @@ def _files(source: str) -> tuple[list[str], str | None, str]:
         text = source.rstrip("/")
         kind = "csv" if any(ext in text.lower() for ext in (".csv", ".tsv", ".txt")) else "parquet"
         return [source], None, kind
-    files, base = _supported_files(source)
-    kinds = {_is_parquet(f) for f in files}
+    files, base = supported_files(source)
+    kinds = {is_parquet(f) for f in files}
     if len(kinds) > 1:
         raise DataValidationError(f"{source}: mixes parquet and text files; give them as separate --data sources")
     kind = "parquet" if kinds == {True} else "csv"
@@ -110,11 +110,11 @@ def _read(spark: SparkSession, source: str) -> SparkFrame:
     return spark.read.csv(paths, header=True, sep=sep, inferSchema=False, enforceSchema=False)
 
 
-def _spark_columns(spark: SparkSession, source: str | Path, mapping: _Columns, section: str) -> pd.DataFrame:
+def _spark_columns(spark: SparkSession, source: str | Path, mapping: MappedColumns, section: str) -> pd.DataFrame:
     """``loaders._read_columns`` through Spark, collected to the driver: the source's mapped columns (a column a key
     sets explicitly, or a required one, must be there; the rest are read when present)."""
     raw = _read(spark, str(source))
-    _check_columns(str(source), raw.columns, mapping, section)
+    check_columns(str(source), raw.columns, mapping, section)
     return raw.select(*[f"`{c}`" for c in raw.columns if c in mapping.wanted()]).toPandas()
 
 
@@ -127,7 +127,7 @@ def read_event_log(spark: SparkSession, source: str, mapping: ColumnMapping | No
 
     mapping = mapping or ColumnMapping()
     raw = _read(spark, source)
-    _check_columns(source, raw.columns, mapping, "events")
+    check_columns(source, raw.columns, mapping, "events")
     raw = raw.withColumn("_row", F.monotonically_increasing_id())  # file order: the "last" description of an item
 
     def column(name: str | None) -> Column | None:
@@ -210,7 +210,7 @@ def _check_timestamp_unit(canonical: SparkFrame, label: str, mapping: ColumnMapp
                                   f"timestamps in this unit, e.g. {stats['failed_example']!r}")
     if mapping.timestamp_unit in ("s", "ms") and stats["middle_us"] is not None:
         middle = pd.Timestamp(int(stats["middle_us"]), unit="us")
-        if not _EPOCH_RANGE[0] <= middle <= _EPOCH_RANGE[1]:
+        if not EPOCH_RANGE[0] <= middle <= EPOCH_RANGE[1]:
             raise DataValidationError(f"{label}: {column}: values such as {stats['parsed_example']!r} read as year "
                                       f"{middle.year}, outside 1980..2100; check timestamp_unit")
 
@@ -251,7 +251,7 @@ def _description_columns(mapping: ColumnMapping, columns: list[str]) -> list[str
 
 
 def _log_catalog(good: SparkFrame, mapping: ColumnMapping) -> pd.DataFrame:
-    """``loaders._catalog_from_log``: per item, the last non-empty description in file order."""
+    """``loaders.catalog_from_log``: per item, the last non-empty description in file order."""
     from pyspark.sql import functions as F
 
     def last(value: Column) -> Column:
@@ -271,7 +271,7 @@ def _log_catalog(good: SparkFrame, mapping: ColumnMapping) -> pd.DataFrame:
         last(text(mapping.package_size)).alias("package_size")).toPandas()
     described = mapping.model_copy(update={"brand": "brand", "category": "category", "category_fallback": None,
                                            "package_size": "package_size"})
-    return _catalog_from_log(per_item, per_item["item_id"], described)
+    return catalog_from_log(per_item, per_item["item_id"], described)
 
 
 def _join_catalog(spark: SparkSession, events: SparkFrame, products: pd.DataFrame, report: ValidationReport
