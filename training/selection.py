@@ -14,6 +14,7 @@ from recsys.engine import SubstituteEngine
 from recsys.manifest import RankerSection, RerankerSection
 from recsys.model import RERANKER_FILE
 from recsys.ranking import DEFAULT_WEIGHTS
+from recsys.registry import INTENT_METHODS
 from recsys.schema import DataValidationError
 from recsys.types import Intent
 from training import evaluation
@@ -67,7 +68,7 @@ def learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConfi
     fitted = fit(features, labels, starts, l2=ranker.l2)
     section = fitted.ranker.model_copy(update={"source": "learned", "min_score": fitted.min_score})
     methods = evaluation.make_methods(engine, events, validation_start, ranker.seed) if len(held_out) else {}
-    ours_names = set(evaluation.INTENT_METHODS.values())
+    ours_names = set(INTENT_METHODS.values())
     baselines = evaluation.score(engine, {name: rank for name, rank in methods.items() if name not in ours_names},
                                  held_out)[0] if methods else {}
     default_metrics = (evaluation.score(engine, {"default-weights": methods["ours"]}, held_out)[0]

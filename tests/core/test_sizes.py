@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recsys.sizes import parse_package_size, parse_package_sizes
-from training.loaders import _cj_table
+from training.loaders.completejourney import cj_table
 
 
 @pytest.mark.parametrize(
@@ -48,7 +48,7 @@ def test_no_unit_is_unknown(text: object) -> None:
 
 @pytest.mark.realdata
 def test_parses_over_90_percent_of_the_complete_journey() -> None:
-    sizes = _cj_table("products")["package_size"].dropna()
+    sizes = cj_table("products")["package_size"].dropna()
     sizes = sizes[sizes.str.strip() != ""]
     parsed = parse_package_sizes(sizes)
     rate = parsed["size_family"].notna().mean()

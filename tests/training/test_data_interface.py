@@ -153,11 +153,11 @@ def test_hive_partitioned_parquet_directory_and_glob_give_the_same_events(retail
 
 
 def test_parquet_is_read_column_pruned(retail: dict[str, Any]) -> None:
-    from training.loaders import _read_columns
+    from training.loaders.files import read_columns
 
     events = ColumnMapping(customer_id="visitorid", item_id="itemid", timestamp="timestamp", timestamp_unit="ms",
                            event_type="event")
-    raw = _read_columns(retail["events"], events, "events")
+    raw = read_columns(retail["events"], events, "events")
     assert set(raw.columns) == {"visitorid", "itemid", "timestamp", "event", "price"}  # not session, shop, date
     data = load_dataset([str(retail["events"])], mapping=DataMapping(events=events))  # as a Python object
     assert len(data.events) == 17_435 and data.events["session_id"].str.contains(":2019-10-01").all()

@@ -9,16 +9,15 @@ from typer.testing import CliRunner
 
 from recsys import ArtifactError, Dataset, Intent, SubstituteEngine, TrainConfig
 from recsys.cli import app
+from recsys.registry import INTENT_METHODS
 from recsys.schema import PURCHASE_TYPES
 from training.evaluation import (
     BOUNDS,
     HIT_KS,
-    INTENT_METHODS,
     INTENT_SPECIALISTS,
     MARGIN_METRICS,
     QUERY_TYPES,
     SUBSETS,
-    _future_popular,
     default_split,
     discover_as_of,
     engine_ranker,
@@ -26,6 +25,7 @@ from training.evaluation import (
     future_trials,
     margin_interval,
 )
+from training.evaluation.baselines import FuturePopularInGroup
 from training.pipeline import TrainResult, train
 from training.queries import build_queries
 
@@ -222,7 +222,7 @@ def test_future_popular_leaves_the_query_customer_out(before_split: TrainResult)
     per_item = np.zeros(engine.model.n_items, dtype=np.int64)
     per_item[[own, other]] = 1
     by_customer = sp.csr_matrix(([1.0], ([0], [own])), shape=(len(engine.model.customers), engine.model.n_items))
-    rank = _future_popular(engine, per_item, by_customer)
+    rank = FuturePopularInGroup(engine, per_item, by_customer)
     assert rank(x, -1)[:2].tolist() == [own, other]  # a tie: the more popular before the split first
     assert rank(x, 0)[0] == other and x not in rank(x, 0)
 

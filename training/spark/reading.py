@@ -17,16 +17,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from recsys.schema import CATALOG_COLUMNS, EVENT_COLUMNS, LIST_PRICE, DataValidationError, ValidationReport
-from training.loaders import (
-    COMPLETEJOURNEY,
-    EPOCH_RANGE,
-    catalog_from_log,
-    check_columns,
-    is_parquet,
-    load_completejourney,
-    read_catalog_report,
-    supported_files,
-)
+from training.loaders.completejourney import COMPLETEJOURNEY, load_completejourney
+from training.loaders.event_log import EPOCH_RANGE, catalog_from_log
+from training.loaders.files import check_columns, is_parquet, supported_files
+from training.loaders.products import read_catalog_report
 from training.mapping import ColumnMapping, DataMapping, MappedColumns
 
 if TYPE_CHECKING:
@@ -111,8 +105,8 @@ def _read(spark: SparkSession, source: str) -> SparkFrame:
 
 
 def _spark_columns(spark: SparkSession, source: str | Path, mapping: MappedColumns, section: str) -> pd.DataFrame:
-    """``loaders._read_columns`` through Spark, collected to the driver: the source's mapped columns (a column a key
-    sets explicitly, or a required one, must be there; the rest are read when present)."""
+    """``loaders.files.read_columns`` through Spark, collected to the driver: the source's mapped columns (a column a
+    key sets explicitly, or a required one, must be there; the rest are read when present)."""
     raw = _read(spark, str(source))
     check_columns(str(source), raw.columns, mapping, section)
     return raw.select(*[f"`{c}`" for c in raw.columns if c in mapping.wanted()]).toPandas()
@@ -191,8 +185,8 @@ def read_event_log(spark: SparkSession, source: str, mapping: ColumnMapping | No
 
 
 def _check_timestamp_unit(canonical: SparkFrame, label: str, mapping: ColumnMapping) -> None:
-    """``loaders._parse_timestamps``' checks: most present values unparseable, or epoch numbers whose middle value
-    falls outside 1980..2100, mean a wrong ``timestamp_unit``; either fails the file."""
+    """``loaders.event_log._parse_timestamps``' checks: most present values unparseable, or epoch numbers whose
+    middle value falls outside 1980..2100, mean a wrong ``timestamp_unit``; either fails the file."""
     from pyspark.sql import functions as F
 
     present, parsed = F.col("_present_time"), F.col("timestamp").isNotNull()
@@ -216,7 +210,7 @@ def _check_timestamp_unit(canonical: SparkFrame, label: str, mapping: ColumnMapp
 
 
 def _clean_id(column: Column) -> Column:
-    """``loaders._clean_id``: trimmed text without a float's ``.0``; empty is missing."""
+    """``loaders.event_log.clean_id``: trimmed text without a float's ``.0``; empty is missing."""
     from pyspark.sql import functions as F
 
     text = F.regexp_replace(F.trim(column.cast("string")), r"\.0$", "")
@@ -251,7 +245,7 @@ def _description_columns(mapping: ColumnMapping, columns: list[str]) -> list[str
 
 
 def _log_catalog(good: SparkFrame, mapping: ColumnMapping) -> pd.DataFrame:
-    """``loaders.catalog_from_log``: per item, the last non-empty description in file order."""
+    """``loaders.event_log.catalog_from_log``: per item, the last non-empty description in file order."""
     from pyspark.sql import functions as F
 
     def last(value: Column) -> Column:
@@ -276,7 +270,7 @@ def _log_catalog(good: SparkFrame, mapping: ColumnMapping) -> pd.DataFrame:
 
 def _join_catalog(spark: SparkSession, events: SparkFrame, products: pd.DataFrame, report: ValidationReport
                   ) -> SparkFrame:
-    """``loaders._join_catalog``: events of catalog items only (the rest counted), list price filling gaps."""
+    """``loaders.products.join_catalog``: events of catalog items only (the rest counted), list price filling gaps."""
     from pyspark.sql import functions as F
 
     list_price = products["price"].where(products["price"] > 0).astype("float64")
