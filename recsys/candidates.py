@@ -52,12 +52,12 @@ class CandidateFinder:
         what passes it)."""
         lo, hi = self.items.group_bounds[x]
         never = self.bought(cust_row) if new_only and cust_row is not None else _NO_ITEMS
-        candidates, similarity = self.in_range(x, lo, hi, store, exclude, filters, never)
+        candidates, similarity = self.in_range(x, lo, hi, store, exclude=exclude, filters=filters, never=never)
         widened = np.zeros(len(candidates), dtype=bool)
         if len(candidates) < self.min_group_size:
             plo, phi = self.items.parent_bounds[x]
             if phi - plo > hi - lo:
-                wide, wide_sim = self.in_range(x, plo, phi, store, exclude, filters, never)
+                wide, wide_sim = self.in_range(x, plo, phi, store, exclude=exclude, filters=filters, never=never)
                 outside = (wide < lo) | (wide >= hi)
                 candidates = np.concatenate([candidates, wide[outside]])
                 similarity = np.concatenate([similarity, wide_sim[outside]])
@@ -73,7 +73,7 @@ class CandidateFinder:
                          ) -> tuple[np.ndarray, np.ndarray]:
         """Members of X's group that pass the hard rules and filters, most similar to X first (the best ``k``
         when given), with their cosine."""
-        candidates, similarity = self.in_range(x, *self.items.group_bounds[x], store, exclude, filters)
+        candidates, similarity = self.in_range(x, *self.items.group_bounds[x], store, exclude=exclude, filters=filters)
         best = best_positions(similarity.astype(np.float64), len(similarity) if k is None else k)  # one compile
         return candidates[best], similarity[best]
 
@@ -82,7 +82,7 @@ class CandidateFinder:
         items, values = self.customer_items.row(cust_row)
         return items[values[:, 1] > 0]  # column 1: purchase count
 
-    def in_range(self, x: int, lo: int, hi: int, store: str, exclude: Iterable[str],
+    def in_range(self, x: int, lo: int, hi: int, store: str, *, exclude: Iterable[str],
                  filters: SubstituteFilters | None, never: np.ndarray = _NO_ITEMS) -> tuple[np.ndarray, np.ndarray]:
         """Candidates in [lo, hi) that pass :meth:`allowed`, with their cosine to x: all of them when the range or
         what passes has at most ``max_candidates`` (the rules come first, so a filter that leaves few items of a

@@ -109,7 +109,7 @@ class SubstituteEngine:
 
     # -- the query -------------------------------------------------------------------------------
     def substitutes(self, item_id: str, customer_id: str | None = None, store_id: str | None = None,
-                    k: int = 10, exclude: Iterable[str] = (), filters: SubstituteFilters | None = None,
+                    k: int = 10, *, exclude: Iterable[str] = (), filters: SubstituteFilters | None = None,
                     intent: Intent | str = Intent.balanced) -> SubstituteList:
         """Up to ``k`` ranked substitutes for ``item_id``; fewer (or none) rather than off-group padding. ``intent``
         says what the list is for (:class:`recsys.types.Intent`; raises
@@ -159,11 +159,12 @@ class SubstituteEngine:
                       size_alternatives, rerank, self.scorers[intent].arrays)
 
     def order_substitutes(self, item_ids: Sequence[str], customer_id: str | None = None,
-                          store_id: str | None = None, k: int = 3, order: Iterable[str] = (),
+                          store_id: str | None = None, k: int = 3, *, order: Iterable[str] = (),
                           filters: SubstituteFilters | None = None, intent: Intent | str = Intent.balanced
                           ) -> OrderSubstitutes:
         """Substitutes for each unavailable line of one order (see :func:`recsys.orders.order_substitutes`)."""
-        return order_substitutes(self, item_ids, customer_id, store_id, k, order, filters, Intent.parse(intent))
+        return order_substitutes(self, item_ids, customer_id, store_id, k, order=order, filters=filters,
+                                 intent=Intent.parse(intent))
 
     def customer_profile(self, customer_id: str, max_categories: int = 10) -> CustomerProfile:
         """The customer's segment and, per category they buy most, brands, usual size and price band."""
@@ -171,7 +172,8 @@ class SubstituteEngine:
         if row is None:
             raise UnknownCustomerError(customer_id)
         return customer_profile(self.model, self.catalog, self.presenter.infos, self.finder.customer_items,
-                                self.version, customer_id, row, max_categories)
+                                model_version=self.version, customer_id=customer_id, row=row,
+                                max_categories=max_categories)
 
     @cached_property
     def catalog_search(self) -> CatalogSearch:

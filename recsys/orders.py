@@ -16,12 +16,12 @@ class _Engine(Protocol):
     def customer_row(self, customer_id: str) -> int | None: ...
 
     def substitutes(self, item_id: str, customer_id: str | None = None, store_id: str | None = None,
-                    k: int = 10, exclude: Iterable[str] = (), filters: SubstituteFilters | None = None,
+                    k: int = 10, *, exclude: Iterable[str] = (), filters: SubstituteFilters | None = None,
                     intent: Intent | str = Intent.balanced) -> SubstituteList: ...
 
 
 def order_substitutes(engine: _Engine, item_ids: Sequence[str], customer_id: str | None = None,
-                      store_id: str | None = None, k: int = 3, order: Iterable[str] = (),
+                      store_id: str | None = None, k: int = 3, *, order: Iterable[str] = (),
                       filters: SubstituteFilters | None = None, intent: Intent = Intent.balanced
                       ) -> OrderSubstitutes:
     """Substitutes for each unavailable line of one order (one customer, one store), in line order.

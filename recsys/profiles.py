@@ -23,7 +23,7 @@ def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[fl
     return [float(values[order][min(p, len(values) - 1)]) for p in positions]
 
 
-def customer_profile(model: ModelData, table: ItemTable, infos: Sequence[ItemInfo], customer_items: SparseRows,
+def customer_profile(model: ModelData, table: ItemTable, infos: Sequence[ItemInfo], customer_items: SparseRows, *,
                      model_version: str, customer_id: str, row: int, max_categories: int = 10) -> CustomerProfile:
     """The profile of ``customer_id``, the model's customer ``row``."""
     items, values = customer_items.row(row)

@@ -75,9 +75,9 @@ def aggregate(dataset: Dataset, config: TrainConfig, train_until: datetime | Non
     with timer.stage("interactions"):
         is_purchase = events["event_type"].isin(list(PURCHASE_TYPES)).to_numpy()
         weight, count, recent = _profiles(cust_codes, item_idx, weights, trend_weights, is_purchase,
-                                          len(customers), len(items))
+                                          n_customers=len(customers), n_items=len(items))
         stores, store_items, home_store = _stores(events, cust_codes, session_codes, item_idx, weights,
-                                                  len(customers), len(items))
+                                                  n_customers=len(customers), n_items=len(items))
         customer_stats = _customer_stats(events.loc[is_purchase, ["timestamp", "price", "quantity"]],
                                          *_rows(is_purchase, cust_codes, session_codes), len(customers), data_end)
         del weights, trend_weights
@@ -154,7 +154,7 @@ def _rows(mask: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 
 
 def _profiles(cust: np.ndarray, item_idx: np.ndarray, weights: np.ndarray, recent_weights: np.ndarray,
-              is_purchase: np.ndarray, n_customers: int, n_items: int
+              is_purchase: np.ndarray, *, n_customers: int, n_items: int
               ) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix]:
     """Customer x item weight (long half-life), purchase count and recent weight (trend half-life), all with
     the identical sparsity structure, so the engine reads them with one index lookup."""
@@ -173,7 +173,7 @@ def _profiles(cust: np.ndarray, item_idx: np.ndarray, weights: np.ndarray, recen
 
 
 def _stores(events: pd.DataFrame, cust_codes: np.ndarray, session_codes: np.ndarray, item_idx: np.ndarray,
-            weights: np.ndarray, n_customers: int, n_items: int) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
+            weights: np.ndarray, *, n_customers: int, n_items: int) -> tuple[np.ndarray, sp.csr_matrix, np.ndarray]:
     """Store ids, store x item recency-weighted purchases, and each customer's most-visited store."""
     has_store = events["store_id"].notna().to_numpy()
     store_codes, stores = pd.factorize(events["store_id"][has_store], sort=True)

@@ -97,10 +97,10 @@ def assemble(aggregates: Aggregates, run: Run, *, reports: list[ValidationReport
                       customer_count=aggregates.customer_count, customer_recent=aggregates.customer_recent,
                       feedback=pair_feedback, customer_accepted=accepted, index=index, reranker=reranker)
     manifest = new_manifest(
-        model, config, aggregates.data_start, aggregates.data_end, run.train_until,
-        model_counts(model, aggregates.event_count, aggregates.event_types, feedback_counts),
-        aggregates.size_parse_rate, [*reports, aggregates.report], ranker=ranker, als_loss=als_loss,
-        metrics=holdout_metrics, engine=engine)
+        model, config, data_start=aggregates.data_start, data_end=aggregates.data_end, train_until=run.train_until,
+        counts=model_counts(model, aggregates.event_count, aggregates.event_types, feedback_counts),
+        size_parse_rate=aggregates.size_parse_rate, reports=[*reports, aggregates.report], ranker=ranker,
+        als_loss=als_loss, metrics=holdout_metrics, engine=engine)
     return FittedModel(model, manifest, timer, run.started)
 
 
@@ -160,9 +160,9 @@ def feedback_signals(decisions: pd.DataFrame | None, item_ids: pd.Series, custom
                                    "feedback_unknown_items": int((~known).sum()), "feedback_pairs": len(pairs)}
 
 
-def new_manifest(model: ModelData, config: TrainConfig, data_start: pd.Timestamp, data_end: pd.Timestamp,
+def new_manifest(model: ModelData, config: TrainConfig, *, data_start: pd.Timestamp, data_end: pd.Timestamp,
                  train_until: datetime | None, counts: dict[str, Any], size_parse_rate: float | None,
-                 reports: list[ValidationReport], *, ranker: RankerSection, als_loss: list[float],
+                 reports: list[ValidationReport], ranker: RankerSection, als_loss: list[float],
                  metrics: dict[str, Any] | None, engine: str = "pandas") -> Manifest:
     """The manifest of a freshly trained model, for every engine (``engine``: what computed the data-heavy
     stages); :func:`save_model` adds the coverage and the stage times."""

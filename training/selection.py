@@ -76,7 +76,8 @@ def learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConfi
     reranker_text = ""
     if ranker.gbdt_trees > 0:
         reranker_text, fixed = fit_reranker(features, labels, starts, ranker)
-        bias, tried = _choose_new_item_bias(engine, section, reranker_text, fixed, held_out, baselines, ranker)
+        bias, tried = _choose_new_item_bias(engine, section, reranker_text, fixed=fixed, held_out=held_out,
+                                            baselines=baselines, config=ranker)
         section.reranker = RerankerSection(file=RERANKER_FILE, trees=ranker.gbdt_trees, leaves=ranker.gbdt_leaves,
                                            new_item_bias=bias, fixed_weights=fixed, bias_search=tried)
     metrics = None
@@ -114,7 +115,7 @@ def customer_sample(events: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return events[np.isin(codes, present[positions])]
 
 
-def _choose_new_item_bias(engine: SubstituteEngine, section: RankerSection, reranker_text: str,
+def _choose_new_item_bias(engine: SubstituteEngine, section: RankerSection, reranker_text: str, *,
                           fixed: dict[str, float], held_out: Queries, baselines: dict[str, Any],
                           config: RankerConfig) -> tuple[float, dict[str, float]]:
     """The configured new-item bias, else the one of NEW_ITEM_BIASES whose smaller HR@3 margin over the best

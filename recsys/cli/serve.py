@@ -85,7 +85,8 @@ def serve(
         raise fail("--workers needs a shared state (RECSYS_STATE_PATH or --state): with memory only, each "
                     "worker would keep its own inventory")
     if workers > 1:
-        _serve_workers(settings, workers, host, port, log_level, access_log, example)
+        _serve_workers(settings, workers=workers, host=host, port=port, log_level=log_level, access_log=access_log,
+                       example=example)
         return
     if example:
         threading.Thread(target=_show_example, args=(f"http://{host}:{port}", model), daemon=True).start()
@@ -94,7 +95,7 @@ def serve(
     uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
 
 
-def _serve_workers(settings: Settings, workers: int, host: str, port: int, log_level: str, access_log: bool,
+def _serve_workers(settings: Settings, *, workers: int, host: str, port: int, log_level: str, access_log: bool,
                    example: bool) -> None:
     """The pre-fork server (:mod:`serving.prefork`): bad input and a model that cannot load exit 2 with a
     message; a worker that cannot be kept running makes the exit status non-zero."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -14,8 +15,16 @@ from rich.table import Table
 from recsys.cli.common import console, fail
 from recsys.cli.models import point_replicas
 
+if TYPE_CHECKING:
+    import pandas as pd
 
-def _summary(result: Any) -> Table:
+    from recsys.config import TrainConfig
+    from recsys.schema import Dataset
+    from training.mapping import DataMapping
+    from training.pipeline import TrainResult
+
+
+def _summary(result: TrainResult) -> Table:
     from recsys.artifact import directory_size
 
     manifest = result.manifest
@@ -58,7 +67,7 @@ FeedbackOption = Annotated[str | None, typer.Option(
          "(RECSYS_STATE_URL: sqlite:///path or postgresql://..., where every replica records it)")]
 
 
-def _decisions(source: str | None) -> Any:
+def _decisions(source: str | None) -> pd.DataFrame | None:
     import sqlite3
 
     from recsys.state import StateUnavailableError, read_decisions, redact
@@ -84,7 +93,7 @@ CatalogOption = Annotated[Path | None, typer.Option(
          "cold-start items, events for items missing from it are skipped")]
 
 
-def _mapping(path: Path | None) -> Any:
+def _mapping(path: Path | None) -> DataMapping | None:
     """The ``--mapping`` file parsed (None without one); a bad one fails the command with a message."""
     from recsys.schema import DataValidationError
     from training.mapping import DataMapping
@@ -97,7 +106,7 @@ def _mapping(path: Path | None) -> Any:
         raise fail(str(exc)) from exc
 
 
-def _train_config(path: Path | None) -> Any:
+def _train_config(path: Path | None) -> TrainConfig:
     """The TrainConfig of ``--config`` (JSON), else the defaults; a bad one fails the command with a message."""
     from pydantic import ValidationError
 
@@ -110,7 +119,7 @@ def _train_config(path: Path | None) -> Any:
 
 
 def _training_inputs(data: list[str] | None, households: int | None, config: Path | None,
-                     mapping: Path | None = None, catalog: Path | None = None) -> tuple[Any, Any]:
+                     mapping: Path | None = None, catalog: Path | None = None) -> tuple[TrainConfig, Dataset]:
     """The TrainConfig (``--config`` JSON, else the defaults) and the dataset read with its event types, the
     ``--mapping`` and the ``--catalog``; any one bad fails the command with a message."""
     from recsys.schema import DataValidationError
@@ -150,8 +159,8 @@ def train(
     from training.pipeline import train as run_training
 
     if engine is Engine.spark:
-        _train_with_spark(data, mapping, catalog, train_until, out, households, config, feedback, progress,
-                          spark_master, als or SparkAls.driver)
+        _train_with_spark(SparkInputs(data, mapping, catalog, households, config, feedback), train_until=train_until,
+                          out=out, progress=progress, spark_master=spark_master, als=als or SparkAls.driver)
         return
     if spark_master is not None or als is not None:
         raise fail(f"{'--spark-master' if spark_master is not None else '--als'} needs --engine spark")
@@ -165,9 +174,20 @@ def train(
     typer.echo(str(result.model_dir))
 
 
-def _train_with_spark(data: list[str] | None, mapping: Path | None, catalog: Path | None,
-                      train_until: datetime | None, out: Path, households: int | None, config: Path | None,
-                      feedback: str | None, progress: bool, spark_master: str | None, als: SparkAls) -> None:
+@dataclass(frozen=True)
+class SparkInputs:
+    """What ``train --engine spark`` reads, as the command line named it."""
+
+    data: list[str] | None
+    mapping: Path | None
+    catalog: Path | None
+    households: int | None
+    config: Path | None
+    feedback: str | None
+
+
+def _train_with_spark(inputs: SparkInputs, *, train_until: datetime | None, out: Path, progress: bool,
+                      spark_master: str | None, als: SparkAls) -> None:
     """``train --engine spark``: the events read and aggregated by Spark, the rest on this (the driver) machine."""
     from rich.markup import escape
 
@@ -184,13 +204,13 @@ def _train_with_spark(data: list[str] | None, mapping: Path | None, catalog: Pat
     from training.spark.session import spark_session
     from training.spark.trainer import train_spark
 
-    train_config = _train_config(config)
-    columns = _mapping(mapping)
-    decisions = _decisions(feedback)
+    train_config = _train_config(inputs.config)
+    columns = _mapping(inputs.mapping)
+    decisions = _decisions(inputs.feedback)
     try:
         spark = spark_session(spark_master)
-        events, products, reports = read_sources(spark, data or [], columns, set(train_config.event_weights),
-                                                 catalog, households)
+        events, products, reports = read_sources(spark, inputs.data or [], columns, set(train_config.event_weights),
+                                                 inputs.catalog, inputs.households)
         result = train_spark(spark, events, products, reports, train_config, out_dir=out, train_until=train_until,
                              show_progress=progress, feedback=decisions, als=als.value)
     except DataValidationError as exc:

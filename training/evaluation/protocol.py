@@ -88,7 +88,7 @@ def check_no_leakage(engine: SubstituteEngine, split: pd.Timestamp) -> None:
         )
 
 
-def evaluate(engine: SubstituteEngine, dataset: Dataset, split: pd.Timestamp, max_queries: int | None = None,
+def evaluate(engine: SubstituteEngine, dataset: Dataset, split: pd.Timestamp, *, max_queries: int | None = None,
              seed: int = 0, show_progress: bool = True, end: pd.Timestamp | None = None) -> EvaluationResult:
     """Run every method on the same switch queries (test period [split, end), to the data's end when ``end`` is
     None) and compute the metrics on both subsets."""

@@ -141,7 +141,7 @@ def items_frame(catalog: pd.DataFrame, per_item: pd.DataFrame, end_us: int) -> p
 
 
 def compute_aggregates(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, config: TrainConfig,
-                       train_until: datetime | None = None, now: pd.Timestamp | None = None,
+                       train_until: datetime | None = None, *, now: pd.Timestamp | None = None,
                        keep_events: bool = False, keep_ratings: bool = False) -> SparkAggregates:
     """Everything the single-machine trainer derives from the events, from a Spark DataFrame in the canonical
     schema and the catalog (one row per item: small enough for the driver). ``keep_events``: also return the

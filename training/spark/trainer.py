@@ -63,7 +63,7 @@ def ranker_events(kept: SparkFrame, customers: pd.Index, config: TrainConfig) ->
 
 
 def spark_ranker(spark: SparkSession, kept: SparkFrame | None, customers: pd.Index, data_end: pd.Timestamp,
-                 catalog: pd.DataFrame, config: TrainConfig, als: str = "driver") -> RankerOutcome:
+                 catalog: pd.DataFrame, config: TrainConfig, *, als: str = "driver") -> RankerOutcome:
     """``fit_spark``'s ranker stage: ``selection.learn_ranker`` with the inner model fitted by ``fit_spark`` on
     every validated event (``kept``, cached: not read from the source again; None with the ranker off) before the
     validation start, and the validation queries built from the collected events of the customer sample.
@@ -111,7 +111,7 @@ def fit_spark(spark: SparkSession, events: SparkFrame | None, catalog: pd.DataFr
 
     def ranker() -> RankerOutcome:
         outcome = spark_ranker(spark, aggregates.events, aggregates.customers, aggregates.data_end, catalog,
-                               run.config, als)
+                               run.config, als=als)
         if aggregates.events is not None:
             aggregates.events.unpersist()
         return outcome
