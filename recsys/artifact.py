@@ -21,7 +21,7 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from recsys.manifest import FORMAT_VERSION, Manifest
+from recsys.manifest import FORMAT_VERSION, READABLE_FORMATS, Manifest
 
 MANIFEST: Final[str] = "manifest.json"
 CURRENT: Final[str] = "current"
@@ -90,8 +90,10 @@ def read_manifest(model_dir: Path, verify: bool = True) -> Manifest:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from exc
     fmt = raw.get("format_version") if isinstance(raw, dict) else None
-    if fmt != FORMAT_VERSION:
-        raise ArtifactError(f"{model_dir}: format version {fmt!r}, this build reads {FORMAT_VERSION}")
+    if fmt not in READABLE_FORMATS:
+        raise ArtifactError(f"{model_dir}: format version {fmt!r}, this build reads "
+                            f"{', '.join(map(str, READABLE_FORMATS))}: use the build that wrote it, or train the model "
+                            "again with this one (`recsys train`)")
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:

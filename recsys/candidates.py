@@ -18,7 +18,7 @@ import pandas as pd
 from recsys.inventory import Inventory
 from recsys.items import ItemTable
 from recsys.kernels import FeatureArrays, SparseRows, best_positions, candidate_features, plain, rule_mask
-from recsys.model import ModelData
+from recsys.model import PAIR_SIGNALS, ModelData
 from recsys.types import SubstituteFilters
 
 _NO_MASK: Final[np.ndarray] = np.empty(0, dtype=bool)
@@ -36,7 +36,7 @@ class CandidateFinder:
         self.home_store: list[int] = model.home_store.tolist()  # per customer, the home store's row (-1: none)
         self.store_items = SparseRows.of(model.store_items)
         # recsys.kernels.PAIR_FEATURES order
-        self.pairs = SparseRows.of(model.switch, model.coview, model.switch_to, model.trial, model.feedback)
+        self.pairs = SparseRows.of(*(getattr(model, name) for name in PAIR_SIGNALS))
         # columns: recency-weighted interactions, purchase count, short half-life (trend) weight
         self.customer_items = SparseRows.of(model.customer_weight, model.customer_count, model.customer_recent)
         self.accepted = SparseRows.of(model.customer_accepted)

@@ -61,7 +61,8 @@ class Feature(enum.IntEnum):
 #: the feature names in column order (the manifest's and LightGBM's names)
 FEATURES: Final[tuple[str, ...]] = tuple(feature.name for feature in Feature)
 N_FEATURES: Final[int] = len(Feature)
-#: the item-pair matrices' columns in the engine's :class:`SparseRows` order: switch, coview, switch_to, trial, feedback
+#: the item-pair matrices' columns in the engine's :class:`SparseRows` order (``recsys.model.PAIR_SIGNALS``, each
+#: matrix named after its feature)
 PAIR_FEATURES: Final[tuple[int, ...]] = tuple(int(f) for f in (
     Feature.bought_instead, Feature.viewed_together, Feature.switched_to, Feature.tried, Feature.accepted_instead))
 #: the candidate's own features, in :attr:`ItemColumns.features` column order

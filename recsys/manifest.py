@@ -16,7 +16,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from recsys.config import TrainConfig
 
 #: the artifact format this build reads and writes
-FORMAT_VERSION: Final[int] = 1
+#: the format this build writes. 2: the pair signals are named after their features (``recsys.model.PAIR_SIGNALS``)
+FORMAT_VERSION: Final[int] = 2
+#: the formats this build reads (a version 1 model loads as it is)
+READABLE_FORMATS: Final[tuple[int, ...]] = (1, 2)
 
 
 class _Section(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import faiss
 import numpy as np
@@ -38,6 +38,13 @@ ITEM_COLUMNS = (
 #: item columns added after format version 1's first models, with the value an older model gets
 OPTIONAL_ITEM_COLUMNS = {"trial_trend": 0.0, "days_on_sale": float("nan")}
 RERANKER_FILE = "reranker.txt"
+#: the item x item pair signals, as :class:`ModelData` fields and ``neighbours.npz`` keys: each is named after the
+#: feature it feeds (recsys.kernels.Feature), in the order the query path reads them (kernels.PAIR_FEATURES)
+PAIR_SIGNALS: Final[tuple[str, ...]] = ("bought_instead", "viewed_together", "switched_to", "tried",
+                                        "accepted_instead")
+#: their names in format version 1 (``switch`` was also counted as ``co_customer_pairs``)
+FORMAT_1_NAMES: Final[dict[str, str]] = {"bought_instead": "switch", "viewed_together": "coview",
+                                         "switched_to": "switch_to", "tried": "trial", "accepted_instead": "feedback"}
 
 
 def _save_csr(arrays: dict[str, np.ndarray], prefix: str, matrix: sp.csr_matrix) -> None:
@@ -106,10 +113,11 @@ class ModelData:
 
     items: pd.DataFrame
     factors: np.ndarray  # (n_items, d) float32, L2-normalised, zero rows for items without events
-    switch: sp.csr_matrix  # item x item, same group: P(customer buys Y | buys X) ("bought_instead" feature)
-    coview: sp.csr_matrix  # item x item, same-group "viewed in one session" strength
-    switch_to: sp.csr_matrix  # item x item, share of switch baskets (usual item X missing) holding Y
-    trial: sp.csr_matrix  # item x item, share of customers loyal to X who also bought Y
+    # the item x item pair signals, each named after the feature it feeds (recsys.kernels.Feature)
+    bought_instead: sp.csr_matrix  # same group: P(customer buys Y | buys X) over customers
+    viewed_together: sp.csr_matrix  # same group: "viewed in one session" strength
+    switched_to: sp.csr_matrix  # share of switch baskets (usual item X missing) holding Y
+    tried: sp.csr_matrix  # share of customers loyal to X who also bought Y
     customers: np.ndarray  # customer ids (str), row order of the profile matrices
     stores: np.ndarray  # store ids (str), row order of ``store_items``
     store_items: sp.csr_matrix  # store x item, recency-weighted purchases (what sells at each store)
@@ -118,7 +126,7 @@ class ModelData:
     customer_weight: sp.csr_matrix  # customer x item, recency-weighted interaction weight
     customer_count: sp.csr_matrix  # same structure: purchase count
     customer_recent: sp.csr_matrix  # same structure: weight with the short (trend) half-life
-    feedback: sp.csr_matrix  # item x item, substitution feedback X -> Y: (accepted - rejected) / (all + 1)
+    accepted_instead: sp.csr_matrix  # item x item, substitution feedback X -> Y: (accepted - rejected) / (all + 1)
     customer_accepted: sp.csr_matrix  # customer x item, substitutes the customer accepted or chose
     index: faiss.Index = field(repr=False)
     reranker: str = field(default="", repr=False)  # LightGBM text model of the re-ranker, "" when none
@@ -146,12 +154,9 @@ class ModelData:
         np.save(directory / FACTORS_FILE, self.factors.astype(np.float32), allow_pickle=False)
         faiss.write_index(self.index, str(directory / INDEX_FILE))
         neighbours: dict[str, np.ndarray] = {}
-        _save_csr(neighbours, "switch", self.switch)
-        _save_csr(neighbours, "coview", self.coview)
-        _save_csr(neighbours, "switch_to", self.switch_to)
-        _save_csr(neighbours, "trial", self.trial)
+        for name in PAIR_SIGNALS:
+            _save_csr(neighbours, name, getattr(self, name))
         _save_csr(neighbours, "store_items", self.store_items)
-        _save_csr(neighbours, "feedback", self.feedback)
         _save_npz(directory / NEIGHBOURS_FILE, neighbours)
         profiles: dict[str, np.ndarray] = {}
         _save_csr(profiles, "weight", self.customer_weight)
@@ -175,10 +180,11 @@ class ModelData:
         # loads the model); the FAISS flat index maps its vectors too
         factors = np.load(directory / FACTORS_FILE, allow_pickle=False, mmap_mode="c")
         arrays = load_mapped(directory / NEIGHBOURS_FILE)
-        switch, coview = _load_csr(arrays, "switch"), _load_csr(arrays, "coview")
-        switch_to, trial = _load_csr(arrays, "switch_to"), _load_csr(arrays, "trial")
+        # format version 1 named the pair signals otherwise (FORMAT_1_NAMES): read either
+        pairs = {name: _load_optional_csr(arrays, name if f"{name}_shape" in arrays else FORMAT_1_NAMES[name],
+                                          (len(items), len(items)))
+                 for name in PAIR_SIGNALS}
         store_items = _load_csr(arrays, "store_items")
-        feedback = _load_optional_csr(arrays, "feedback", (len(items), len(items)))
         arrays = load_mapped(directory / PROFILES_FILE)
         weight = _load_csr(arrays, "weight")
         count = sp.csr_matrix((arrays["count_data"], weight.indices, weight.indptr), shape=weight.shape)
@@ -188,10 +194,10 @@ class ModelData:
         reranker = (directory / RERANKER_FILE).read_text() if (directory / RERANKER_FILE).is_file() else ""
         if index.ntotal != len(items) or factors.shape[0] != len(items):
             raise ValueError(f"index has {index.ntotal} vectors, factors {factors.shape[0]}, items {len(items)}")
-        return cls(items=items, factors=factors, switch=switch, coview=coview, switch_to=switch_to, trial=trial,
+        return cls(items=items, factors=factors, **pairs,
                    customers=customers, stores=stores, store_items=store_items, home_store=home_store,
                    customer_stats=stats,
-                   customer_weight=weight, customer_count=count, customer_recent=recent, feedback=feedback,
+                   customer_weight=weight, customer_count=count, customer_recent=recent,
                    customer_accepted=accepted, index=index, reranker=reranker)
 
 

@@ -44,10 +44,11 @@ class Aggregates:
     store_items: sp.csr_matrix  # store x item: recency-weighted purchases
     home_store: np.ndarray  # per customer: row in ``stores`` of the store they visit most, -1 if none
     customer_stats: pd.DataFrame  # per customer: recency_days, baskets, spend, segment
-    switch: sp.csr_matrix  # item x item, same group: bought by the same customers
-    switch_to: sp.csr_matrix  # item x item: switch baskets holding the candidate
-    trial: sp.csr_matrix  # item x item: customers loyal to X who tried the candidate
-    coview: sp.csr_matrix  # item x item: viewed or carted in one session
+    # the pair signals, item x item within a group (recsys.model.PAIR_SIGNALS but the feedback's)
+    bought_instead: sp.csr_matrix  # bought by the same customers
+    switched_to: sp.csr_matrix  # switch baskets holding the candidate
+    tried: sp.csr_matrix  # customers loyal to X who tried the candidate
+    viewed_together: sp.csr_matrix  # viewed or carted in one session
 
 
 def aggregate(dataset: Dataset, config: TrainConfig, train_until: datetime | None = None, *,
@@ -84,20 +85,20 @@ def aggregate(dataset: Dataset, config: TrainConfig, train_until: datetime | Non
 
     with timer.stage("neighbours"):
         group_of, _ = contiguous_ranges(items[list(GROUP_KEYS)])
-        switch = cooccurrence(*_rows(is_purchase, cust_codes, item_idx), group_of, len(items),
-                              config.max_neighbours, conditional=True)
-        switch_to, trial = switching(*_rows(is_purchase, cust_codes, session_codes, item_idx), group_of, len(items),
-                                     config.max_neighbours)
-        coview = cooccurrence(*_rows(~is_purchase, session_codes, item_idx), group_of, len(items),
-                              config.max_neighbours)
+        bought_instead = cooccurrence(*_rows(is_purchase, cust_codes, item_idx), group_of, len(items),
+                                      config.max_neighbours, conditional=True)
+        switched_to, tried = switching(*_rows(is_purchase, cust_codes, session_codes, item_idx), group_of,
+                                       len(items), config.max_neighbours)
+        viewed_together = cooccurrence(*_rows(~is_purchase, session_codes, item_idx), group_of, len(items),
+                                       config.max_neighbours)
 
     event_types = {str(name): int(n) for name, n in events["event_type"].value_counts().items() if n > 0}
     return Aggregates(
         report=report, data_start=events["timestamp"].min(), data_end=data_end, event_count=len(events),
         event_types=event_types, items=items, size_parse_rate=size_parse_rate, customers=customers,
         customer_weight=weight, customer_count=count, customer_recent=recent, stores=stores, store_items=store_items,
-        home_store=home_store, customer_stats=customer_stats, switch=switch, switch_to=switch_to, trial=trial,
-        coview=coview), events
+        home_store=home_store, customer_stats=customer_stats, bought_instead=bought_instead, switched_to=switched_to,
+        tried=tried, viewed_together=viewed_together), events
 
 
 def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarray, trend_weights: np.ndarray,

@@ -22,7 +22,7 @@ from recsys import artifact
 from recsys.config import TrainConfig
 from recsys.engine import SubstituteEngine
 from recsys.manifest import DataSpan, Manifest, RankerSection, SourceReport
-from recsys.model import ModelData
+from recsys.model import PAIR_SIGNALS, ModelData
 from recsys.schema import ValidationReport
 from training.aggregates import Aggregates
 from training.catalog import impute_cold_factors
@@ -89,13 +89,14 @@ def assemble(aggregates: Aggregates, run: Run, *, reports: list[ValidationReport
     with timer.stage("ranker"):
         ranker, reranker, holdout_metrics = learn_ranker()
 
-    model = ModelData(items=items, factors=item_factors, switch=aggregates.switch, coview=aggregates.coview,
-                      switch_to=aggregates.switch_to, trial=aggregates.trial,
+    model = ModelData(items=items, factors=item_factors, bought_instead=aggregates.bought_instead,
+                      viewed_together=aggregates.viewed_together, switched_to=aggregates.switched_to,
+                      tried=aggregates.tried,
                       customers=np.asarray(customers, dtype=object), stores=aggregates.stores,
                       store_items=aggregates.store_items, home_store=aggregates.home_store,
                       customer_stats=aggregates.customer_stats, customer_weight=aggregates.customer_weight,
                       customer_count=aggregates.customer_count, customer_recent=aggregates.customer_recent,
-                      feedback=pair_feedback, customer_accepted=accepted, index=index, reranker=reranker)
+                      accepted_instead=pair_feedback, customer_accepted=accepted, index=index, reranker=reranker)
     manifest = new_manifest(
         model, config, data_start=aggregates.data_start, data_end=aggregates.data_end, train_until=run.train_until,
         counts=model_counts(model, aggregates.event_count, aggregates.event_types, feedback_counts),
@@ -190,8 +191,7 @@ def model_counts(model: ModelData, events: int, event_types: dict[str, int], fee
         "events": events, "items": len(items), "items_with_events": int((items["n_customers"] > 0).sum()),
         "customers": len(model.customers), "stores": len(model.stores), "groups": int(len(model.group_ptr) - 1),
         "parent_categories": int(len(model.parent_ptr) - 1),
-        "co_customer_pairs": int(model.switch.nnz), "coview_pairs": int(model.coview.nnz),
-        "switched_to_pairs": int(model.switch_to.nnz), "tried_pairs": int(model.trial.nnz),
+        **{f"{name}_pairs": int(getattr(model, name).nnz) for name in PAIR_SIGNALS if name != "accepted_instead"},
         "event_types": event_types,
         **feedback_counts,
     }

@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys import artifact
-from recsys.model import GROUP_KEYS, ITEM_COLUMNS, ModelData
+from recsys.model import GROUP_KEYS, ITEM_COLUMNS, PAIR_SIGNALS, ModelData
 from recsys.schema import CATALOG_COLUMNS, DataValidationError
 from recsys.sizes import parse_package_sizes
 
@@ -95,12 +95,11 @@ def add_items(model_dir: Path, catalog: pd.DataFrame, out_dir: Path, make_curren
     weight, count, recent = rows_x_items(model.customer_weight, model.customer_count, model.customer_recent)
     (store_items,), (accepted,) = rows_x_items(model.store_items), rows_x_items(model.customer_accepted)
     updated = ModelData(
-        items=items[list(ITEM_COLUMNS)], factors=factors, switch=items_x_items(model.switch),
-        coview=items_x_items(model.coview), switch_to=items_x_items(model.switch_to),
-        trial=items_x_items(model.trial), customers=model.customers, stores=model.stores,
-        store_items=store_items, home_store=model.home_store, customer_stats=model.customer_stats,
-        customer_weight=weight, customer_count=count,
-        customer_recent=recent, feedback=items_x_items(model.feedback), customer_accepted=accepted, index=index,
+        items=items[list(ITEM_COLUMNS)], factors=factors,
+        **{name: items_x_items(getattr(model, name)) for name in PAIR_SIGNALS},
+        customers=model.customers, stores=model.stores, store_items=store_items, home_store=model.home_store,
+        customer_stats=model.customer_stats, customer_weight=weight, customer_count=count, customer_recent=recent,
+        customer_accepted=accepted, index=index,
         reranker=model.reranker,  # the ranker stays: features of the new items are computed the same way
     )
     updated_manifest = manifest.model_copy(update={

@@ -2,12 +2,13 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from recsys import ArtifactError, SubstituteEngine
-from recsys.artifact import MANIFEST, point_current, write_model
-from recsys.manifest import DataSpan, Manifest
-from recsys.model import FACTORS_FILE, INDEX_FILE
+from recsys.artifact import MANIFEST, point_current, sha256_of, write_model
+from recsys.manifest import FORMAT_VERSION, DataSpan, Manifest
+from recsys.model import FACTORS_FILE, FORMAT_1_NAMES, INDEX_FILE, NEIGHBOURS_FILE, PAIR_SIGNALS
 
 
 @pytest.fixture()
@@ -40,6 +41,32 @@ def test_newer_format_is_refused(copy: Path) -> None:
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="format version 99"):
         SubstituteEngine.load(copy)
+
+
+def test_a_format_1_model_loads_and_answers_the_same(copy: Path, model_dir: Path) -> None:
+    """Format 1 named the pair signals switch, coview, switch_to, trial and feedback: such a model still loads (the
+    same arrays under the old names) and answers exactly as the same model in format 2."""
+    arrays = dict(np.load(copy / NEIGHBOURS_FILE))
+    renamed = {}
+    for key, values in arrays.items():
+        name, part = key.rsplit("_", 1) if not key.startswith("store_items") else (key, "")
+        renamed[f"{FORMAT_1_NAMES[name]}_{part}" if name in FORMAT_1_NAMES else key] = values
+    assert set(renamed) != set(arrays) and {"switch_indptr", "coview_data", "feedback_shape"} <= set(renamed)
+    np.savez(copy / NEIGHBOURS_FILE, **renamed)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["format_version"] = 1
+    manifest["files"][NEIGHBOURS_FILE] = sha256_of(copy / NEIGHBOURS_FILE)
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    old, new = SubstituteEngine.load(copy), SubstituteEngine.load(model_dir)
+    assert old.manifest.format_version == 1 and new.manifest.format_version == FORMAT_VERSION == 2
+    for name in PAIR_SIGNALS:
+        assert (getattr(old.model, name) != getattr(new.model, name)).nnz == 0, name
+    items = new.model.items
+    customers = new.model.customers
+    for i, item_id in enumerate(items.loc[items["n_customers"] > 0, "item_id"].sample(50, random_state=1)):
+        customer = str(customers[i % len(customers)])
+        old_answer, new_answer = (engine.substitutes(item_id, customer, k=5) for engine in (old, new))
+        assert old_answer.substitutes == new_answer.substitutes
 
 
 def test_not_a_model(tmp_path: Path) -> None:

@@ -359,11 +359,11 @@ def test_sparse_rows_read_every_matrix_as_scipy_does(engine: SubstituteEngine) -
     """The engine reads several matrices through one merged structure (SparseRows): every value must be the
     one the matrix holds, including where only some of the matrices have an entry."""
     model = engine.model
-    matrices = (model.switch, model.switch_to, model.trial)
+    matrices = (model.bought_instead, model.switched_to, model.tried)
     rows = SparseRows.of(*matrices)
     assert len(rows.indices) > max(m.nnz for m in matrices), "the structures differ, so the union is larger"
     rng = np.random.default_rng(5)
-    for x in rng.choice(np.flatnonzero(np.diff(model.switch.indptr) > 0), size=50, replace=False).tolist():
+    for x in rng.choice(np.flatnonzero(np.diff(model.bought_instead.indptr) > 0), size=50, replace=False).tolist():
         lo, hi = engine.group_range(x)
         columns = np.arange(lo, hi)
         expected = np.column_stack([m[x].toarray()[0, lo:hi] for m in matrices])

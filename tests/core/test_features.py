@@ -7,6 +7,7 @@ import numpy as np
 
 from recsys import SubstituteEngine
 from recsys.kernels import FEATURES, positions
+from recsys.model import PAIR_SIGNALS
 
 
 def _reference(engine: SubstituteEngine, x: int, cand: np.ndarray, similarity: np.ndarray, widened: np.ndarray,
@@ -14,9 +15,7 @@ def _reference(engine: SubstituteEngine, x: int, cand: np.ndarray, similarity: n
     model = engine.model
     expected = {name: np.zeros(len(cand)) for name in FEATURES}
     expected["similarity"] = np.clip(similarity, 0, 1)
-    for name, matrix in (("bought_instead", model.switch), ("viewed_together", model.coview),
-                         ("switched_to", model.switch_to), ("tried", model.trial),
-                         ("accepted_instead", model.feedback)):
+    for name, matrix in ((name, getattr(model, name)) for name in PAIR_SIGNALS):
         expected[name] = matrix[x].toarray()[0, cand]
     group = model.group_ptr[model.group_of]  # each item's group start
     for name, column in (("popularity", "n_customers"), ("trend", "trend"), ("trial_trend", "trial_trend")):

@@ -88,3 +88,10 @@ def test_importing_the_package_or_its_command_line_loads_no_engine(tmp_path: Pat
     assert before == []
     assert {"faiss", "numba"} <= set(after) and module == "recsys.engine"
     assert missing == [], "every public name is listed by dir(recsys)"
+
+
+def test_each_pair_signal_is_named_after_the_feature_it_feeds() -> None:
+    from recsys.kernels import FEATURES, PAIR_FEATURES
+    from recsys.model import PAIR_SIGNALS
+
+    assert PAIR_SIGNALS == tuple(FEATURES[column] for column in PAIR_FEATURES)

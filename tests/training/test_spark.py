@@ -161,18 +161,18 @@ def test_every_aggregate_matches_field_by_field(pair: str, request: pytest.Fixtu
 def test_the_synthetic_retailer_exercises_every_signal(synthetic_pair: tuple[Aggregates, Any]) -> None:
     _, computed = synthetic_pair
     assert {"purchase", "view", "cart", "substitution_accepted"} <= set(computed.event_types)
-    for name in ("switch", "switch_to", "trial", "coview", "store_items"):
+    for name in ("bought_instead", "switched_to", "tried", "viewed_together", "store_items"):
         assert getattr(computed, name).nnz > 1_000, name
     assert (computed.home_store >= 0).all() and len(computed.stores) == 6
 
 
 def test_pair_signals_within_groups_match(cj_pair: tuple[Aggregates, Any]) -> None:
     expected, computed = cj_pair
-    for name in ("switch", "switch_to", "trial"):
+    for name in ("bought_instead", "switched_to", "tried"):
         assert getattr(computed, name).nnz > 10_000, name
         _assert_same_matrix(getattr(expected, name), getattr(computed, name))
     # some items reach the cap of neighbours, so the top-k cut (and its tie-break) is exercised
-    assert np.diff(computed.switch.indptr).max() == TrainConfig().max_neighbours
+    assert np.diff(computed.bought_instead.indptr).max() == TrainConfig().max_neighbours
 
 
 def test_coview_on_browse_sessions_matches(rees46_pair: tuple[Aggregates, Any]) -> None:
@@ -180,8 +180,8 @@ def test_coview_on_browse_sessions_matches(rees46_pair: tuple[Aggregates, Any]) 
     assert computed.report.as_dict() == expected.report.as_dict()
     assert computed.report.skipped == {"duplicate row": 5}
     assert computed.event_types == {"view": 17_052, "purchase": 214, "cart": 164}
-    assert computed.coview.nnz > 10_000
-    _assert_same_matrix(expected.coview, computed.coview)
+    assert computed.viewed_together.nnz > 10_000
+    _assert_same_matrix(expected.viewed_together, computed.viewed_together)
     pd.testing.assert_frame_equal(computed.items, expected.items, rtol=1e-9, check_exact=False)
     assert len(computed.stores) == 0 and (computed.home_store == -1).all()
 
@@ -231,10 +231,10 @@ def test_cli_spark_engine_writes_the_model_the_single_machine_trainer_writes(spa
     assert [s.model_dump() for s in manifest.sources] == [s.model_dump() for s in single.manifest.sources]
     ours, theirs = ModelData.load(model_dir), ModelData.load(single.model_dir)
     pd.testing.assert_frame_equal(ours.items, theirs.items, rtol=1e-9, check_exact=False)
-    for name in ("coview", "switch", "switch_to", "trial", "customer_weight", "customer_count"):
+    for name in ("viewed_together", "bought_instead", "switched_to", "tried", "customer_weight", "customer_count"):
         _assert_same_matrix(getattr(theirs, name), getattr(ours, name))
     engine = SubstituteEngine.load(model_dir)  # what `recsys serve` loads
-    x = str(ours.items["item_id"].iloc[int(ours.coview.tocoo().row[0])])
+    x = str(ours.items["item_id"].iloc[int(ours.viewed_together.tocoo().row[0])])
     assert len(engine.substitutes(x, k=5)) >= 1
 
 
@@ -334,7 +334,7 @@ def test_cli_spark_engine_reads_a_partitioned_lake_with_mapping_and_catalog(spar
     ours, theirs = models["spark"], models["pandas"]
     pd.testing.assert_frame_equal(ours.items, theirs.items, rtol=1e-9, check_exact=False)  # list prices filled
     np.testing.assert_array_equal(ours.home_store, theirs.home_store)
-    for name in ("coview", "switch", "customer_weight", "customer_count"):
+    for name in ("viewed_together", "bought_instead", "customer_weight", "customer_count"):
         _assert_same_matrix(getattr(theirs, name), getattr(ours, name))
 
 
@@ -401,12 +401,12 @@ def test_mllib_als_trains_a_loadable_model_whose_factors_put_co_bought_items_clo
     np.testing.assert_allclose(np.linalg.norm(factors[warm], axis=1), 1.0, rtol=1e-5)
     # each item's strongest "bought by the same customers" neighbour is closer than a random item of its group
     group_of, _ = contiguous_ranges(model.items[list(GROUP_KEYS)])
-    switch, rng = model.switch, np.random.default_rng(0)
+    bought_instead, rng = model.bought_instead, np.random.default_rng(0)
     close, random = [], []
-    co_bought = np.flatnonzero(np.diff(switch.indptr) > 0)
+    co_bought = np.flatnonzero(np.diff(bought_instead.indptr) > 0)
     for x in co_bought[:3000]:
-        start, end = switch.indptr[x], switch.indptr[x + 1]
-        y = switch.indices[start + int(np.argmax(switch.data[start:end]))]
+        start, end = bought_instead.indptr[x], bought_instead.indptr[x + 1]
+        y = bought_instead.indices[start + int(np.argmax(bought_instead.data[start:end]))]
         others = np.flatnonzero((group_of == group_of[x]) & warm)
         others = others[others != x]
         close.append(float(factors[x] @ factors[y]))

@@ -85,7 +85,7 @@ def test_groups_are_contiguous_and_embeddings_normalised(model_dir: Path) -> Non
             checked += 1
     assert checked > 20
     # the bought-instead signal only links items of the same group
-    coo = model.switch.tocoo()
+    coo = model.bought_instead.tocoo()
     assert coo.nnz > 0 and np.all(model.group_of[coo.row] == model.group_of[coo.col])
 
 
@@ -115,11 +115,11 @@ def test_train_until_drops_later_events(dataset: Dataset, config: TrainConfig, t
 def test_trains_on_browse_events_with_coviews(rees46_path: Path, tmp_path: Path) -> None:
     data = read_event_log(rees46_path, known_event_types={"view", "cart", "purchase"})
     result = train(data, out_dir=tmp_path, show_progress=False)
-    assert result.manifest.counts["coview_pairs"] > 0
+    assert result.manifest.counts["viewed_together_pairs"] > 0
     assert result.manifest.size_parse_rate is None
     engine = SubstituteEngine.load(result.model_dir)
     model = engine.model
-    i = int(model.coview.tocoo().row[0])
+    i = int(model.viewed_together.tocoo().row[0])
     answer = engine.substitutes(str(model.items["item_id"].iloc[i]), k=5)
     assert len(answer) >= 1
     assert any("often viewed together" in s.reasons for s in answer)

@@ -208,11 +208,11 @@ def compute_aggregates(spark: SparkSession, events: SparkFrame, catalog: pd.Data
     stores, store_items, home_store = _stores(coded, len(customers), n_items)
     customer_stats = _customer_stats(coded, len(customers), end_us)
     purchases = coded.filter("is_purchase")
-    switch = cooccurrence(purchases.select(F.col("c").alias("row"), "i", "g"), n_items, config.max_neighbours,
-                          conditional=True)
-    switch_to, trial_matrix = switching(purchases, n_items, config.max_neighbours)
+    bought_instead = cooccurrence(purchases.select(F.col("c").alias("row"), "i", "g"), n_items,
+                                  config.max_neighbours, conditional=True)
+    switched_to, tried = switching(purchases, n_items, config.max_neighbours)
     browse = coded.filter(~F.col("is_purchase")).select(F.col("b").alias("row"), "i", "g")
-    coview = cooccurrence(browse, n_items, config.max_neighbours)
+    viewed_together = cooccurrence(browse, n_items, config.max_neighbours)
     type_counts = {r["event_type"]: int(r["count"]) for r in coded.groupBy("event_type").count().collect()}
     event_count = sum(type_counts.values())
     coded.unpersist()
@@ -223,7 +223,8 @@ def compute_aggregates(spark: SparkSession, events: SparkFrame, catalog: pd.Data
         event_types=dict(sorted(type_counts.items(), key=lambda kv: (-kv[1], kv[0]))), items=items,
         size_parse_rate=size_parse_rate, customers=customers, customer_weight=weight, customer_count=count,
         customer_recent=recent, stores=stores, store_items=store_items, home_store=home_store,
-        customer_stats=customer_stats, switch=switch, switch_to=switch_to, trial=trial_matrix, coview=coview,
+        customer_stats=customer_stats, bought_instead=bought_instead, switched_to=switched_to, tried=tried,
+        viewed_together=viewed_together,
         events=kept if keep_events else None, ratings=ratings)
 
 
