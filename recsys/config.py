@@ -29,7 +29,7 @@ class AlsConfig(BaseModel):
 
 
 class RankerConfig(BaseModel):
-    """The learned ranker: weights fitted on the last weeks of the training data (see training.ranker)."""
+    """The learned ranker: weights fitted on the last weeks of the training data (see training.ranker_fit)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -59,7 +59,7 @@ class RankerConfig(BaseModel):
     gbdt_learning_rate: float = Field(0.2, gt=0.0, le=1.0)
     new_item_bias: float | None = Field(
         None, description="added to the re-ranker's score of items the customer never bought; None: the value of "
-        "training.ranker.NEW_ITEM_BIASES whose smaller HR@3 margin over the best baseline (all queries, "
+        "training.ranker_fit.NEW_ITEM_BIASES whose smaller HR@3 margin over the best baseline (all queries, "
         "new-to-customer queries) on the held-out validation queries is largest",
     )
     seed: int = 0

@@ -61,12 +61,12 @@ class SubstituteEngine:
         config = manifest.config
         self.set_ranker(manifest.ranker, model.reranker)
         # load-time precomputation: nothing here is recomputed per query
-        self.catalog = ItemTable(model)
-        self.item_ids = self.catalog.ids
+        self.item_table = ItemTable(model)
+        self.item_ids = self.item_table.ids
         self._customer_row = {str(c): i for i, c in enumerate(model.customers)}
-        self.finder = CandidateFinder(model, self.catalog, self.inventory, config.max_candidates,
+        self.finder = CandidateFinder(model, self.item_table, self.inventory, config.max_candidates,
                                       config.min_group_size)
-        self.presenter = Presenter(model, self.catalog, self.inventory, self.finder.customer_items)
+        self.presenter = Presenter(model, self.item_table, self.inventory, self.finder.customer_items)
         self._warm_up()
 
     def set_ranker(self, ranker: RankerSection, reranker: str = "") -> None:
@@ -117,7 +117,7 @@ class SubstituteEngine:
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise ValueError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
         intent = Intent.parse(intent)
-        x = self.catalog.index(item_id)
+        x = self.item_table.index(item_id)
         store = store_id or ONLINE
         cust_row = self._customer_row.get(customer_id) if customer_id is not None else None
         candidates, features, widened = self.candidates(x, cust_row, store, exclude, filters, intent)
@@ -130,7 +130,7 @@ class SubstituteEngine:
             item=self.presenter.item(x), substitutes=results, personalized=cust_row is not None, intent=intent,
             widened=any(r.widened for r in results), model_version=self.version, store_id=store,
             restock_eta=restock_eta, available_at=available_at, variants=self.presenter.variants(x, store),
-            metadata_based=self.catalog.cold[x],
+            metadata_based=self.item_table.cold[x],
         )
 
     def select(self, x: int, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False,
@@ -153,9 +153,9 @@ class SubstituteEngine:
         ``intent``: familiar adds the model's familiar shift (``ranker.familiar_shift``, negative) to the final
         score of candidates the customer never bought, after the cut-off and the shortlist; balanced and
         discover rank alike (discover's candidates come without the customer's items, see :meth:`candidates`)."""
-        rerank = not self.catalog.cold[x] and self.scorer.trees is not None
-        catalog = self.catalog
-        return select(features, candidates, catalog.brand_codes, catalog.group_of, catalog.size_bucket, k,
+        rerank = not self.item_table.cold[x] and self.scorer.trees is not None
+        table = self.item_table
+        return select(features, candidates, table.brand_codes, table.group_of, table.size_bucket, k,
                       size_alternatives, rerank, self.scorers[intent].arrays)
 
     def order_substitutes(self, item_ids: Sequence[str], customer_id: str | None = None,
@@ -171,7 +171,7 @@ class SubstituteEngine:
         row = self._customer_row.get(customer_id)
         if row is None:
             raise UnknownCustomerError(customer_id)
-        return customer_profile(self.model, self.catalog, self.presenter.infos, self.finder.customer_items,
+        return customer_profile(self.model, self.item_table, self.presenter.infos, self.finder.customer_items,
                                 model_version=self.version, customer_id=customer_id, row=row,
                                 max_categories=max_categories)
 
@@ -179,7 +179,7 @@ class SubstituteEngine:
     def catalog_search(self) -> CatalogSearch:
         # built on the first search, not at load (about 0.3 s on the full catalog): only people reviewing answers
         # search, and every load and reload would pay for it otherwise. Two racing first searches build it twice.
-        return CatalogSearch(self.model.items, self.catalog.index_of, self.presenter.item)
+        return CatalogSearch(self.model.items, self.item_table.index_of, self.presenter.item)
 
     def search_items(self, query: str, offset: int = 0, limit: int = 20) -> ItemMatches:
         """Catalog items by id or by part of their product type, category or brand, most popular first (see
@@ -196,21 +196,21 @@ class SubstituteEngine:
 
     # -- lookups and the query's steps, for training, evaluation and benchmarks -------------------
     def __contains__(self, item_id: object) -> bool:
-        return item_id in self.catalog.index_of
+        return item_id in self.item_table.index_of
 
     def item_info(self, item_id: str) -> ItemInfo:
-        return self.presenter.item(self.catalog.index(item_id))
+        return self.presenter.item(self.item_table.index(item_id))
 
     def customer_row(self, customer_id: str) -> int | None:
         return self._customer_row.get(customer_id)
 
     def index_of(self, item_id: str) -> int:
         """Internal index of an item (raises :class:`recsys.types.UnknownItemError`)."""
-        return self.catalog.index(item_id)
+        return self.item_table.index(item_id)
 
     def group_range(self, x: int) -> tuple[int, int]:
         """[lo, hi) internal indices of item ``x``'s substitution group."""
-        return self.catalog.group_bounds[x]
+        return self.item_table.group_bounds[x]
 
     def candidates(self, x: int, cust_row: int | None, store: str = ONLINE, exclude: Iterable[str] = (),
                    filters: SubstituteFilters | None = None, intent: Intent = Intent.balanced

@@ -7,7 +7,7 @@ configures nothing (numba's default cache, ``__pycache__`` beside this file).
 
 The kernels take bundles of arrays instead of long argument lists: :class:`SparseRows` for several
 sparse matrices on one structure, :class:`ItemColumns` for the per-item columns, :class:`FeatureArrays` for all
-that the candidate features read, :class:`Ranker` for the scorer's weights and trees. They are named tuples on
+that the candidate features read, :class:`ScorerArrays` for the scorer's weights and trees. They are named tuples on
 the Python side; the query path hands them over as plain tuples (:func:`plain`), which the kernels unpack into
 named locals (in the bundle's field order).
 """
@@ -107,7 +107,7 @@ class Trees(NamedTuple):
     leaf_value: np.ndarray  # float64, each tree's leaves left to right, shrinkage included
 
 
-class Ranker(NamedTuple):
+class ScorerArrays(NamedTuple):
     """What scoring reads (see :class:`recsys.ranking.Scorer`)."""
 
     weights: np.ndarray  # float64 per feature
@@ -343,7 +343,7 @@ def _personal(out: np.ndarray, candidates: np.ndarray, ascending: bool, customer
 
 # -- scoring -------------------------------------------------------------------------------------------------
 @numba.njit(cache=True, nogil=True)
-def linear_scores(features: np.ndarray, ranker: Ranker) -> np.ndarray:
+def linear_scores(features: np.ndarray, ranker: ScorerArrays) -> np.ndarray:
     """Stage 1 per row, summed in float64: ``row @ weights``, plus ``row @ history_weights + history_bias``
     where the customer bought the candidate (``own_history`` > 0)."""
     weights, history_weights, history_bias, _, _, _, _, _ = ranker
@@ -363,7 +363,7 @@ def linear_scores(features: np.ndarray, ranker: Ranker) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def rescore(features: np.ndarray, linear: np.ndarray, known: np.ndarray, shortlist: int, rerank: bool,
-            ranker: Ranker) -> np.ndarray:
+            ranker: ScorerArrays) -> np.ndarray:
     """Final scores from the ``linear`` ones. Without ``rerank``: the linear score where it is at least
     ``min_score``, else -inf. With it: the trees' score (plus the new-item bias and fixed weights) of the
     ``shortlist`` rows with the best linear scores at or above ``min_score``, -inf elsewhere. Either way,
@@ -498,7 +498,7 @@ def _first_distinct(brand: np.ndarray, group: np.ndarray, size: np.ndarray, boug
 
 @numba.njit(cache=True, nogil=True)
 def select(features: np.ndarray, candidates: np.ndarray, brand: np.ndarray, group: np.ndarray,
-           size_bucket: np.ndarray, k: int, size_alternatives: bool, rerank: bool, ranker: Ranker
+           size_bucket: np.ndarray, k: int, size_alternatives: bool, rerank: bool, ranker: ScorerArrays
            ) -> tuple[np.ndarray, np.ndarray]:
     """The answer's positions among ``candidates`` and all candidates' scores (see
     :meth:`recsys.engine.SubstituteEngine.select`)."""

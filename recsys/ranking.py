@@ -29,7 +29,7 @@ from typing import Final
 
 import numpy as np
 
-from recsys.kernels import FEATURES, Feature, Ranker, linear_scores, plain
+from recsys.kernels import FEATURES, Feature, ScorerArrays, linear_scores, plain
 from recsys.manifest import RankerSection
 from recsys.trees import Forest
 
@@ -103,19 +103,19 @@ class Scorer:
         self.new_item_bias = rerank.new_item_bias if rerank is not None else 0.0
         self.fixed_weights = weight_vector(rerank.fixed_weights if rerank is not None else None,
                                            defaults=dict.fromkeys(FEATURES, 0.0))
-        self.arrays = plain(Ranker(
+        self.arrays = plain(ScorerArrays(
             self.weights.astype(np.float64), self.history_weights.astype(np.float64), self.history_bias,
             self.min_score, self.new_item_bias, self.fixed_weights.astype(np.float64),
             (self.trees or Forest.empty(len(FEATURES))).arrays, 0.0,
         ))
-        """What the scoring kernels read: a :class:`recsys.kernels.Ranker`, as a plain tuple."""
+        """What the scoring kernels read: a :class:`recsys.kernels.ScorerArrays`, as a plain tuple."""
 
     def shifted(self, new_item_shift: float) -> Scorer:
         """This scorer, its trees shared, with ``new_item_shift`` added to the final score of candidates the
         customer never bought, after the cut-off and the shortlist are decided (an intent's way of ordering,
         see :class:`recsys.types.Intent`)."""
         other = copy.copy(self)
-        other.arrays = plain(Ranker(*self.arrays)._replace(new_item_shift=float(new_item_shift)))
+        other.arrays = plain(ScorerArrays(*self.arrays)._replace(new_item_shift=float(new_item_shift)))
         return other
 
     def linear(self, features: np.ndarray) -> np.ndarray:

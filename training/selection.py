@@ -20,7 +20,7 @@ from recsys.types import Intent
 from training import evaluation
 from training.assembly import InnerFit, RankerOutcome
 from training.queries import Queries, build_queries
-from training.ranker import FAMILIAR_SHIFTS, NEW_ITEM_BIASES, collect, fit, fit_reranker
+from training.ranker_fit import FAMILIAR_SHIFTS, NEW_ITEM_BIASES, collect, fit, fit_reranker
 
 
 def learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConfig, fit_inner: InnerFit,

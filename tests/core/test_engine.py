@@ -328,7 +328,7 @@ def test_retrieve_is_the_exact_filtered_neighbourhood_in_the_group(engine: Subst
         found, similarity = engine.retrieve(x, "S7", filters=SubstituteFilters(private_label=False), k=5)
         lo, hi = engine.group_range(x)
         members = [i for i in range(lo, hi) if i != x and engine.item_ids[i] not in out
-                   and not engine.catalog.private_label[i]]
+                   and not engine.item_table.private_label[i]]
         expected = np.sort(factors[members] @ factors[x])[::-1][:5]
         assert np.allclose(similarity, expected, atol=1e-5), "the k most similar allowed members, best first"
         assert all(lo <= i < hi and i != x and engine.item_ids[i] not in out for i in found.tolist())
@@ -346,7 +346,7 @@ def test_ranges_larger_than_max_candidates(engine: SubstituteEngine, monkeypatch
     nearest, _ = engine.retrieve(x, "no-reports")  # a store nobody reported on: everything in stock
     exact = np.argsort(-(factors[lo:hi] @ factors[x]), kind="stable")[:8] + lo
     assert set(nearest.tolist()) == set(exact.tolist()) - {x}, "the range's nearest 8, less X itself"
-    brand = engine.catalog.brand_names[engine.catalog.brand_codes[lo:hi]]
+    brand = engine.item_table.brand_names[engine.item_table.brand_codes[lo:hi]]
     rare = pd.Series(brand[1:]).value_counts()
     narrow = rare[rare <= 8].index[0]
     found, similarity = engine.retrieve(x, "no-reports", filters=SubstituteFilters(brands=[narrow]))

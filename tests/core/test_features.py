@@ -27,12 +27,13 @@ def _reference(engine: SubstituteEngine, x: int, cand: np.ndarray, similarity: n
         sold = model.store_items[store].toarray()[0, cand]
         if sold.max() > 0:
             expected["store_popularity"] = np.log1p(sold) / np.log1p(sold.max())
-    families, log_size, log_price = engine.catalog.family_codes, engine.catalog.log_size, engine.catalog.log_price
+    table = engine.item_table
+    families, log_size, log_price = table.family_codes, table.log_size, table.log_price
     same_family = (families[cand] == families[x]) & (families[x] >= 0)
     expected["size_match"] = np.where(same_family, np.nan_to_num(np.exp(-np.abs(log_size[cand] - log_size[x]))), 0)
     expected["price_match"] = np.nan_to_num(np.exp(-np.abs(log_price[cand] - log_price[x])))
-    expected["same_brand"] = engine.catalog.brand_codes[cand] == engine.catalog.brand_codes[x]
-    expected["same_private_label"] = engine.catalog.private_label[cand] == engine.catalog.private_label[x]
+    expected["same_brand"] = engine.item_table.brand_codes[cand] == engine.item_table.brand_codes[x]
+    expected["same_private_label"] = engine.item_table.private_label[cand] == engine.item_table.private_label[x]
     expected["widened"] = widened
     if customer is not None:
         lo, hi = engine.group_range(x)
@@ -56,7 +57,7 @@ def _reference(engine: SubstituteEngine, x: int, cand: np.ndarray, similarity: n
             expected["own_loyal"] = (own > 0) * (1 - variety)
         mine = np.flatnonzero(weight[plo:phi]) + plo
         if len(mine):
-            brands = engine.catalog.brand_codes
+            brands = engine.item_table.brand_codes
             w = weight[mine]
             expected["brand_affinity"] = np.array([w[brands[mine] == brands[c]].sum() for c in cand]) / w.sum()
             usual = mine[(mine >= lo) & (mine < hi)] if ((mine >= lo) & (mine < hi)).any() else mine

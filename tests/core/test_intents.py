@@ -8,7 +8,7 @@ import pytest
 from recsys import Intent, StockUpdate, SubstituteEngine, SubstituteFilters, UnknownIntentError
 from tests.core.served import served_scores
 from training.pipeline import TrainResult
-from training.ranker import FAMILIAR_SHIFTS
+from training.ranker_fit import FAMILIAR_SHIFTS
 
 
 @pytest.fixture(scope="module")
