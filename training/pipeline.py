@@ -29,6 +29,8 @@ __all__ = ["FittedModel", "TrainResult", "fit_model", "save_model", "train"]
 
 @dataclass
 class TrainResult:
+    """A model written to its directory: where, its manifest, and the seconds of each stage."""
+
     model_dir: Path
     manifest: Manifest
     stage_seconds: dict[str, float] = field(default_factory=dict)
