@@ -59,7 +59,7 @@ def jvm_pid(spark: Any) -> int:
 
 def fit_implicit(matrix: Path, out: Path) -> dict[str, Any]:
     """``implicit`` with the trainer's settings, through the trainer's function (a child process)."""
-    from recsys.config import TrainConfig
+    from recsys.domain.config import TrainConfig
     from training.assembly import als_factors
 
     weight = sp.load_npz(matrix).tocsr()
@@ -77,7 +77,7 @@ def fit_implicit(matrix: Path, out: Path) -> dict[str, Any]:
 def fit_mllib(matrix: Path, out: Path, grid: list[tuple[float, float]], master: str, driver_memory: str
               ) -> dict[str, Any]:
     """MLlib's implicit ALS for each (regParam, alpha), one local Spark session (a child process)."""
-    from recsys.config import TrainConfig
+    from recsys.domain.config import TrainConfig
     from training.spark.als import mllib_item_factors, ratings_frame
     from training.spark.session import spark_session
 
@@ -125,7 +125,7 @@ def in_group_ranker(engine: Any, factors: np.ndarray) -> Any:
 
 def prepare_model(work: Path) -> Path:
     """A model of The Complete Journey trained before the split, without its ranker (only its matrix is used)."""
-    from recsys.config import TrainConfig
+    from recsys.domain.config import TrainConfig
     from training.loaders import load_completejourney
     from training.pipeline import train
 
@@ -174,7 +174,7 @@ def main() -> None:
         print(json.dumps(fit_mllib(args.matrix, args.work, grid, args.master, args.driver_memory)))
         return
 
-    from recsys.engine import SubstituteEngine
+    from recsys.query.engine import SubstituteEngine
     from training.evaluation import margin_interval, score_queries
     from training.loaders import load_completejourney
     from training.queries import build_queries

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.schema import Dataset
+from recsys.domain.schema import Dataset
 
 #: the stages the trainer reports (training.progress.STAGES), drawn in this order
 STAGE_ORDER = ("validate", "catalog", "interactions", "embeddings", "neighbours", "feedback", "index", "ranker",

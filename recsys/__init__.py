@@ -11,13 +11,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from recsys.artifact import ArtifactError
-    from recsys.config import AlsConfig, TrainConfig
-    from recsys.engine import SubstituteEngine
-    from recsys.inventory import Inventory, StockUpdate
-    from recsys.schema import Dataset, DataValidationError
-    from recsys.sizes import PackageSize, parse_package_size
-    from recsys.types import (
+    from recsys.domain.config import AlsConfig, TrainConfig
+    from recsys.domain.schema import Dataset, DataValidationError
+    from recsys.domain.sizes import PackageSize, parse_package_size
+    from recsys.domain.types import (
         BrandShare,
         CategoryPreference,
         CustomerProfile,
@@ -34,18 +31,22 @@ if TYPE_CHECKING:
         UnknownItemError,
         Variant,
     )
+    from recsys.model.artifact import ArtifactError
+    from recsys.query.engine import SubstituteEngine
+    from recsys.state.inventory import Inventory, StockUpdate
 
 #: public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
-    **dict.fromkeys(["ArtifactError"], "recsys.artifact"),
-    **dict.fromkeys(["AlsConfig", "TrainConfig"], "recsys.config"),
-    **dict.fromkeys(["SubstituteEngine"], "recsys.engine"),
-    **dict.fromkeys(["Inventory", "StockUpdate"], "recsys.inventory"),
-    **dict.fromkeys(["Dataset", "DataValidationError"], "recsys.schema"),
-    **dict.fromkeys(["PackageSize", "parse_package_size"], "recsys.sizes"),
+    **dict.fromkeys(["ArtifactError"], "recsys.model.artifact"),
+    **dict.fromkeys(["AlsConfig", "TrainConfig"], "recsys.domain.config"),
+    **dict.fromkeys(["SubstituteEngine"], "recsys.query.engine"),
+    **dict.fromkeys(["Inventory", "StockUpdate"], "recsys.state.inventory"),
+    **dict.fromkeys(["Dataset", "DataValidationError"], "recsys.domain.schema"),
+    **dict.fromkeys(["PackageSize", "parse_package_size"], "recsys.domain.sizes"),
     **dict.fromkeys(["BrandShare", "CategoryPreference", "CustomerProfile", "Intent", "ItemInfo", "ItemMatches",
                      "OrderSubstitutes", "PriceBand", "Substitute", "SubstituteFilters", "SubstituteList",
-                     "UnknownCustomerError", "UnknownIntentError", "UnknownItemError", "Variant"], "recsys.types"),
+                     "UnknownCustomerError", "UnknownIntentError", "UnknownItemError", "Variant"],
+                    "recsys.domain.types"),
 }
 
 

@@ -28,8 +28,8 @@ from types import FrameType
 from typing import Final
 
 from recsys import ArtifactError, Inventory, SubstituteEngine
-from recsys.state import open_state
-from recsys.storage import StateUnavailableError
+from recsys.state.storage import StateUnavailableError
+from recsys.state.store import open_state
 from serving.settings import Settings
 
 log = logging.getLogger("recsys.serving")

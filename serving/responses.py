@@ -1,5 +1,5 @@
-"""JSON responses written from the engine's own types (``recsys.types``): orjson serialises dataclasses, tuples and
-datetimes natively, 2.7x faster than pydantic-core here, with no re-validation of what the engine built."""
+"""JSON responses written from the engine's own types (``recsys.domain.types``): orjson serialises dataclasses, tuples
+and datetimes natively, 2.7x faster than pydantic-core here, with no re-validation of what the engine built."""
 
 from __future__ import annotations
 

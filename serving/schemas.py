@@ -1,5 +1,5 @@
 """HTTP request bodies and the responses that are the HTTP layer's own (the OpenAPI schema at /docs comes from
-these). Answers and profiles are the engine's types (``recsys.types``), serialised as they are."""
+these). Answers and profiles are the engine's types (``recsys.domain.types``), serialised as they are."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
-from recsys.inventory import ONLINE
-from recsys.types import MAX_K, Intent, SubstituteFilters
+from recsys.domain.types import MAX_K, Intent, SubstituteFilters
+from recsys.state.inventory import ONLINE
 
 MAX_ORDER_LINES = 200
 

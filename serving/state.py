@@ -9,9 +9,9 @@ import logging
 from pathlib import Path
 
 from recsys import ArtifactError, Inventory, SubstituteEngine
-from recsys.feedback import FeedbackLog, FeedbackStore
-from recsys.state import StateStore, open_state
-from recsys.storage import StateUnavailableError
+from recsys.state.feedback import FeedbackLog, FeedbackStore
+from recsys.state.storage import StateUnavailableError
+from recsys.state.store import StateStore, open_state
 from serving.metrics import Metrics
 from serving.settings import Settings
 from serving.sync import StateSync

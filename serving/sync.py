@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from recsys import Inventory, SubstituteEngine
-from recsys.state import StateStore
-from recsys.storage import StateUnavailableError
+from recsys.state.storage import StateUnavailableError
+from recsys.state.store import StateStore
 from serving.metrics import Metrics
 
 log = logging.getLogger("recsys.serving")

@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from recsys import AlsConfig, Dataset, TrainConfig
-from recsys.config import RankerConfig
-from recsys.schema import ValidationReport
+from recsys.domain.config import RankerConfig
+from recsys.domain.schema import ValidationReport
 
 SOURCE: Final[str] = "synthetic"
 START: Final[pd.Timestamp] = pd.Timestamp("2017-01-01")

@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.config import TrainConfig
-from recsys.model import GROUP_KEYS, contiguous_ranges
-from recsys.schema import LIST_PRICE, PURCHASE_TYPES, Dataset, ValidationReport
-from recsys.sizes import parse_package_sizes
+from recsys.domain.config import TrainConfig
+from recsys.domain.schema import LIST_PRICE, PURCHASE_TYPES, Dataset, ValidationReport
+from recsys.domain.sizes import parse_package_sizes
+from recsys.model.data import GROUP_KEYS, contiguous_ranges
 from training.catalog import sort_items
 from training.events import event_weights, prepare_events
 from training.neighbours import cooccurrence, switching
@@ -44,7 +44,7 @@ class Aggregates:
     store_items: sp.csr_matrix  # store x item: recency-weighted purchases
     home_store: np.ndarray  # per customer: row in ``stores`` of the store they visit most, -1 if none
     customer_stats: pd.DataFrame  # per customer: recency_days, baskets, spend, segment
-    # the pair signals, item x item within a group (recsys.model.PAIR_SIGNALS but the feedback's)
+    # the pair signals, item x item within a group (recsys.model.data.PAIR_SIGNALS but the feedback's)
     bought_instead: sp.csr_matrix  # bought by the same customers
     switched_to: sp.csr_matrix  # switch baskets holding the candidate
     tried: sp.csr_matrix  # customers loyal to X who tried the candidate

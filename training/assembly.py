@@ -18,12 +18,12 @@ import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 from threadpoolctl import threadpool_limits
 
-from recsys import artifact
-from recsys.config import TrainConfig
-from recsys.engine import SubstituteEngine
-from recsys.manifest import DataSpan, Manifest, RankerSection, SourceReport
-from recsys.model import PAIR_SIGNALS, ModelData
-from recsys.schema import ValidationReport
+from recsys.domain.config import TrainConfig
+from recsys.domain.schema import ValidationReport
+from recsys.model import artifact
+from recsys.model.data import PAIR_SIGNALS, ModelData
+from recsys.model.manifest import DataSpan, Manifest, RankerSection, SourceReport
+from recsys.query.engine import SubstituteEngine
 from training.aggregates import Aggregates
 from training.catalog import impute_cold_factors
 from training.progress import StageTimer
@@ -41,7 +41,7 @@ class Run:
 
     config: TrainConfig
     train_until: datetime | None = None
-    feedback: pd.DataFrame | None = None  # substitution decisions (recsys.state.read_decisions)
+    feedback: pd.DataFrame | None = None  # substitution decisions (recsys.state.store.read_decisions)
     show_progress: bool = True
     timer: StageTimer = field(init=False)
     started: float = field(init=False, default_factory=time.perf_counter)  # when training started

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys import artifact
-from recsys.model import GROUP_KEYS, ITEM_COLUMNS, PAIR_SIGNALS, ModelData
-from recsys.schema import CATALOG_COLUMNS, DataValidationError
-from recsys.sizes import parse_package_sizes
+from recsys.domain.schema import CATALOG_COLUMNS, DataValidationError
+from recsys.domain.sizes import parse_package_sizes
+from recsys.model import artifact
+from recsys.model.data import GROUP_KEYS, ITEM_COLUMNS, PAIR_SIGNALS, ModelData
 
 _ORDER = [*GROUP_KEYS, "n_customers", "item_id"]
 

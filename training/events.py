@@ -9,8 +9,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from recsys.config import TrainConfig
-from recsys.schema import Dataset, DataValidationError, ValidationReport
+from recsys.domain.config import TrainConfig
+from recsys.domain.schema import Dataset, DataValidationError, ValidationReport
 
 #: id columns the trainer holds as categoricals: an integer code per event instead of a string (about a third of
 #: the memory of the string frame; the trainer's peak memory grows with the events, so this sets how far it goes)

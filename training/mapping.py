@@ -27,7 +27,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from recsys.schema import DataValidationError
+from recsys.domain.schema import DataValidationError
 
 
 class MappedColumns(BaseModel):

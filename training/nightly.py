@@ -19,12 +19,12 @@ from typing import Final
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from recsys import artifact
-from recsys.config import TrainConfig
-from recsys.engine import SubstituteEngine
-from recsys.registry import HEADLINE_METRICS, INTENT_METHODS, current_version, headline, promote
-from recsys.schema import Dataset
-from recsys.types import Intent
+from recsys.domain.config import TrainConfig
+from recsys.domain.schema import Dataset
+from recsys.domain.types import Intent
+from recsys.model import artifact
+from recsys.model.registry import HEADLINE_METRICS, INTENT_METHODS, current_version, headline, promote
+from recsys.query.engine import SubstituteEngine
 from training import evaluation
 from training.pipeline import train
 from training.queries import build_queries
@@ -60,7 +60,7 @@ class RetrainResult:
 def gate_metrics(engine: SubstituteEngine, events: pd.DataFrame, split: pd.Timestamp, gate: GateConfig
                  ) -> tuple[dict[str, float], dict[str, int]]:
     """The gated metrics of ``engine`` on the switch queries after ``split`` (every intent's, see
-    :data:`recsys.registry.HEADLINE_METRICS`), and the query counts."""
+    :data:`recsys.model.registry.HEADLINE_METRICS`), and the query counts."""
     queries = build_queries(events, engine, split).sample(gate.max_queries, gate.seed)
     if len(queries) == 0:
         return {}, {"all": 0, "new_to_customer": 0}

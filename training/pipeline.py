@@ -1,5 +1,5 @@
 """The offline trainer's driver: events + catalog -> a model in memory (:func:`fit_model`) -> a versioned model
-directory (:func:`save_model`, see ``recsys.artifact``); :func:`train` does both.
+directory (:func:`save_model`, see ``recsys.model.artifact``); :func:`train` does both.
 
 The steps, each in its own module: event preparation (:mod:`training.events`), the aggregates
 (:mod:`training.aggregates`, or :mod:`training.spark.aggregates` on Spark), model assembly
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from recsys import artifact
-from recsys.config import TrainConfig
-from recsys.manifest import Manifest
-from recsys.schema import Dataset
+from recsys.domain.config import TrainConfig
+from recsys.domain.schema import Dataset
+from recsys.model import artifact
+from recsys.model.manifest import Manifest
 from training import report
 from training.aggregates import aggregate
 from training.assembly import FittedModel, Run, assemble
@@ -49,7 +49,7 @@ def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: Path 
 def fit_model(dataset: Dataset, config: TrainConfig | None = None, *, train_until: datetime | None = None,
               feedback: pd.DataFrame | None = None, show_progress: bool = True) -> FittedModel:
     """Train a model from ``dataset``, in memory. ``train_until``: events after it are left out (counted);
-    ``feedback``: substitution decisions (:func:`recsys.state.read_decisions`), the strongest signal."""
+    ``feedback``: substitution decisions (:func:`recsys.state.store.read_decisions`), the strongest signal."""
     run = Run(config or TrainConfig(), train_until=train_until, feedback=feedback, show_progress=show_progress)
     aggregates, events = aggregate(dataset, run.config, train_until, timer=run.timer)
     inner_data = Dataset(events=events, catalog=dataset.catalog, reports=[])

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from recsys.engine import SubstituteEngine
-from recsys.schema import PURCHASE_TYPES
+from recsys.domain.schema import PURCHASE_TYPES
+from recsys.query.engine import SubstituteEngine
 
 
 @dataclass

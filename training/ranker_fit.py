@@ -4,7 +4,7 @@ The trainer holds out the last ``validation_weeks`` of its own data: it fits an 
 builds switch queries (see :mod:`training.evaluation`) from the held-out weeks and computes the engine's
 features for every candidate of each query. On those lists it fits
 
-- the piecewise-linear weights (stage 1, see ``recsys.ranking``) by listwise softmax cross-entropy (the
+- the piecewise-linear weights (stage 1, see ``recsys.query.ranking``) by listwise softmax cross-entropy (the
   probability mass on the items the customer actually switched to), L2-regularised, with L-BFGS;
 - the re-ranker (stage 2): LightGBM lambdarank trees on the same features and lists.
 
@@ -20,11 +20,11 @@ import lightgbm
 import numpy as np
 from scipy.optimize import minimize
 
-from recsys.config import RankerConfig
-from recsys.engine import SubstituteEngine
-from recsys.kernels import FEATURES
-from recsys.manifest import RankerSection
-from recsys.ranking import DEFAULT_WEIGHTS, Scorer
+from recsys.domain.config import RankerConfig
+from recsys.model.manifest import RankerSection
+from recsys.query.engine import SubstituteEngine
+from recsys.query.kernels import FEATURES
+from recsys.query.ranking import DEFAULT_WEIGHTS, Scorer
 
 #: the re-ranker's new-item biases tried on the held-out validation queries
 NEW_ITEM_BIASES: Final[tuple[float, ...]] = (0.0, 0.125, 0.25, 0.375, 0.5, 0.75)
@@ -100,7 +100,7 @@ def fit(raw_features: np.ndarray, labels: np.ndarray, starts: np.ndarray, l2: fl
 def fit_reranker(raw_features: np.ndarray, labels: np.ndarray, starts: np.ndarray, config: RankerConfig
                  ) -> tuple[str, dict[str, float]]:
     """LightGBM lambdarank trees on the lists of :func:`collect`: the model text, and the default weights of
-    the features that are 0 on every candidate (no tree can split on them; see ``recsys.ranking``)."""
+    the features that are 0 on every candidate (no tree can split on them; see ``recsys.query.ranking``)."""
     params = {
         "objective": "lambdarank", "num_leaves": config.gbdt_leaves, "learning_rate": config.gbdt_learning_rate,
         "min_data_in_leaf": 50, "lambdarank_truncation_level": 10, "seed": config.seed,

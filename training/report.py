@@ -13,9 +13,9 @@ from typing import Any, Final
 
 import numpy as np
 
-from recsys.engine import SubstituteEngine
-from recsys.manifest import Manifest
-from recsys.registry import headline
+from recsys.model.manifest import Manifest
+from recsys.model.registry import headline
+from recsys.query.engine import SubstituteEngine
 
 REPORT: Final[str] = "report.md"
 LOSS_PLOT: Final[str] = "report-als-loss.png"

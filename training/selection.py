@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.config import RankerConfig, TrainConfig
-from recsys.engine import SubstituteEngine
-from recsys.manifest import RankerSection, RerankerSection
-from recsys.model import RERANKER_FILE
-from recsys.ranking import DEFAULT_WEIGHTS
-from recsys.registry import INTENT_METHODS
-from recsys.schema import DataValidationError
-from recsys.types import Intent
+from recsys.domain.config import RankerConfig, TrainConfig
+from recsys.domain.schema import DataValidationError
+from recsys.domain.types import Intent
+from recsys.model.data import RERANKER_FILE
+from recsys.model.manifest import RankerSection, RerankerSection
+from recsys.model.registry import INTENT_METHODS
+from recsys.query.engine import SubstituteEngine
+from recsys.query.ranking import DEFAULT_WEIGHTS
 from training import evaluation
 from training.assembly import InnerFit, RankerOutcome
 from training.queries import Queries, build_queries

@@ -64,7 +64,7 @@ def bench(
     """Latency benchmarks of the query path, each against a baseline measured in the same run."""
     import platform
 
-    from recsys.artifact import ArtifactError, read_manifest
+    from recsys.model.artifact import ArtifactError, read_manifest
 
     latency = _latency()
     if http and importlib.util.find_spec("aiohttp") is None:

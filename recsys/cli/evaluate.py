@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from recsys.cli.common import console, fail
-from recsys.registry import INTENT_METHODS
-from recsys.types import Intent
+from recsys.domain.types import Intent
+from recsys.model.registry import INTENT_METHODS
 
 
 def _evaluation_table(result: Any, subset: str) -> Table:
@@ -83,7 +83,7 @@ def evaluate(
     import pandas as pd
 
     from recsys import ArtifactError, SubstituteEngine
-    from recsys.schema import DataValidationError
+    from recsys.domain.schema import DataValidationError
     from training import evaluation
     from training.loaders import load_dataset
     from training.mapping import DataMapping

@@ -24,9 +24,9 @@ def export(
 ) -> None:
     """The top-k substitutes of every item (non-personal), one row per (store, item, rank), to parquet."""
     from recsys import ArtifactError, Inventory, SubstituteEngine
-    from recsys.export import export_substitutes
-    from recsys.inventory import ONLINE
-    from recsys.state import StateUnavailableError, open_state, redact, sqlite_path
+    from recsys.query.export import export_substitutes
+    from recsys.state.inventory import ONLINE
+    from recsys.state.store import StateUnavailableError, open_state, redact, sqlite_path
 
     inventory = Inventory()
     if state is not None:

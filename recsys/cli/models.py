@@ -18,7 +18,7 @@ ModelsDir = Annotated[Path, typer.Option("--models", help="models directory")]
 @app.command("list")
 def models_list(models: ModelsDir = Path("models")) -> None:
     """Versions with creation time, data span, size, ranker, counts and held-out metrics; * marks the current."""
-    from recsys.registry import HEADLINE_METRICS, list_models
+    from recsys.model.registry import HEADLINE_METRICS, list_models
 
     table = Table(title=f"models in {models}")
     headline = tuple(HEADLINE_METRICS)
@@ -40,7 +40,7 @@ StateOption = Annotated[str | None, typer.Option(
 
 def point_replicas(state: str | None, version: str) -> None:
     """Move the model pointer of the state at ``state`` (if given) to ``version``; failures exit 2."""
-    from recsys.state import StateUnavailableError, open_state
+    from recsys.state.store import StateUnavailableError, open_state
 
     if state is None:
         return
@@ -59,8 +59,8 @@ def point_replicas(state: str | None, version: str) -> None:
 def models_promote(version: str, models: ModelsDir = Path("models"), state: StateOption = None) -> None:
     """Verify VERSION and make it current; with --state every replica following that state loads it (else
     POST /v1/admin/reload to serve it)."""
-    from recsys.artifact import ArtifactError
-    from recsys.registry import promote
+    from recsys.model.artifact import ArtifactError
+    from recsys.model.registry import promote
 
     try:
         promote(models, version)
@@ -73,8 +73,8 @@ def models_promote(version: str, models: ModelsDir = Path("models"), state: Stat
 @app.command("rollback")
 def models_rollback(models: ModelsDir = Path("models"), state: StateOption = None) -> None:
     """Make the previously current model current again (with --state, on every replica too)."""
-    from recsys.artifact import ArtifactError
-    from recsys.registry import rollback
+    from recsys.model.artifact import ArtifactError
+    from recsys.model.registry import rollback
 
     try:
         version = rollback(models)
@@ -88,7 +88,7 @@ def models_rollback(models: ModelsDir = Path("models"), state: StateOption = Non
 def models_prune(keep: Annotated[int, typer.Option(min=1, help="newest models to keep")],
                  models: ModelsDir = Path("models")) -> None:
     """Delete old models, keeping the newest KEEP; the current and previous ones are never deleted."""
-    from recsys.registry import prune
+    from recsys.model.registry import prune
 
     for version in prune(models, keep):
         typer.echo(f"deleted {version}")

@@ -20,7 +20,7 @@ def _show_example(base_url: str, model_path: Path) -> None:
     import httpx
     import pandas as pd
 
-    from recsys.model import ITEMS_FILE
+    from recsys.model.data import ITEMS_FILE
     from serving.process import wait_ready
 
     items = pd.read_parquet(Path(model_path).resolve() / ITEMS_FILE, columns=["item_id", "n_customers"])
@@ -64,8 +64,8 @@ def serve(
     import uvicorn
     from uvicorn.config import LOG_LEVELS
 
-    from recsys.artifact import ArtifactError, read_manifest
-    from recsys.state import check_url
+    from recsys.model.artifact import ArtifactError, read_manifest
+    from recsys.state.store import check_url
     from serving.app import create_app
     from serving.settings import Settings
 
@@ -103,7 +103,7 @@ def _serve_workers(settings: Settings, *, workers: int, host: str, port: int, lo
 
     from uvicorn.config import LOG_LEVELS
 
-    from recsys.artifact import ArtifactError
+    from recsys.model.artifact import ArtifactError
     from serving.prefork import PreforkError, WorkerOptions
     from serving.prefork import serve as prefork_serve
 

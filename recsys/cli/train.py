@@ -18,14 +18,14 @@ from recsys.cli.models import point_replicas
 if TYPE_CHECKING:
     import pandas as pd
 
-    from recsys.config import TrainConfig
-    from recsys.schema import Dataset
+    from recsys.domain.config import TrainConfig
+    from recsys.domain.schema import Dataset
     from training.mapping import DataMapping
     from training.pipeline import TrainResult
 
 
 def _summary(result: TrainResult) -> Table:
-    from recsys.artifact import directory_size
+    from recsys.model.artifact import directory_size
 
     manifest = result.manifest
     table = Table(title="training summary", show_header=False)
@@ -70,7 +70,7 @@ FeedbackOption = Annotated[str | None, typer.Option(
 def _decisions(source: str | None) -> pd.DataFrame | None:
     import sqlite3
 
-    from recsys.state import StateUnavailableError, read_decisions, redact
+    from recsys.state.store import StateUnavailableError, read_decisions, redact
 
     if source is None:
         return None
@@ -95,7 +95,7 @@ CatalogOption = Annotated[Path | None, typer.Option(
 
 def _mapping(path: Path | None) -> DataMapping | None:
     """The ``--mapping`` file parsed (None without one); a bad one fails the command with a message."""
-    from recsys.schema import DataValidationError
+    from recsys.domain.schema import DataValidationError
     from training.mapping import DataMapping
 
     if path is None:
@@ -110,7 +110,7 @@ def _train_config(path: Path | None) -> TrainConfig:
     """The TrainConfig of ``--config`` (JSON), else the defaults; a bad one fails the command with a message."""
     from pydantic import ValidationError
 
-    from recsys.config import TrainConfig
+    from recsys.domain.config import TrainConfig
 
     try:
         return TrainConfig.model_validate_json(path.read_text()) if path else TrainConfig()
@@ -122,7 +122,7 @@ def _training_inputs(data: list[str] | None, households: int | None, config: Pat
                      mapping: Path | None = None, catalog: Path | None = None) -> tuple[TrainConfig, Dataset]:
     """The TrainConfig (``--config`` JSON, else the defaults) and the dataset read with its event types, the
     ``--mapping`` and the ``--catalog``; any one bad fails the command with a message."""
-    from recsys.schema import DataValidationError
+    from recsys.domain.schema import DataValidationError
     from training.loaders import load_dataset
 
     train_config = _train_config(config)
@@ -141,7 +141,7 @@ def train(
     train_until: Annotated[datetime | None, typer.Option(help="drop events after this time (for evaluation)")] = None,
     out: Annotated[Path, typer.Option(help="models directory; the new model becomes out/current")] = Path("models"),
     households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
-    config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.config)")] = None,
+    config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.domain.config)")] = None,
     feedback: FeedbackOption = None,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     engine: Annotated[Engine, typer.Option(
@@ -155,7 +155,7 @@ def train(
              "for a matrix the driver cannot hold)")] = None,
 ) -> None:
     """Train a model and write it to OUT/<version>; prints the model's path last."""
-    from recsys.schema import DataValidationError
+    from recsys.domain.schema import DataValidationError
     from training.pipeline import train as run_training
 
     if engine is Engine.spark:
@@ -191,7 +191,7 @@ def _train_with_spark(inputs: SparkInputs, *, train_until: datetime | None, out:
     """``train --engine spark``: the events read and aggregated by Spark, the rest on this (the driver) machine."""
     from rich.markup import escape
 
-    from recsys.schema import DataValidationError
+    from recsys.domain.schema import DataValidationError
 
     try:
         import pyspark  # noqa: F401
@@ -227,7 +227,7 @@ def retrain(
     mapping: MappingOption = None,
     catalog: CatalogOption = None,
     models: Annotated[Path, typer.Option(help="models directory")] = Path("models"),
-    config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.config)")] = None,
+    config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.domain.config)")] = None,
     max_drop: Annotated[float, typer.Option(help="largest allowed drop of HR@3, NDCG@10 and new-item HR@3")] = 0.01,
     holdout_weeks: Annotated[float, typer.Option(help="the last weeks of data both models are judged on")] = 4.0,
     households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
@@ -243,8 +243,8 @@ def retrain(
     from pydantic import ValidationError
 
     from recsys import ArtifactError
-    from recsys.schema import DataValidationError
-    from recsys.state import check_url
+    from recsys.domain.schema import DataValidationError
+    from recsys.state.store import check_url
     from training.nightly import GateConfig
     from training.nightly import retrain as run_retrain
 
@@ -294,7 +294,7 @@ def add_items(
     """Add catalog items without retraining: a new model version in seconds, each new item with a
     metadata-based embedding (its brand's and group's items). Then POST /v1/admin/reload."""
     from recsys import ArtifactError
-    from recsys.schema import DataValidationError
+    from recsys.domain.schema import DataValidationError
     from training.catalog import add_items as run_add_items
     from training.loaders import read_catalog
 

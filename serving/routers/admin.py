@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request, status
 
 from recsys import ArtifactError, StockUpdate
-from recsys.storage import StateUnavailableError
+from recsys.state.storage import StateUnavailableError
 from serving.deps import AdminDep, SettingsDep, StateDep
 from serving.schemas import ErrorOut, InventoryResult, InventoryUpdate, ReloadRequest, ReloadResult
 

@@ -6,8 +6,8 @@ import logging
 
 from fastapi import APIRouter, HTTPException, status
 
-from recsys.feedback import Feedback
-from recsys.storage import StateUnavailableError
+from recsys.state.feedback import Feedback
+from recsys.state.storage import StateUnavailableError
 from serving.deps import StateDep
 from serving.schemas import ErrorOut, FeedbackIn, FeedbackRecorded
 

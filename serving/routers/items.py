@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from recsys import ItemMatches
-from recsys.search import MAX_QUERY_LENGTH, MAX_SEARCH_LIMIT
+from recsys.query.search import MAX_QUERY_LENGTH, MAX_SEARCH_LIMIT
 from serving.deps import EngineDep
 from serving.responses import json_response
 from serving.schemas import ErrorOut

@@ -7,7 +7,7 @@ from typing import Annotated, Final
 from fastapi import APIRouter, HTTPException, Path, Response, status
 from fastapi.responses import FileResponse
 
-from recsys.registry import headline_metrics
+from recsys.model.registry import headline_metrics
 from serving.deps import EngineDep
 from serving.schemas import ErrorOut, ModelSummary
 

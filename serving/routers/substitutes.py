@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from recsys import OrderSubstitutes, SubstituteEngine, SubstituteList, UnknownItemError
-from recsys.types import MAX_K, Intent
+from recsys.domain.types import MAX_K, Intent
 from serving.deps import EngineDep
 from serving.responses import json_bytes, json_response
 from serving.schemas import ErrorOut, OrderSubstituteRequest, SubstituteRequest

@@ -1,10 +1,10 @@
-"""The scores a query is ranked by, computed as :func:`recsys.kernels.select` computes them in its first pass (the
+"""The scores a query is ranked by, computed as :func:`recsys.query.kernels.select` computes them in its first pass (the
 linear score, the cut-off, the shortlist and the re-ranker), for tests that look at scores rather than answers."""
 
 import numpy as np
 
-from recsys.kernels import linear_scores, rescore
-from recsys.ranking import Scorer
+from recsys.query.kernels import linear_scores, rescore
+from recsys.query.ranking import Scorer
 
 
 def served_scores(scorer: Scorer, features: np.ndarray, shortlist: int | None = None, rerank: bool = True

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from recsys import ArtifactError, SubstituteEngine
-from recsys.artifact import MANIFEST, point_current, sha256_of, write_model
-from recsys.manifest import FORMAT_VERSION, DataSpan, Manifest
-from recsys.model import FACTORS_FILE, FORMAT_1_NAMES, INDEX_FILE, NEIGHBOURS_FILE, PAIR_SIGNALS
+from recsys.model.artifact import MANIFEST, point_current, sha256_of, write_model
+from recsys.model.data import FACTORS_FILE, FORMAT_1_NAMES, INDEX_FILE, NEIGHBOURS_FILE, PAIR_SIGNALS
+from recsys.model.manifest import FORMAT_VERSION, DataSpan, Manifest
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from recsys import ItemInfo, StockUpdate, Substitute, SubstituteEngine, SubstituteFilters, UnknownItemError
-from recsys.kernels import SparseRows
+from recsys.query.kernels import SparseRows
 
 
 def _items_with_events(engine: SubstituteEngine, n: int, seed: int) -> list[str]:
@@ -387,11 +387,11 @@ def test_loading_compiles_every_kernel_that_queries_run(model_dir: Path) -> None
 _FIRST_QUERIES = """
 import json, sys
 from numba.core.registry import CPUDispatcher
-import recsys.kernels
+import recsys.query.kernels
 from recsys import StockUpdate, SubstituteEngine, SubstituteFilters
 
 engine = SubstituteEngine.load(sys.argv[1])
-kernels = {kernel for kernel in vars(recsys.kernels).values() if isinstance(kernel, CPUDispatcher)}
+kernels = {kernel for kernel in vars(recsys.query.kernels).values() if isinstance(kernel, CPUDispatcher)}
 compiled = {kernel: len(kernel.signatures) for kernel in kernels}
 customer = str(engine.model.customers[0])
 items = engine.model.items.loc[engine.model.items["n_customers"] > 0, "item_id"].sample(20, random_state=21).tolist()

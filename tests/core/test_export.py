@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from recsys import Inventory, StockUpdate, SubstituteEngine
 from recsys.cli import app
-from recsys.inventory import SqliteStockStore
+from recsys.state.inventory import SqliteStockStore
 
 
 def test_export_matches_the_engine_and_each_stores_stock(model_dir: Path, tmp_path: Path) -> None:

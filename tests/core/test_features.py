@@ -1,4 +1,4 @@
-"""The compiled feature kernel (recsys.kernels.candidate_features) against the features' definitions, written
+"""The compiled feature kernel (recsys.query.kernels.candidate_features) against the features' definitions, written
 out in numpy over the model's scipy matrices, on personal and anonymous queries of the session's model."""
 
 import math
@@ -6,8 +6,8 @@ import math
 import numpy as np
 
 from recsys import SubstituteEngine
-from recsys.kernels import FEATURES, positions
-from recsys.model import PAIR_SIGNALS
+from recsys.model.data import PAIR_SIGNALS
+from recsys.query.kernels import FEATURES, positions
 
 
 def _reference(engine: SubstituteEngine, x: int, cand: np.ndarray, similarity: np.ndarray, widened: np.ndarray,

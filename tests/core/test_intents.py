@@ -130,7 +130,7 @@ def test_the_familiar_shift_is_chosen_on_validation(trained: TrainResult) -> Non
 
 
 def test_the_shift_moves_only_never_bought_candidates_after_the_cut_off(engine: SubstituteEngine) -> None:
-    from recsys.kernels import Feature
+    from recsys.query.kernels import Feature
 
     shifted = engine.scorer.shifted(-1.5)
     checked = 0

@@ -13,7 +13,7 @@ from pathlib import Path
 from numba.core.registry import CPUDispatcher
 
 import recsys
-from recsys import kernels
+from recsys.query import kernels
 
 PACKAGE = Path(recsys.__file__).resolve().parent
 
@@ -26,11 +26,11 @@ def test_only_the_kernels_module_uses_numba() -> None:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             if any(name.split(".")[0] == "numba" for name in names):
                 users.append(path.relative_to(PACKAGE).as_posix())
-    assert users == ["kernels.py"]
+    assert users == ["query/kernels.py"]
 
 
 def test_every_kernel_reads_only_what_its_own_module_defines() -> None:
-    """A kernel's globals (other kernels, constants, the feature layout) must be defined in recsys/kernels.py:
+    """A kernel's globals (other kernels, constants, the feature layout) must be defined in recsys/query/kernels.py:
     one imported from another module would not invalidate the cache when that module changes."""
     dispatchers = [value for value in vars(kernels).values() if isinstance(value, CPUDispatcher)]
     assert len(dispatchers) >= 10
@@ -64,7 +64,7 @@ def test_importing_the_package_configures_and_deletes_nothing(tmp_path: Path) ->
     marker = PACKAGE / "__pycache__" / "numba-0000000000000000"  # what an old cache-versioning scheme pruned
     marker.mkdir(parents=True, exist_ok=True)
     try:
-        code = ("import json, numba; before = numba.config.CACHE_DIR; import recsys, recsys.engine; "
+        code = ("import json, numba; before = numba.config.CACHE_DIR; import recsys, recsys.query.engine; "
                 "print(json.dumps([before, numba.config.CACHE_DIR]))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
         before, after = json.loads(out.stdout.splitlines()[-1])
@@ -78,7 +78,7 @@ def test_importing_the_package_or_its_command_line_loads_no_engine(tmp_path: Pat
     """``import recsys`` and the command line stay cheap: faiss, numba and the layers above the core load only when
     an engine (or a command that needs one) is used; a public name still resolves from the package root."""
     heavy = ("faiss", "numba", "lightgbm", "implicit", "training.pipeline", "serving.app")
-    code = ("import json, sys; import recsys, recsys.cli, recsys.state, recsys.registry; "
+    code = ("import json, sys; import recsys, recsys.cli, recsys.state.store, recsys.model.registry; "
             f"before = [m for m in {heavy!r} if m in sys.modules]; "
             "engine = recsys.SubstituteEngine; "
             f"after = [m for m in {heavy!r} if m in sys.modules]; "
@@ -86,12 +86,12 @@ def test_importing_the_package_or_its_command_line_loads_no_engine(tmp_path: Pat
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     before, after, module, missing = json.loads(out.stdout.splitlines()[-1])
     assert before == []
-    assert {"faiss", "numba"} <= set(after) and module == "recsys.engine"
+    assert {"faiss", "numba"} <= set(after) and module == "recsys.query.engine"
     assert missing == [], "every public name is listed by dir(recsys)"
 
 
 def test_each_pair_signal_is_named_after_the_feature_it_feeds() -> None:
-    from recsys.kernels import FEATURES, PAIR_FEATURES
-    from recsys.model import PAIR_SIGNALS
+    from recsys.model.data import PAIR_SIGNALS
+    from recsys.query.kernels import FEATURES, PAIR_FEATURES
 
     assert PAIR_SIGNALS == tuple(FEATURES[column] for column in PAIR_FEATURES)

@@ -6,7 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recsys import Dataset, SubstituteEngine, UnknownCustomerError
-from recsys.schema import PURCHASE_TYPES
+from recsys.domain.schema import PURCHASE_TYPES
 from serving.app import create_app
 from serving.settings import Settings
 

@@ -1,4 +1,4 @@
-"""Contract of the two-stage scorer (recsys.ranking) on the session's model (the synthetic retailer's
+"""Contract of the two-stage scorer (recsys.query.ranking) on the session's model (the synthetic retailer's
 in the fast tier, The Complete Journey slice's in the real-data tier)."""
 
 from pathlib import Path
@@ -10,11 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from recsys import ArtifactError, Dataset, SubstituteEngine
-from recsys.kernels import FEATURES, best_positions
-from recsys.manifest import RankerSection
-from recsys.model import RERANKER_FILE
-from recsys.ranking import Scorer
-from recsys.schema import PURCHASE_TYPES
+from recsys.domain.schema import PURCHASE_TYPES
+from recsys.model.data import RERANKER_FILE
+from recsys.model.manifest import RankerSection
+from recsys.query.kernels import FEATURES, best_positions
+from recsys.query.ranking import Scorer
 from tests.core.served import served_scores
 
 _OWN = FEATURES.index("own_history")

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from recsys.artifact import CURRENT, MANIFEST
 from recsys.cli import app
-from recsys.registry import current_version, list_models, prune
+from recsys.model.artifact import CURRENT, MANIFEST
+from recsys.model.registry import current_version, list_models, prune
 
 
 @pytest.fixture()

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recsys.sizes import parse_package_size, parse_package_sizes
+from recsys.domain.sizes import parse_package_size, parse_package_sizes
 from training.loaders.completejourney import cj_table
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from recsys import Inventory, StockUpdate
-from recsys.feedback import Feedback
-from recsys.state import SqliteState, check_url, open_state, read_decisions, redact, sqlite_path
-from recsys.storage import SCHEMA_VERSION, StateUnavailableError
+from recsys.state.feedback import Feedback
+from recsys.state.storage import SCHEMA_VERSION, StateUnavailableError
+from recsys.state.store import SqliteState, check_url, open_state, read_decisions, redact, sqlite_path
 
 
 def test_writes_of_one_process_reach_another_by_sequence(tmp_path: Path) -> None:

@@ -1,10 +1,10 @@
-"""Contract of the re-ranker's tree scorer (recsys.trees): LightGBM's raw scores, on any model it accepts."""
+"""Contract of the re-ranker's tree scorer (recsys.query.trees): LightGBM's raw scores, on any model it accepts."""
 
 import lightgbm
 import numpy as np
 import pytest
 
-from recsys.trees import MAX_LEAVES, Forest
+from recsys.query.trees import MAX_LEAVES, Forest
 
 
 def _booster(leaves: int, seed: int = 0, **params: object) -> tuple[lightgbm.Booster, np.ndarray]:

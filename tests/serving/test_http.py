@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recsys import StockUpdate
-from recsys.artifact import MANIFEST
-from recsys.model import FACTORS_FILE
+from recsys.model.artifact import MANIFEST
+from recsys.model.data import FACTORS_FILE
 from serving.app import TOO_DEEP, create_app
 from serving.routers import substitutes
 from serving.schemas import SubstituteRequest

@@ -14,7 +14,7 @@ import pytest
 from test_prefork import _alive, _query, _stopped, _wait_for
 from test_replicas import _second_version, cluster  # noqa: F401  (the private PostgreSQL cluster fixture)
 
-from recsys.artifact import CURRENT
+from recsys.model.artifact import CURRENT
 from serving.process import children, serving
 
 pytestmark = pytest.mark.postgres

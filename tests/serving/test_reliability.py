@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 
 from recsys import SubstituteEngine
-from recsys.artifact import CURRENT, MANIFEST, read_manifest
-from recsys.feedback import FeedbackLog
+from recsys.model.artifact import CURRENT, MANIFEST, read_manifest
+from recsys.state.feedback import FeedbackLog
 from serving.app import TOO_DEEP
 from serving.process import serving
 

@@ -26,8 +26,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from recsys.artifact import CURRENT, MANIFEST
-from recsys.state import open_state, read_decisions
+from recsys.model.artifact import CURRENT, MANIFEST
+from recsys.state.store import open_state, read_decisions
 from serving.process import free_port, start, stop, wait_ready
 
 pytestmark = pytest.mark.postgres

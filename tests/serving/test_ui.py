@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recsys import SubstituteEngine
-from recsys.registry import HEADLINE_METRICS
-from recsys.search import MAX_SEARCH_LIMIT
+from recsys.model.registry import HEADLINE_METRICS
+from recsys.query.search import MAX_SEARCH_LIMIT
 from serving.app import create_app
 from serving.routers.ui import ASSETS, PAGES
 from serving.settings import Settings

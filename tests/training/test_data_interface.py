@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from recsys import SubstituteEngine
-from recsys.artifact import CURRENT, read_manifest
 from recsys.cli import app
-from recsys.schema import DataValidationError
+from recsys.domain.schema import DataValidationError
+from recsys.model.artifact import CURRENT, read_manifest
 from training.loaders import ColumnMapping, DataMapping, load_dataset, read_catalog
 from training.mapping import CatalogColumns
 

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from recsys import ArtifactError, Dataset, Intent, SubstituteEngine, TrainConfig
 from recsys.cli import app
-from recsys.registry import INTENT_METHODS
-from recsys.schema import PURCHASE_TYPES
+from recsys.domain.schema import PURCHASE_TYPES
+from recsys.model.registry import INTENT_METHODS
 from training.evaluation import (
     BOUNDS,
     HIT_KS,

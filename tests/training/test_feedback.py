@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from recsys import SubstituteEngine
 from recsys.cli import app
-from recsys.feedback import FeedbackLog
+from recsys.state.feedback import FeedbackLog
 from serving.app import create_app
 from serving.settings import Settings
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys.schema import CATALOG_COLUMNS, EVENT_COLUMNS, Dataset, DataValidationError
+from recsys.domain.schema import CATALOG_COLUMNS, EVENT_COLUMNS, Dataset, DataValidationError
 from training.loaders import read_event_log
 
 

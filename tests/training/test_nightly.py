@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from recsys import TrainConfig
-from recsys.artifact import CURRENT
 from recsys.cli import app
-from recsys.registry import HEADLINE_METRICS, current_version
+from recsys.model.artifact import CURRENT
+from recsys.model.registry import HEADLINE_METRICS, current_version
 
 
 def worse(config: TrainConfig) -> TrainConfig:

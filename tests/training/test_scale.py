@@ -8,7 +8,7 @@ import pandas as pd
 
 from benchmarks.training_scale import replicate, synthetic_catalog
 from recsys import Dataset, TrainConfig
-from recsys.artifact import read_manifest
+from recsys.model.artifact import read_manifest
 from training.events import ID_COLUMNS, categorical, duplicated
 from training.pipeline import TrainResult, train
 from training.selection import customer_sample

@@ -19,9 +19,9 @@ import scipy.sparse as sp
 from typer.testing import CliRunner
 
 from recsys import Dataset, DataValidationError
-from recsys.config import TrainConfig
-from recsys.model import GROUP_KEYS, contiguous_ranges
-from recsys.schema import ValidationReport
+from recsys.domain.config import TrainConfig
+from recsys.domain.schema import ValidationReport
+from recsys.model.data import GROUP_KEYS, contiguous_ranges
 from tests.synthetic import TINY
 from training.aggregates import Aggregates, aggregate
 from training.events import prepare_events as prepare_pandas_events
@@ -214,9 +214,9 @@ def test_skip_reasons_match_with_train_until_and_bad_rows(spark: Any, rees46_dat
 def test_cli_spark_engine_writes_the_model_the_single_machine_trainer_writes(spark: Any, rees46_path: Path,
                                                                            tmp_path: Path) -> None:
     from recsys import SubstituteEngine
-    from recsys.artifact import CURRENT, read_manifest
     from recsys.cli import app
-    from recsys.model import ModelData
+    from recsys.model.artifact import CURRENT, read_manifest
+    from recsys.model.data import ModelData
 
     result = CliRunner().invoke(app, ["train", "--engine", "spark", "--spark-master", "local[2]", "--data",
                                       str(rees46_path), "--out", str(tmp_path / "spark"), "--no-progress"])
@@ -246,8 +246,8 @@ def test_cli_spark_engine_writes_the_model_the_single_machine_trainer_writes(spa
 ])
 def test_cli_spark_engine_refuses_bad_input_like_the_single_machine_path(spark: Any, tmp_path: Path, content: str,
                                                                          message: str) -> None:
-    from recsys.artifact import CURRENT
     from recsys.cli import app
+    from recsys.model.artifact import CURRENT
 
     (tmp_path / "log.csv").write_text(content)
     for engine in ("pandas", "spark"):
@@ -315,9 +315,9 @@ def lake(rees46_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 def test_cli_spark_engine_reads_a_partitioned_lake_with_mapping_and_catalog(spark: Any, lake: dict[str, Path],
                                                                            tmp_path: Path) -> None:
-    from recsys.artifact import CURRENT, read_manifest
     from recsys.cli import app
-    from recsys.model import ModelData
+    from recsys.model.artifact import CURRENT, read_manifest
+    from recsys.model.data import ModelData
 
     manifests, models = {}, {}
     for engine in ("pandas", "spark"):
@@ -383,8 +383,8 @@ def test_cli_spark_engine_refuses_a_wrong_timestamp_unit_like_the_single_machine
 def test_mllib_als_trains_a_loadable_model_whose_factors_put_co_bought_items_close(spark: Any, cj_small: Dataset,
                                                                                   tmp_path: Path) -> None:
     from recsys import SubstituteEngine
-    from recsys.artifact import read_manifest
-    from recsys.model import ModelData
+    from recsys.model.artifact import read_manifest
+    from recsys.model.data import ModelData
     from training.spark.aggregates import events_to_spark
     from training.spark.trainer import train_spark
 

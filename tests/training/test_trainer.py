@@ -9,10 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from recsys import Dataset, DataValidationError, SubstituteEngine
-from recsys.artifact import CURRENT, MANIFEST, read_manifest
 from recsys.cli import app
-from recsys.config import TrainConfig
-from recsys.model import ModelData
+from recsys.domain.config import TrainConfig
+from recsys.model.artifact import CURRENT, MANIFEST, read_manifest
+from recsys.model.data import ModelData
 from training.loaders import read_event_log
 from training.pipeline import TrainResult, fit_model, save_model, train
 

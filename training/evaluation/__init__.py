@@ -14,7 +14,7 @@ Every method answers the same queries with 10 items; metrics are HR@1/3/5/10, ND
 coverage (share of items with training events that appear in some top 10). For HR@1, HR@3 and NDCG@10, ours
 minus the best baseline comes with a 95% bootstrap interval over customers: is the win more than noise?
 
-Our engine answers once per intent (:class:`recsys.types.Intent`): balanced ("ours") against the best baseline
+Our engine answers once per intent (:class:`recsys.domain.types.Intent`): balanced ("ours") against the best baseline
 on both subsets; familiar and discover each against their specialist, on the queries they are for
 (:data:`INTENT_SPECIALISTS`).
 

@@ -18,10 +18,10 @@ import pandas as pd
 import scipy.sparse as sp
 from implicit.cpu.als import AlternatingLeastSquares
 
-from recsys.engine import SubstituteEngine
-from recsys.registry import INTENT_METHODS
-from recsys.schema import PURCHASE_TYPES
-from recsys.types import Intent
+from recsys.domain.schema import PURCHASE_TYPES
+from recsys.domain.types import Intent
+from recsys.model.registry import INTENT_METHODS
+from recsys.query.engine import SubstituteEngine
 from training.evaluation.metrics import CUTOFF
 from training.neighbours import cooccurrence
 from training.queries import customer_rows, positions_in
@@ -44,7 +44,7 @@ def engine_ranker(engine: SubstituteEngine, intent: Intent = Intent.balanced) ->
 
 
 def intent_rankers(engine: SubstituteEngine) -> dict[str, RankFunction]:
-    """The engine's answers for each intent, by :data:`recsys.registry.INTENT_METHODS` name."""
+    """The engine's answers for each intent, by :data:`recsys.model.registry.INTENT_METHODS` name."""
     return {name: engine_ranker(engine, intent) for intent, name in INTENT_METHODS.items()}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from recsys.registry import INTENT_METHODS
+from recsys.model.registry import INTENT_METHODS
 from training.evaluation.metrics import HIT_KS
 from training.evaluation.protocol import SUBSETS, EvaluationResult
 

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from recsys.artifact import ArtifactError
-from recsys.engine import SubstituteEngine
-from recsys.registry import INTENT_METHODS
-from recsys.schema import Dataset
-from recsys.types import Intent
+from recsys.domain.schema import Dataset
+from recsys.domain.types import Intent
+from recsys.model.artifact import ArtifactError
+from recsys.model.registry import INTENT_METHODS
+from recsys.query.engine import SubstituteEngine
 from training.evaluation.baselines import FuturePopularInGroup, RankFunction, future_trials, make_methods
 from training.evaluation.metrics import margin_interval, means, per_query_metrics
 from training.queries import Queries, build_queries

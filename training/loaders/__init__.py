@@ -1,4 +1,5 @@
-"""Loaders: The Complete Journey (default) and generic event logs (CSV/parquet), into :mod:`recsys.schema` frames.
+"""Loaders: The Complete Journey (default) and generic event logs (CSV/parquet), into :mod:`recsys.domain.schema`
+frames.
 
 One module per source: :mod:`~training.loaders.completejourney`, :mod:`~training.loaders.event_log` (event logs),
 :mod:`~training.loaders.products` (the ``--catalog`` product file), on :mod:`~training.loaders.files` (finding and
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recsys.schema import Dataset
+from recsys.domain.schema import Dataset
 from training.loaders.completejourney import COMPLETEJOURNEY, load_completejourney
 from training.loaders.event_log import read_event_log
 from training.loaders.products import join_catalog, read_catalog, read_catalog_report

@@ -7,7 +7,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 
-from recsys.schema import CATALOG_COLUMNS, UNKNOWN, Dataset, ValidationReport
+from recsys.domain.schema import CATALOG_COLUMNS, UNKNOWN, Dataset, ValidationReport
 
 COMPLETEJOURNEY = "completejourney"
 

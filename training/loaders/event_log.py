@@ -1,5 +1,5 @@
 """Event logs (the REES46 layout by default, any other through a :class:`training.mapping.ColumnMapping`) into the
-``events`` frame of :mod:`recsys.schema`, with every bad row counted by reason; and an item description from the
+``events`` frame of :mod:`recsys.domain.schema`, with every bad row counted by reason; and an item description from the
 log's own columns when there is no product file."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.schema import CATALOG_COLUMNS, EVENT_COLUMNS, UNKNOWN, Dataset, DataValidationError, ValidationReport
+from recsys.domain.schema import CATALOG_COLUMNS, EVENT_COLUMNS, UNKNOWN, Dataset, DataValidationError, ValidationReport
 from training.loaders.files import read_columns
 from training.mapping import ColumnMapping, DataMapping
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recsys.schema import DataValidationError
+from recsys.domain.schema import DataValidationError
 from training.mapping import ColumnMapping, MappedColumns
 
 #: a parquet part file (Spark/pyarrow write ``part-0.parquet``, ``part-00000-<uuid>.snappy.parquet``)

@@ -1,5 +1,5 @@
 """The ``--catalog`` product file (columns through a :class:`training.mapping.CatalogColumns`) into the ``catalog``
-frame of :mod:`recsys.schema`, and the join of an event log's events with it."""
+frame of :mod:`recsys.domain.schema`, and the join of an event log's events with it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.schema import CATALOG_COLUMNS, LIST_PRICE, UNKNOWN, Dataset, DataValidationError, ValidationReport
+from recsys.domain.schema import CATALOG_COLUMNS, LIST_PRICE, UNKNOWN, Dataset, DataValidationError, ValidationReport
 from training.loaders.event_log import clean_id
 from training.loaders.files import ColumnReader, read_columns
 from training.mapping import CatalogColumns, DataMapping

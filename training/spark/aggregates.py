@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.config import TrainConfig
-from recsys.model import GROUP_KEYS, contiguous_ranges
-from recsys.schema import EVENT_COLUMNS, PURCHASE_TYPES, ValidationReport
+from recsys.domain.config import TrainConfig
+from recsys.domain.schema import EVENT_COLUMNS, PURCHASE_TYPES, ValidationReport
+from recsys.model.data import GROUP_KEYS, contiguous_ranges
 from training.aggregates import PER_ITEM_COLUMNS, Aggregates, items_from_aggregates, with_segments
 from training.events import no_usable_events
 from training.spark.als import ratings as als_ratings

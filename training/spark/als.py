@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.config import TrainConfig
+from recsys.domain.config import TrainConfig
 from training.assembly import unit_rows
 
 if TYPE_CHECKING:

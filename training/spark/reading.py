@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from recsys.schema import CATALOG_COLUMNS, EVENT_COLUMNS, LIST_PRICE, DataValidationError, ValidationReport
+from recsys.domain.schema import CATALOG_COLUMNS, EVENT_COLUMNS, LIST_PRICE, DataValidationError, ValidationReport
 from training.loaders.completejourney import COMPLETEJOURNEY, load_completejourney
 from training.loaders.event_log import EPOCH_RANGE, catalog_from_log
 from training.loaders.files import check_columns, is_parquet, supported_files

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from recsys.config import TrainConfig
-from recsys.schema import EVENT_COLUMNS, ValidationReport
+from recsys.domain.config import TrainConfig
+from recsys.domain.schema import EVENT_COLUMNS, ValidationReport
 from training.assembly import FittedModel, RankerOutcome, Run, assemble
 from training.events import ID_COLUMNS, categorical
 from training.pipeline import TrainResult, save_model

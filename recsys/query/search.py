@@ -9,7 +9,7 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from recsys.types import ItemInfo, ItemMatches
+from recsys.domain.types import ItemInfo, ItemMatches
 
 #: the most items one page of a search holds
 MAX_SEARCH_LIMIT: Final[int] = 100

@@ -1,7 +1,7 @@
 """The model manifest: the typed contract between the trainer that writes a model and the engine that loads it.
 
 ``manifest.json`` holds what a model is (version, format, files and their checksums), what it was trained on
-(data span, sources, counts), how (the :class:`recsys.config.TrainConfig`, which owns every training default),
+(data span, sources, counts), how (the :class:`recsys.domain.config.TrainConfig`, which owns every training default),
 its ranker and its held-out metrics. Keys this build does not know are kept as they are (``extra="allow"``),
 so an older reader never drops what a newer writer added; in ``config``, training options this build does not
 know are dropped on reading (they cannot change how it reads the model).
@@ -13,10 +13,10 @@ from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from recsys.config import TrainConfig
+from recsys.domain.config import TrainConfig
 
 #: the artifact format this build reads and writes
-#: the format this build writes. 2: the pair signals are named after their features (``recsys.model.PAIR_SIGNALS``)
+#: the format this build writes. 2: the pair signals are named after their features (``recsys.model.data.PAIR_SIGNALS``)
 FORMAT_VERSION: Final[int] = 2
 #: the formats this build reads (a version 1 model loads as it is)
 READABLE_FORMATS: Final[tuple[int, ...]] = (1, 2)
@@ -69,7 +69,7 @@ class RerankerSection(_Section):
 
 
 class RankerSection(_Section):
-    """How candidates are scored (see :mod:`recsys.ranking`). Weights missing here take the defaults."""
+    """How candidates are scored (see :mod:`recsys.query.ranking`). Weights missing here take the defaults."""
 
     weights: dict[str, float] | None = None
     history_weights: dict[str, float] | None = None  # for candidates the customer bought before

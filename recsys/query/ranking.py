@@ -1,6 +1,6 @@
 """The scorer that combines a candidate's ranking features, and the features' default weights.
 
-Every candidate of a query gets one row of :class:`recsys.kernels.Feature`, each scaled to roughly [0, 1]
+Every candidate of a query gets one row of :class:`recsys.query.kernels.Feature`, each scaled to roughly [0, 1]
 (``widened`` is an indicator). Scoring has two stages:
 
 1. A piecewise-linear score shortlists the candidates: ``features @ weights``, plus ``features @
@@ -13,7 +13,7 @@ Every candidate of a query gets one row of :class:`recsys.kernels.Feature`, each
    score adds ``new_item_bias`` for candidates the customer never bought (chosen on validation queries, it
    trades "offer what they buy" against "offer something new") and the default weights of features the
    validation data never showed (substitution feedback, views in a purchase-only log), so those still act.
-   At load the trees are arranged for QuickScorer and scored by compiled code (:class:`recsys.trees.Forest`):
+   At load the trees are arranged for QuickScorer and scored by compiled code (:class:`recsys.query.trees.Forest`):
    LightGBM's results on a 40-row shortlist at a small fraction of ``lightgbm.Booster.predict``'s cost.
    Even so the trees cost the most per row of anything on the query path, hence the shortlist: re-ranking
    the linear top 20-50 measured the same hit rates as re-ranking every candidate.
@@ -29,9 +29,9 @@ from typing import Final
 
 import numpy as np
 
-from recsys.kernels import FEATURES, Feature, ScorerArrays, linear_scores, plain
-from recsys.manifest import RankerSection
-from recsys.trees import Forest
+from recsys.model.manifest import RankerSection
+from recsys.query.kernels import FEATURES, Feature, ScorerArrays, linear_scores, plain
+from recsys.query.trees import Forest
 
 DEFAULT_WEIGHTS: Final[dict[str, float]] = {
     "similarity": 1.0,
@@ -108,12 +108,12 @@ class Scorer:
             self.min_score, self.new_item_bias, self.fixed_weights.astype(np.float64),
             (self.trees or Forest.empty(len(FEATURES))).arrays, 0.0,
         ))
-        """What the scoring kernels read: a :class:`recsys.kernels.ScorerArrays`, as a plain tuple."""
+        """What the scoring kernels read: a :class:`recsys.query.kernels.ScorerArrays`, as a plain tuple."""
 
     def shifted(self, new_item_shift: float) -> Scorer:
         """This scorer, its trees shared, with ``new_item_shift`` added to the final score of candidates the
         customer never bought, after the cut-off and the shortlist are decided (an intent's way of ordering,
-        see :class:`recsys.types.Intent`)."""
+        see :class:`recsys.domain.types.Intent`)."""
         other = copy.copy(self)
         other.arrays = plain(ScorerArrays(*self.arrays)._replace(new_item_shift=float(new_item_shift)))
         return other

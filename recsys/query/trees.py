@@ -1,4 +1,4 @@
-"""LightGBM's text model scored by QuickScorer, in a small numba kernel (:func:`recsys.kernels.score_columns`).
+"""LightGBM's text model scored by QuickScorer, in a small numba kernel (:func:`recsys.query.kernels.score_columns`).
 
 The re-ranker scores a shortlist of about 40 rows per query. ``lightgbm.Booster.predict`` spends most of its
 time on per-call overhead there, and walking the trees node by node stalls on each step's dependent loads
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.kernels import Trees, plain, score_columns
+from recsys.query.kernels import Trees, plain, score_columns
 
 #: the most leaves a tree may have: one bit per leaf in a 64-bit mask
 MAX_LEAVES = 64
@@ -28,7 +28,7 @@ _CATEGORICAL, _MISSING_TYPE = 1, 12
 @dataclass(frozen=True, slots=True)
 class Forest:
     """The trees of a LightGBM model, arranged for QuickScorer: split nodes grouped by feature, ascending threshold
-    within a feature (the arrays are :class:`recsys.kernels.Trees`, what the scoring kernel reads)."""
+    within a feature (the arrays are :class:`recsys.query.kernels.Trees`, what the scoring kernel reads)."""
 
     num_features: int
     arrays: Trees

@@ -2,12 +2,12 @@
 
 A query takes four steps, each in its own module:
 
-1. **candidates** (:mod:`recsys.candidates`): X's substitution group (widened to the parent category when
+1. **candidates** (:mod:`recsys.query.candidates`): X's substitution group (widened to the parent category when
    too few pass), minus what the hard rules and the request's filters remove, with one row of
-   :class:`recsys.kernels.Feature` per candidate;
-2. **ranking** (:mod:`recsys.ranking`): a linear shortlist, then the re-ranker's trees, and the best ``k``
-   without near-duplicate packs (:func:`recsys.kernels.select`);
-3. **presentation** (:mod:`recsys.presentation`): reasons and how each substitute compares with X;
+   :class:`recsys.query.kernels.Feature` per candidate;
+2. **ranking** (:mod:`recsys.query.ranking`): a linear shortlist, then the re-ranker's trees, and the best ``k``
+   without near-duplicate packs (:func:`recsys.query.kernels.select`);
+3. **presentation** (:mod:`recsys.query.presentation`): reasons and how each substitute compares with X;
 4. **availability**: where X is in stock, when it returns, and its other pack sizes.
 """
 
@@ -20,19 +20,7 @@ from typing import Final
 
 import numpy as np
 
-from recsys import artifact
-from recsys.candidates import CandidateFinder
-from recsys.inventory import ONLINE, Inventory
-from recsys.items import ItemTable
-from recsys.kernels import select
-from recsys.manifest import Manifest, RankerSection
-from recsys.model import ModelData
-from recsys.orders import order_substitutes
-from recsys.presentation import Presenter
-from recsys.profiles import customer_profile
-from recsys.ranking import DEFAULT_FAMILIAR_SHIFT, Scorer
-from recsys.search import CatalogSearch
-from recsys.types import (
+from recsys.domain.types import (
     MAX_K,
     CustomerProfile,
     Intent,
@@ -43,6 +31,18 @@ from recsys.types import (
     SubstituteList,
     UnknownCustomerError,
 )
+from recsys.model import artifact
+from recsys.model.data import ModelData
+from recsys.model.manifest import Manifest, RankerSection
+from recsys.query.candidates import CandidateFinder
+from recsys.query.items import ItemTable
+from recsys.query.kernels import select
+from recsys.query.orders import order_substitutes
+from recsys.query.presentation import Presenter
+from recsys.query.profiles import customer_profile
+from recsys.query.ranking import DEFAULT_FAMILIAR_SHIFT, Scorer
+from recsys.query.search import CatalogSearch
+from recsys.state.inventory import ONLINE, Inventory
 
 #: the kinds of file a model report is made of: markdown and its plots
 _REPORT_SUFFIXES: Final[frozenset[str]] = frozenset({".md", ".png"})
@@ -112,8 +112,8 @@ class SubstituteEngine:
                     k: int = 10, *, exclude: Iterable[str] = (), filters: SubstituteFilters | None = None,
                     intent: Intent | str = Intent.balanced) -> SubstituteList:
         """Up to ``k`` ranked substitutes for ``item_id``; fewer (or none) rather than off-group padding. ``intent``
-        says what the list is for (:class:`recsys.types.Intent`; raises
-        :class:`recsys.types.UnknownIntentError` for another name)."""
+        says what the list is for (:class:`recsys.domain.types.Intent`; raises
+        :class:`recsys.domain.types.UnknownIntentError` for another name)."""
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise ValueError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
         intent = Intent.parse(intent)
@@ -137,11 +137,11 @@ class SubstituteEngine:
                intent: Intent = Intent.balanced) -> tuple[np.ndarray, np.ndarray]:
         """Positions of the answer for item index ``x`` among ``candidates``: the best ``k`` that pass the score
         cut-off (best first), without near-duplicates; and the scores (-inf: under the cut-off or outside the
-        re-ranker's shortlist, see ``recsys.ranking``). One compiled kernel, :func:`recsys.kernels.select`.
+        re-ranker's shortlist, see ``recsys.query.ranking``). One compiled kernel, :func:`recsys.query.kernels.select`.
 
-        Near-duplicates: once :data:`recsys.kernels.MAX_PACK_SIZES` pack sizes of one brand's product (same
+        Near-duplicates: once :data:`recsys.query.kernels.MAX_PACK_SIZES` pack sizes of one brand's product (same
         brand and group) are in, further sizes are skipped, unless ``size_alternatives`` or the customer bought
-        that pack before; when that leaves fewer than ``k`` of the :data:`recsys.kernels.NEAR_DUPLICATE_POOL`
+        that pack before; when that leaves fewer than ``k`` of the :data:`recsys.query.kernels.NEAR_DUPLICATE_POOL`
         x ``k`` best, a pool 4x wider is ranked. Same-size items of one brand stay: in this data they are the
         brand's varieties (flavours), which customers do switch between. Measured on the switch hold-out
         (10,000 queries): HR@3 0.515 -> 0.516, new-to-customer HR@3 0.228 -> 0.225, HR@10 0.736 -> 0.726; one
@@ -162,7 +162,7 @@ class SubstituteEngine:
                           store_id: str | None = None, k: int = 3, *, order: Iterable[str] = (),
                           filters: SubstituteFilters | None = None, intent: Intent | str = Intent.balanced
                           ) -> OrderSubstitutes:
-        """Substitutes for each unavailable line of one order (see :func:`recsys.orders.order_substitutes`)."""
+        """Substitutes for each unavailable line of one order (see :func:`recsys.query.orders.order_substitutes`)."""
         return order_substitutes(self, item_ids, customer_id, store_id, k, order=order, filters=filters,
                                  intent=Intent.parse(intent))
 
@@ -183,7 +183,7 @@ class SubstituteEngine:
 
     def search_items(self, query: str, offset: int = 0, limit: int = 20) -> ItemMatches:
         """Catalog items by id or by part of their product type, category or brand, most popular first (see
-        :class:`recsys.search.CatalogSearch`; raises ``ValueError`` for bad input)."""
+        :class:`recsys.query.search.CatalogSearch`; raises ``ValueError`` for bad input)."""
         return self.catalog_search.search(query, offset, limit)
 
     def report_files(self) -> dict[str, Path]:
@@ -205,7 +205,7 @@ class SubstituteEngine:
         return self._customer_row.get(customer_id)
 
     def index_of(self, item_id: str) -> int:
-        """Internal index of an item (raises :class:`recsys.types.UnknownItemError`)."""
+        """Internal index of an item (raises :class:`recsys.domain.types.UnknownItemError`)."""
         return self.item_table.index(item_id)
 
     def group_range(self, x: int) -> tuple[int, int]:

@@ -11,12 +11,12 @@ from typing import Final, NamedTuple
 import numpy as np
 import pandas as pd
 
-from recsys.inventory import Inventory
-from recsys.items import SAME_SIZE_TOLERANCE, ItemTable
-from recsys.kernels import Feature, SparseRows
-from recsys.model import ModelData
-from recsys.sizes import UNIT_PRICE_BASIS, format_quantity
-from recsys.types import ItemFields, ItemInfo, Substitute, Variant
+from recsys.domain.sizes import UNIT_PRICE_BASIS, format_quantity
+from recsys.domain.types import ItemFields, ItemInfo, Substitute, Variant
+from recsys.model.data import ModelData
+from recsys.query.items import SAME_SIZE_TOLERANCE, ItemTable
+from recsys.query.kernels import Feature, SparseRows
+from recsys.state.inventory import Inventory
 
 #: the features that presenting an answer reads, in the order :meth:`Presenter.present` unpacks them
 _REASON_FEATURES: Final[np.ndarray] = np.array([
@@ -179,6 +179,6 @@ class Presenter:
         return not out, state.restock_eta if out and state is not None else None, elsewhere
 
     def variants(self, x: int, store: str) -> tuple[Variant, ...]:
-        """Up to :data:`recsys.items.MAX_VARIANTS` other pack sizes of X, with their stock at ``store``."""
+        """Up to :data:`recsys.query.items.MAX_VARIANTS` other pack sizes of X, with their stock at ``store``."""
         return tuple([Variant(*fields, *self.availability(fields[0], store))
                       for fields in self._variant_fields[x]])

@@ -61,7 +61,7 @@ class Feature(enum.IntEnum):
 #: the feature names in column order (the manifest's and LightGBM's names)
 FEATURES: Final[tuple[str, ...]] = tuple(feature.name for feature in Feature)
 N_FEATURES: Final[int] = len(Feature)
-#: the item-pair matrices' columns in the engine's :class:`SparseRows` order (``recsys.model.PAIR_SIGNALS``, each
+#: the item-pair matrices' columns in the engine's :class:`SparseRows` order (``recsys.model.data.PAIR_SIGNALS``, each
 #: matrix named after its feature)
 PAIR_FEATURES: Final[tuple[int, ...]] = tuple(int(f) for f in (
     Feature.bought_instead, Feature.viewed_together, Feature.switched_to, Feature.tried, Feature.accepted_instead))
@@ -97,7 +97,7 @@ class ItemColumns(NamedTuple):
 
 
 class Trees(NamedTuple):
-    """A forest arranged for QuickScorer (see :class:`recsys.trees.Forest`)."""
+    """A forest arranged for QuickScorer (see :class:`recsys.query.trees.Forest`)."""
 
     feature_ptr: np.ndarray  # int64, num_features + 1: feature f's nodes are [feature_ptr[f], feature_ptr[f + 1])
     threshold: np.ndarray  # float64 per node
@@ -108,7 +108,7 @@ class Trees(NamedTuple):
 
 
 class ScorerArrays(NamedTuple):
-    """What scoring reads (see :class:`recsys.ranking.Scorer`)."""
+    """What scoring reads (see :class:`recsys.query.ranking.Scorer`)."""
 
     weights: np.ndarray  # float64 per feature
     history_weights: np.ndarray  # float64 per feature, for candidates the customer bought before
@@ -400,7 +400,7 @@ def rescore(features: np.ndarray, linear: np.ndarray, known: np.ndarray, shortli
 @numba.njit(cache=True, nogil=True)
 def score_columns(columns: np.ndarray, trees: Trees) -> np.ndarray:
     """Raw scores of rows given as float64 columns, shape (num_features, rows), NaN already read as 0
-    (QuickScorer, see :mod:`recsys.trees`). Each node updates all rows at once, branch-free, which the compiler
+    (QuickScorer, see :mod:`recsys.query.trees`). Each node updates all rows at once, branch-free, which the compiler
     vectorises."""
     feature_ptr, threshold, tree, mask, leaf_offset, leaf_value = trees
     n = columns.shape[1]
@@ -501,7 +501,7 @@ def select(features: np.ndarray, candidates: np.ndarray, brand: np.ndarray, grou
            size_bucket: np.ndarray, k: int, size_alternatives: bool, rerank: bool, ranker: ScorerArrays
            ) -> tuple[np.ndarray, np.ndarray]:
     """The answer's positions among ``candidates`` and all candidates' scores (see
-    :meth:`recsys.engine.SubstituteEngine.select`)."""
+    :meth:`recsys.query.engine.SubstituteEngine.select`)."""
     pool = NEAR_DUPLICATE_POOL * k
     linear = linear_scores(features, ranker)
     scored = rescore(features, linear, np.full(len(linear), -np.inf), pool, rerank, ranker)
@@ -517,7 +517,8 @@ def select(features: np.ndarray, candidates: np.ndarray, brand: np.ndarray, grou
 @numba.njit(cache=True, nogil=True)
 def _distinct(ranked: np.ndarray, candidates: np.ndarray, features: np.ndarray, brand: np.ndarray,
               group: np.ndarray, size_bucket: np.ndarray, k: int, size_alternatives: bool) -> np.ndarray:
-    """The first ``k`` of ``ranked`` without near-duplicates (see :meth:`recsys.engine.SubstituteEngine.select`)."""
+    """The first ``k`` of ``ranked`` without near-duplicates (see
+    :meth:`recsys.query.engine.SubstituteEngine.select`)."""
     if size_alternatives:
         return ranked[:k]
     items = candidates[ranked]

@@ -8,10 +8,10 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from recsys.kernels import ItemColumns
-from recsys.model import ModelData
-from recsys.sizes import format_quantity
-from recsys.types import UnknownItemError
+from recsys.domain.sizes import format_quantity
+from recsys.domain.types import UnknownItemError
+from recsys.model.data import ModelData
+from recsys.query.kernels import ItemColumns
 
 #: sizes within this log ratio are the same size (near-duplicate packs, "same size" reasons)
 SAME_SIZE_TOLERANCE: Final[float] = 0.02
@@ -47,7 +47,7 @@ class ItemTable:
         group_ptr, parent_ptr = model.group_ptr.tolist(), model.parent_ptr.tolist()
         self.group_bounds = [(group_ptr[g], group_ptr[g + 1]) for g in model.group_of.tolist()]
         self.parent_bounds = [(parent_ptr[p], parent_ptr[p + 1]) for p in model.parent_of.tolist()]
-        own_features = np.column_stack([  # in recsys.kernels.ITEM_FEATURES order
+        own_features = np.column_stack([  # in recsys.query.kernels.ITEM_FEATURES order
             self._log_relative_to_group_top(items["n_customers"].to_numpy(np.float64)),
             self._log_relative_to_group_top(items["trend"].to_numpy(np.float64)),
             self._log_relative_to_group_top(items["trial_trend"].to_numpy(np.float64)),

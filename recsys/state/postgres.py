@@ -10,7 +10,7 @@ Imported only when a ``postgresql://`` state URL is opened, so the package works
   never skips a batch that committed late.
 - The batch's ``NOTIFY`` is sent in the same transaction, so it is delivered only if, and after, the batch
   committed. Notifications are only a wake-up: a replica that was disconnected catches up by sequence.
-- A database that cannot be reached raises :class:`recsys.storage.StateUnavailableError` (nothing written).
+- A database that cannot be reached raises :class:`recsys.state.storage.StateUnavailableError` (nothing written).
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from recsys.feedback import Feedback, from_json, to_json
-from recsys.inventory import StockUpdate, id_blob, stock_update_of
-from recsys.storage import SCHEMA_VERSION, StateSchemaError, StateUnavailableError, redact
+from recsys.state.feedback import Feedback, from_json, to_json
+from recsys.state.inventory import StockUpdate, id_blob, stock_update_of
+from recsys.state.storage import SCHEMA_VERSION, StateSchemaError, StateUnavailableError, redact
 
 CHANNEL: Final[str] = "recsys_state"
 #: arbitrary constants naming this package's advisory locks
@@ -50,7 +50,7 @@ SCHEMA: Final[tuple[str, ...]] = (
 
 
 class PostgresState:
-    """:class:`recsys.state.StateStore` on PostgreSQL. Creating one never waits for the server: the pool
+    """:class:`recsys.state.store.StateStore` on PostgreSQL. Creating one never waits for the server: the pool
     connects in the background, and each call raises :class:`StateUnavailableError` while it is down."""
 
     def __init__(self, url: str, pool_size: int = 4, timeout_s: float = 3.0) -> None:

@@ -15,11 +15,11 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from recsys.inventory import Inventory
-from recsys.items import ItemTable
-from recsys.kernels import FeatureArrays, SparseRows, best_positions, candidate_features, plain, rule_mask
-from recsys.model import PAIR_SIGNALS, ModelData
-from recsys.types import SubstituteFilters
+from recsys.domain.types import SubstituteFilters
+from recsys.model.data import PAIR_SIGNALS, ModelData
+from recsys.query.items import ItemTable
+from recsys.query.kernels import FeatureArrays, SparseRows, best_positions, candidate_features, plain, rule_mask
+from recsys.state.inventory import Inventory
 
 _NO_MASK: Final[np.ndarray] = np.empty(0, dtype=bool)
 _NO_ITEMS: Final[np.ndarray] = np.empty(0, dtype=np.int64)
@@ -35,7 +35,7 @@ class CandidateFinder:
         self.store_row = {str(s): i for i, s in enumerate(model.stores)}
         self.home_store: list[int] = model.home_store.tolist()  # per customer, the home store's row (-1: none)
         self.store_items = SparseRows.of(model.store_items)
-        # recsys.kernels.PAIR_FEATURES order
+        # recsys.query.kernels.PAIR_FEATURES order
         self.pairs = SparseRows.of(*(getattr(model, name) for name in PAIR_SIGNALS))
         # columns: recency-weighted interactions, purchase count, short half-life (trend) weight
         self.customer_items = SparseRows.of(model.customer_weight, model.customer_count, model.customer_recent)
@@ -118,7 +118,7 @@ class CandidateFinder:
 
     def features(self, x: int, candidates: np.ndarray, similarity: np.ndarray, widened: np.ndarray,
                  cust_row: int | None, store_row: int | None) -> np.ndarray:
-        """The candidates' rows of :class:`recsys.kernels.Feature` (one compiled pass)."""
+        """The candidates' rows of :class:`recsys.query.kernels.Feature` (one compiled pass)."""
         return candidate_features(x, candidates, similarity, widened, self._feature_arrays,
                                   -1 if store_row is None else store_row, -1 if cust_row is None else cust_row,
                                   self.items.group_bounds[x], self.items.parent_bounds[x])

@@ -5,7 +5,7 @@ version that changes on each write, so an engine can cache a boolean out-of-stoc
 it only when that store changed. An item nobody reported on is in stock.
 
 Reads are served from memory. Writes go first to a :class:`StockStore` (SQLite in WAL mode by default, or
-PostgreSQL shared by many replicas, see :mod:`recsys.state`) and are acknowledged only once committed there,
+PostgreSQL shared by many replicas, see :mod:`recsys.state.store`) and are acknowledged only once committed there,
 so an acknowledged update survives a crash. Every committed batch carries a sequence number, assigned in
 commit order; :meth:`Inventory.catch_up` reads the rows changed since the last one it saw, which is how the
 memory state is loaded on start and how writes made by other processes reach this one.
@@ -19,8 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final, Protocol
 
-from recsys import storage
-from recsys.storage import StateUnavailableError
+from recsys.state import storage
+from recsys.state.storage import StateUnavailableError
 
 #: the channel a query without a store id checks
 ONLINE: Final[str] = "online"
@@ -45,7 +45,7 @@ class StockStore(Protocol):
 
     def save_stock(self, updates: list[StockUpdate]) -> int:
         """Persist a batch atomically; return its sequence number only once it is durable. Raises
-        :class:`recsys.storage.StateUnavailableError` when the database cannot be reached."""
+        :class:`recsys.state.storage.StateUnavailableError` when the database cannot be reached."""
 
     def stock_since(self, seq: int) -> tuple[list[StockUpdate], int]:
         """The current state of every (store, item) changed by a batch after ``seq`` (all of them for -1),
@@ -142,7 +142,7 @@ class Inventory:
 
     def apply(self, updates: list[StockUpdate]) -> int:
         """Apply a batch atomically (durably first, when there is a store); returns how many were applied.
-        Raises :class:`recsys.storage.StateUnavailableError`, with nothing applied, when the store is down."""
+        Raises :class:`recsys.state.storage.StateUnavailableError`, with nothing applied, when the store is down."""
         with self._store_lock:
             if self._durable is not None:
                 self._durable.save_stock(updates)
@@ -152,7 +152,7 @@ class Inventory:
 
     def catch_up(self) -> int:
         """Read the changes committed to the store since the last read (by any process) into memory; returns
-        how many (store, item) states changed. Raises :class:`recsys.storage.StateUnavailableError`."""
+        how many (store, item) states changed. Raises :class:`recsys.state.storage.StateUnavailableError`."""
         if self._durable is None:
             return 0
         with self._store_lock:

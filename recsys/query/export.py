@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from recsys.engine import SubstituteEngine
-from recsys.inventory import ONLINE
+from recsys.query.engine import SubstituteEngine
+from recsys.state.inventory import ONLINE
 
 #: one row per (store, item, rank)
 EXPORT_SCHEMA = pa.schema([

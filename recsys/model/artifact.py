@@ -21,7 +21,7 @@ from typing import Final
 
 from pydantic import ValidationError
 
-from recsys.manifest import FORMAT_VERSION, READABLE_FORMATS, Manifest
+from recsys.model.manifest import FORMAT_VERSION, READABLE_FORMATS, Manifest
 
 MANIFEST: Final[str] = "manifest.json"
 CURRENT: Final[str] = "current"

@@ -1,6 +1,6 @@
 """The models directory as a registry: list versions, promote one, roll back, prune old ones.
 
-Every change of ``current`` goes through :func:`recsys.artifact.point_current` (an atomic rename), and the
+Every change of ``current`` goes through :func:`recsys.model.artifact.point_current` (an atomic rename), and the
 previous target is remembered in ``models/.previous`` so ``rollback`` knows where to go. A running server
 picks a change up on ``POST /v1/admin/reload``.
 """
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from recsys.artifact import CURRENT, ArtifactError, directory_size, point_current, read_manifest
-from recsys.manifest import Manifest
-from recsys.types import Intent
+from recsys.domain.types import Intent
+from recsys.model.artifact import CURRENT, ArtifactError, directory_size, point_current, read_manifest
+from recsys.model.manifest import Manifest
 
 PREVIOUS = ".previous"
 

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from recsys.items import ItemTable
-from recsys.kernels import SparseRows
-from recsys.model import ModelData
-from recsys.sizes import format_quantity
-from recsys.types import BrandShare, CategoryPreference, CustomerProfile, ItemInfo, PriceBand
+from recsys.domain.sizes import format_quantity
+from recsys.domain.types import BrandShare, CategoryPreference, CustomerProfile, ItemInfo, PriceBand
+from recsys.model.data import ModelData
+from recsys.query.items import ItemTable
+from recsys.query.kernels import SparseRows
 
 
 def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: Sequence[float]) -> list[float]:

@@ -3,7 +3,7 @@ rejected or chose by hand. Recorded durably by the server, read by the trainer a
 
 Stored in the server's state database next to the inventory, one JSON document per row: SQLite (WAL,
 ``synchronous=FULL``: a recorded row survives a killed process) or PostgreSQL shared by every replica (see
-:mod:`recsys.state`). The trainer turns the log into *decisions*, one row
+:mod:`recsys.state.store`). The trainer turns the log into *decisions*, one row
 per (item, substitute, customer): +1 for an acceptance or a manual choice, -1 for a rejection.
 """
 
@@ -18,7 +18,7 @@ from typing import Final, Protocol
 
 import pandas as pd
 
-from recsys import storage
+from recsys.state import storage
 
 DECISION_COLUMNS: Final[tuple[str, ...]] = ("item_id", "substitute_id", "customer_id", "accepted", "source")
 
@@ -58,7 +58,7 @@ class FeedbackStore(Protocol):
 
     def record(self, feedback: Feedback) -> int:
         """Store one feedback durably, return its id only once committed. Raises
-        :class:`recsys.storage.StateUnavailableError` when the database cannot be reached."""
+        :class:`recsys.state.storage.StateUnavailableError` when the database cannot be reached."""
 
     def feedback(self) -> list[Feedback]:
         """Every recorded feedback, oldest first."""

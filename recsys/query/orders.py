@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from recsys.types import Intent, OrderSubstitutes, SubstituteFilters, SubstituteList
+from recsys.domain.types import Intent, OrderSubstitutes, SubstituteFilters, SubstituteList
 
 
 class _Engine(Protocol):

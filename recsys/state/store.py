@@ -3,7 +3,7 @@ the current model, behind one small interface, :class:`StateStore`, chosen by a 
 
 - ``sqlite:///path`` (or a plain path): one SQLite file, embedded, for one host (all its worker processes);
 - ``postgresql://user:pass@host:port/db``: one PostgreSQL database shared by replicas on many hosts
-  (:mod:`recsys.state_postgres`; psycopg is imported only then, so the package works without it).
+  (:mod:`recsys.state.postgres`; psycopg is imported only then, so the package works without it).
 
 Every write is committed before it is acknowledged. Stock rows carry a sequence number assigned in commit
 order, so a process catches up by reading "the changes after N" (:meth:`recsys.Inventory.catch_up`);
@@ -20,10 +20,10 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from recsys import storage
-from recsys.feedback import FeedbackLog, FeedbackStore, decisions_of
-from recsys.inventory import SqliteStockStore, StockStore
-from recsys.storage import StateUnavailableError, redact
+from recsys.state import storage
+from recsys.state.feedback import FeedbackLog, FeedbackStore, decisions_of
+from recsys.state.inventory import SqliteStockStore, StockStore
+from recsys.state.storage import StateUnavailableError, redact
 
 __all__ = ["StateStore", "StateUnavailableError", "SqliteState", "check_url", "open_state", "read_decisions",
            "redact", "sqlite_path"]
@@ -91,7 +91,7 @@ def open_state(url: str, must_exist: bool = False) -> StateStore:
             raise ValueError(f"no state database at {path}")
         return SqliteState(path)
     try:
-        from recsys.state_postgres import PostgresState
+        from recsys.state.postgres import PostgresState
     except ImportError as exc:
         raise ValueError(f"a PostgreSQL state needs psycopg: pip install 'recsys[postgres]' ({exc})") from exc
     return PostgresState(url)

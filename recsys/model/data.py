@@ -39,7 +39,7 @@ ITEM_COLUMNS = (
 OPTIONAL_ITEM_COLUMNS = {"trial_trend": 0.0, "days_on_sale": float("nan")}
 RERANKER_FILE = "reranker.txt"
 #: the item x item pair signals, as :class:`ModelData` fields and ``neighbours.npz`` keys: each is named after the
-#: feature it feeds (recsys.kernels.Feature), in the order the query path reads them (kernels.PAIR_FEATURES)
+#: feature it feeds (recsys.query.kernels.Feature), in the order the query path reads them (kernels.PAIR_FEATURES)
 PAIR_SIGNALS: Final[tuple[str, ...]] = ("bought_instead", "viewed_together", "switched_to", "tried",
                                         "accepted_instead")
 #: their names in format version 1 (``switch`` was also counted as ``co_customer_pairs``)
@@ -113,7 +113,7 @@ class ModelData:
 
     items: pd.DataFrame
     factors: np.ndarray  # (n_items, d) float32, L2-normalised, zero rows for items without events
-    # the item x item pair signals, each named after the feature it feeds (recsys.kernels.Feature)
+    # the item x item pair signals, each named after the feature it feeds (recsys.query.kernels.Feature)
     bought_instead: sp.csr_matrix  # same group: P(customer buys Y | buys X) over customers
     viewed_together: sp.csr_matrix  # same group: "viewed in one session" strength
     switched_to: sp.csr_matrix  # share of switch baskets (usual item X missing) holding Y
