@@ -28,12 +28,16 @@ train: $(STAMP)
 run: $(STAMP) models/current
 	$(BIN)/recsys serve --model models/current --host 127.0.0.1 --port 8000 --example
 
-# the fast tier: the synthetic retailer, on $(PYTEST_WORKERS) pytest workers (each trains its own model in seconds)
+# the fast tier: the synthetic retailer, on $(PYTEST_WORKERS) pytest workers (each trains its own model in seconds,
+# idle workers take queued tests from busy ones); mypy runs beside the tests (its report printed after theirs) and
+# either failing fails the target, with pytest's exit status first
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	$(BIN)/mypy
-	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	@log=$$(mktemp); $(BIN)/mypy > $$log 2>&1 & mypy=$$!; \
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS); tests=$$?; \
+	wait $$mypy; typed=$$?; echo "mypy:"; cat $$log; rm -f $$log; \
+	if [ $$tests -ne 0 ]; then exit $$tests; fi; exit $$typed
 
 # the real-data tier: The Complete Journey slice (the same contract tests, and those that judge real data)
 test-realdata: $(STAMP)
