@@ -15,8 +15,10 @@ them runs on the synthetic model in the fast tier and again on the Complete Jour
 
 from __future__ import annotations
 
+import fcntl
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -58,6 +60,23 @@ def cj_small() -> Dataset:
     return load_completejourney(households=HOUSEHOLDS, seed=0)
 
 
+@contextmanager
+def _one_compile_at_a_time(tmp_path_factory: pytest.TempPathFactory, first: bool) -> Iterator[None]:
+    """A worker's first training compiles numba's query kernels (about 20 s on a fresh clone) unless their cache is
+    written: the pytest workers of one run take turns, so that one compiles and the others load its cache instead
+    of compiling the same kernels at the same time."""
+    if not first:
+        yield
+        return
+    lock_path = tmp_path_factory.getbasetemp().parent / "first-training.lock"  # shared by the run's workers
+    with lock_path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def trainer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> Callable[[str], TrainResult]:
@@ -69,8 +88,9 @@ def trainer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         if source not in cache:
             data = request.getfixturevalue(SYNTHETIC if source == SYNTHETIC else "cj_small")
             config = TINY if source == SYNTHETIC else TrainConfig()
-            cache[source] = train(data, config, out_dir=tmp_path_factory.mktemp(f"models-{source}"),
-                                  show_progress=False)
+            with _one_compile_at_a_time(tmp_path_factory, first=not cache):
+                cache[source] = train(data, config, out_dir=tmp_path_factory.mktemp(f"models-{source}"),
+                                      show_progress=False)
         return cache[source]
 
     return model_of

@@ -2,7 +2,6 @@
 invalid ones rejected with a 4xx, responses that match the schema; and hostile bodies on every operation that
 reads JSON."""
 
-import itertools
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,9 @@ TOKEN = "fuzz-token"
 CASES_PER_OPERATION = 40
 
 
-def test_api_survives_generated_requests(model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
+def test_api_survives_generated_requests(model_dir: Path, tmp_path: Path, mode: GenerationMode) -> None:
+    """Valid and invalid generated requests (one test each, so that two workers share them) on every operation."""
     app = create_app(Settings(model_path=model_dir, admin_token=TOKEN, state_path=tmp_path / "state.sqlite3"))
     with TestClient(app):  # runs the lifespan: the model is loaded before the first case
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
@@ -28,7 +29,7 @@ def test_api_survives_generated_requests(model_dir: Path, tmp_path: Path) -> Non
         assert len(operations) >= 7
         ran = 0
 
-        for operation, mode in itertools.product(operations, (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)):
+        for operation in operations:
             @given(case=operation.as_strategy(generation_mode=mode))
             @settings(max_examples=CASES_PER_OPERATION, deadline=None, database=None, derandomize=True,
                       suppress_health_check=list(HealthCheck))
@@ -41,7 +42,8 @@ def test_api_survives_generated_requests(model_dir: Path, tmp_path: Path) -> Non
                 check()
             except Unsatisfiable:
                 assert mode is GenerationMode.NEGATIVE  # an operation without inputs has no invalid request
-        assert ran >= 4 * CASES_PER_OPERATION  # operations without parameters have only a few distinct cases
+        # operations without parameters have only a few distinct cases (and no invalid one)
+        assert ran >= 2 * CASES_PER_OPERATION
 
 
 def test_every_json_operation_refuses_deep_nesting_with_a_4xx(model_dir: Path, tmp_path: Path) -> None:
