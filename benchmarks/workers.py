@@ -100,7 +100,7 @@ async def _closed(base: str, bodies: list[bytes], connections: int, seconds: flo
             "achieved_rps": len(latencies) / elapsed, **{k: v for k, v in stats.items() if k != "qps"}}
 
 
-def measure(model: Path, workers: int, bodies: list[bytes], connections: int, rate: float, seconds: float,
+def measure(model: Path, workers: int, bodies: list[bytes], *, connections: int, rate: float, seconds: float,
             source: Path | None, sweep: list[bytes]) -> dict[str, Any]:
     """One worker count: the loads, and the memory after start-up, after the loads and, when ``sweep`` holds
     requests, after those (every item asked for once: the most that serving writes to, and so copies of, the
@@ -142,7 +142,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run(model: Path, counts: list[int], connections: int, rate: float, seconds: float, source: Path | None,
+def run(model: Path, counts: list[int], *, connections: int, rate: float, seconds: float, source: Path | None,
         out: Path, sweep: bool = True) -> dict[str, Any]:
     engine = SubstituteEngine.load(model)
     bodies = [json.dumps({"item_id": q.item_id, "customer_id": q.customer_id, "k": K}).encode()
@@ -150,7 +150,8 @@ def run(model: Path, counts: list[int], connections: int, rate: float, seconds: 
     every_item = [json.dumps({"item_id": str(item), "k": K}).encode() for item in engine.item_ids] if sweep else []
     version = engine.version
     del engine
-    rows = [measure(model, n, bodies, connections, rate, seconds, source, every_item) for n in counts]
+    rows = [measure(model, n, bodies, connections=connections, rate=rate, seconds=seconds, source=source,
+                    sweep=every_item) for n in counts]
     result: dict[str, Any] = {"model_version": version, "source": str(source) if source else "this checkout",
                               "connections": connections, "rate": rate, "seconds": seconds, "runs": rows}
     for stage in ("started", "loaded", "swept"):
@@ -190,7 +191,8 @@ def main() -> None:
     if not (args.model / "manifest.json").is_file():
         parser.error(f"--model: {args.model} is not a model directory")
     source = args.source.resolve() if args.source else None
-    run(args.model.resolve(), counts, args.connections, args.rate, args.seconds, source, args.out, args.sweep)
+    run(args.model.resolve(), counts, connections=args.connections, rate=args.rate, seconds=args.seconds,
+        source=source, out=args.out, sweep=args.sweep)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,7 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _worker(engine: SubstituteEngine, settings: Settings, sock: socket.socket, options: WorkerOptions,
+def _worker(engine: SubstituteEngine, settings: Settings, sock: socket.socket, options: WorkerOptions, *,
             parent: int, configure: Callable[[bool], None], first: bool) -> int:
     """The body of a forked worker: its own app (state, sync thread, event loop) around the inherited engine."""
     import uvicorn
@@ -164,7 +164,8 @@ class Supervisor:
                 for sig in _STOP_SIGNALS:  # uvicorn installs its own while it serves
                     signal.signal(sig, signal.SIG_DFL)
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-                status = _worker(self.engine, self.settings, self.sock, self.options, parent, self.configure, first)
+                status = _worker(self.engine, self.settings, self.sock, self.options, parent=parent,
+                                 configure=self.configure, first=first)
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
             finally:
