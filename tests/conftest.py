@@ -8,15 +8,15 @@ Two tiers share these fixtures (see docs/testing.md):
 
 ``trained``, ``model_dir``, ``engine`` and ``dataset`` are parametrized by ``source``: a contract test that asks for
 them runs on the synthetic model in the fast tier and again on the Complete Journey model in the real-data tier
-(the ``cj`` parameter carries the ``realdata`` marker). A test that judges real data asks for ``cj_small``,
-``cj_trained`` or ``cj_model_dir`` itself and is marked ``realdata``.
+(the ``cj`` parameter carries the ``realdata`` marker). A test that judges real data asks for ``cj_small`` itself
+and is marked ``realdata``.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,7 +43,7 @@ def rees46_path() -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic() -> Dataset:
-    """The synthetic retailer (tests/synthetic.py): about 550 items, 150 customers, 36 weeks."""
+    """The synthetic retailer (tests/synthetic.py): about 530 items, 150 customers, the 52 weeks of 2017."""
     return synthetic_retailer()
 
 
@@ -60,13 +60,10 @@ def cj_small() -> Dataset:
 
 
 @contextmanager
-def _one_compile_at_a_time(tmp_path_factory: pytest.TempPathFactory, first: bool) -> Iterator[None]:
+def _one_training_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """A worker's first training compiles numba's query kernels (about 20 s on a fresh clone) unless their cache is
-    written: the pytest workers of one run take turns, so that one compiles and the others load its cache instead
-    of compiling the same kernels at the same time."""
-    if not first:
-        yield
-        return
+    written: the pytest workers of one run train their models in turn, so that one compiles and the others load its
+    cache instead of compiling the same kernels at the same time."""
     lock_path = tmp_path_factory.getbasetemp().parent / "first-training.lock"  # shared by the run's workers
     with lock_path.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -74,25 +71,6 @@ def _one_compile_at_a_time(tmp_path_factory: pytest.TempPathFactory, first: bool
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-@pytest.fixture(scope="session")
-def trainer(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-            ) -> Callable[[str], TrainResult]:
-    """Trains the model of a source once per session: the synthetic retailer with the tiny configuration, or the
-    Complete Journey slice with the defaults."""
-    cache: dict[str, TrainResult] = {}
-
-    def model_of(source: str) -> TrainResult:
-        if source not in cache:
-            data = request.getfixturevalue(SYNTHETIC if source == SYNTHETIC else "cj_small")
-            config = TINY if source == SYNTHETIC else TrainConfig()
-            with _one_compile_at_a_time(tmp_path_factory, first=not cache):
-                cache[source] = train(data, config, out_dir=tmp_path_factory.mktemp(f"models-{source}"),
-                                      show_progress=False)
-        return cache[source]
-
-    return model_of
 
 
 @pytest.fixture(scope="session", params=[SYNTHETIC, pytest.param(COMPLETE_JOURNEY, marks=pytest.mark.realdata)])
@@ -131,8 +109,12 @@ def train_args(data_args: list[str], config: TrainConfig, tmp_path_factory: pyte
 
 
 @pytest.fixture(scope="session")
-def trained(source: str, trainer: Callable[[str], TrainResult]) -> TrainResult:
-    return trainer(source)
+def trained(source: str, dataset: Dataset, config: TrainConfig, tmp_path_factory: pytest.TempPathFactory
+            ) -> TrainResult:
+    """The parametrized model, trained once per session: the synthetic retailer with the tiny configuration, or the
+    Complete Journey slice with the defaults."""
+    with _one_training_at_a_time(tmp_path_factory):
+        return train(dataset, config, out_dir=tmp_path_factory.mktemp(f"models-{source}"), show_progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -144,14 +126,3 @@ def model_dir(trained: TrainResult) -> Path:
 def engine(model_dir: Path) -> SubstituteEngine:
     """A fresh engine per test, so inventory changes never leak between tests."""
     return SubstituteEngine.load(model_dir)
-
-
-@pytest.fixture(scope="session")
-def cj_trained(trainer: Callable[[str], TrainResult]) -> TrainResult:
-    """The Complete Journey slice's model, for tests that judge real data (mark them ``realdata``)."""
-    return trainer(COMPLETE_JOURNEY)
-
-
-@pytest.fixture(scope="session")
-def cj_model_dir(cj_trained: TrainResult) -> Path:
-    return cj_trained.model_dir

@@ -75,8 +75,10 @@ def assemble(aggregates: Aggregates, run: Run, *, reports: list[ValidationReport
     ranker (``learn_ranker``). ``reports``: the loaders' reports; ``engine``: what computed the aggregates."""
     config, timer, items, customers = run.config, run.timer, aggregates.items, aggregates.customers
     with timer.stage("embeddings"):
-        item_factors, als_loss = (factors or (lambda: als_factors(aggregates.customer_weight, config,
-                                                                  run.show_progress)))()
+        if factors is None:
+            item_factors, als_loss = als_factors(aggregates.customer_weight, config, run.show_progress)
+        else:
+            item_factors, als_loss = factors()
         item_factors = impute_cold_factors(items, item_factors)
 
     with timer.stage("feedback"):
@@ -103,7 +105,6 @@ def assemble(aggregates: Aggregates, run: Run, *, reports: list[ValidationReport
         size_parse_rate=aggregates.size_parse_rate, reports=[*reports, aggregates.report], ranker=ranker,
         als_loss=als_loss, metrics=holdout_metrics, engine=engine)
     return FittedModel(model, manifest, timer, run.started)
-
 
 
 def als_factors(weight: sp.csr_matrix, config: TrainConfig, show_progress: bool
@@ -134,7 +135,7 @@ def unit_rows(factors: np.ndarray) -> np.ndarray:
 
 
 def feedback_signals(decisions: pd.DataFrame | None, item_ids: pd.Series, customers: pd.Index
-              ) -> tuple[sp.csr_matrix, sp.csr_matrix, dict[str, int]]:
+                     ) -> tuple[sp.csr_matrix, sp.csr_matrix, dict[str, int]]:
     """Substitution feedback as an item x item score, (accepted - rejected) / (all + 1) per pair (one
     rejection -0.5, three -0.75, one acceptance +0.5), and customer x item counts of accepted substitutes.
     No time decay: feedback is rare and recent by nature."""

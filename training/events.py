@@ -18,7 +18,7 @@ ID_COLUMNS = ("customer_id", "item_id", "session_id", "event_type", "store_id")
 
 
 def prepare_events(dataset: Dataset, config: TrainConfig, train_until: datetime | None,
-                    report: ValidationReport) -> pd.DataFrame:
+                   report: ValidationReport) -> pd.DataFrame:
     """The usable events, as a compact frame: id columns categorical, rows in their original order."""
     events = dataset.events.assign(**{column: categorical(dataset.events[column]) for column in ID_COLUMNS})
     report.rows_read = len(events)

@@ -17,7 +17,7 @@ _TRUE = frozenset({"true", "1", "1.0", "yes", "y", "t"})
 
 
 def read_catalog_report(path: str | Path, columns: CatalogColumns, read: ColumnReader | None = None
-                  ) -> tuple[pd.DataFrame, ValidationReport]:
+                        ) -> tuple[pd.DataFrame, ValidationReport]:
     """The catalog at ``path`` in the canonical columns, and its report. ``read``: how its columns are read (the
     Spark engine reads a URL with Spark); by default :func:`read_columns`."""
     raw = (read or read_columns)(path, columns, "catalog")
