@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= 2
 # the suites other than the default one run on one data set each: these leave out the real-data parameter
 NOT_REAL := not realdata
 
-.PHONY: install run train test test-realdata test-slow test-postgres postgres-server test-browser browser java test-spark clean
+.PHONY: install run train test test-realdata test-slow wrk test-postgres postgres-server test-browser browser java test-spark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,14 @@ test: $(STAMP)
 test-realdata: $(STAMP)
 	$(BIN)/pytest -m 'realdata and not slow and not postgres and not browser and not spark' $(PYTEST_ARGS)
 
-test-slow: $(STAMP)
+# the throughput benchmark (benchmarks/throughput.py) loads the server with wrk: Debian's, installed only when missing
+wrk:
+	@if ! command -v wrk >/dev/null 2>&1; then \
+		sudo=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq wrk; \
+	fi
+
+test-slow: $(STAMP) wrk
 	$(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 # the replica tests start a private PostgreSQL cluster: Debian's server package, installed only when missing

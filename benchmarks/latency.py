@@ -6,7 +6,8 @@ same run, because absolute times on a shared machine are noisy; nothing here is 
    followed by the same filters; recall@10 of our retrieval against the exact filtered answer.
 2. scaling: synthetic catalogs (d=64, log-normal group sizes) - our group-range search against the brute-force
    scan: latency, recall@10, index build time, memory.
-3. http: ``recsys serve`` on loopback under a bounded async load at fixed request rates.
+3. http: ``recsys serve`` on loopback under a bounded async load at fixed request rates, every request with an
+   API key of the read scope (as deployed); ``auth="open"`` measures the same without access control.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from recsys import Intent, StockUpdate, SubstituteEngine, SubstituteFilters
 from serving.process import serving
 
 K = 10
+#: how a benchmark's server is closed (:func:`access_controlled`): API keys (the default), or open
+AUTH_MODES = ("keys", "open")
 #: queries each method answers in its turn in the engine bench
 ENGINE_BLOCK = 100
 #: untimed queries each method answers at the start of its turn
@@ -235,10 +238,45 @@ def _flat_index(vectors: np.ndarray) -> faiss.Index:
     return index
 
 
-async def load_at_rate(base: str, bodies: list[bytes], rate: float, seconds: float) -> dict[str, Any]:
+@contextmanager
+def access_controlled(auth: str = "keys") -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+    """The server's extra environment and the headers of every request for a benchmark with access control
+    ``auth``, in a fresh SQLite state (a temporary directory, removed on exit; the inventory is read from it
+    once and stays in memory, so the query path is the same either way):
+
+    - ``keys`` (the default deployment, what is measured by default): an API key named ``bench`` with the read
+      scope, made in the state before the server starts, sent as ``Authorization: Bearer`` on every request, so
+      the measured path includes looking the key up;
+    - ``open`` (``RECSYS_AUTH=open``, no header): the same path without access control, to measure what it costs
+      (run both, e.g. ``bench_http(..., auth="keys")`` then ``bench_http(..., auth="open")``, and compare).
+
+    Either way the per-caller rate limit is raised out of reach: it is still counted on every request, but a
+    load above the default (200 requests/s) is measured, not refused with 429."""
+    import tempfile
+
+    from recsys.state.keys import create_key
+    from recsys.state.store import open_state
+
+    if auth not in AUTH_MODES:
+        raise ValueError(f"auth {auth!r}: expected one of {', '.join(AUTH_MODES)}")
+    with tempfile.TemporaryDirectory(prefix="recsys-bench-") as directory:
+        path = Path(directory) / "state.sqlite3"
+        env = {"RECSYS_STATE_PATH": str(path), "RECSYS_AUTH": auth, "RECSYS_RATE_LIMIT_PER_S": "1e9"}
+        headers: dict[str, str] = {}
+        if auth == "keys":
+            state = open_state(f"sqlite:///{path}")
+            try:
+                headers["authorization"] = f"Bearer {create_key(state, 'bench', frozenset({'read'}))}"
+            finally:
+                state.close()
+        yield env, headers
+
+
+async def load_at_rate(base: str, bodies: list[bytes], rate: float, seconds: float,
+                       headers: dict[str, str] | None = None) -> dict[str, Any]:
     """Open-loop load at ``rate`` requests/s for ``seconds`` (bounded: it stops by itself), aiohttp keep-alive
-    connections. Latency is measured from the scheduled send time, so a slow server cannot hide behind a
-    slow client (no coordinated omission)."""
+    connections, ``headers`` (the API key: :func:`access_controlled`) on every request. Latency is measured from
+    the scheduled send time, so a slow server cannot hide behind a slow client (no coordinated omission)."""
     import aiohttp
 
     latencies: list[float] = []
@@ -248,7 +286,7 @@ async def load_at_rate(base: str, bodies: list[bytes], rate: float, seconds: flo
     connector = aiohttp.TCPConnector(limit=64)
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(base_url=base, connector=connector, timeout=timeout,
-                                     headers={"content-type": "application/json"}) as session:
+                                     headers={"content-type": "application/json", **(headers or {})}) as session:
         async def one(body: bytes, scheduled: float) -> None:
             nonlocal errors
             try:
@@ -285,20 +323,22 @@ async def load_at_rate(base: str, bodies: list[bytes], rate: float, seconds: flo
 
 
 def bench_http(model_path: Path, rates: tuple[float, ...] = (100.0, 500.0), seconds: float = 5.0,
-               seed: int = 0) -> dict[str, Any]:
-    """Start ``recsys serve`` (one worker) on a free loopback port and load it at fixed rates. Where the
-    machine has two cores or more, the server and the load generator each get their own core (Linux), as
-    they would on separate machines: sharing one, the load generator's work between requests evicts the
-    server's caches and competes for its core."""
+               seed: int = 0, auth: str = "keys") -> dict[str, Any]:
+    """Start ``recsys serve`` (one worker) on a free loopback port and load it at fixed rates, each request with
+    an API key of the read scope (``auth="open"``: without access control; see :func:`access_controlled`).
+    Where the machine has two cores or more, the server and the load generator each get their own core
+    (Linux), as they would on separate machines: sharing one, the load generator's work between requests
+    evicts the server's caches and competes for its core."""
     engine = SubstituteEngine.load(model_path)
     bodies = [json.dumps({"item_id": q.item_id, "customer_id": q.customer_id, "k": K}).encode()
               for q in query_mix(engine, 500, seed)]
     del engine
-    with serving(model_path, env={"RECSYS_STATE_PATH": ""}, timeout_s=120) as (base, process):  # inventory in memory
+    with access_controlled(auth) as (env, headers), \
+            serving(model_path, env=env, timeout_s=120) as (base, process):
         with _separate_cores(process.pid) as pinned:
-            asyncio.run(load_at_rate(base, bodies, 50.0, 1.0))  # warm-up
-            runs = [asyncio.run(load_at_rate(base, bodies, rate, seconds)) for rate in rates]
-    return {"runs": runs, "server_and_load_generator_on_separate_cores": pinned}
+            asyncio.run(load_at_rate(base, bodies, 50.0, 1.0, headers))  # warm-up
+            runs = [asyncio.run(load_at_rate(base, bodies, rate, seconds, headers)) for rate in rates]
+    return {"auth": auth, "runs": runs, "server_and_load_generator_on_separate_cores": pinned}
 
 
 @contextmanager

@@ -15,8 +15,14 @@ and again after the loads (a forked worker's copy-on-write pages become private 
 private and shared. The CPU seconds each worker spent during the closed loop show how the kernel spread the
 connections. The load generator runs in this process, on the same cores as the server.
 
+Every request carries an API key with the read scope, made in the state before the server starts (the default
+deployment: the measured path includes access control); ``--auth open`` runs the server with ``RECSYS_AUTH=open``
+and sends no key, to measure the same without it (``benchmarks.latency.access_controlled``). The per-caller rate
+limit is raised out of reach either way, so the loads are measured, not refused.
+
 ``--source DIR`` runs the ``recsys serve`` of another source checkout (``git archive REV | tar -x -C DIR``), with
-this checkout's load and measurements: how the "before" rows of docs/deployment.md were measured. Run:
+this checkout's load and measurements: how the "before" rows of docs/deployment.md were measured (a checkout
+from before API keys takes no key: measure it with ``--auth open``). Run:
 ``python -m benchmarks.workers --model models/current --out DIR``; the JSON and the table go to ``DIR``.
 """
 
@@ -26,12 +32,11 @@ import argparse
 import asyncio
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.latency import K, load_at_rate, query_mix, summarise
+from benchmarks.latency import AUTH_MODES, K, access_controlled, load_at_rate, query_mix, summarise
 from recsys import SubstituteEngine
 from serving.process import children, memory, proc_stat, serving
 
@@ -64,10 +69,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _closed(base: str, bodies: list[bytes], connections: int, seconds: float, once: bool = False
-                  ) -> dict[str, Any]:
+async def _closed(base: str, bodies: list[bytes], connections: int, seconds: float, once: bool = False,
+                  headers: dict[str, str] | None = None) -> dict[str, Any]:
     """``connections`` keep-alive connections, each sending its next request when the previous answer arrives,
-    for ``seconds`` (``once``: until every body has been sent once)."""
+    for ``seconds`` (``once``: until every body has been sent once), with ``headers`` (the API key)."""
     import aiohttp
 
     latencies: list[float] = []
@@ -75,7 +80,7 @@ async def _closed(base: str, bodies: list[bytes], connections: int, seconds: flo
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(base_url=base, connector=connector, timeout=timeout,
-                                     headers={"content-type": "application/json"}) as session:
+                                     headers={"content-type": "application/json", **(headers or {})}) as session:
         began = time.perf_counter()
         stop = began + seconds
 
@@ -101,27 +106,27 @@ async def _closed(base: str, bodies: list[bytes], connections: int, seconds: flo
 
 
 def measure(model: Path, workers: int, bodies: list[bytes], *, connections: int, rate: float, seconds: float,
-            source: Path | None, sweep: list[bytes]) -> dict[str, Any]:
+            source: Path | None, sweep: list[bytes], auth: str = "keys") -> dict[str, Any]:
     """One worker count: the loads, and the memory after start-up, after the loads and, when ``sweep`` holds
     requests, after those (every item asked for once: the most that serving writes to, and so copies of, the
-    pages a worker shares)."""
-    with tempfile.TemporaryDirectory() as state, serving(
-            model, env={"RECSYS_STATE_PATH": str(Path(state) / "state.sqlite3")}, timeout_s=600,
-            args=("--workers", str(workers)), cwd=source) as (base, process):
-        asyncio.run(load_at_rate(base, bodies, 50.0, 2.0))  # warm-up: every worker's first requests
+    pages a worker shares). ``auth``: with an API key on every request (``keys``) or without access control
+    (``open``)."""
+    with access_controlled(auth) as (env, headers), serving(
+            model, env=env, timeout_s=600, args=("--workers", str(workers)), cwd=source) as (base, process):
+        asyncio.run(load_at_rate(base, bodies, 50.0, 2.0, headers))  # warm-up: every worker's first requests
         started = tree_memory(process.pid)
         # the processes that answer: the server itself with one worker, its children with more
         serving_pids = [process.pid] if workers == 1 else descendants(process.pid)
         before = {pid: cpu_seconds(pid) for pid in serving_pids}
-        closed = asyncio.run(_closed(base, bodies, connections, seconds))
+        closed = asyncio.run(_closed(base, bodies, connections, seconds, headers=headers))
         closed["cpu_s_per_process"] = [round(cpu_seconds(pid) - before[pid], 2) for pid in serving_pids]
-        opened = asyncio.run(load_at_rate(base, bodies, rate, seconds))
+        opened = asyncio.run(load_at_rate(base, bodies, rate, seconds, headers))
         loaded = tree_memory(process.pid)
         swept = None
         if sweep:
-            asyncio.run(_closed(base, sweep, connections, 0.0, once=True))
+            asyncio.run(_closed(base, sweep, connections, 0.0, once=True, headers=headers))
             swept = tree_memory(process.pid)
-    return {"workers": workers, "closed_loop": closed, "open_loop": opened, "memory_started": started,
+    return {"workers": workers, "auth": auth, "closed_loop": closed, "open_loop": opened, "memory_started": started,
             "memory_loaded": loaded, "memory_swept": swept}
 
 
@@ -143,7 +148,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def run(model: Path, counts: list[int], *, connections: int, rate: float, seconds: float, source: Path | None,
-        out: Path, sweep: bool = True) -> dict[str, Any]:
+        out: Path, sweep: bool = True, auth: str = "keys") -> dict[str, Any]:
     engine = SubstituteEngine.load(model)
     bodies = [json.dumps({"item_id": q.item_id, "customer_id": q.customer_id, "k": K}).encode()
               for q in query_mix(engine, 500, 0)]
@@ -151,9 +156,9 @@ def run(model: Path, counts: list[int], *, connections: int, rate: float, second
     version = engine.version
     del engine
     rows = [measure(model, n, bodies, connections=connections, rate=rate, seconds=seconds, source=source,
-                    sweep=every_item) for n in counts]
+                    sweep=every_item, auth=auth) for n in counts]
     result: dict[str, Any] = {"model_version": version, "source": str(source) if source else "this checkout",
-                              "connections": connections, "rate": rate, "seconds": seconds, "runs": rows}
+                              "auth": auth, "connections": connections, "rate": rate, "seconds": seconds, "runs": rows}
     for stage in ("started", "loaded", "swept"):
         by_count = {row["workers"]: row[f"memory_{stage}"]["total_pss_mb"] for row in rows if row[f"memory_{stage}"]}
         if 1 in by_count and 2 in by_count:
@@ -180,6 +185,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="open loop: requests per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="each load's length")
     parser.add_argument("--source", type=Path, help="run the recsys serve of this source checkout")
+    parser.add_argument("--auth", choices=AUTH_MODES, default="keys",
+                        help="keys: an API key with the read scope on every request (as deployed); open: "
+                             "RECSYS_AUTH=open and no key (without access control)")
     parser.add_argument("--no-sweep", dest="sweep", action="store_false",
                         help="skip asking for every item once (the memory ceiling; about 2 minutes a worker count)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/workers"))
@@ -192,7 +200,7 @@ def main() -> None:
         parser.error(f"--model: {args.model} is not a model directory")
     source = args.source.resolve() if args.source else None
     run(args.model.resolve(), counts, connections=args.connections, rate=args.rate, seconds=args.seconds,
-        source=source, out=args.out, sweep=args.sweep)
+        source=source, out=args.out, sweep=args.sweep, auth=args.auth)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
@@ -14,6 +15,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from recsys import ArtifactError, Inventory, SubstituteEngine
+from serving.access import AccessMiddleware, document_scopes
+from serving.cors import add_cors
+from serving.limits import ConcurrencyLimitMiddleware, RateLimiter
 from serving.metrics import Metrics, ObservabilityMiddleware
 from serving.routers import admin, customers, feedback, health, items, model, substitutes, ui
 from serving.schemas import ErrorOut
@@ -50,18 +54,42 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
     # no provider configured, so they are opt-in
     telemetry = None if settings.opentelemetry else {"tracing": False, "metrics": False, "logs": False}
     app = FastAPI(title="recsys substitutes", version="1.0", lifespan=lifespan, telemetry=telemetry,
+                  # RECSYS_DOCS=false: no API description served (all three are 404)
+                  openapi_url="/openapi.json" if settings.docs else None,
+                  docs_url="/docs" if settings.docs else None, redoc_url="/redoc" if settings.docs else None,
                   responses={400: {"model": ErrorOut, "description": "unparseable body"},
                              413: {"model": ErrorOut, "description": "body over RECSYS_MAX_BODY_BYTES"}},
                   description="Substitutes for unavailable items: ranked, available, personal, with reasons.")
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_scopes(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.settings = settings
     app.state.service = ServiceState.from_settings(settings, inventory)
     app.state.metrics = Metrics()
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    # the innermost middleware: every other one (metrics, CORS, the concurrency limit) sees its refusals
+    app.add_middleware(AccessMiddleware, access=app.state.service.access, limiter=app.state.rate_limiter)
+    # added first, so it runs inside ObservabilityMiddleware (the last added is outermost): refusals are
+    # counted and timed in the metrics, and a body whose length is over the limit never takes a slot
+    app.add_middleware(ConcurrencyLimitMiddleware, max_concurrency=settings.max_concurrency)
+    # CORS inside ObservabilityMiddleware, so preflights are counted, timed and get an X-Request-ID; outside the
+    # concurrency limit, the access check and routing, so a preflight takes no slot and needs no API key, and
+    # their 401s, 429s and 503s carry the CORS headers a page needs to read them (the 413 for a body over the
+    # limit, answered outside, does not)
+    add_cors(app, settings.cors_origin_list())
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
     for router in (substitutes.router, customers.router, feedback.router, admin.router, health.router,
                    items.router, model.router):
         app.include_router(router)
     if settings.ui:  # the review page: static files calling the API above
         app.include_router(ui.router)
+    if settings.metrics:
+        app.include_router(health.metrics_router)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

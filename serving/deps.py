@@ -1,21 +1,20 @@
-"""Request dependencies: the engine (503 until a model is loaded) and the admin bearer token.
+"""Request dependencies: the engine (503 until a model is loaded), the answer signer, the state and the settings.
+Who may call a route is checked before routing, by :class:`serving.access.AccessMiddleware`.
 
 All are ``async def``: they only read app state, and FastAPI runs a plain ``def`` dependency in its thread
 pool, a hop that cost more than the whole engine query."""
 
 from __future__ import annotations
 
-import secrets
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from recsys import SubstituteEngine
+from recsys.state.answers import AnswerSigner
 from serving.settings import Settings
 from serving.state import ServiceState
-
-_bearer = HTTPBearer(auto_error=False, description="RECSYS_ADMIN_TOKEN")
 
 
 async def get_state(request: Request) -> ServiceState:
@@ -36,20 +35,34 @@ async def get_engine(request: Request) -> SubstituteEngine:
     return engine
 
 
-async def require_admin(
-    settings: Annotated[Settings, Depends(get_settings)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    if settings.admin_token is None or not settings.admin_token.get_secret_value():
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin endpoints are disabled: set RECSYS_ADMIN_TOKEN")
-    expected = settings.admin_token.get_secret_value().encode()
-    given = credentials.credentials.encode() if credentials is not None else b""
-    if not secrets.compare_digest(given, expected):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+@dataclass(frozen=True, slots=True)
+class Answering:
+    """What a substitute route needs: the engine and the answer signer."""
+
+    engine: SubstituteEngine
+    signer: AnswerSigner
+
+
+async def answering(request: Request) -> Answering:
+    """The substitute routes' one dependency: a loaded model (else 503) and the signing key (else 503). One,
+    because each dependency FastAPI resolves costs microseconds on the busiest path."""
+    service = request.app.state.service
+    if service.engine is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded yet")
+    if service.signer is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the state database has not answered yet")
+    return Answering(service.engine, service.signer)
+
+
+async def get_signer(request: Request) -> AnswerSigner:
+    signer: AnswerSigner | None = request.app.state.service.signer
+    if signer is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the state database has not answered yet")
+    return signer
 
 
 EngineDep = Annotated[SubstituteEngine, Depends(get_engine)]
+AnsweringDep = Annotated[Answering, Depends(answering)]
+SignerDep = Annotated[AnswerSigner, Depends(get_signer)]
 StateDep = Annotated[ServiceState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-AdminDep = Depends(require_admin)

@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import time
-from typing import Any
+from binascii import b2a_hex
+from json.encoder import encode_basestring_ascii as _json_string  # a JSON string, quoted (C-accelerated)
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("recsys.access")
+#: an incoming X-Request-ID (a proxy's or a client's) is kept when it is a plain token; anything else is replaced,
+#: so that a header cannot forge or break a log line
+_REQUEST_ID: Final[re.Pattern[bytes]] = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
 class Metrics:
@@ -66,6 +73,9 @@ class ObservabilityMiddleware:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        # the access log's timestamp to the second, made once a second rather than once a request
+        self._second = -1
+        self._second_text = ""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,11 +83,16 @@ class ObservabilityMiddleware:
             return
         start = time.perf_counter()
         status_code = 500
-        length = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        request_id: bytes | None = headers.get(b"x-request-id")
+        if request_id is None or _REQUEST_ID.fullmatch(request_id) is None:
+            request_id = b2a_hex(os.urandom(8))  # unique enough to find one request, ten times cheaper than a uuid4
+        id_header = (b"x-request-id", request_id)
+        length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             status_code = 413
-            await _plain_error(send, 413, f"request body over {self.max_body_bytes} bytes")
-            self._record(scope, status_code, start)
+            await _plain_error(send, 413, f"request body over {self.max_body_bytes} bytes", id_header)
+            self._record(scope, status_code, start, request_id)
             return
 
         received = 0
@@ -99,34 +114,51 @@ class ObservabilityMiddleware:
                 # (a route may add its own entries: the substitute routes report the engine's time)
                 elapsed_ms = (time.perf_counter() - start) * 1e3
                 timing = (b"server-timing", f"app;dur={elapsed_ms:.3f}".encode())
-                message["headers"] = [*message.get("headers", []), timing]
+                message["headers"] = [*message.get("headers", []), timing, id_header]
             await send(message)
 
         try:
             await self.app(scope, limited_receive, recording_send)
         except _BodyTooLarge:
             status_code = 413
-            await _plain_error(send, 413, f"request body over {self.max_body_bytes} bytes")
-        self._record(scope, status_code, start)
+            await _plain_error(send, 413, f"request body over {self.max_body_bytes} bytes", id_header)
+        self._record(scope, status_code, start, request_id)
 
-    def _record(self, scope: Scope, status_code: int, start: float) -> None:
+    def _record(self, scope: Scope, status_code: int, start: float, request_id: bytes) -> None:
         route: Any = scope.get("route")
         endpoint = getattr(route, "path", None) or "unmatched"
         seconds = time.perf_counter() - start
         method = scope.get("method", "")
         self.metrics.record(endpoint, method, status_code, seconds)
         if access_log.isEnabledFor(logging.INFO):
-            # the route template, never the concrete path or body: no customer data in logs
-            access_log.info(json.dumps({"event": "request", "method": method, "endpoint": endpoint,
-                                        "status": status_code, "ms": round(seconds * 1e3, 3)}))
+            # the name of the API key that called (``request.state.caller``, set by the authentication), never
+            # a key, a header, the query string or the body
+            state = scope.get("state")
+            caller = state.get("caller") if state else None
+            key = _json_string(caller) if isinstance(caller, str) else "null"
+            # the route template, never the concrete path or body: no customer data in logs. Written as
+            # json.dumps would write it, in a third of its time; the request id is a plain token, needing no escape
+            access_log.info(f'{{"ts": "{self._timestamp()}", "event": "request", "request_id": '
+                            f'"{request_id.decode()}", "key": {key}, "method": {_json_string(method)}, "endpoint": '
+                            f'{_json_string(endpoint)}, "status": {status_code}, "ms": {round(seconds * 1e3, 3)!r}}}')
+
+    def _timestamp(self) -> str:
+        """Now in UTC, ISO 8601 to the millisecond: ``2026-11-24T08:15:02.417Z``."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int((now - second) * 1000):03d}Z"
 
 
 class _BodyTooLarge(Exception):
     pass
 
 
-async def _plain_error(send: Send, status_code: int, detail: str) -> None:
+async def _plain_error(send: Send, status_code: int, detail: str, *extra: tuple[bytes, bytes]) -> None:
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status_code,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *extra]})
     await send({"type": "http.response.body", "body": body})

@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Final
 
 from recsys import ArtifactError, Inventory, SubstituteEngine
+from recsys.model.registry import InvalidVersionError, check_version
 from recsys.state.storage import StateUnavailableError
 from recsys.state.store import open_state
 from serving.settings import Settings
@@ -56,18 +57,23 @@ class WorkerOptions:
 
 def pointed_version(settings: Settings) -> str | None:
     """The model version the state's pointer names, read through a connection closed again before returning (no
-    connection may cross a fork); None when there is no state, no pointer or the state cannot be reached."""
+    connection may cross a fork); None when there is no state, no pointer, a pointer that is not a plain version
+    name, or the state cannot be reached."""
     location = settings.state_location()
     if location is None:
         return None
     try:
-        store = open_state(location)
+        store = open_state(location, password=settings.state_password_value(),
+                           password_file=settings.state_password_file)
     except Exception as exc:  # best effort: the workers open the state again, and report what fails there
         log.warning("cannot read the model pointer: %s", exc)
         return None
     try:
-        return store.model_pointer()
+        return check_version(version) if (version := store.model_pointer()) is not None else None
     except StateUnavailableError:
+        return None
+    except InvalidVersionError as exc:  # never a path outside the models directory; the workers report it
+        log.error("the model pointer is refused: %s", exc)
         return None
     finally:
         store.close()

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 from recsys.domain.types import MAX_K, Intent, SubstituteFilters
+from recsys.state.answers import MAX_ANSWER_ID_LENGTH
 from recsys.state.inventory import ONLINE
 
 MAX_ORDER_LINES = 200
@@ -71,15 +72,13 @@ class FeedbackIn(BaseModel):
         {"required": ["rejected"], "properties": {"rejected": {"minItems": 1}}},
     ]})
 
-    item_id: Id = Field(description="the unavailable item X")
-    shown: list[Id] = Field(default_factory=list, max_length=MAX_K, description="substitutes shown, in order")
+    answer_id: str = Field(min_length=1, max_length=MAX_ANSWER_ID_LENGTH, description=(
+        "the answer_id of the answer that was shown, unchanged: it says which item, customer, store and "
+        "substitutes the decision is about"))
     accepted: Id | None = Field(None, description="the shown substitute the shopper accepted")
     rejected: list[Id] = Field(default_factory=list, max_length=MAX_K, description="shown substitutes rejected")
     chosen: Id | None = Field(None, description="a manual choice (picker or shopper), shown or not")
-    customer_id: Id | None = None
-    store_id: Id | None = None
     source: Literal["shopper", "picker"] = "shopper"
-    model_version: str | None = Field(None, max_length=64, description="the model_version of the answer shown")
 
     @model_validator(mode="after")
     def _decides_something(self) -> FeedbackIn:
@@ -90,6 +89,7 @@ class FeedbackIn(BaseModel):
 
 class FeedbackRecorded(BaseModel):
     id: int = Field(description="the stored feedback's id")
+    duplicate: bool = Field(False, description="true: this answer's decision was recorded before (a retry)")
 
 
 class StockUpdateIn(BaseModel):
@@ -125,6 +125,12 @@ class ReloadResult(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+class ValidationErrorOut(BaseModel):
+    """FastAPI's answer to a body that does not validate: one entry per problem."""
+
+    detail: list[dict[str, Any]]
 
 
 class ModelSummary(BaseModel):

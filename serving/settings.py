@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from recsys.state.answers import DEFAULT_MAX_AGE_S
+from serving.cors import parse_origins
 
 
 class Settings(BaseSettings):
@@ -13,14 +17,28 @@ class Settings(BaseSettings):
 
     model_path: Path = Field(Path("models/current"), description="model directory or the `current` symlink")
     admin_token: SecretStr | None = Field(
-        None, description="bearer token for inventory writes and reload; unset disables those endpoints"
+        None, description="bearer token that holds every scope (the operator's); API keys are made with "
+                          "`recsys keys create`"
+    )
+    auth: Literal["keys", "open"] = Field(
+        "keys", description="keys: every /v1 call needs an API key with its scope; open (development): reads, "
+                            "profiles and feedback need none, stock and admin calls still do"
+    )
+    feedback_max_age_s: float = Field(
+        DEFAULT_MAX_AGE_S, gt=0, description="feedback is taken for answers at most this old (seconds)"
     )
     state_path: Path | None = Field(
         Path("state/recsys.sqlite3"), description="SQLite file for inventory (WAL); empty: memory only"
     )
     state_url: str | None = Field(
-        None, description="sqlite:///path or postgresql://user:pass@host:port/db for inventory, feedback and the "
+        None, description="sqlite:///path or postgresql://user@host:port/db for inventory, feedback and the "
                           "model pointer shared by replicas; when set it replaces state_path"
+    )
+    state_password: SecretStr | None = Field(
+        None, description="the state database's password when the URL has none (kept out of the process list)"
+    )
+    state_password_file: Path | None = Field(
+        None, description="a file holding the state database's password (stripped), when the URL has none"
     )
     state_poll_s: float = Field(1.0, gt=0, le=60, description="catch-up interval when no notification came")
     models_dir: Path | None = Field(
@@ -29,12 +47,34 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
     max_batch: int = Field(10_000, ge=1, description="most inventory updates in one request")
+    max_batch_cost: int = Field(
+        2_000, ge=1, description="most lines x k in one POST /v1/substitutes/batch (more: 413)"
+    )
+    max_concurrency: int = Field(
+        64, ge=0, description="most HTTP requests in flight per process (more: 503 at once); 0: no limit"
+    )
+    rate_limit_per_s: float = Field(
+        200.0, ge=0, description="requests a second per caller and process (more: 429); 0: no limit"
+    )
+    rate_limit_burst: int = Field(400, ge=1, description="requests a caller may send at once, above the rate")
     opentelemetry: bool = Field(
         False, description="FastAPI's own OpenTelemetry traces, metrics and logs (checked on every request when on)"
     )
     ui: bool = Field(True, description="serve the review page at /ui (false: /ui is 404)")
+    docs: bool = Field(True, description="serve /docs, /redoc and /openapi.json (false: they are 404)")
+    metrics: bool = Field(True, description="serve Prometheus metrics at /metrics (false: it is 404)")
+    # a plain string, not a list: pydantic-settings reads a list from the environment as JSON
+    cors_origins: str = Field(
+        "", description="browser pages' origins allowed to call the API, comma-separated, e.g. "
+                        "https://shop.example.com,http://127.0.0.1:5173; empty: no CORS"
+    )
 
-    @field_validator("state_path", "state_url", mode="before")
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        return ",".join(parse_origins(value))  # a wrong origin stops the start, not only that page's calls
+
+    @field_validator("state_path", "state_url", "state_password", "state_password_file", mode="before")
     @classmethod
     def _empty_means_memory(cls, value: object) -> object:
         return None if value == "" else value
@@ -45,5 +85,13 @@ class Settings(BaseSettings):
             return self.state_url
         return f"sqlite:///{self.state_path}" if self.state_path is not None else None
 
+    def state_password_value(self) -> str | None:
+        """``state_password`` in clear, for :func:`recsys.state.store.open_state` (with ``state_password_file``)."""
+        return self.state_password.get_secret_value() if self.state_password is not None else None
+
     def models_directory(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.model_path.parent
+
+    def cors_origin_list(self) -> tuple[str, ...]:
+        """The origins of ``cors_origins``; none: no CORS."""
+        return parse_origins(self.cors_origins)

@@ -1,5 +1,5 @@
-"""Following the shared state: one background thread per process keeps the in-memory inventory current with
-the writes of every replica, and moves this process to the model the state's pointer names.
+"""Following the shared state: one background thread per process keeps the in-memory inventory and the API keys
+current with the writes of every replica, and moves this process to the model the state's pointer names.
 
 The thread wakes on a notification (PostgreSQL ``LISTEN``) or after ``poll_s``, and each time catches up by
 sequence number, so a notification lost while a connection was down costs at most one interval. A new model
@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Final, Protocol
 
-from recsys import Inventory, SubstituteEngine
+from recsys import ArtifactError, Inventory, SubstituteEngine
+from recsys.model.registry import InvalidVersionError, check_version
 from recsys.state.storage import StateUnavailableError
 from recsys.state.store import StateStore
 from serving.metrics import Metrics
@@ -25,6 +27,27 @@ from serving.metrics import Metrics
 log = logging.getLogger("recsys.serving")
 #: how long a replica waits before it tries again to load a version it could not load
 RETRY_FAILED_LOAD_S: Final[float] = 15.0
+#: ``recsys_model_load_failed``'s version label while the pointer is not a plain version name
+INVALID_POINTER: Final[str] = "(invalid)"
+#: the most characters of an error that /readyz shows
+MAX_SHOWN_ERROR: Final[int] = 300
+#: a path's directories: anything up to a "/" in a word ("/srv/models/v2/x.npy" -> "x.npy")
+_DIRECTORIES = re.compile(r"[^\s'\"(),:=\[\]]*/")
+
+
+def without_directories(text: str) -> str:
+    """``text`` with every path cut to its last part: what ``/readyz`` may show of an error (the full text goes
+    to the log), so that it does not reveal how the host's file system is laid out."""
+    return _DIRECTORIES.sub("", text)
+
+
+def shown_error(error: BaseException | str) -> str:
+    """An error as ``/readyz`` shows it: its kind (a model error's message says it; others get the exception's
+    type) and message, without directories, bounded."""
+    text = without_directories(str(error))
+    if not isinstance(error, (str, ArtifactError)):
+        text = f"{type(error).__name__}: {text}"
+    return text if len(text) <= MAX_SHOWN_ERROR else f"{text[:MAX_SHOWN_ERROR]}..."
 
 
 class Followed(Protocol):
@@ -38,6 +61,8 @@ class Followed(Protocol):
     def inventory(self) -> Inventory: ...
 
     async def reload(self, model_path: Path | None = None) -> tuple[SubstituteEngine, str | None]: ...
+
+    def refresh_access(self) -> None: ...
 
 
 class StateSync:
@@ -67,6 +92,7 @@ class StateSync:
         while not self._stop.is_set():
             try:
                 self.service.inventory.catch_up()
+                self.service.refresh_access()
                 self._follow_pointer()
                 self._set_reachable(True, None)
                 self.store.wait_for_change(self.poll_s)
@@ -90,6 +116,12 @@ class StateSync:
         """Load the version the pointer names when the pointer moves (or a failed load is due again). A version
         loaded by hand (``POST /v1/admin/reload``) stays until the pointer moves."""
         wanted = self.store.model_pointer()
+        if wanted is not None:
+            try:
+                check_version(wanted)
+            except InvalidVersionError as exc:
+                self._refuse_pointer(wanted, exc)
+                return
         self.wanted_version = wanted
         if wanted is None or (self._loading is not None and not self._loading.done()):
             return  # a pointer that moves during a load is acted on once that load has ended
@@ -108,6 +140,18 @@ class StateSync:
         self._loading = asyncio.run_coroutine_threadsafe(self.service.reload(self.models_dir / wanted), self.loop)
         self._loading.add_done_callback(lambda future: self._loaded(wanted, future))
 
+    def _refuse_pointer(self, pointer: str, error: InvalidVersionError) -> None:
+        """A pointer that is not a plain version name could name any directory: load nothing, keep serving, and
+        say so (the value only in the log, once per value)."""
+        engine = self.service.engine
+        current = engine.version if engine is not None else None
+        self.wanted_version = None
+        self.model_error = f"the model pointer is not a plain version name, nothing loaded, still serving {current}"
+        if pointer != self._followed:
+            self._followed, self._failed = pointer, None
+            self.metrics.set_model_error(INVALID_POINTER)
+            log.error("the model pointer is refused, still serving %s: %s", current, error)
+
     def _clear_model_error(self) -> None:
         if self.model_error is not None:
             self.model_error = None
@@ -117,7 +161,7 @@ class StateSync:
         error: BaseException | str | None = future.exception()
         engine = self.service.engine
         if error is None and engine is not None and engine.version != wanted:
-            error = f"{self.models_dir / wanted} holds model version {engine.version}"
+            error = f"its directory holds model version {engine.version}"
         if error is None:
             if engine is not None:
                 self.metrics.set_model(engine.version)
@@ -128,6 +172,7 @@ class StateSync:
             return
         self._failed = (wanted, time.monotonic())
         current = engine.version if engine is not None else None
-        self.model_error = f"cannot load model {wanted}, still serving {current}: {error}"
+        self.model_error = f"cannot load model {wanted}, still serving {current}: {shown_error(error)}"
         self.metrics.set_model_error(wanted)
-        log.error("%s", self.model_error)
+        log.error("cannot load model %s from %s, still serving %s: %s", wanted, self.models_dir / wanted, current,
+                  error)

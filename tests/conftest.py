@@ -122,6 +122,15 @@ def model_dir(trained: TrainResult) -> Path:
     return trained.model_dir
 
 
+@pytest.fixture(scope="session")
+def synthetic_model_dir(synthetic: Dataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic retailer's model alone, for tests that are about a tool rather than a data source (the
+    throughput benchmark), so that ``-m slow`` does not also run them on the Complete Journey."""
+    with _one_training_at_a_time(tmp_path_factory):
+        result = train(synthetic, TINY, out_dir=tmp_path_factory.mktemp("models-synthetic-only"), show_progress=False)
+    return result.model_dir
+
+
 @pytest.fixture()
 def engine(model_dir: Path) -> SubstituteEngine:
     """A fresh engine per test, so inventory changes never leak between tests."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from recsys.cli import bench, evaluate, export, models, serve, train
+from recsys.cli import bench, evaluate, export, keys, models, serve, train
 
 app = typer.Typer(help="Substitute-product recommendations: train, serve, evaluate, bench.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -18,6 +18,7 @@ app.command()(bench.bench)
 app.command()(export.export)
 app.command()(serve.serve)
 app.add_typer(models.app, name="models")
+app.add_typer(keys.app, name="keys")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from recsys.cli.common import console, fail
+from recsys.cli.common import console, fail, warn_password_in_argv
 
 
 def export(
@@ -28,6 +28,7 @@ def export(
     from recsys.state.inventory import ONLINE
     from recsys.state.store import StateUnavailableError, open_state, redact, sqlite_path
 
+    warn_password_in_argv("--state", state)
     inventory = Inventory()
     if state is not None:
         path = sqlite_path(state)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from recsys.cli.common import fail
+from recsys.cli.common import fail, warn_password_in_argv
 
 app = typer.Typer(help="The models directory: list, promote, rollback, prune.", no_args_is_help=True)
 ModelsDir = Annotated[Path, typer.Option("--models", help="models directory")]
@@ -62,8 +62,9 @@ def models_promote(version: str, models: ModelsDir = Path("models"), state: Stat
     from recsys.model.artifact import ArtifactError
     from recsys.model.registry import promote
 
+    warn_password_in_argv("--state", state)
     try:
-        promote(models, version)
+        promote(models, version)  # refuses a version that is not a plain name before anything moves
     except ArtifactError as exc:
         raise fail(str(exc)) from exc
     typer.echo(f"current -> {version}")
@@ -76,6 +77,7 @@ def models_rollback(models: ModelsDir = Path("models"), state: StateOption = Non
     from recsys.model.artifact import ArtifactError
     from recsys.model.registry import rollback
 
+    warn_password_in_argv("--state", state)
     try:
         version = rollback(models)
     except ArtifactError as exc:

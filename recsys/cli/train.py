@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from recsys.cli.common import console, fail
+from recsys.cli.common import console, fail, warn_password_in_argv
 from recsys.cli.models import point_replicas
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def _decisions(source: str | None) -> pd.DataFrame | None:
         return None
     shown = redact(source)
     try:
-        decisions = read_decisions(source if "://" in source else Path(source))
+        decisions = read_decisions(source)  # a URL, a libpq connection string or a file's path
     except (OSError, ValueError, sqlite3.Error, StateUnavailableError) as exc:
         raise fail(f"--feedback {shown}: {exc}") from exc
     console.print(f"feedback: {len(decisions):,} decisions from {shown}")
@@ -158,6 +158,7 @@ def train(
     from recsys.domain.schema import DataValidationError
     from training.pipeline import train as run_training
 
+    warn_password_in_argv("--feedback", feedback)
     if engine is Engine.spark:
         _train_with_spark(SparkInputs(data, mapping, catalog, households, config, feedback), train_until=train_until,
                           out=out, progress=progress, spark_master=spark_master, als=als or SparkAls.driver)
@@ -252,6 +253,8 @@ def retrain(
         gate = GateConfig(max_drop=max_drop, holdout_weeks=holdout_weeks)
     except ValidationError as exc:
         raise fail(f"bad gate option: {exc}") from exc
+    warn_password_in_argv("--feedback", feedback)
+    warn_password_in_argv("--state", state)
     try:
         if state is not None:
             check_url(state)  # before hours of training, not after

@@ -159,6 +159,9 @@ class SubstituteList(Sequence[Substitute]):
     metadata_based: Annotated[bool, Field(
         description="X has no events yet: substitutes from its group, brand, size and price")]
     model_version: str
+    answer_id: Annotated[str | None, Field(description=(
+        "the service's signature of this answer (what was shown, to whom, when): feedback must bring it back; "
+        "None from the Python API"))] = None
 
     @overload
     def __getitem__(self, index: int) -> Substitute: ...

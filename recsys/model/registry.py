@@ -7,6 +7,7 @@ picks a change up on ``POST /v1/admin/reload``.
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,25 @@ from recsys.model.artifact import CURRENT, ArtifactError, directory_size, point_
 from recsys.model.manifest import Manifest
 
 PREVIOUS = ".previous"
+#: the longest model version accepted (a trained version, a UTC timestamp, has 22 characters)
+MAX_VERSION_CHARS: Final[int] = 128
+#: a plain directory name: no separator, and not hidden (``.``, ``..``, half-written ``.tmp-*`` models)
+_VERSION_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+class InvalidVersionError(ArtifactError, ValueError):
+    """A model version that is not a plain name: as a path (``models / version``) it could name any directory."""
+
+
+def check_version(version: str) -> str:
+    """``version`` if it is a plain name of a directory in the models directory: ASCII letters, digits, ``.``,
+    ``_`` and ``-``, not starting with ``.``, at most :data:`MAX_VERSION_CHARS` characters. Checked wherever a
+    version comes from outside (the shared model pointer, the command line) before it is used as a path; raises
+    :class:`InvalidVersionError` otherwise."""
+    if len(version) > MAX_VERSION_CHARS or _VERSION_NAME.fullmatch(version) is None:
+        raise InvalidVersionError(f"model version {version[:MAX_VERSION_CHARS]!r} is not a plain name: letters, "
+                                  f"digits, '.', '_' and '-', not starting with '.', at most {MAX_VERSION_CHARS}")
+    return version
 
 
 @dataclass(frozen=True)
@@ -85,7 +105,7 @@ def list_models(models: Path) -> list[ModelEntry]:
 
 def promote(models: Path, version: str) -> None:
     """Verify ``version`` (checksums included) and make it current, remembering the one it replaces."""
-    read_manifest(models / version, verify=True)
+    read_manifest(models / check_version(version), verify=True)
     previous = current_version(models)
     point_current(models, version)
     if previous and previous != version:

@@ -3,12 +3,15 @@ rejected or chose by hand. Recorded durably by the server, read by the trainer a
 
 Stored in the server's state database next to the inventory, one JSON document per row: SQLite (WAL,
 ``synchronous=FULL``: a recorded row survives a killed process) or PostgreSQL shared by every replica (see
-:mod:`recsys.state.store`). The trainer turns the log into *decisions*, one row
-per (item, substitute, customer): +1 for an acceptance or a manual choice, -1 for a rejection.
+:mod:`recsys.state.store`). Feedback is bound to the answer it decides (``answer_id``, signed by the server:
+:mod:`recsys.state.answers`), one decision per answer. The trainer turns the rows whose answer id verifies
+into *decisions*, one row per (item, substitute, customer): +1 for an acceptance or a manual choice, -1 for a
+rejection; any other row (made up, or recorded before answers were signed) is not learned from.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from dataclasses import asdict, dataclass, field
@@ -19,6 +22,7 @@ from typing import Final, Protocol
 import pandas as pd
 
 from recsys.state import storage
+from recsys.state.answers import AnswerIdError, AnswerSigner, SignedAnswer
 
 DECISION_COLUMNS: Final[tuple[str, ...]] = ("item_id", "substitute_id", "customer_id", "accepted", "source")
 
@@ -38,6 +42,7 @@ class Feedback:
     store_id: str | None = None
     source: str = "shopper"
     model_version: str | None = None
+    answer_id: str | None = None
     recorded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     def __post_init__(self) -> None:
@@ -53,15 +58,45 @@ class Feedback:
         return [row for row in rows if row[1] != self.item_id]
 
 
+    def same_decision(self, other: Feedback) -> bool:
+        """Whether ``other`` decides the same way (a client's retry), whenever it was recorded."""
+        return (self.accepted, set(self.rejected), self.chosen, self.source) == \
+            (other.accepted, set(other.rejected), other.chosen, other.source)
+
+    def matches(self, answer: SignedAnswer) -> bool:
+        """Whether this feedback is about ``answer`` and decides only among what it showed (``chosen``, a
+        manual pick, may be any item)."""
+        shown = set(answer.shown)
+        return (self.item_id, self.customer_id, self.store_id, self.shown, self.model_version) == \
+            (answer.item_id, answer.customer_id, answer.store_id, answer.shown, answer.model_version) and \
+            (self.accepted is None or self.accepted in shown) and shown.issuperset(self.rejected)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What :meth:`FeedbackStore.record` did: the row's id, whether it is new, and the feedback stored for
+    that answer (the earlier one when the answer had been decided before)."""
+
+    id: int
+    created: bool
+    feedback: Feedback
+
+
 class FeedbackStore(Protocol):
     """Where feedback is recorded: :class:`FeedbackLog` (SQLite) or the PostgreSQL state store."""
 
-    def record(self, feedback: Feedback) -> int:
-        """Store one feedback durably, return its id only once committed. Raises
-        :class:`recsys.state.storage.StateUnavailableError` when the database cannot be reached."""
+    def record(self, feedback: Feedback) -> Recorded:
+        """Store one feedback durably, return its id only once committed; an answer already decided keeps its
+        first decision (nothing is written). Raises :class:`recsys.state.storage.StateUnavailableError` when
+        the database cannot be reached."""
 
     def feedback(self) -> list[Feedback]:
         """Every recorded feedback, oldest first."""
+
+
+def answer_key(answer_id: str | None) -> str | None:
+    """The stored key of an answer id (unique per state: one decision per answer); None for none."""
+    return None if answer_id is None else hashlib.sha256(answer_id.encode("ascii", "replace")).hexdigest()
 
 
 def to_json(feedback: Feedback) -> str:
@@ -72,6 +107,21 @@ def to_json(feedback: Feedback) -> str:
 def from_json(body: str) -> Feedback:
     record = json.loads(body)
     return Feedback(**{**record, "shown": tuple(record["shown"]), "rejected": tuple(record["rejected"])})
+
+
+def verified(records: list[Feedback], signer: AnswerSigner) -> list[Feedback]:
+    """The feedback whose answer id verifies under ``signer`` and which decides among what that answer showed."""
+    kept = []
+    for feedback in records:
+        if feedback.answer_id is None:
+            continue
+        try:
+            answer = signer.read(feedback.answer_id)
+        except AnswerIdError:
+            continue
+        if feedback.matches(answer):
+            kept.append(feedback)
+    return kept
 
 
 def decisions_of(records: list[Feedback]) -> pd.DataFrame:
@@ -87,12 +137,16 @@ class FeedbackLog:
         self._connection = storage.connect(path)
         self._lock = threading.Lock()
 
-    def record(self, feedback: Feedback) -> int:
-        """Store one feedback durably; returns its id."""
-        body = to_json(feedback)
+    def record(self, feedback: Feedback) -> Recorded:
+        key = answer_key(feedback.answer_id)
         with self._lock:
-            cursor = self._connection.execute("INSERT INTO feedback (body) VALUES (?)", (body,))
-        return int(cursor.lastrowid or 0)
+            cursor = self._connection.execute(
+                "INSERT INTO feedback (body, answer) VALUES (?, ?) ON CONFLICT (answer) DO NOTHING",
+                (to_json(feedback), key))
+            if cursor.rowcount == 1:
+                return Recorded(int(cursor.lastrowid or 0), True, feedback)
+            row = self._connection.execute("SELECT id, body FROM feedback WHERE answer = ?", (key,)).fetchone()
+        return Recorded(int(row[0]), False, from_json(row[1]))
 
     def __len__(self) -> int:
         with self._lock:

@@ -15,6 +15,7 @@ Imported only when a ``postgresql://`` state URL is opened, so the package works
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,8 +26,10 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from recsys.state.feedback import Feedback, from_json, to_json
+from recsys.model.registry import check_version
+from recsys.state.feedback import Feedback, Recorded, answer_key, from_json, to_json
 from recsys.state.inventory import StockUpdate, id_blob, stock_update_of
+from recsys.state.keys import ApiKey, api_key_of, utc_now
 from recsys.state.storage import SCHEMA_VERSION, StateSchemaError, StateUnavailableError, redact
 
 CHANNEL: Final[str] = "recsys_state"
@@ -46,6 +49,14 @@ SCHEMA: Final[tuple[str, ...]] = (
     "body text NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now())",
     "CREATE TABLE IF NOT EXISTS recsys_model_pointer (id integer PRIMARY KEY CHECK (id = 1), "
     "version text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())",
+    # schema 3: one decision per answer (older rows have none, and are never learned from), keys, secrets
+    "ALTER TABLE recsys_feedback ADD COLUMN IF NOT EXISTS answer text",
+    "CREATE UNIQUE INDEX IF NOT EXISTS recsys_feedback_answer_idx ON recsys_feedback (answer)",
+    "CREATE TABLE IF NOT EXISTS recsys_api_keys (key_hash text PRIMARY KEY, name text NOT NULL, "
+    "scopes text NOT NULL, created_at text NOT NULL, revoked_at text)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS recsys_api_keys_active_name ON recsys_api_keys (name) "
+    "WHERE revoked_at IS NULL",
+    "CREATE TABLE IF NOT EXISTS recsys_secrets (name text PRIMARY KEY, value bytea NOT NULL)",
 )
 
 
@@ -53,12 +64,15 @@ class PostgresState:
     """:class:`recsys.state.store.StateStore` on PostgreSQL. Creating one never waits for the server: the pool
     connects in the background, and each call raises :class:`StateUnavailableError` while it is down."""
 
-    def __init__(self, url: str, pool_size: int = 4, timeout_s: float = 3.0) -> None:
+    def __init__(self, url: str, pool_size: int = 4, timeout_s: float = 3.0, password: str | None = None) -> None:
+        """``password``: used when ``url`` has none (given apart from it, it stays out of the process list)."""
         self.url = redact(url)
         try:
             params = conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
             raise ValueError(f"state URL {self.url!r}: {exc}") from exc
+        if password and not params.get("password"):
+            params["password"] = password
         params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
         self._params: dict[str, Any] = params  # libpq keywords, passed to psycopg.connect as they are
         self._timeout_s = timeout_s
@@ -107,11 +121,43 @@ class PostgresState:
         return None if row is None else str(row[0])
 
     def set_model_pointer(self, version: str) -> None:
+        check_version(version)
         with self.transaction() as connection:
             connection.execute(
                 "INSERT INTO recsys_model_pointer (id, version) VALUES (1, %s) ON CONFLICT (id) DO UPDATE "
                 "SET version = excluded.version, updated_at = now()", (version,))
             connection.execute("SELECT pg_notify(%s, 'model')", (CHANNEL,))
+
+    def add_key(self, key: ApiKey) -> None:
+        try:
+            with self.transaction() as connection:
+                connection.execute(
+                    "INSERT INTO recsys_api_keys (key_hash, name, scopes, created_at) VALUES (%s, %s, %s, %s)",
+                    (key.key_hash, key.name, ",".join(sorted(key.scopes)), key.created_at))
+                connection.execute("SELECT pg_notify(%s, 'keys')", (CHANNEL,))
+        except psycopg.errors.UniqueViolation as exc:
+            raise ValueError(f"a key named {key.name!r} exists: revoke it first") from exc
+
+    def api_keys(self) -> list[ApiKey]:
+        with self.transaction() as connection:
+            rows = connection.execute("SELECT name, scopes, key_hash, created_at, revoked_at FROM recsys_api_keys "
+                                      "ORDER BY created_at, name").fetchall()
+        return [api_key_of(*row) for row in rows]
+
+    def revoke_key(self, name: str) -> bool:
+        with self.transaction() as connection:
+            cursor = connection.execute("UPDATE recsys_api_keys SET revoked_at = %s WHERE name = %s AND "
+                                        "revoked_at IS NULL", (utc_now(), name))
+            # announced: the other replicas drop the key at once, not at their next poll
+            connection.execute("SELECT pg_notify(%s, 'keys')", (CHANNEL,))
+        return cursor.rowcount > 0
+
+    def shared_secret(self, name: str) -> bytes:
+        with self.transaction() as connection:
+            connection.execute("INSERT INTO recsys_secrets (name, value) VALUES (%s, %s) ON CONFLICT (name) "
+                               "DO NOTHING", (name, secrets.token_bytes(32)))
+            row = connection.execute("SELECT value FROM recsys_secrets WHERE name = %s", (name,)).fetchone()
+        return bytes(row[0])  # type: ignore[index]
 
     def wait_for_change(self, timeout_s: float) -> bool:
         """``LISTEN`` on a connection of its own (not the pool's); reconnects on the next call after a failure."""
@@ -175,11 +221,16 @@ class _Feedback:
     def __init__(self, state: PostgresState) -> None:
         self._state = state
 
-    def record(self, feedback: Feedback) -> int:
+    def record(self, feedback: Feedback) -> Recorded:
+        key = answer_key(feedback.answer_id)
         with self._state.transaction() as connection:
-            row = connection.execute("INSERT INTO recsys_feedback (body) VALUES (%s) RETURNING id",
-                                     (to_json(feedback),)).fetchone()
-        return int(row[0])  # type: ignore[index]
+            row = connection.execute("INSERT INTO recsys_feedback (body, answer) VALUES (%s, %s) ON CONFLICT "
+                                     "(answer) DO NOTHING RETURNING id", (to_json(feedback), key)).fetchone()
+            if row is not None:
+                return Recorded(int(row[0]), True, feedback)
+            earlier = connection.execute("SELECT id, body FROM recsys_feedback WHERE answer = %s",
+                                         (key,)).fetchone()
+        return Recorded(int(earlier[0]), False, from_json(earlier[1]))  # type: ignore[index]
 
     def feedback(self) -> list[Feedback]:
         with self._state.transaction() as connection:

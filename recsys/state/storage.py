@@ -3,18 +3,21 @@ survives a killed process. Shared by the inventory, the feedback log and the mod
 worker process on one host.
 
 The schema is created on first use and versioned (``schema_version``): version 2 added the stock rows'
-sequence number (``seq``), by which another process catches up with the changes it has not seen.
+sequence number (``seq``), by which another process catches up with the changes it has not seen; version 3
+the API keys (hashed), the shared secrets (the answer-signing key) and the feedback's answer key (one
+decision per answer).
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 #: the schema this build writes; older files are migrated in place when opened
-SCHEMA_VERSION: Final[int] = 2
+SCHEMA_VERSION: Final[int] = 3
 
 
 class StateUnavailableError(RuntimeError):
@@ -55,6 +58,15 @@ def ensure_schema(connection: sqlite3.Connection) -> None:
         connection.execute("CREATE INDEX IF NOT EXISTS stock_seq ON stock (seq)")
         connection.execute(
             "CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)")
+        if "answer" not in {row[1] for row in connection.execute("PRAGMA table_info(feedback)")}:
+            connection.execute("ALTER TABLE feedback ADD COLUMN answer TEXT")  # older rows: NULL, never learned
+        connection.execute("CREATE UNIQUE INDEX IF NOT EXISTS feedback_answer ON feedback (answer)")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS api_keys (key_hash TEXT PRIMARY KEY, name TEXT NOT NULL, "
+            "scopes TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT)")
+        connection.execute(
+            "CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL")
+        connection.execute("CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
         connection.execute(
             "CREATE TABLE IF NOT EXISTS model_pointer (id INTEGER PRIMARY KEY CHECK (id = 1), "
             "version TEXT NOT NULL, updated_at TEXT DEFAULT CURRENT_TIMESTAMP)")
@@ -72,10 +84,92 @@ def ensure_schema(connection: sqlite3.Connection) -> None:
         raise
 
 
+MASK: Final[str] = "***"
+#: a URL (``postgresql://...``, ``sqlite:///...``): libpq tells its two forms apart by this prefix
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+#: how a libpq ``key=value`` connection string starts: a keyword, then ``=`` (a file path has a separator first)
+_CONNINFO = re.compile(r"\s*[A-Za-z_]+\s*=")
+#: one parameter of a URL's query: separator, key, value
+_QUERY_PARAM = re.compile(r"([?&])([^&=#]*)=([^&#]*)")
+
+
+def is_conninfo(text: str) -> bool:
+    """Whether ``text`` is a libpq ``key=value`` connection string (``host=db dbname=recsys``) rather than a URL
+    or a file path."""
+    return _URL.match(text) is None and _CONNINFO.match(text) is not None
+
+
+def conninfo_values(conninfo: str) -> list[tuple[str, int, int]] | None:
+    """(keyword, start, end) of each value of a libpq ``key=value`` string, read by libpq's rules (blanks around
+    ``=``, values quoted with ``'``, backslash escapes); None when it is malformed."""
+    values: list[tuple[str, int, int]] = []
+    i, n = 0, len(conninfo)
+    while True:
+        while i < n and conninfo[i].isspace():
+            i += 1
+        if i == n:
+            return values
+        start = i
+        while i < n and not conninfo[i].isspace() and conninfo[i] != "=":
+            i += 1
+        keyword = conninfo[start:i]
+        while i < n and conninfo[i].isspace():
+            i += 1
+        if not keyword or i == n or conninfo[i] != "=":
+            return None
+        i += 1
+        while i < n and conninfo[i].isspace():
+            i += 1
+        start = i
+        if i < n and conninfo[i] == "'":
+            i += 1
+            while i < n and conninfo[i] != "'":
+                i += 2 if conninfo[i] == "\\" else 1
+            if i >= n:
+                return None  # an unterminated quote
+            i += 1
+        else:
+            while i < n and not conninfo[i].isspace():
+                i += 2 if conninfo[i] == "\\" else 1
+            i = min(i, n)
+        values.append((keyword, start, i))
+
+
+def _password_spans(url: str) -> list[tuple[int, int]] | None:
+    """Where the passwords are in a state URL or libpq connection string (None: a malformed connection string)."""
+    prefix = _URL.match(url)
+    if prefix is None:
+        if not is_conninfo(url):
+            return []  # a file path
+        values = conninfo_values(url)
+        return None if values is None else [(start, end) for keyword, start, end in values if keyword == "password"]
+    spans = []
+    # the user part ends at the last "@": libpq and urlsplit split a password holding an unescaped "@", "/" or "?"
+    # differently, so the widest reading is hidden
+    at = url.rfind("@", prefix.end())
+    colon = url.find(":", prefix.end(), at) if at >= 0 else -1
+    if colon >= 0:
+        spans.append((colon + 1, at))
+    spans += [(m.start(3), m.end(3)) for m in _QUERY_PARAM.finditer(url, prefix.end()) if unquote(m[2]) == "password"]
+    return spans
+
+
+def has_password(url: str) -> bool:
+    """Whether a state URL or libpq connection string carries a non-empty password."""
+    spans = _password_spans(url)
+    return spans is None and "password" in url or any(end > start for start, end in spans or ())
+
+
 def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``: a state URL as it may be logged and shown."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """``url`` with each password replaced by ``***``: a state URL (its user part and a ``password`` query
+    parameter) or libpq ``key=value`` connection string as it may be logged and shown."""
+    spans = _password_spans(url)
+    if spans is None:  # libpq would refuse it too: hide all from the first password on
+        cut = url.find("password")
+        return url if cut < 0 else f"{url[:cut]}password={MASK}"
+    parts, last = [], 0
+    for start, end in sorted(spans):
+        if start >= last:
+            parts += [url[last:start], MASK]
+        last = max(last, end)
+    return "".join(parts) + url[last:]

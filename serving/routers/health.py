@@ -8,6 +8,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from serving.deps import StateDep
 
 router = APIRouter(tags=["health"])
+#: apart, so that ``RECSYS_METRICS=false`` leaves it out (404)
+metrics_router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
@@ -20,7 +22,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: StateDep, response: Response) -> dict[str, object]:
     """Ready once a model is loaded and the inventory was read from the state database (503 before). Once
     ready, it stays ready while the database is down (answers come from memory; ``state`` says so), and it
-    reports a model the shared pointer names but this replica could not load (``model_error``)."""
+    reports a model the shared pointer names but this replica could not load (``model_error``: the version and
+    the kind of failure, never a directory of the host; the log has the full error)."""
     engine = state.engine
     sync = state.sync
     body: dict[str, object] = {"ready": state.ready, "model_version": engine.version if engine else None}
@@ -34,6 +37,6 @@ async def readyz(state: StateDep, response: Response) -> dict[str, object]:
     return body
 
 
-@router.get("/metrics", response_class=Response)
+@metrics_router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -28,7 +28,8 @@ def search_items(
 ) -> Response:
     """One page of catalog items: the item whose id is ``q`` first, then those whose product type, category or
     brand contains ``q``, most popular first."""
-    # a plain def: the scan over the catalog (milliseconds) runs in the thread pool, not on the event loop
+    # a plain def: the search (under a millisecond to a few, and building the index on the first) runs in the
+    # thread pool, not on the event loop
     try:
         matches = engine.search_items(q, offset=offset, limit=limit)
     except ValueError as exc:  # white space the pattern does not know as such (Python strips it)

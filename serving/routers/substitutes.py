@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Annotated
 
@@ -9,7 +10,9 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
 from recsys import OrderSubstitutes, SubstituteEngine, SubstituteList, UnknownItemError
 from recsys.domain.types import MAX_K, Intent
-from serving.deps import EngineDep
+from recsys.state.answers import AnswerSigner
+from serving.deps import AnsweringDep, SettingsDep
+from serving.limits import batch_cost_error
 from serving.responses import json_bytes, json_response
 from serving.schemas import ErrorOut, OrderSubstituteRequest, SubstituteRequest
 
@@ -18,43 +21,59 @@ _ERRORS: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "descrip
                                                503: {"model": ErrorOut, "description": "no model loaded"}}
 
 
-def answer_json(engine: SubstituteEngine, request: SubstituteRequest) -> tuple[bytes, str]:
-    """The JSON of the answer to ``request`` and a ``Server-Timing`` entry with the engine's time, so clients
-    (and ``recsys bench``) can tell it from the HTTP layer's (raises :class:`UnknownItemError`)."""
+def answer_json(engine: SubstituteEngine, signer: AnswerSigner, request: SubstituteRequest) -> tuple[bytes, str]:
+    """The JSON of the signed answer to ``request`` and a ``Server-Timing`` entry with the engine's time, so
+    clients (and ``recsys bench``) can tell it from the HTTP layer's (raises :class:`UnknownItemError`)."""
     start = time.perf_counter()
     answer = engine.substitutes(request.item_id, customer_id=request.customer_id, store_id=request.store_id,
                                 k=request.k, exclude=request.exclude, filters=request.filters, intent=request.intent)
     timing = f"engine;dur={(time.perf_counter() - start) * 1e3:.3f}"
-    return json_bytes(answer), timing
+    return json_bytes(signed(signer, answer, request.customer_id)), timing
 
 
-def _query(engine: SubstituteEngine, request: SubstituteRequest) -> Response:
+def signed(signer: AnswerSigner, answer: SubstituteList, customer_id: str | None) -> SubstituteList:
+    """``answer`` with its ``answer_id``: what feedback on it must bring back."""
+    answer_id = signer.sign(answer.model_version, answer.item.item_id, customer_id, answer.store_id,
+                            [s.item_id for s in answer.substitutes], time.time())
+    return dataclasses.replace(answer, answer_id=answer_id)
+
+
+def _query(engine: SubstituteEngine, signer: AnswerSigner, request: SubstituteRequest) -> Response:
     try:
-        body, timing = answer_json(engine, request)
+        body, timing = answer_json(engine, signer, request)
     except UnknownItemError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     return Response(body, media_type="application/json", headers={"server-timing": timing})
 
 
 @router.post("/substitutes", response_model=SubstituteList, responses=_ERRORS)
-async def post_substitutes(request: SubstituteRequest, engine: EngineDep) -> Response:
+async def post_substitutes(request: SubstituteRequest, answering: AnsweringDep) -> Response:
     """Ranked substitutes for an unavailable item, for a customer at a store, with reasons."""
-    return _query(engine, request)
+    return _query(answering.engine, answering.signer, request)
 
 
-@router.post("/substitutes/batch", response_model=OrderSubstitutes, responses={503: _ERRORS[503]})
-def post_order_substitutes(request: OrderSubstituteRequest, engine: EngineDep) -> Response:
+@router.post("/substitutes/batch", response_model=OrderSubstitutes, responses={
+    413: {"model": ErrorOut, "description": "body over RECSYS_MAX_BODY_BYTES, or lines x k over RECSYS_MAX_BATCH_COST"},
+    503: _ERRORS[503]})
+def post_order_substitutes(request: OrderSubstituteRequest, answering: AnsweringDep, settings: SettingsDep
+                           ) -> Response:
     """Substitutes for many unavailable lines of one order (one customer, one store) in one call: never an
-    item of the order, never the same substitute for two lines. Unknown lines are listed, not fatal."""
+    item of the order, never the same substitute for two lines. Unknown lines are listed, not fatal. Each line
+    is an answer of its own, with its own ``answer_id``."""
     # a plain def: up to 200 lines of work run in the thread pool, not on the event loop
+    too_costly = batch_cost_error(len(request.items), request.k, settings.max_batch_cost)
+    if too_costly is not None:
+        raise too_costly
+    engine, signer = answering.engine, answering.signer
     answer = engine.order_substitutes(request.items, customer_id=request.customer_id, store_id=request.store_id,
                                       k=request.k, order=request.order, filters=request.filters, intent=request.intent)
-    return json_response(answer)
+    lines = tuple(signed(signer, line, request.customer_id) for line in answer.lines)
+    return json_response(dataclasses.replace(answer, lines=lines))
 
 
 @router.get("/items/{item_id}/substitutes", response_model=SubstituteList, responses=_ERRORS)
 async def get_substitutes(
-    engine: EngineDep,
+    answering: AnsweringDep,
     item_id: Annotated[str, Path(min_length=1, max_length=256)],
     customer_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     store_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
@@ -62,7 +81,7 @@ async def get_substitutes(
     exclude: Annotated[list[str] | None, Query(max_length=1000)] = None,
     intent: Annotated[Intent, Query()] = Intent.balanced,
 ) -> Response:
-    """The same query as POST /v1/substitutes, without filters (cache-friendly)."""
+    """The same query as POST /v1/substitutes, without filters."""
     request = SubstituteRequest(item_id=item_id, customer_id=customer_id, store_id=store_id, k=k,
                                 exclude=exclude or [], intent=intent)
-    return _query(engine, request)
+    return _query(answering.engine, answering.signer, request)

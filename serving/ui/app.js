@@ -1,6 +1,7 @@
 // The review page: an item, the substitutes a customer would get at a store, and why. It calls the public HTTP
-// API only (search, substitutes, profile, inventory, feedback). The URL's query string holds the view's state,
-// so a view can be shared as a link; the admin token never goes into the URL.
+// API only (search, substitutes, profile, inventory, feedback), each call with the API key or admin token entered
+// (common.js). The URL's query string holds the view's state, so a view can be shared as a link; the key never goes
+// into the URL.
 "use strict";
 
 const SEARCH_PAGE = 20;
@@ -254,7 +255,8 @@ async function loadProfile() {
     return;
   }
   try {
-    const profile = await api(`/v1/customers/${encodeURIComponent(customer)}/profile?categories=${PROFILE_CATEGORIES}`);
+    const profile = await api(`/v1/customers/${encodeURIComponent(customer)}/profile?categories=${PROFILE_CATEGORIES}`,
+      { scope: "profiles" });
     panel.replaceChildren(...profileView(profile));
   } catch (error) {
     panel.replaceChildren(el("p", { class: "error" }, `No profile for customer ${customer}: ${error.message}`));
@@ -288,7 +290,7 @@ function profileView(p) {
   ];
 }
 
-// ---- admin: stock and feedback --------------------------------------------------------------------------
+// ---- stock and feedback (a key with the write scope, or the admin token) ---------------------------------
 function token() {
   return $("token").value.trim();
 }
@@ -297,17 +299,17 @@ function updateAdmin() {
   const hasToken = Boolean(token());
   for (const button of document.querySelectorAll(".admin-action")) {
     button.disabled = !hasToken;
-    button.title = hasToken ? "" : "enter the admin token first";
+    button.title = hasToken ? "" : "enter an API key with the write scope (or the admin token) first";
   }
-  $("admin-state").textContent = hasToken ? "admin actions enabled (the server checks the token)"
-    : "read-only: enter the admin token to change stock or record feedback";
+  $("admin-state").textContent = hasToken ? "sent with every call (the server checks what it may do)"
+    : "read-only: stock changes and feedback need an API key with the write scope, or the admin token";
 }
 
 async function markOutOfStock(itemId, inStock = false) {
-  if (!token()) return say("Enter the admin token first.", "error");
+  if (!token()) return say("Enter an API key with the write scope (or the admin token) first.", "error");
   const store = lastAnswer ? lastAnswer.store_id : (readUrl().get("store") || "online");
   try {
-    await api("/v1/inventory", { method: "PUT", token: token(),
+    await api("/v1/inventory", { method: "PUT", scope: "write",
       body: { updates: [{ item_id: itemId, store_id: store, in_stock: inStock }] } });
   } catch (error) {
     return say(`Stock change refused: ${error.message}`, "error");
@@ -327,15 +329,16 @@ function noteStockChange(itemId, store, inStock) {
 }
 
 async function sendFeedback(itemId, accepted) {
-  if (!token() || !lastAnswer) return say("Enter the admin token first.", "error");
-  const state = readUrl();
-  const body = { item_id: lastAnswer.item.item_id, shown: lastAnswer.substitutes.map((s) => s.item_id),
-    source: "picker", model_version: lastAnswer.model_version, store_id: lastAnswer.store_id };
-  if (state.get("customer")) body.customer_id = state.get("customer");
+  if (!token()) return say("Enter an API key with the write scope (or the admin token) first.", "error");
+  if (!lastAnswer) return say("No answer to give feedback on.", "error");
+  // the answer's signed id says which item, customer, store and substitutes the decision is about
+  const answer = lastAnswer;
+  const body = { answer_id: answer.answer_id, source: "picker" };
   if (accepted) body.accepted = itemId; else body.rejected = [itemId];
   try {
-    const recorded = await api("/v1/feedback", { method: "POST", body, token: token() });
-    say(`Feedback #${recorded.id}: ${itemId} ${accepted ? "accepted" : "rejected"} instead of ${body.item_id}.`, "done");
+    const recorded = await api("/v1/feedback", { method: "POST", body, scope: "write" });
+    say(`Feedback #${recorded.id}${recorded.duplicate ? " (recorded before)" : ""}: ${itemId} `
+      + `${accepted ? "accepted" : "rejected"} instead of ${answer.item.item_id}.`, "done");
   } catch (error) {
     say(`Feedback refused: ${error.message}`, "error");
   }
@@ -358,10 +361,10 @@ function load() {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  $("token").value = sessionStorage.getItem(TOKEN_KEY) || "";
+  $("token").value = apiKey();
   $("token").addEventListener("input", () => {
-    // kept for this tab only (sessionStorage), never in the URL
-    if (token()) sessionStorage.setItem(TOKEN_KEY, token()); else sessionStorage.removeItem(TOKEN_KEY);
+    // kept for this tab only (sessionStorage), never in the URL; sent with every call from now on
+    storeApiKey(token());
     updateAdmin();
   });
   $("search-form").addEventListener("submit", (event) => {

@@ -2,7 +2,9 @@
 // Plain browser JavaScript, no framework and nothing fetched from elsewhere: the pages must work offline.
 "use strict";
 
-const TOKEN_KEY = "recsys-admin-token";
+// the API key or admin token a reviewer entered: kept for this tab only (sessionStorage, shared by the review and
+// model pages), sent as the bearer on every API call, never put in the URL
+const TOKEN_KEY = "recsys-api-key";
 
 /** An API error with the HTTP status and the server's own message. */
 class ApiError extends Error {
@@ -12,11 +14,30 @@ class ApiError extends Error {
   }
 }
 
-/** Call the API; resolve to the parsed JSON (or text), reject with an ApiError carrying the server's detail. */
-async function api(path, { method = "GET", body = undefined, token = "", as = "json" } = {}) {
+/** The API key or admin token entered in this tab ("" when none). */
+function apiKey() {
+  return (sessionStorage.getItem(TOKEN_KEY) || "").trim();
+}
+
+function storeApiKey(key) {
+  if (key) sessionStorage.setItem(TOKEN_KEY, key); else sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** What a 401 or 403 means to a person using the page: which key it needs, and where to enter it. */
+function accessMessage(status, scope, detail, sent) {
+  const where = document.getElementById("token") ? "above" : "on the review page (/ui)";
+  if (status === 401 && !sent) return `this service needs an API key with the ${scope} scope: enter it ${where}`;
+  if (status === 401) return `the API key or admin token entered is not accepted (${detail}): check it ${where}`;
+  return `the API key entered does not hold the ${scope} scope (${detail}): enter one that does ${where}`;
+}
+
+/** Call the API with the key entered (if any) as the bearer; resolve to the parsed JSON (or text, or a Blob), reject
+ * with an ApiError carrying the server's detail. ``scope`` names what the call needs, for the message of a 401/403. */
+async function api(path, { method = "GET", body = undefined, as = "json", scope = "read" } = {}) {
   const headers = {};
   if (body !== undefined) headers["content-type"] = "application/json";
-  if (token) headers["authorization"] = `Bearer ${token}`;
+  const key = apiKey();
+  if (key) headers["authorization"] = `Bearer ${key}`;
   let response;
   try {
     response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -30,9 +51,11 @@ async function api(path, { method = "GET", body = undefined, token = "", as = "j
       detail = typeof payload.detail === "string" ? payload.detail
         : (payload.detail || []).map((e) => `${(e.loc || []).join(".")}: ${e.msg}`).join("; ");
     } catch (_) { /* not JSON: keep the status text */ }
+    if (response.status === 401 || response.status === 403) detail = accessMessage(response.status, scope, detail, Boolean(key));
     throw new ApiError(response.status, `${response.status}: ${detail}`);
   }
-  return as === "text" ? response.text() : response.json();
+  if (as === "text") return response.text();
+  return as === "blob" ? response.blob() : response.json();
 }
 
 /** Build an element: el("div", {class: "x", dataset: {id: 1}}, "text", child, ...). Text is never parsed as HTML. */

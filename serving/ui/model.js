@@ -89,11 +89,10 @@ function markdown(source, files) {
       blocks.push(inline(heading[2], el(`h${Math.min(heading[1].length + 1, 5)}`)));
       i += 1;
     } else if (image) {
-      // only the report's own files, served read-only by the API
+      // only the report's own files, served read-only by the API (fetched with the key: see loadImages)
       const name = image[2];
       blocks.push(files.includes(name)
-        ? el("figure", {}, el("img", { src: `/v1/model/report/${encodeURIComponent(name)}`, alt: image[1] }),
-          el("figcaption", {}, image[1]))
+        ? el("figure", {}, el("img", { dataset: { file: name }, alt: image[1] }), el("figcaption", {}, image[1]))
         : el("p", { class: "muted" }, `[${image[1]}]`));
       i += 1;
     } else if (line.startsWith("|") && (lines[i + 1] || "").match(/^\|(\s*:?-+:?\s*\|)+\s*$/)) {
@@ -118,6 +117,28 @@ function markdown(source, files) {
   return blocks;
 }
 
+/** A Blob as a data: URL (what the page's Content-Security-Policy lets an image show). */
+function dataUrl(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(blob);
+  });
+}
+
+/** Fill in the report's images: fetched through api(), which sends the key entered (an <img src> cannot). */
+async function loadImages(container) {
+  await Promise.all([...container.querySelectorAll("img[data-file]")].map(async (img) => {
+    try {
+      img.src = await dataUrl(await api(`/v1/model/report/${encodeURIComponent(img.dataset.file)}`, { as: "blob" }));
+      await img.decode();
+    } catch (error) {
+      img.replaceWith(el("p", { class: "muted" }, `[${img.alt}: ${error.message}]`));
+    }
+  }));
+}
+
 async function load() {
   showModelVersion();
   try {
@@ -127,6 +148,7 @@ async function load() {
     if (model.report_files.includes("report.md")) {
       const text = await api("/v1/model/report/report.md", { as: "text" });
       $("report").replaceChildren(el("h2", {}, "Report"), ...markdown(text, model.report_files));
+      await loadImages($("report"));
     } else {
       $("report").replaceChildren(el("h2", {}, "Report"), el("p", { class: "muted" }, "This model has no report."));
     }

@@ -1,5 +1,7 @@
 """The review page (/ui) in a real headless browser (Debian's chromium and chromium-driver, driven by Selenium)
-against a real `recsys serve` on the session's model (the synthetic retailer's).
+against a real `recsys serve` on the session's model (the synthetic retailer's), closed as deployed (API keys): the
+reviewer enters a key with the read and profiles scopes, the admin token for stock changes and feedback. One test
+runs against a server in development mode (RECSYS_AUTH=open).
 
 Run with `make test-browser` (installs the browser when missing) or `pytest -m browser`. Set
 RECSYS_UI_SCREENSHOT=PATH to save a screenshot of the main view (docs/images/review-page.png is one)."""
@@ -26,10 +28,14 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from recsys import SubstituteEngine
+from recsys.state.keys import create_key
+from recsys.state.store import open_state
 from serving.process import serving
 
 pytestmark = pytest.mark.browser
 TOKEN = "browser-test-token"
+#: the test's own reference queries (httpx), with the operator's token
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 CHROMIUM = Path(os.environ.get("RECSYS_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("RECSYS_CHROMEDRIVER", "/usr/bin/chromedriver"))
 # without the background-networking switches Chromium keeps trying to reach Google's services
@@ -70,9 +76,32 @@ def scene(model_dir: Path) -> Scene:
 
 
 @pytest.fixture(scope="module")
-def base_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    state = tmp_path_factory.mktemp("browser-state") / "state.sqlite3"
-    with serving(model_dir, env={"RECSYS_ADMIN_TOKEN": TOKEN, "RECSYS_STATE_PATH": str(state)}) as (base, _):
+def state_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("browser-state") / "state.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def reviewer_key(state_path: Path) -> str:
+    """A reviewer's API key: answers, search, the model and profiles (read, profiles), but no stock or feedback."""
+    state = open_state(f"sqlite:///{state_path}")
+    try:
+        return create_key(state, "reviewer", frozenset({"read", "profiles"}))
+    finally:
+        state.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(model_dir: Path, state_path: Path, reviewer_key: str) -> Iterator[str]:
+    with serving(model_dir, env={"RECSYS_ADMIN_TOKEN": TOKEN, "RECSYS_STATE_PATH": str(state_path)}) as (base, _):
+        yield base
+
+
+@pytest.fixture(scope="module")
+def open_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same service in development mode: reads need no key, stock changes still do."""
+    state = tmp_path_factory.mktemp("browser-open-state") / "state.sqlite3"
+    env = {"RECSYS_AUTH": "open", "RECSYS_ADMIN_TOKEN": TOKEN, "RECSYS_STATE_PATH": str(state)}
+    with serving(model_dir, env=env) as (base, _):
         yield base
 
 
@@ -104,12 +133,14 @@ def wait_for(driver: WebDriver, name: str, after: int) -> None:
     WebDriverWait(driver, WAIT_S).until(lambda d: counter(d, name) > after)
 
 
-def open_page(driver: WebDriver, url: str, clear_token: bool = True) -> None:
-    """Load a view; wait until its answer (if it names an item) is on the page."""
+def open_page(driver: WebDriver, url: str, key: str | None) -> None:
+    """Load a view in a fresh tab with ``key`` typed into the key field (None: no key), as a reviewer does before
+    reloading; wait until its answer (if it names an item) is on the page."""
     driver.get(url)
-    if clear_token:
-        driver.execute_script("sessionStorage.clear()")
-        driver.get(url)
+    driver.execute_script("sessionStorage.clear()")
+    if key is not None:
+        fill(driver, "token", key)  # the page keeps it for the tab (sessionStorage)
+    driver.get(url)
     if "item=" in url:
         wait_for(driver, "answers", 0)
 
@@ -125,7 +156,7 @@ def card_reasons(driver: WebDriver) -> list[list[str]]:
 
 def api_answer(base_url: str, item_id: str, **query: object) -> dict:
     body = {"item_id": item_id, "k": K, **{key: value for key, value in query.items() if value is not None}}
-    response = httpx.post(f"{base_url}/v1/substitutes", json=body)
+    response = httpx.post(f"{base_url}/v1/substitutes", json=body, headers=ADMIN)
     response.raise_for_status()
     return response.json()
 
@@ -154,16 +185,16 @@ def view_url(base_url: str, **state: object) -> str:
 
 
 # -- the tests ----------------------------------------------------------------------------------------------
-def test_search_an_item_open_it_and_see_the_apis_substitutes(browser: WebDriver, base_url: str, scene: Scene
-                                                             ) -> None:
-    open_page(browser, f"{base_url}/ui")
+def test_search_an_item_open_it_and_see_the_apis_substitutes(browser: WebDriver, base_url: str, scene: Scene,
+                                                             reviewer_key: str) -> None:
+    open_page(browser, f"{base_url}/ui", reviewer_key)
     fill(browser, "q", scene.product_type[1:-1].lower())  # part of its product type, in another case
     before = counter(browser, "searches")
     browser.find_element(By.ID, "search-button").click()
     wait_for(browser, "searches", before)
     rows = browser.find_elements(By.CSS_SELECTOR, "#search-rows tr")
     assert rows and rows[0].get_attribute("data-item-id") == scene.item_id  # the most popular match first
-    assert "q=" in browser.current_url
+    assert "q=" in browser.current_url and reviewer_key not in browser.current_url
 
     before = counter(browser, "answers")
     rows[0].find_element(By.CSS_SELECTOR, "button.open").click()
@@ -187,8 +218,8 @@ def test_search_an_item_open_it_and_see_the_apis_substitutes(browser: WebDriver,
 
 
 def test_customer_and_store_change_the_answer_and_the_url_holds_the_view(browser: WebDriver, base_url: str,
-                                                                         scene: Scene) -> None:
-    open_page(browser, view_url(base_url, item=scene.item_id))
+                                                                         scene: Scene, reviewer_key: str) -> None:
+    open_page(browser, view_url(base_url, item=scene.item_id), reviewer_key)
     anonymous = api_answer(base_url, scene.item_id)
     assert browser.find_element(By.ID, "personalized").get_attribute("data-value") == "false"
     assert card_reasons(browser) == [s["reasons"] for s in anonymous["substitutes"]]
@@ -215,13 +246,14 @@ def test_customer_and_store_change_the_answer_and_the_url_holds_the_view(browser
     before = counter(browser, "profiles")
     browser.find_element(By.ID, "profile-link").click()
     wait_for(browser, "profiles", before)
-    profile = httpx.get(f"{base_url}/v1/customers/{scene.customer_id}/profile").json()
+    profile = httpx.get(f"{base_url}/v1/customers/{scene.customer_id}/profile", headers=ADMIN).json()
     panel = browser.find_element(By.ID, "profile").text
     assert f"Customer {scene.customer_id}" in panel and profile["categories"][0]["category"] in panel
 
-    # the URL is the view: opened afresh, it shows the same answer
+    # the URL is the view (without the key): opened afresh, it shows the same answer
     shared = browser.current_url
-    open_page(browser, shared)
+    assert reviewer_key not in shared
+    open_page(browser, shared, reviewer_key)
     assert card_ids(browser) == ids(personal)
     assert browser.find_element(By.ID, "customer").get_attribute("value") == scene.customer_id
 
@@ -234,8 +266,9 @@ def test_customer_and_store_change_the_answer_and_the_url_holds_the_view(browser
     assert browser.find_element(By.ID, "answer-store").text == f"store {scene.other_store}"
 
 
-def test_filters_narrow_the_answer_as_the_api_does(browser: WebDriver, base_url: str, scene: Scene) -> None:
-    open_page(browser, view_url(base_url, item=scene.item_id, customer=scene.customer_id))
+def test_filters_narrow_the_answer_as_the_api_does(browser: WebDriver, base_url: str, scene: Scene,
+                                                   reviewer_key: str) -> None:
+    open_page(browser, view_url(base_url, item=scene.item_id, customer=scene.customer_id), reviewer_key)
     unfiltered = api_answer(base_url, scene.item_id, customer_id=scene.customer_id)
     prices = sorted(s["price"] for s in unfiltered["substitutes"] if s["price"] is not None)
     cap = f"{prices[len(prices) // 2]:.2f}"  # keeps about half of them
@@ -251,8 +284,8 @@ def test_filters_narrow_the_answer_as_the_api_does(browser: WebDriver, base_url:
 
 
 def test_the_intent_changes_the_answer_as_the_api_does_and_stays_in_the_url(browser: WebDriver, base_url: str,
-                                                                            scene: Scene) -> None:
-    open_page(browser, view_url(base_url, item=scene.item_id, customer=scene.customer_id))
+                                                                            scene: Scene, reviewer_key: str) -> None:
+    open_page(browser, view_url(base_url, item=scene.item_id, customer=scene.customer_id), reviewer_key)
     assert browser.find_element(By.ID, "answer-intent").text == "intent balanced"
     assert "intent" not in parse_qs(urlparse(browser.current_url).query), "the default stays out of the URL"
     Select(browser.find_element(By.ID, "intent")).select_by_value("discover")
@@ -262,16 +295,18 @@ def test_the_intent_changes_the_answer_as_the_api_does_and_stays_in_the_url(brow
     assert browser.find_element(By.ID, "answer-intent").text == "intent discover"
     assert parse_qs(urlparse(browser.current_url).query)["intent"] == ["discover"]
     # a shared link opens the same view
-    open_page(browser, view_url(base_url, item=scene.item_id, customer=scene.customer_id, intent="familiar"))
+    open_page(browser, view_url(base_url, item=scene.item_id, customer=scene.customer_id, intent="familiar"),
+              reviewer_key)
     assert Select(browser.find_element(By.ID, "intent")).first_selected_option.get_attribute("value") == "familiar"
     familiar = api_answer(base_url, scene.item_id, customer_id=scene.customer_id, intent="familiar")
     assert card_ids(browser) == ids(familiar) and familiar["intent"] == "familiar"
 
 
-def test_out_of_stock_with_the_token_removes_the_substitute(browser: WebDriver, base_url: str, scene: Scene
-                                                            ) -> None:
+def test_out_of_stock_with_the_token_removes_the_substitute(browser: WebDriver, base_url: str, scene: Scene,
+                                                            state_path: Path, reviewer_key: str) -> None:
     query = {"customer_id": scene.customer_id, "store_id": scene.stock_store}
-    open_page(browser, view_url(base_url, item=scene.item_id, customer=scene.customer_id, store=scene.stock_store))
+    open_page(browser, view_url(base_url, item=scene.item_id, customer=scene.customer_id, store=scene.stock_store),
+              reviewer_key)
     before_answer = api_answer(base_url, scene.item_id, **query)
     first = ids(before_answer)[0]
     assert card_ids(browser) == ids(before_answer)
@@ -288,9 +323,18 @@ def test_out_of_stock_with_the_token_removes_the_substitute(browser: WebDriver, 
     assert card_ids(browser) == ids(after_answer)
     assert first in ids(api_answer(base_url, scene.item_id, customer_id=scene.customer_id))  # only at that store
 
-    # feedback on what is shown: recorded, with its id in the status line
+    # feedback on what is shown: recorded for the answer on the page (its signed id), its id in the status line
+    accepted = card_ids(browser)[0]
     browser.find_element(By.CSS_SELECTOR, "#substitutes .card .accept").click()
     WebDriverWait(browser, WAIT_S).until(lambda d: "Feedback #" in d.find_element(By.ID, "status").text)
+    state = open_state(f"sqlite:///{state_path}")
+    try:
+        recorded = state.feedback.feedback()[-1]
+    finally:
+        state.close()
+    assert (recorded.item_id, recorded.accepted, recorded.customer_id, recorded.store_id, recorded.source) == (
+        scene.item_id, accepted, scene.customer_id, scene.stock_store, "picker")
+    assert list(recorded.shown) == card_ids(browser) and recorded.answer_id
 
     # and back in stock from the page: the answer is what it was
     before = counter(browser, "answers")
@@ -299,39 +343,80 @@ def test_out_of_stock_with_the_token_removes_the_substitute(browser: WebDriver, 
     assert card_ids(browser) == ids(before_answer) == ids(api_answer(base_url, scene.item_id, **query))
 
 
-def test_without_the_token_the_page_cannot_change_anything(browser: WebDriver, base_url: str, scene: Scene
-                                                           ) -> None:
-    query = {"customer_id": scene.customer_id, "store_id": scene.other_store}
-    open_page(browser, view_url(base_url, item=scene.item_id, customer=scene.customer_id, store=scene.other_store))
-    unchanged = api_answer(base_url, scene.item_id, **query)
-    buttons = browser.find_elements(By.CSS_SELECTOR, ".admin-action")
-    assert buttons and not any(button.is_enabled() for button in buttons)
-    assert browser.execute_script("return sessionStorage.length") == 0
-
-    # the page's own call without a token, from inside the page: the server refuses it
-    status = browser.execute_async_script("""
+def _put_without_a_key(driver: WebDriver, item_id: str, store_id: str) -> object:
+    """The page's own stock call without a key, from inside the page: the status the server answers."""
+    return driver.execute_async_script("""
         const done = arguments[arguments.length - 1];
         fetch("/v1/inventory", {method: "PUT", headers: {"content-type": "application/json"},
               body: JSON.stringify({updates: [{item_id: arguments[0], store_id: arguments[1], in_stock: false}]})})
-          .then((r) => done(r.status), (e) => done(String(e)));""", ids(unchanged)[0], scene.other_store)
-    assert status in (401, 403)
+          .then((r) => done(r.status), (e) => done(String(e)));""", item_id, store_id)
+
+
+def test_in_development_mode_the_page_reads_without_a_key_but_changes_nothing(browser: WebDriver, open_url: str,
+                                                                             scene: Scene) -> None:
+    query = {"customer_id": scene.customer_id, "store_id": scene.other_store}
+    open_page(browser, view_url(open_url, item=scene.item_id, customer=scene.customer_id, store=scene.other_store),
+              None)
+    answer = api_answer(open_url, scene.item_id, **query)
+    assert card_ids(browser) == ids(answer)
+    buttons = browser.find_elements(By.CSS_SELECTOR, ".admin-action")
+    assert buttons and not any(button.is_enabled() for button in buttons)
+    assert browser.execute_script("return sessionStorage.length") == 0
+    assert _put_without_a_key(browser, ids(answer)[0], scene.other_store) == 401
+    assert ids(api_answer(open_url, scene.item_id, **query)) == ids(answer)
+
+
+def test_without_the_token_the_page_cannot_change_anything(browser: WebDriver, base_url: str, scene: Scene,
+                                                           reviewer_key: str) -> None:
+    query = {"customer_id": scene.customer_id, "store_id": scene.other_store}
+    view = view_url(base_url, item=scene.item_id, customer=scene.customer_id, store=scene.other_store)
+    unchanged = api_answer(base_url, scene.item_id, **query)
+
+    # no key at all: nothing is shown, and the page says what it needs
+    open_page(browser, view, None)
+    assert browser.find_element(By.ID, "answer").is_displayed() is False
+    status = browser.find_element(By.ID, "status").text
+    assert "401" in status and "needs an API key with the read scope" in status, status
+    assert browser.execute_script("return sessionStorage.length") == 0
+    assert _put_without_a_key(browser, ids(unchanged)[0], scene.other_store) == 401
+
+    # the reviewer's key (no write scope): the answer is shown, the buttons work, the server refuses the change
+    fill(browser, "token", reviewer_key)
+    apply_controls(browser)
+    assert card_ids(browser) == ids(unchanged) and reviewer_key not in browser.current_url
+    before = counter(browser, "answers")
+    browser.find_element(By.CSS_SELECTOR, "#substitutes .card .out-of-stock").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: "refused" in d.find_element(By.ID, "status").text)
+    status = browser.find_element(By.ID, "status").text
+    assert "403" in status and "write scope" in status, status
+    browser.find_element(By.CSS_SELECTOR, "#substitutes .card .reject").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: "Feedback refused" in d.find_element(By.ID, "status").text)
+    assert "403" in browser.find_element(By.ID, "status").text
+    assert counter(browser, "answers") == before and card_ids(browser) == ids(unchanged)
 
     # a wrong token: the buttons work, the server refuses, the page says so and nothing changes
     fill(browser, "token", "not-the-token")
     before = counter(browser, "answers")
     browser.find_element(By.CSS_SELECTOR, "#substitutes .card .out-of-stock").click()
-    WebDriverWait(browser, WAIT_S).until(lambda d: "refused" in d.find_element(By.ID, "status").text)
-    assert "401" in browser.find_element(By.ID, "status").text
+    WebDriverWait(browser, WAIT_S).until(lambda d: "Stock change refused: 401" in d.find_element(By.ID, "status").text)
+    assert "not accepted" in browser.find_element(By.ID, "status").text
     assert counter(browser, "answers") == before and card_ids(browser) == ids(unchanged)
     assert ids(api_answer(base_url, scene.item_id, **query)) == ids(unchanged)
     fill(browser, "token", "")
     assert browser.execute_script("return sessionStorage.length") == 0
 
 
-def test_model_page_shows_version_report_and_held_out_metrics(browser: WebDriver, base_url: str) -> None:
+def test_model_page_shows_version_report_and_held_out_metrics(browser: WebDriver, base_url: str,
+                                                              reviewer_key: str) -> None:
+    open_page(browser, f"{base_url}/ui", None)  # no key in this tab: the model page says where to enter one
     browser.get(f"{base_url}/ui/model")
     WebDriverWait(browser, WAIT_S).until(lambda d: d.execute_script("return document.body.dataset.loaded") == "1")
-    model = httpx.get(f"{base_url}/v1/model").json()
+    assert "needs an API key with the read scope" in browser.find_element(By.ID, "status").text
+
+    open_page(browser, f"{base_url}/ui", reviewer_key)  # entered on the review page: the tab keeps it
+    browser.get(f"{base_url}/ui/model")
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.execute_script("return document.body.dataset.loaded") == "1")
+    model = httpx.get(f"{base_url}/v1/model", headers=ADMIN).json()
     assert browser.find_element(By.ID, "summary-version").text == model["model_version"]
     assert browser.find_element(By.ID, "model-version").text == model["model_version"]
     report = browser.find_element(By.ID, "report")

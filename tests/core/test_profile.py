@@ -47,7 +47,8 @@ def test_profile_agrees_with_the_customers_purchases(engine: SubstituteEngine, d
 
 
 def test_profile_over_http(model_dir: Path) -> None:
-    with TestClient(create_app(Settings(model_path=model_dir, state_path=None))) as client:
+    settings = Settings(model_path=model_dir, state_path=None, admin_token="profile-token")
+    with TestClient(create_app(settings), headers={"Authorization": "Bearer profile-token"}) as client:
         engine: SubstituteEngine = client.app.state.service.engine
         customer = str(engine.model.customers[5])
         response = client.get(f"/v1/customers/{customer}/profile", params={"categories": 3})

@@ -2,11 +2,13 @@
 processes sharing one SQLite file, schema migration, URLs, and a database that is down."""
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from recsys import Inventory, StockUpdate
+from recsys.state.answers import SECRET_NAME, AnswerSigner
 from recsys.state.feedback import Feedback
 from recsys.state.storage import SCHEMA_VERSION, StateUnavailableError
 from recsys.state.store import SqliteState, check_url, open_state, read_decisions, redact, sqlite_path
@@ -55,11 +57,20 @@ def test_model_pointer_and_feedback_in_the_state(tmp_path: Path) -> None:
     state.set_model_pointer("v1")
     state.set_model_pointer("v2")
     assert open_state(url).model_pointer() == "v2"
-    state.feedback.record(Feedback("x", rejected=("y",), customer_id="7"))
+    signer = AnswerSigner(state.shared_secret(SECRET_NAME))
+    answer_id = signer.sign("v2", "x", "7", None, ["y", "z"], time.time())
+    decided = Feedback("x", shown=("y", "z"), rejected=("y",), customer_id="7", model_version="v2",
+                       answer_id=answer_id)
+    recorded = state.feedback.record(decided)
+    assert recorded.created and recorded.id > 0 and recorded.feedback == decided
+    again = state.feedback.record(Feedback("x", shown=("y", "z"), accepted="z", customer_id="7", model_version="v2",
+                                           answer_id=answer_id))
+    assert (again.id, again.created, again.feedback) == (recorded.id, False, decided), "one decision per answer"
+    assert state.feedback.record(Feedback("x", rejected=("z",), customer_id="8")).created, "unsigned: kept"
     state.close()
     decisions = read_decisions(url)
     assert decisions[["item_id", "substitute_id", "customer_id", "accepted"]].values.tolist() == [
-        ["x", "y", "7", False]]
+        ["x", "y", "7", False]], "only the signed answer's decision is learned from"
 
 
 class _DownStore:

@@ -26,8 +26,15 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture()
 def client(model_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(model_path=model_dir, admin_token=TOKEN, state_path=tmp_path / "state.sqlite3")
-    with TestClient(create_app(settings)) as test_client:
+    # the operator's token on every request: these tests are about answers; access has its own tests
+    with TestClient(create_app(settings), headers=AUTH) as test_client:
         yield test_client
+
+
+def unsigned(answer: dict) -> dict:
+    """An answer without its signature, which differs from one answer to the next."""
+    assert answer["answer_id"], "every answer is signed"
+    return {key: value for key, value in answer.items() if key != "answer_id"}
 
 
 @pytest.fixture()
@@ -42,7 +49,8 @@ def test_post_and_get_agree(client: TestClient, item_id: str) -> None:
     posted = client.post("/v1/substitutes", json={"item_id": item_id, "customer_id": customer, "k": 5})
     got = client.get(f"/v1/items/{item_id}/substitutes", params={"customer_id": customer, "k": 5})
     assert posted.status_code == got.status_code == 200
-    assert posted.json() == got.json()
+    assert unsigned(posted.json()) == unsigned(got.json())
+    assert posted.json()["answer_id"] != got.json()["answer_id"], "each answer is signed as itself"
     body = posted.json()
     assert body["item"]["item_id"] == item_id and body["personalized"] is True
     assert 1 <= len(body["substitutes"]) <= 5
@@ -78,8 +86,10 @@ def test_substitute_answers_are_the_routes_bytes(client: TestClient, item_id: st
         timings = dict(entry.split(";dur=") for entry in response.headers.get_list("server-timing"))
         assert ("engine" in timings) == (response.status_code == 200)
         assert float(timings.get("engine", 0)) <= float(timings["app"])
+    signer = client.app.state.service.signer
     for response, payload in ((responses[0], {"item_id": item_id}), (responses[1], full)):
-        assert response.content == substitutes.answer_json(engine, SubstituteRequest.model_validate(payload))[0]
+        expected = substitutes.answer_json(engine, signer, SubstituteRequest.model_validate(payload))[0]
+        assert unsigned(response.json()) == unsigned(json.loads(expected))
     metrics = client.get("/metrics").text
     assert 'recsys_requests_total{endpoint="/v1/substitutes",method="POST",status="200"} 3.0' in metrics
 
@@ -133,13 +143,13 @@ def test_intent_in_post_get_and_batch(client: TestClient, item_id: str) -> None:
         posted = client.post("/v1/substitutes", json={**query, "intent": intent})
         got = client.get(f"/v1/items/{item_id}/substitutes", params={"customer_id": customer, "k": 5,
                                                                      "intent": intent})
-        assert posted.status_code == got.status_code == 200 and posted.json() == got.json()
+        assert posted.status_code == got.status_code == 200 and unsigned(posted.json()) == unsigned(got.json())
         assert posted.json()["intent"] == intent
         expected = engine.substitutes(item_id, customer, k=5, intent=intent)
         assert [s["item_id"] for s in posted.json()["substitutes"]] == [s.item_id for s in expected]
     default = client.post("/v1/substitutes", json=query).json()
     assert default["intent"] == "balanced"
-    assert default == client.post("/v1/substitutes", json={**query, "intent": "balanced"}).json()
+    assert unsigned(default) == unsigned(client.post("/v1/substitutes", json={**query, "intent": "balanced"}).json())
     batch = client.post("/v1/substitutes/batch", json={"items": [item_id], "customer_id": customer,
                                                        "intent": "discover"})
     assert batch.status_code == 200 and [line["intent"] for line in batch.json()["lines"]] == ["discover"]
@@ -235,7 +245,8 @@ def test_whole_order_over_http(client: TestClient, item_id: str) -> None:
     single = client.post("/v1/substitutes", json={"item_id": item_id, "k": 4, "store_id": "7",
                                                   "customer_id": body["customer_id"], "exclude": body["items"]
                                                   + body["order"]}).json()
-    assert single == answer["lines"][0], "the first line is the single-item answer"
+    assert unsigned(single) == unsigned(answer["lines"][0]), "the first line is the single-item answer"
+    assert len({line["answer_id"] for line in answer["lines"]}) == len(answer["lines"]), "a signature per line"
 
 
 @pytest.mark.parametrize("payload", [{"items": []}, {"items": ["1"] * 201}, {"items": [""]}, {"items": "1"},
@@ -247,15 +258,16 @@ def test_bad_order_requests_are_422(client: TestClient, payload: dict) -> None:
 
 def test_inventory_needs_the_token(client: TestClient, item_id: str) -> None:
     update = {"updates": [{"item_id": item_id, "store_id": "7", "in_stock": False}]}
-    assert client.put("/v1/inventory", json=update).status_code == 401
-    assert client.put("/v1/inventory", json=update, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert client.post("/v1/admin/reload").status_code == 401
+    anonymous = TestClient(client.app)  # the same app, without the fixture's token
+    assert anonymous.put("/v1/inventory", json=update).status_code == 401
+    assert anonymous.put("/v1/inventory", json=update, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert anonymous.post("/v1/admin/reload").status_code == 401
 
 
-def test_admin_is_disabled_without_a_configured_token(model_dir: Path) -> None:
+def test_admin_is_closed_without_a_configured_token(model_dir: Path) -> None:
     with TestClient(create_app(Settings(model_path=model_dir, admin_token=None, state_path=None))) as client:
         response = client.post("/v1/admin/reload", headers=AUTH)
-        assert response.status_code == 403 and "disabled" in response.json()["detail"]
+        assert response.status_code == 401 and "unknown or revoked" in response.json()["detail"]
 
 
 def test_inventory_updates_change_answers_live(client: TestClient, item_id: str) -> None:
@@ -347,7 +359,7 @@ def test_health_ready_metrics(client: TestClient, item_id: str) -> None:
 
 
 def test_not_ready_without_a_model(tmp_path: Path) -> None:
-    with TestClient(create_app(Settings(model_path=tmp_path / "none", state_path=None))) as client:
+    with TestClient(create_app(Settings(model_path=tmp_path / "none", state_path=None, auth="open"))) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/readyz").status_code == 503
         response = client.post("/v1/substitutes", json={"item_id": "1"})

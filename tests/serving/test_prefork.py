@@ -16,6 +16,8 @@ import httpx
 import pandas as pd
 
 from recsys import Inventory, StockUpdate, SubstituteEngine
+from recsys.state.keys import create_key
+from recsys.state.store import open_state
 from serving.process import children, memory, proc_stat, serving
 
 
@@ -46,6 +48,16 @@ def _stopped(pid: int) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
+def _read_key(url: str) -> dict[str, str]:
+    """The headers of a new API key with the read scope, made in the state at ``url`` (before the server starts:
+    every forked worker must know it)."""
+    state = open_state(url)
+    try:
+        return {"Authorization": f"Bearer {create_key(state, 'prefork-test', frozenset({'read'}))}"}
+    finally:
+        state.close()
+
+
 def _query(model_dir: Path) -> dict[str, object]:
     items = pd.read_parquet(model_dir / "items.parquet")
     return {"item_id": str(items.sort_values("n_customers", ascending=False)["item_id"].iloc[0]), "k": 3}
@@ -55,6 +67,7 @@ def test_workers_share_the_model_and_stop_together(model_dir: Path, tmp_path: Pa
     """Two forked workers: each answers (the other one stopped), each shares most of its memory with the parent
     and its sibling, one killed is replaced, and SIGTERM to the parent ends every process."""
     env = {"RECSYS_STATE_PATH": str(tmp_path / "state.sqlite3")}
+    read = _read_key(f"sqlite:///{tmp_path / 'state.sqlite3'}")
     query = _query(model_dir)
     with serving(model_dir, env=env, args=("--workers", "2"), timeout_s=180) as (base, process):
         workers = children(process.pid)
@@ -62,7 +75,7 @@ def test_workers_share_the_model_and_stop_together(model_dir: Path, tmp_path: Pa
         for worker in workers:  # each one answers on a fresh connection while the other is stopped
             other = next(w for w in workers if w != worker)
             with _stopped(other):
-                answer = httpx.post(f"{base}/v1/substitutes", json=query, timeout=30)
+                answer = httpx.post(f"{base}/v1/substitutes", json=query, headers=read, timeout=30)
                 assert answer.status_code == 200 and answer.json()["substitutes"]
         # memory shape, not size: the model, the compiled kernels and the libraries are the parent's pages,
         # shared copy-on-write, so most of what each worker has resident is shared (a worker that loaded its own
@@ -78,7 +91,7 @@ def test_workers_share_the_model_and_stop_together(model_dir: Path, tmp_path: Pa
         assert len(set(children(process.pid)) - set(workers)) == 1
         with _stopped(workers[1]):  # so the replacement answers
             assert _wait_for(lambda: httpx.get(f"{base}/readyz", timeout=30).status_code == 200)
-            assert httpx.post(f"{base}/v1/substitutes", json=query, timeout=30).status_code == 200
+            assert httpx.post(f"{base}/v1/substitutes", json=query, headers=read, timeout=30).status_code == 200
         everyone = children(process.pid)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0

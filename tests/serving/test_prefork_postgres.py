@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_prefork import _alive, _query, _stopped, _wait_for
+from test_prefork import _alive, _query, _read_key, _stopped, _wait_for
 from test_replicas import _second_version, cluster  # noqa: F401  (the private PostgreSQL cluster fixture)
 
 from recsys.model.artifact import CURRENT
@@ -26,6 +26,7 @@ def test_forked_workers_follow_the_model_pointer(cluster, model_dir: Path, tmp_p
     shutil.copytree(model_dir, models / model_dir.name)
     (models / CURRENT).symlink_to(model_dir.name)
     env = {"RECSYS_STATE_URL": cluster.url, "RECSYS_MODELS_DIR": str(models)}
+    read = _read_key(cluster.url)
     query = _query(model_dir)
     with serving(models / CURRENT, env=env, args=("--workers", "2"), timeout_s=180) as (base, process):
         workers = children(process.pid)
@@ -40,7 +41,7 @@ def test_forked_workers_follow_the_model_pointer(cluster, model_dir: Path, tmp_p
             other = next(w for w in workers if w != worker)
             with _stopped(other):
                 assert _wait_for(lambda: httpx.get(f"{base}/readyz", timeout=30).json()["model_version"] == new)
-                answer = httpx.post(f"{base}/v1/substitutes", json=query, timeout=30).json()
+                answer = httpx.post(f"{base}/v1/substitutes", json=query, headers=read, timeout=30).json()
                 assert answer["model_version"] == new
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0

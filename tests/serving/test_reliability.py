@@ -28,8 +28,8 @@ TOKEN = "reliability-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _serving(model: Path, state: Path) -> AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
-    return serving(model, env={"RECSYS_STATE_PATH": str(state), "RECSYS_ADMIN_TOKEN": TOKEN})
+def _serving(model: Path, state: Path, **env: str) -> AbstractContextManager[tuple[str, subprocess.Popen[bytes]]]:
+    return serving(model, env={"RECSYS_STATE_PATH": str(state), "RECSYS_ADMIN_TOKEN": TOKEN, **env})
 
 
 def _popular(model: Path, n: int = 1) -> list[str]:
@@ -41,22 +41,25 @@ def test_acknowledged_inventory_and_feedback_survive_sigkill(model_dir: Path, tm
     state = tmp_path / "state.sqlite3"
     item = _popular(model_dir)[0]
     with _serving(model_dir, state) as (base, process):
-        top = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": "42", "k": 1}).json()
+        top = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": "42", "customer_id": "7",
+                                                         "k": 1}, headers=AUTH).json()
         gone = top["substitutes"][0]["item_id"]
         update = {"updates": [{"item_id": gone, "store_id": "42", "in_stock": False},
                               {"item_id": item, "store_id": "42", "in_stock": False,
                                "restock_eta": "2026-12-24T07:00:00"}]}
         assert httpx.put(f"{base}/v1/inventory", json=update, headers=AUTH).json()["applied"] == 2
-        feedback = {"item_id": item, "shown": [gone], "rejected": [gone], "customer_id": "7"}
-        assert httpx.post(f"{base}/v1/feedback", json=feedback).status_code == 201
+        feedback = {"answer_id": top["answer_id"], "rejected": [gone]}
+        assert httpx.post(f"{base}/v1/feedback", json=feedback, headers=AUTH).status_code == 201
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
     with _serving(model_dir, state) as (base, _):
-        answer = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": "42", "k": 5}).json()
+        answer = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": "42", "k": 5},
+                            headers=AUTH).json()
         assert gone not in [s["item_id"] for s in answer["substitutes"]]
         assert answer["restock_eta"] == "2026-12-24T07:00:00"
     (kept,) = FeedbackLog(state).feedback()
-    assert (kept.item_id, kept.rejected, kept.customer_id) == (item, (gone,), "7")
+    assert (kept.item_id, kept.rejected, kept.customer_id, kept.store_id) == (item, (gone,), "7", "42")
+    assert kept.answer_id == top["answer_id"] and kept.shown == (gone,)
 
 
 def test_reloads_under_load_drop_no_request(model_dir: Path, tmp_path: Path) -> None:
@@ -74,7 +77,7 @@ def test_reloads_under_load_drop_no_request(model_dir: Path, tmp_path: Path) -> 
 
     def shopper(base: str) -> None:
         nonlocal answered
-        with httpx.Client(base_url=base, timeout=10) as client:
+        with httpx.Client(base_url=base, timeout=10, headers=AUTH) as client:
             i = 0
             while not stop.is_set() and i < 5000:  # bounded
                 response = client.post("/v1/substitutes", json={"item_id": items[i % len(items)], "k": 5})
@@ -85,7 +88,8 @@ def test_reloads_under_load_drop_no_request(model_dir: Path, tmp_path: Path) -> 
                 seen.add(response.json()["model_version"])
                 answered += 1
 
-    with _serving(model_dir, tmp_path / "state.sqlite3") as (base, _):
+    # the shoppers send as fast as answers come, over one caller's rate limit: what is tested is the reloads
+    with _serving(model_dir, tmp_path / "state.sqlite3", RECSYS_RATE_LIMIT_PER_S="0") as (base, _):
         threads = [threading.Thread(target=shopper, args=(base,)) for _ in range(4)]
         for thread in threads:
             thread.start()

@@ -9,17 +9,29 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
+from recsys.state.keys import create_key
+from recsys.state.store import open_state
 from serving.process import children, serving
 
 
 def test_serve_answers_over_loopback(model_dir: Path, tmp_path: Path) -> None:
-    with serving(model_dir, env={"RECSYS_STATE_PATH": str(tmp_path / "state.sqlite3")}) as (base, _):
+    """Closed by default: a key made in the state before start-up opens reads, and nothing else."""
+    state = tmp_path / "state.sqlite3"
+    store = open_state(f"sqlite:///{state}")
+    read = {"Authorization": f"Bearer {create_key(store, 'shop', frozenset({'read'}))}"}
+    store.close()
+    with serving(model_dir, env={"RECSYS_STATE_PATH": str(state)}) as (base, _):
         assert httpx.get(f"{base}/readyz").json()["ready"] is True
         items = pd.read_parquet(model_dir / "items.parquet")
         item_id = str(items.sort_values("n_customers", ascending=False)["item_id"].iloc[0])
-        answer = httpx.post(f"{base}/v1/substitutes", json={"item_id": item_id, "k": 4}).json()
+        query = {"item_id": item_id, "k": 4}
+        assert httpx.post(f"{base}/v1/substitutes", json=query).status_code == 401
+        answer = httpx.post(f"{base}/v1/substitutes", json=query, headers=read).json()
         assert answer["item"]["item_id"] == item_id and 1 <= len(answer["substitutes"]) <= 4
-        assert httpx.get(f"{base}/v1/items/nope/substitutes").status_code == 404
+        assert answer["answer_id"]
+        assert httpx.get(f"{base}/v1/items/nope/substitutes", headers=read).status_code == 404
+        stock = {"updates": [{"item_id": item_id, "store_id": "s", "in_stock": False}]}
+        assert httpx.put(f"{base}/v1/inventory", json=stock, headers=read).status_code == 403
 
 
 def test_serve_refuses_a_missing_model(tmp_path: Path) -> None:
@@ -33,19 +45,21 @@ def test_workers_share_the_state_file(model_dir: Path, tmp_path: Path) -> None:
     """Two worker processes on one port: an update acknowledged by either reaches both (through the shared
     SQLite file), so no fresh connection, whichever worker takes it, offers the item afterwards."""
     env = {"RECSYS_STATE_PATH": str(tmp_path / "state.sqlite3"), "RECSYS_ADMIN_TOKEN": "t"}
+    auth = {"Authorization": "Bearer t"}
     with serving(model_dir, env=env, args=("--workers", "2"), timeout_s=180) as (base, process):
         workers = children(process.pid)
         assert len(workers) == 2
         items = pd.read_parquet(model_dir / "items.parquet")
         item_id = str(items.sort_values("n_customers", ascending=False)["item_id"].iloc[0])
         query = {"item_id": item_id, "store_id": "w", "k": 3}
-        gone = httpx.post(f"{base}/v1/substitutes", json=query).json()["substitutes"][0]["item_id"]
-        put = httpx.put(f"{base}/v1/inventory", headers={"Authorization": "Bearer t"},
+        gone = httpx.post(f"{base}/v1/substitutes", json=query, headers=auth).json()["substitutes"][0]["item_id"]
+        put = httpx.put(f"{base}/v1/inventory", headers=auth,
                         json={"updates": [{"item_id": gone, "store_id": "w", "in_stock": False}]})
         assert put.status_code == 200
         clean = 0
         for _ in range(2000):  # bounded: the other worker catches up within its polling interval
-            offered = [s["item_id"] for s in httpx.post(f"{base}/v1/substitutes", json=query).json()["substitutes"]]
+            answer = httpx.post(f"{base}/v1/substitutes", json=query, headers=auth).json()
+            offered = [s["item_id"] for s in answer["substitutes"]]
             clean = clean + 1 if gone not in offered else 0
             if clean == 20:
                 break

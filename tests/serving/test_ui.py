@@ -21,12 +21,15 @@ from serving.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 UI_DIR = ROOT / "serving" / "ui"
+TOKEN = "ui-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture()
 def client(model_dir: Path, tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings(model_path=model_dir, admin_token="ui-token", state_path=tmp_path / "state.sqlite3")
-    with TestClient(create_app(settings)) as test_client:
+    """The service, closed (API keys), called with the operator's token: these tests are about what it answers."""
+    settings = Settings(model_path=model_dir, admin_token=TOKEN, state_path=tmp_path / "state.sqlite3")
+    with TestClient(create_app(settings), headers=AUTH) as test_client:
         yield test_client
 
 
@@ -130,6 +133,8 @@ def test_report_files_of_a_model_built_in_memory_are_none(engine: SubstituteEngi
 
 
 def test_ui_pages_and_assets_are_served_from_the_package(client: TestClient) -> None:
+    client = TestClient(client.app)  # without a key: the pages are static, the API calls they make need one
+    assert client.get("/v1/items", params={"q": "milk"}).status_code == 401
     for path in ("/ui", "/ui/model"):
         page = client.get(path)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -164,9 +169,9 @@ def test_ui_files_ship_in_the_package() -> None:
 
 def test_ui_can_be_switched_off(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECSYS_UI", "false")
-    settings = Settings(model_path=model_dir, state_path=tmp_path / "state.sqlite3")
+    settings = Settings(model_path=model_dir, admin_token=TOKEN, state_path=tmp_path / "state.sqlite3")
     assert settings.ui is False and Settings.model_fields["ui"].default is True
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), headers=AUTH) as client:
         assert client.get("/ui").status_code == 404
         assert client.get("/ui/static/app.js").status_code == 404
         assert client.get("/v1/items", params={"q": "milk"}).status_code == 200  # the API stays

@@ -15,7 +15,7 @@ from serving.settings import Settings
 def test_feedback_is_recorded_and_retraining_changes_the_ranking(model_dir: Path, train_args: list[str],
                                                                  tmp_path: Path) -> None:
     state = tmp_path / "state.sqlite3"
-    with TestClient(create_app(Settings(model_path=model_dir, state_path=state))) as client:
+    with TestClient(create_app(Settings(model_path=model_dir, state_path=state, auth="open"))) as client:
         engine: SubstituteEngine = client.app.state.service.engine
         items = engine.model.items
         x = next(str(i) for i in items.sort_values("n_customers", ascending=False)["item_id"]
@@ -24,17 +24,27 @@ def test_feedback_is_recorded_and_retraining_changes_the_ranking(model_dir: Path
         shown = [s["item_id"] for s in before["substitutes"]]
         liked, disliked = shown[7], shown[0]
         customers = [str(c) for c in engine.model.customers[:4]]
+        decisions = 0
         for customer in customers[:3]:
-            response = client.post("/v1/feedback", json={
-                "item_id": x, "shown": shown, "accepted": liked, "rejected": [disliked], "customer_id": customer,
-                "store_id": "330", "model_version": before["model_version"]})
+            # each customer's own answer: feedback is bound to what that answer showed
+            answer = client.get(f"/v1/items/{x}/substitutes", params={"k": 10, "customer_id": customer}).json()
+            theirs = [s["item_id"] for s in answer["substitutes"]]
+            decision = {"answer_id": answer["answer_id"], "rejected": [disliked] if disliked in theirs else []}
+            decision |= {"accepted": liked} if liked in theirs else {"chosen": liked}
+            response = client.post("/v1/feedback", json=decision)
             assert response.status_code == 201 and response.json()["id"] > 0
-        picker = client.post("/v1/feedback", json={"item_id": x, "chosen": liked, "customer_id": customers[3],
+            decisions += 1 + len(decision["rejected"])
+        picked = client.get(f"/v1/items/{x}/substitutes", params={"k": 3, "customer_id": customers[3]}).json()
+        picker = client.post("/v1/feedback", json={"answer_id": picked["answer_id"], "chosen": liked,
                                                    "source": "picker"})
         assert picker.status_code == 201
-        for bad in ({"item_id": x, "shown": shown}, {"item_id": x, "shown": shown, "rejected": []},
-                    {"item_id": x, "accepted": None}, {"item_id": x, "chosen": liked, "source": "robot"},
-                    {"item_id": x, "chosen": liked, "surprise": 1}):
+        decisions += 1
+        answer_id = before["answer_id"]
+        for bad in ({"answer_id": answer_id}, {"answer_id": answer_id, "rejected": []},
+                    {"answer_id": answer_id, "accepted": None}, {"answer_id": answer_id, "chosen": liked,
+                                                                 "source": "robot"},
+                    {"answer_id": answer_id, "chosen": liked, "surprise": 1}, {"chosen": liked},
+                    {"answer_id": answer_id, "item_id": x, "chosen": liked}):
             response = client.post("/v1/feedback", json=bad)
             assert response.status_code == 422 and response.json()["detail"]
     assert len(FeedbackLog(state)) == 4, "recorded durably, nothing from the refused requests"
@@ -42,9 +52,9 @@ def test_feedback_is_recorded_and_retraining_changes_the_ranking(model_dir: Path
     result = CliRunner().invoke(app, ["train", *train_args, "--feedback", str(state),
                                       "--out", str(tmp_path / "models"), "--no-progress"])
     assert result.exit_code == 0, result.output
-    assert "feedback: 7 decisions" in result.output
+    assert f"feedback: {decisions} decisions" in result.output
     retrained = SubstituteEngine.load(tmp_path / "models" / "current")
-    assert retrained.manifest.counts["feedback_decisions"] == 7
+    assert retrained.manifest.counts["feedback_decisions"] == decisions
 
     after = [s.item_id for s in retrained.substitutes(x, k=10)]
     assert after[0] == liked, f"accepted 4 times: first now (was #{shown.index(liked) + 1})"
