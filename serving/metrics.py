@@ -131,7 +131,7 @@ class ObservabilityMiddleware:
         method = scope.get("method", "")
         self.metrics.record(endpoint, method, status_code, seconds)
         if access_log.isEnabledFor(logging.INFO):
-            # the name of the API key that called (``request.state.caller``, set by the authentication), never
+            # the name of the API key that called (``request.state.caller``, set by serving.access), never
             # a key, a header, the query string or the body
             state = scope.get("state")
             caller = state.get("caller") if state else None

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from recsys.cli.common import console, fail, warn_password_in_argv
@@ -77,7 +78,7 @@ def keys_list(state: StateOption = None,
     for key in keys:
         if key.revoked_at is None or revoked:
             table.add_row(key.name, ",".join(sorted(key.scopes)), key.created_at, key.revoked_at or "")
-    console.print(table)
+    Console(stderr=True, width=max(console.width, 160)).print(table)  # whole names and dates, even in a pipe
 
 
 @app.command("revoke")

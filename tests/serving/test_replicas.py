@@ -484,3 +484,35 @@ def test_a_reader_catching_up_during_concurrent_writes_misses_no_batch(cluster: 
     finally:
         for state in [*writers, reader_state]:
             state.close()
+
+
+def test_a_key_made_and_revoked_with_the_cli_reaches_every_replica(replicas: list[str], cluster: Cluster,
+                                                                   shared_models: Path) -> None:
+    """`recsys keys create` on the shared state: every replica accepts the key; `recsys keys revoke`: every replica
+    refuses it within 2 s (PostgreSQL announces the change; the polling interval is the fallback)."""
+    (x,) = _popular(shared_models, 1)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "recsys.cli", "keys", *args, "--state", cluster.url],
+                              capture_output=True, text=True, timeout=60)
+
+    made = cli("create", "--name", "storefront-pg", "--scope", "read")
+    assert made.returncode == 0, made.stderr
+    key = {"Authorization": f"Bearer {made.stdout.strip().splitlines()[-1]}"}
+    with httpx.Client(timeout=10) as client:
+        def status(base: str) -> int:
+            return client.post(f"{base}/v1/substitutes", json={"item_id": x}, headers=key).status_code
+
+        deadline = time.monotonic() + 10
+        while any(status(base) != 200 for base in replicas):
+            assert time.monotonic() < deadline, "a replica never accepted the new key"
+            time.sleep(0.05)
+        assert cli("revoke", "storefront-pg").returncode == 0
+        revoked = time.monotonic()
+        pending = set(replicas)
+        while pending:
+            pending = {base for base in pending if status(base) != 401}
+            assert time.monotonic() - revoked < 2.0, f"still accepted after 2 s by {pending}"
+            time.sleep(0.02)
+    listed = cli("list", "--revoked")
+    assert "storefront-pg" in listed.stderr and key["Authorization"].split()[-1] not in listed.stderr + listed.stdout
