@@ -1,10 +1,9 @@
 """`recsys keys`: the key is printed once, as the last line; only its hash is stored; names and scopes are
 checked; revocation is final; bad input exits 2 with a message."""
 
-import subprocess
-import sys
 from pathlib import Path
 
+from click.testing import Result
 from typer.testing import CliRunner
 
 from recsys.cli import app
@@ -12,15 +11,15 @@ from recsys.state.keys import Keyring, hash_key
 from recsys.state.store import open_state
 
 
-def _keys(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "recsys.cli", "keys", *args], capture_output=True, text=True,
-                          timeout=60)
+def _keys(*args: str) -> Result:
+    """``recsys keys ARGS`` in this process, standard output and error apart."""
+    return CliRunner().invoke(app, ["keys", *args])
 
 
 def test_create_list_revoke(tmp_path: Path) -> None:
     state = f"sqlite:///{tmp_path / 'state.sqlite3'}"
     made = _keys("create", "--name", "storefront", "--scope", "read,write", "--state", state)
-    assert made.returncode == 0, made.stderr
+    assert made.exit_code == 0, made.output
     key = made.stdout.strip().splitlines()[-1]
     assert key.startswith("rsk_") and len(key) > 40 and made.stdout.strip() == key, "the key alone on stdout"
     store = open_state(state)
@@ -30,14 +29,14 @@ def test_create_list_revoke(tmp_path: Path) -> None:
         assert Keyring(store.api_keys()).find(key) == stored
         listing = _keys("list", "--state", state)
         assert "storefront" in listing.stderr and "read,write" in listing.stderr and key not in listing.stderr
-        assert _keys("revoke", "storefront", "--state", state).returncode == 0
+        assert _keys("revoke", "storefront", "--state", state).exit_code == 0
         assert Keyring(store.api_keys()).find(key) is None
         again = _keys("revoke", "storefront", "--state", state)
-        assert again.returncode == 2 and "no active key named 'storefront'" in again.stderr
+        assert again.exit_code == 2 and "no active key named 'storefront'" in again.stderr
         assert "storefront" not in _keys("list", "--state", state).stderr
         assert "storefront" in _keys("list", "--revoked", "--state", state).stderr
         renewed = _keys("create", "--name", "storefront", "--scope", "read", "--state", state)
-        assert renewed.returncode == 0 and len(store.api_keys()) == 2, "a revoked key's name can be used again"
+        assert renewed.exit_code == 0 and len(store.api_keys()) == 2, "a revoked key's name can be used again"
     finally:
         store.close()
 
