@@ -17,7 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 METHODS: Final[tuple[str, ...]] = ("GET", "POST", "PUT", "DELETE", "OPTIONS")
 HEADERS: Final[tuple[str, ...]] = ("Authorization", "Content-Type", "X-Request-ID")
 #: response headers a page's script may read besides the safelisted ones
-EXPOSED: Final[tuple[str, ...]] = ("X-Request-ID", "Server-Timing")
+EXPOSED: Final[tuple[str, ...]] = ("X-Request-ID", "Server-Timing", "Retry-After")
 #: how long a browser may reuse a preflight's answer (Chrome caps it at 2 hours)
 MAX_AGE_S: Final[int] = 3600
 #: an origin as a browser sends it: scheme://host[:port], lower case, nothing after

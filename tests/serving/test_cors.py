@@ -69,7 +69,7 @@ def test_an_allowed_origin_reads_the_answer(client: TestClient, item_id: str) ->
     assert response.status_code == 200 and response.json()["substitutes"]
     assert response.headers["access-control-allow-origin"] == SHOP
     exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
-    assert exposed == {"x-request-id", "server-timing"}
+    assert exposed == {"x-request-id", "server-timing", "retry-after"}
     assert "access-control-allow-credentials" not in response.headers
     assert "origin" in response.headers["vary"].lower()
     # errors too, so a page can read why
