@@ -11,7 +11,6 @@ microseconds instead of a dependency resolution, on every request.
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any, Final
 
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recsys.state.keys import Keyring
 from serving.limits import RateLimiter, rate_limited
+from serving.responses import send_error
 
 #: what a request with no key is called in the development mode (rate-limited per client address)
 ANONYMOUS: Final[str] = "anonymous"
@@ -140,15 +140,8 @@ class AccessMiddleware:
             if wait_s is not None:
                 raise rate_limited(wait_s, self.limiter)
         except HTTPException as exc:
-            await _refuse(send, exc)
+            extra = [(name.lower().encode("latin-1"), value.encode("latin-1"))
+                     for name, value in (exc.headers or {}).items()]
+            await send_error(send, exc.status_code, exc.detail, extra)
             return
         await self.app(scope, receive, send)
-
-
-async def _refuse(send: Send, exc: HTTPException) -> None:
-    """The JSON error FastAPI would answer for ``exc``."""
-    body = json.dumps({"detail": exc.detail}).encode()
-    extra = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in (exc.headers or {}).items()]
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -27,12 +27,21 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+def _engine(service: ServiceState) -> SubstituteEngine:
+    if service.engine is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded yet")
+    return service.engine
+
+
+def _signer(service: ServiceState) -> AnswerSigner:
+    if service.signer is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the state database has not answered yet")
+    return service.signer
+
+
 async def get_engine(request: Request) -> SubstituteEngine:
     # reads the state itself: a sub-dependency costs the hot path another resolution step
-    engine: SubstituteEngine | None = request.app.state.service.engine
-    if engine is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded yet")
-    return engine
+    return _engine(request.app.state.service)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,18 +56,11 @@ async def answering(request: Request) -> Answering:
     """The substitute routes' one dependency: a loaded model (else 503) and the signing key (else 503). One,
     because each dependency FastAPI resolves costs microseconds on the busiest path."""
     service = request.app.state.service
-    if service.engine is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded yet")
-    if service.signer is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the state database has not answered yet")
-    return Answering(service.engine, service.signer)
+    return Answering(_engine(service), _signer(service))
 
 
 async def get_signer(request: Request) -> AnswerSigner:
-    signer: AnswerSigner | None = request.app.state.service.signer
-    if signer is None:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the state database has not answered yet")
-    return signer
+    return _signer(request.app.state.service)
 
 
 EngineDep = Annotated[SubstituteEngine, Depends(get_engine)]

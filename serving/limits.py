@@ -7,7 +7,6 @@ the service R x W times the concurrency limit.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -16,6 +15,8 @@ from collections.abc import Callable, Iterable
 
 from fastapi import HTTPException, status
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serving.responses import send_error
 
 # never refused: a load balancer must still see a busy replica as alive and ready, and the metrics scrape is what
 # shows the refusals; all three answer from memory
@@ -108,8 +109,9 @@ class ConcurrencyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.max_concurrency:
-            await _overloaded(send, f"server busy: {self.max_concurrency} requests in flight "
-                                    f"(RECSYS_MAX_CONCURRENCY); retry")
+            await send_error(send, status.HTTP_503_SERVICE_UNAVAILABLE,
+                             f"server busy: {self.max_concurrency} requests in flight (RECSYS_MAX_CONCURRENCY); retry",
+                             [(b"retry-after", b"1")])
             return
         self.in_flight += 1
         try:
@@ -117,13 +119,6 @@ class ConcurrencyLimitMiddleware:
         finally:
             self.in_flight -= 1
 
-
-async def _overloaded(send: Send, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status.HTTP_503_SERVICE_UNAVAILABLE,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"retry-after", b"1")]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def batch_cost_error(lines: int, k: int, max_cost: int) -> HTTPException | None:

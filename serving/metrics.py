@@ -5,7 +5,6 @@ A plain ASGI middleware rather than ``BaseHTTPMiddleware``: it adds microseconds
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -16,6 +15,8 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.responses import send_error
 
 access_log = logging.getLogger("recsys.access")
 #: an incoming X-Request-ID (a proxy's or a client's) is kept when it is a plain token; anything else is replaced,
@@ -91,7 +92,7 @@ class ObservabilityMiddleware:
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             status_code = 413
-            await _plain_error(send, 413, f"request body over {self.max_body_bytes} bytes", id_header)
+            await send_error(send, 413, f"request body over {self.max_body_bytes} bytes", [id_header])
             self._record(scope, status_code, start, request_id)
             return
 
@@ -121,7 +122,7 @@ class ObservabilityMiddleware:
             await self.app(scope, limited_receive, recording_send)
         except _BodyTooLarge:
             status_code = 413
-            await _plain_error(send, 413, f"request body over {self.max_body_bytes} bytes", id_header)
+            await send_error(send, 413, f"request body over {self.max_body_bytes} bytes", [id_header])
         self._record(scope, status_code, start, request_id)
 
     def _record(self, scope: Scope, status_code: int, start: float, request_id: bytes) -> None:
@@ -154,11 +155,3 @@ class ObservabilityMiddleware:
 
 class _BodyTooLarge(Exception):
     pass
-
-
-async def _plain_error(send: Send, status_code: int, detail: str, *extra: tuple[bytes, bytes]) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status_code,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *extra]})
-    await send({"type": "http.response.body", "body": body})

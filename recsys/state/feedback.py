@@ -15,7 +15,6 @@ import hashlib
 import json
 import threading
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -43,7 +42,7 @@ class Feedback:
     source: str = "shopper"
     model_version: str | None = None
     answer_id: str | None = None
-    recorded_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    recorded_at: str = field(default_factory=storage.utc_now)
 
     def __post_init__(self) -> None:
         if self.accepted is None and not self.rejected and self.chosen is None:
@@ -156,10 +155,6 @@ class FeedbackLog:
         with self._lock:
             rows = self._connection.execute("SELECT body FROM feedback ORDER BY id").fetchall()
         return [from_json(body) for (body,) in rows]
-
-    def decisions(self) -> pd.DataFrame:
-        """Every decision as a row of :data:`DECISION_COLUMNS`."""
-        return decisions_of(self.feedback())
 
     def close(self) -> None:
         with self._lock:

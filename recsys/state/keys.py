@@ -19,8 +19,9 @@ import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Final, Protocol
+
+from recsys.state.storage import utc_now
 
 SCOPES: Final[tuple[str, ...]] = ("read", "profiles", "write", "admin")
 KEY_PREFIX: Final[str] = "rsk_"
@@ -59,9 +60,6 @@ def api_key_of(name: str, scopes: str, key_hash: str, created_at: object, revoke
     return ApiKey(name=name, scopes=frozenset(scopes.split(",")), key_hash=key_hash, created_at=str(created_at),
                   revoked_at=None if revoked_at is None else str(revoked_at))
 
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def check_name(name: str) -> str:
@@ -106,6 +104,3 @@ class Keyring:
     def find(self, key: str) -> ApiKey | None:
         """The active key ``key`` is, or None."""
         return self._by_hash.get(hash_key(key))
-
-    def __len__(self) -> int:
-        return len(self._by_hash)

@@ -29,8 +29,8 @@ from psycopg_pool import ConnectionPool
 from recsys.model.registry import check_version
 from recsys.state.feedback import Feedback, Recorded, answer_key, from_json, to_json
 from recsys.state.inventory import StockUpdate, id_blob, stock_update_of
-from recsys.state.keys import ApiKey, api_key_of, utc_now
-from recsys.state.storage import SCHEMA_VERSION, StateSchemaError, StateUnavailableError, redact
+from recsys.state.keys import ApiKey, api_key_of
+from recsys.state.storage import SCHEMA_VERSION, StateSchemaError, StateUnavailableError, redact, utc_now
 
 CHANNEL: Final[str] = "recsys_state"
 #: arbitrary constants naming this package's advisory locks

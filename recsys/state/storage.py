@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 from urllib.parse import unquote
@@ -158,6 +159,11 @@ def has_password(url: str) -> bool:
     """Whether a state URL or libpq connection string carries a non-empty password."""
     spans = _password_spans(url)
     return spans is None and "password" in url or any(end > start for start, end in spans or ())
+
+
+def utc_now() -> str:
+    """Now in UTC to the second (ISO 8601): when a state row was written."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def redact(url: str) -> str:

@@ -29,8 +29,8 @@ from recsys.state import storage
 from recsys.state.answers import SECRET_NAME, AnswerSigner
 from recsys.state.feedback import FeedbackLog, FeedbackStore, decisions_of, verified
 from recsys.state.inventory import SqliteStockStore, StockStore
-from recsys.state.keys import ApiKey, KeyStore, api_key_of, utc_now
-from recsys.state.storage import StateUnavailableError, redact
+from recsys.state.keys import ApiKey, KeyStore, api_key_of
+from recsys.state.storage import StateUnavailableError, redact, utc_now
 
 __all__ = ["StateStore", "StateUnavailableError", "SqliteState", "check_url", "open_state", "read_decisions",
            "redact", "sqlite_path"]
