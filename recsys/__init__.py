@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from recsys.domain.schema import Dataset, DataValidationError
     from recsys.domain.sizes import PackageSize, parse_package_size
     from recsys.domain.types import (
+        AvailabilityPolicy,
         BrandShare,
         CategoryPreference,
         CustomerProfile,
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
         UnknownCustomerError,
         UnknownIntentError,
         UnknownItemError,
+        UnknownStoreError,
         Variant,
     )
     from recsys.model.artifact import ArtifactError
@@ -43,9 +45,10 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["Inventory", "StockUpdate"], "recsys.state.inventory"),
     **dict.fromkeys(["Dataset", "DataValidationError"], "recsys.domain.schema"),
     **dict.fromkeys(["PackageSize", "parse_package_size"], "recsys.domain.sizes"),
-    **dict.fromkeys(["BrandShare", "CategoryPreference", "CustomerProfile", "Intent", "ItemInfo", "ItemMatches",
-                     "OrderSubstitutes", "PriceBand", "Substitute", "SubstituteFilters", "SubstituteList",
-                     "UnknownCustomerError", "UnknownIntentError", "UnknownItemError", "Variant"],
+    **dict.fromkeys(["AvailabilityPolicy", "BrandShare", "CategoryPreference", "CustomerProfile", "Intent",
+                     "ItemInfo", "ItemMatches", "OrderSubstitutes", "PriceBand", "Substitute", "SubstituteFilters",
+                     "SubstituteList",
+                     "UnknownCustomerError", "UnknownIntentError", "UnknownItemError", "UnknownStoreError", "Variant"],
                     "recsys.domain.types"),
 }
 
@@ -70,6 +73,7 @@ __all__ = [
     "CustomerProfile",
     "AlsConfig",
     "ArtifactError",
+    "AvailabilityPolicy",
     "DataValidationError",
     "Dataset",
     "Intent",
@@ -87,6 +91,7 @@ __all__ = [
     "UnknownCustomerError",
     "UnknownIntentError",
     "UnknownItemError",
+    "UnknownStoreError",
     "Variant",
     "parse_package_size",
 ]

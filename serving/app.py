@@ -82,7 +82,9 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
     # their 401s, 429s and 503s carry the CORS headers a page needs to read them (the 413 for a body over the
     # limit, answered outside, does not)
     add_cors(app, settings.cors_origin_list())
-    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes)
+    # a store's whole count is larger than any query; its path needs a write key, checked before a body is read
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes,
+                       larger_bodies={"/v1/inventory/snapshot": settings.max_snapshot_bytes})
     for router in (substitutes.router, customers.router, feedback.router, admin.router, health.router,
                    items.router, model.router):
         app.include_router(router)
@@ -123,6 +125,7 @@ async def _first_engine(service: ServiceState, settings: Settings, preloaded: Su
         pointed = await asyncio.to_thread(service.pointed_model, settings.models_directory())
         if pointed is None or pointed.name == preloaded.version:
             preloaded.use_inventory(service.inventory)
+            preloaded.use_policy(service.policy)
             service.engine = preloaded
             return preloaded
     return await service.load_first(settings.models_directory())

@@ -10,6 +10,7 @@ import os
 import re
 import time
 from binascii import b2a_hex
+from collections.abc import Mapping
 from json.encoder import encode_basestring_ascii as _json_string  # a JSON string, quoted (C-accelerated)
 from typing import Any, Final
 
@@ -70,10 +71,13 @@ class Metrics:
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int,
+                 larger_bodies: Mapping[str, int] | None = None) -> None:
+        """``larger_bodies``: the body limit of paths that take more than ``max_body_bytes`` (by exact path)."""
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.larger_bodies = dict(larger_bodies or {})
         # the access log's timestamp to the second, made once a second rather than once a request
         self._second = -1
         self._second_text = ""
@@ -89,10 +93,11 @@ class ObservabilityMiddleware:
         if request_id is None or _REQUEST_ID.fullmatch(request_id) is None:
             request_id = b2a_hex(os.urandom(8))  # unique enough to find one request, ten times cheaper than a uuid4
         id_header = (b"x-request-id", request_id)
+        limit = self.larger_bodies.get(scope["path"], self.max_body_bytes)
         length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+        if length is not None and (not length.isdigit() or int(length) > limit):
             status_code = 413
-            await send_error(send, 413, f"request body over {self.max_body_bytes} bytes", [id_header])
+            await send_error(send, 413, f"request body over {limit} bytes", [id_header])
             self._record(scope, status_code, start, request_id)
             return
 
@@ -103,7 +108,7 @@ class ObservabilityMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     raise _BodyTooLarge
             return message
 
@@ -122,7 +127,7 @@ class ObservabilityMiddleware:
             await self.app(scope, limited_receive, recording_send)
         except _BodyTooLarge:
             status_code = 413
-            await send_error(send, 413, f"request body over {self.max_body_bytes} bytes", [id_header])
+            await send_error(send, 413, f"request body over {limit} bytes", [id_header])
         self._record(scope, status_code, start, request_id)
 
     def _record(self, scope: Scope, status_code: int, start: float, request_id: bytes) -> None:

@@ -112,10 +112,53 @@ class InventoryResult(BaseModel):
     unknown_items: list[str] = Field(description="ids the current model does not know (stored anyway)")
 
 
+#: what a snapshot says of the store's items it does not list
+Unlisted = Literal["out_of_stock", "unchanged"]
+
+
+class SnapshotItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: Id
+    in_stock: StrictBool = Field(description="true or false; not 1 or \"yes\"")
+    restock_eta: JsonDateTime = None
+
+
+class StockSnapshotIn(BaseModel):
+    """A store's whole count (a store system's nightly stock count), applied in one step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    store_id: Id
+    items: list[SnapshotItemIn] = Field(description="each item once; may be empty")
+    unlisted: Unlisted = Field(description=(
+        "out_of_stock: every item of the store not listed is out of stock from now on, items never reported "
+        "included (only items reported in stock are offered there); unchanged: the items not listed keep their "
+        "state"))
+
+    @model_validator(mode="after")
+    def _each_item_once(self) -> StockSnapshotIn:
+        seen: set[str] = set()
+        for item in self.items:
+            if item.item_id in seen:
+                raise ValueError(f"item_id {item.item_id!r} is listed twice; list each item once")
+            seen.add(item.item_id)
+        return self
+
+
+class SnapshotResult(BaseModel):
+    store_id: str
+    applied: int = Field(description="items listed, all applied")
+    unknown_items: int = Field(description=(
+        "how many listed ids the current model does not know: stored anyway, as a later model may know them"))
+    unlisted: Unlisted
+
+
 class ReloadRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_path: str | None = Field(None, max_length=4096, description="default: the configured model path")
+    model_path: str | None = Field(None, max_length=4096, pattern=r"^[^\x00]*$",
+                                   description="default: the configured model path (no NUL characters)")
 
 
 class ReloadResult(BaseModel):

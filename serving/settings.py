@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recsys.domain.types import AvailabilityPolicy
 from recsys.state.answers import DEFAULT_MAX_AGE_S
 from serving.cors import parse_origins
 
@@ -46,6 +47,10 @@ class Settings(BaseSettings):
                           "model path's parent)"
     )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
+    max_snapshot_bytes: int = Field(
+        16_000_000, ge=1024, description="larger bodies of PUT /v1/inventory/snapshot (a store's whole count, "
+                                         "read only once its write key is checked) get 413"
+    )
     max_batch: int = Field(10_000, ge=1, description="most inventory updates in one request")
     max_batch_cost: int = Field(
         2_000, ge=1, description="most lines x k in one POST /v1/substitutes/batch (more: 413)"
@@ -60,6 +65,12 @@ class Settings(BaseSettings):
     opentelemetry: bool = Field(
         False, description="FastAPI's own OpenTelemetry traces, metrics and logs (checked on every request when on)"
     )
+    allow_unknown_items: bool = Field(
+        False, description="offer items that no stock report, assortment file or sales inference says the store "
+                           "has (their availability: unknown)")
+    allow_unknown_stores: bool = Field(
+        False, description="answer for a store nothing is known of (store_known: false, chain-level rules) "
+                           "instead of 404")
     ui: bool = Field(True, description="serve the review page at /ui (false: /ui is 404)")
     docs: bool = Field(True, description="serve /docs, /redoc and /openapi.json (false: they are 404)")
     metrics: bool = Field(True, description="serve Prometheus metrics at /metrics (false: it is 404)")
@@ -91,6 +102,9 @@ class Settings(BaseSettings):
 
     def models_directory(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.model_path.parent
+
+    def availability_policy(self) -> AvailabilityPolicy:
+        return AvailabilityPolicy(self.allow_unknown_items, self.allow_unknown_stores)
 
     def cors_origin_list(self) -> tuple[str, ...]:
         """The origins of ``cors_origins``; none: no CORS."""

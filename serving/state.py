@@ -9,7 +9,7 @@ import logging
 import secrets
 from pathlib import Path
 
-from recsys import ArtifactError, Inventory, SubstituteEngine
+from recsys import ArtifactError, AvailabilityPolicy, Inventory, SubstituteEngine
 from recsys.model.registry import InvalidVersionError, check_version
 from recsys.state.answers import SECRET_NAME, AnswerSigner
 from recsys.state.feedback import FeedbackLog, FeedbackStore
@@ -28,8 +28,10 @@ class ServiceState:
     so in-flight requests finish on the model they started with and none sees a half-loaded model."""
 
     def __init__(self, model_path: Path, inventory: Inventory | None = None, feedback: FeedbackStore | None = None,
-                 store: StateStore | None = None, access: Access | None = None) -> None:
+                 store: StateStore | None = None, access: Access | None = None,
+                 policy: AvailabilityPolicy | None = None) -> None:
         self.model_path = model_path
+        self.policy = policy or AvailabilityPolicy()  # what every engine loaded here offers without evidence
         self.inventory = inventory or Inventory()
         self.feedback: FeedbackStore = feedback if feedback is not None else FeedbackLog()
         self.store = store
@@ -51,7 +53,7 @@ class ServiceState:
             inventory = Inventory(store.stock if store is not None else None)
         token = settings.admin_token.get_secret_value() if settings.admin_token is not None else None
         service = cls(settings.model_path, inventory, store.feedback if store is not None else None, store,
-                      Access(settings.auth, token))
+                      Access(settings.auth, token), settings.availability_policy())
         if store is not None:
             try:
                 service.refresh_access()
@@ -120,7 +122,7 @@ class ServiceState:
         """Load and verify a model, then make it current; on error the old engine keeps serving."""
         async with self._reload_lock:
             path = model_path or self.model_path
-            engine = await asyncio.to_thread(SubstituteEngine.load, path, self.inventory)
+            engine = await asyncio.to_thread(SubstituteEngine.load, path, self.inventory, self.policy)
             previous = self.engine.version if self.engine is not None else None
             self.engine = engine
             # the model is ~10^5 long-lived Python objects: keep them out of the cyclic GC's full scans,

@@ -17,6 +17,7 @@ from recsys.domain.config import TrainConfig
 from recsys.domain.schema import LIST_PRICE, PURCHASE_TYPES, Dataset, ValidationReport
 from recsys.domain.sizes import parse_package_sizes
 from recsys.model.data import GROUP_KEYS, contiguous_ranges
+from training.assortment import SalesEvidence, sales_evidence
 from training.catalog import sort_items
 from training.events import event_weights, prepare_events
 from training.neighbours import cooccurrence, switching
@@ -49,6 +50,7 @@ class Aggregates:
     switched_to: sp.csr_matrix  # switch baskets holding the candidate
     tried: sp.csr_matrix  # customers loyal to X who tried the candidate
     viewed_together: sp.csr_matrix  # viewed or carted in one session
+    sales: SalesEvidence  # purchases by store, item and age: what the assortment inference reads
 
 
 def aggregate(dataset: Dataset, config: TrainConfig, train_until: datetime | None = None, *,
@@ -70,8 +72,7 @@ def aggregate(dataset: Dataset, config: TrainConfig, train_until: datetime | Non
         cust_codes = cust_codes.astype(np.int32)
         customers = pd.Index(customer_index.astype(str))
         session_codes = pd.factorize(events["session_id"])[0].astype(np.int32)
-        parsed = items["package_size"].notna() & items["package_size"].str.strip().ne("")
-        size_parse_rate = float(items.loc[parsed, "size_family"].notna().mean()) if parsed.any() else None
+        parse_rate = size_parse_rate(items)
 
     with timer.stage("interactions"):
         is_purchase = events["event_type"].isin(list(PURCHASE_TYPES)).to_numpy()
@@ -81,6 +82,7 @@ def aggregate(dataset: Dataset, config: TrainConfig, train_until: datetime | Non
                                                   n_customers=len(customers), n_items=len(items))
         customer_stats = _customer_stats(events.loc[is_purchase, ["timestamp", "price", "quantity"]],
                                          *_rows(is_purchase, cust_codes, session_codes), len(customers), data_end)
+        sales = sales_evidence(events, item_idx, data_end, config.assortment.holdout_days)
         del weights, trend_weights
 
     with timer.stage("neighbours"):
@@ -95,10 +97,10 @@ def aggregate(dataset: Dataset, config: TrainConfig, train_until: datetime | Non
     event_types = {str(name): int(n) for name, n in events["event_type"].value_counts().items() if n > 0}
     return Aggregates(
         report=report, data_start=events["timestamp"].min(), data_end=data_end, event_count=len(events),
-        event_types=event_types, items=items, size_parse_rate=size_parse_rate, customers=customers,
+        event_types=event_types, items=items, size_parse_rate=parse_rate, customers=customers,
         customer_weight=weight, customer_count=count, customer_recent=recent, stores=stores, store_items=store_items,
         home_store=home_store, customer_stats=customer_stats, bought_instead=bought_instead, switched_to=switched_to,
-        tried=tried, viewed_together=viewed_together), events
+        tried=tried, viewed_together=viewed_together, sales=sales), events
 
 
 def _build_items(catalog: pd.DataFrame, events: pd.DataFrame, weights: np.ndarray, trend_weights: np.ndarray,
@@ -146,6 +148,13 @@ def items_from_aggregates(catalog: pd.DataFrame, per_item: Mapping[str, pd.Serie
     items["days_on_sale"] = ids.map(per_item["days_on_sale"]).astype("float64")
     items["package_size"] = items["package_size"].astype("string")
     return sort_items(items)
+
+
+def size_parse_rate(items: pd.DataFrame) -> float | None:
+    """The share of items with a package size whose size parses (``items``: one row per item, with the
+    ``size_family`` of :func:`recsys.domain.sizes.parse_package_sizes`); None when no item has a size."""
+    given = items["package_size"].notna() & items["package_size"].astype("string").str.strip().ne("")
+    return float(items.loc[given, "size_family"].notna().mean()) if given.any() else None
 
 
 def _rows(mask: np.ndarray, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:

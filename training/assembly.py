@@ -20,14 +20,18 @@ from threadpoolctl import threadpool_limits
 
 from recsys.domain.config import TrainConfig
 from recsys.domain.schema import ValidationReport
+from recsys.domain.types import AvailabilityPolicy
 from recsys.model import artifact
 from recsys.model.data import PAIR_SIGNALS, ModelData
 from recsys.model.manifest import DataSpan, Manifest, RankerSection, SourceReport
 from recsys.query.engine import SubstituteEngine
 from training.aggregates import Aggregates
+from training.assortment import build_assortment
 from training.catalog import impute_cold_factors
 from training.progress import StageTimer
 
+#: what the trainer's own engines offer: every item, at every store
+EVERYTHING = AvailabilityPolicy(allow_unknown_items=True, allow_unknown_stores=True)
 #: the ranker stage's result (training.selection.learn_ranker): the manifest's ``ranker`` section, the re-ranker's
 #: model text ("" when none) and the held-out metrics (None without held-out queries)
 RankerOutcome = tuple[RankerSection, str, dict[str, Any] | None]
@@ -42,6 +46,7 @@ class Run:
     config: TrainConfig
     train_until: datetime | None = None
     feedback: pd.DataFrame | None = None  # substitution decisions (recsys.state.store.read_decisions)
+    assortment: pd.DataFrame | None = None  # the retailer's assortment file (training.assortment.read_assortment)
     show_progress: bool = True
     timer: StageTimer = field(init=False)
     started: float = field(init=False, default_factory=time.perf_counter)  # when training started
@@ -61,8 +66,11 @@ class FittedModel:
     started: float  # time.perf_counter() when training started
 
     def engine(self) -> SubstituteEngine:
-        """An engine on the model as it is, in memory (what the trainer's own evaluations query)."""
-        return SubstituteEngine(self.model, self.manifest)
+        """An engine on the model as it is, in memory (what the trainer's own evaluations query). It offers every
+        item, evidence of a store having it or not: the trainer measures how well candidates are ranked, and
+        which items a store has is decided where the model serves (``recsys evaluate --availability`` measures
+        what that costs)."""
+        return SubstituteEngine(self.model, self.manifest, policy=EVERYTHING)
 
 
 def assemble(aggregates: Aggregates, run: Run, *, reports: list[ValidationReport],
@@ -76,7 +84,7 @@ def assemble(aggregates: Aggregates, run: Run, *, reports: list[ValidationReport
     config, timer, items, customers = run.config, run.timer, aggregates.items, aggregates.customers
     with timer.stage("embeddings"):
         if factors is None:
-            item_factors, als_loss = als_factors(aggregates.customer_weight, config, run.show_progress)
+            item_factors, als_loss = als_factors(aggregates.customer_weight, config, timer.bars)  # a log: no bar
         else:
             item_factors, als_loss = factors()
         item_factors = impute_cold_factors(items, item_factors)
@@ -91,6 +99,9 @@ def assemble(aggregates: Aggregates, run: Run, *, reports: list[ValidationReport
     with timer.stage("ranker"):
         ranker, reranker, holdout_metrics = learn_ranker()
 
+    assortment, assortment_report = build_assortment(aggregates.sales, items["item_id"], config.assortment,
+                                                     run.assortment)
+
     model = ModelData(items=items, factors=item_factors, bought_instead=aggregates.bought_instead,
                       viewed_together=aggregates.viewed_together, switched_to=aggregates.switched_to,
                       tried=aggregates.tried,
@@ -98,12 +109,14 @@ def assemble(aggregates: Aggregates, run: Run, *, reports: list[ValidationReport
                       store_items=aggregates.store_items, home_store=aggregates.home_store,
                       customer_stats=aggregates.customer_stats, customer_weight=aggregates.customer_weight,
                       customer_count=aggregates.customer_count, customer_recent=aggregates.customer_recent,
-                      accepted_instead=pair_feedback, customer_accepted=accepted, index=index, reranker=reranker)
+                      accepted_instead=pair_feedback, customer_accepted=accepted, index=index, reranker=reranker,
+                      assortment=assortment)
     manifest = new_manifest(
         model, config, data_start=aggregates.data_start, data_end=aggregates.data_end, train_until=run.train_until,
         counts=model_counts(model, aggregates.event_count, aggregates.event_types, feedback_counts),
         size_parse_rate=aggregates.size_parse_rate, reports=[*reports, aggregates.report], ranker=ranker,
         als_loss=als_loss, metrics=holdout_metrics, engine=engine)
+    manifest.assortment = assortment_report
     return FittedModel(model, manifest, timer, run.started)
 
 

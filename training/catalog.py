@@ -101,6 +101,7 @@ def add_items(model_dir: Path, catalog: pd.DataFrame, out_dir: Path, make_curren
         customer_stats=model.customer_stats, customer_weight=weight, customer_count=count, customer_recent=recent,
         customer_accepted=accepted, index=index,
         reranker=model.reranker,  # the ranker stays: features of the new items are computed the same way
+        assortment=model.assortment.moved(old_to_new[:model.n_items], n),
     )
     updated_manifest = manifest.model_copy(update={
         "version": artifact.new_version(), "files": {}, "counts": {**manifest.counts, "items": n},

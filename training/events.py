@@ -24,6 +24,9 @@ def prepare_events(dataset: Dataset, config: TrainConfig, train_until: datetime 
     report.rows_read = len(events)
     unknown_type = ~events["event_type"].isin(list(config.event_weights))
     report.skip("unknown event type", int(unknown_type.sum()))
+    if unknown_type.any():
+        # a missing type is not a name (value_counts leaves it out; name_values, the unused categories' zeros)
+        report.name_values("unknown event type", events["event_type"][unknown_type].value_counts().to_dict())
     unknown_item = ~events["item_id"].isin(dataset.catalog["item_id"])
     report.skip("item not in catalog", int((unknown_item & ~unknown_type).sum()))
     keep = ~unknown_type & ~unknown_item

@@ -13,6 +13,9 @@ transaction = "purchase"
 item_id = "sku"
 category = "category_path"
 category_separator = "/"
+[assortment]             # AssortmentColumns: the --assortment file (what each store carries)
+store_id = "store"
+item_id = "sku"
 ```
 
 A key you set must name a column of the file (else the file is refused, naming the key and the column). A key
@@ -104,13 +107,28 @@ class CatalogColumns(MappedColumns):
     private_label: str | None = Field("private_label", description="true/false, 1/0, yes/no")
 
 
+class AssortmentColumns(MappedColumns):
+    """The ``--assortment`` file's columns (``[assortment]``): one row per item a store carries."""
+
+    REQUIRED = ("store_id", "item_id")
+
+    store_id: str = "store_id"
+    item_id: str = "item_id"
+
+
+#: each section of a mapping file and its columns
+SECTIONS: dict[str, type[MappedColumns]] = {"events": ColumnMapping, "catalog": CatalogColumns,
+                                            "assortment": AssortmentColumns}
+
+
 class DataMapping(BaseModel):
-    """A whole ``--mapping`` file: ``[events]`` and ``[catalog]``, both optional."""
+    """A whole ``--mapping`` file: ``[events]``, ``[catalog]`` and ``[assortment]``, all optional."""
 
     model_config = ConfigDict(extra="forbid")
 
     events: ColumnMapping = Field(default_factory=ColumnMapping)
     catalog: CatalogColumns = Field(default_factory=CatalogColumns)
+    assortment: AssortmentColumns = Field(default_factory=AssortmentColumns)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> DataMapping:
@@ -135,8 +153,7 @@ def _describe(exc: ValidationError) -> str:
         key = ".".join(str(part) for part in error["loc"])
         if error["type"] == "extra_forbidden":
             section = error["loc"][0] if len(error["loc"]) > 1 else None
-            allowed = sorted((ColumnMapping if section == "events" else CatalogColumns).model_fields) \
-                if section in ("events", "catalog") else ["events", "catalog"]
+            allowed = sorted(SECTIONS[str(section)].model_fields) if section in SECTIONS else list(SECTIONS)
             problems.append(f"unknown key '{key}' (allowed: {', '.join(allowed)})")
         else:
             problems.append(f"key '{key}': {error['msg']}")

@@ -38,19 +38,24 @@ class TrainResult:
 
 def train(dataset: Dataset, config: TrainConfig | None = None, *, out_dir: Path = Path("models"),
           train_until: datetime | None = None, show_progress: bool = True, make_current: bool = True,
-          with_report: bool = True, feedback: pd.DataFrame | None = None) -> TrainResult:
+          with_report: bool = True, feedback: pd.DataFrame | None = None,
+          assortment: pd.DataFrame | None = None) -> TrainResult:
     """Train a model from ``dataset`` and write it to ``out_dir/<version>`` (repointing ``current`` unless
     ``make_current`` is false), with its report (see :mod:`training.report`) unless ``with_report`` is false:
     :func:`fit_model`, then :func:`save_model`."""
-    fitted = fit_model(dataset, config, train_until=train_until, feedback=feedback, show_progress=show_progress)
+    fitted = fit_model(dataset, config, train_until=train_until, feedback=feedback, show_progress=show_progress,
+                       assortment=assortment)
     return save_model(fitted, out_dir, make_current=make_current, with_report=with_report)
 
 
 def fit_model(dataset: Dataset, config: TrainConfig | None = None, *, train_until: datetime | None = None,
-              feedback: pd.DataFrame | None = None, show_progress: bool = True) -> FittedModel:
+              feedback: pd.DataFrame | None = None, show_progress: bool = True,
+              assortment: pd.DataFrame | None = None) -> FittedModel:
     """Train a model from ``dataset``, in memory. ``train_until``: events after it are left out (counted);
-    ``feedback``: substitution decisions (:func:`recsys.state.store.read_decisions`), the strongest signal."""
-    run = Run(config or TrainConfig(), train_until=train_until, feedback=feedback, show_progress=show_progress)
+    ``feedback``: substitution decisions (:func:`recsys.state.store.read_decisions`), the strongest signal;
+    ``assortment``: what each store carries (:func:`training.assortment.read_assortment`), else inferred."""
+    run = Run(config or TrainConfig(), train_until=train_until, feedback=feedback, show_progress=show_progress,
+              assortment=assortment)
     aggregates, events = aggregate(dataset, run.config, train_until, timer=run.timer)
     inner_data = Dataset(events=events, catalog=dataset.catalog, reports=[])
 
@@ -58,7 +63,8 @@ def fit_model(dataset: Dataset, config: TrainConfig | None = None, *, train_unti
         return fit_model(inner_data, inner_config, train_until=until, show_progress=False)
 
     return assemble(aggregates, run, reports=dataset.reports,
-                    learn_ranker=lambda: learn_ranker(dataset.catalog, events, run.config, fit_inner))
+                    learn_ranker=lambda: learn_ranker(dataset.catalog, events, run.config, fit_inner,
+                                                      step=run.timer.step))
 
 
 def save_model(fitted: FittedModel, out_dir: Path, *, make_current: bool = True, with_report: bool = True

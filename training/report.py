@@ -63,6 +63,39 @@ def _plot_loss(manifest: Manifest, path: Path) -> bool:
     return True
 
 
+def _assortment_section(report: dict[str, Any] | None) -> list[str]:
+    """What each store carries, as the model knows it: the file's size, or how far the inference from sales can
+    be trusted at each level (see training.assortment)."""
+    if not report:
+        return []
+    out = ["## What each store carries", ""]
+    listed = report.get("listed")
+    if listed:
+        out += [f"From the assortment file: {listed['rows']:,} rows, {listed['stores']:,} stores, {listed['items']:,} "
+                f"items of the catalog ({listed['unknown_items']:,} rows name items the catalog does not have). "
+                "Other stores and the online channel use the inference below.", ""]
+    stores, cover = report["stores"], report["coverage"]
+
+    def share(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
+    out += [f"Inferred from sales: an item is likely carried where it had an event within {report['window_days']:g} "
+            f"days. Measured on the last {report['holdout_days']:g} days (the share of each store's purchase lines "
+            f"that the inference from the days before covered), store level is used where it reaches "
+            f"{report['store_level_coverage']:.0%}: at {stores['store_level']:,} of {stores['with_sales']:,} stores "
+            f"({stores['measured']:,} had enough purchases to measure); chain level elsewhere "
+            f"({report['chain_items']:,} items likely carried somewhere in the chain).", "",
+            _table(("level", "coverage (all measured stores' lines)", "median store"),
+                   [("store", share(cover["store_level"]), share(cover["store_level_median"])),
+                    ("chain", share(cover["chain_level"]), share(cover["chain_level_median"]))]), ""]
+    if report["busiest_stores"]:
+        out += ["The busiest stores:", "",
+                _table(("store", "holdout lines", "store-level coverage", "chain-level coverage", "level used"),
+                       [(s["store_id"], f"{s['holdout_lines']:,}", share(s["store_level"]), share(s["chain_level"]),
+                         s["level"]) for s in report["busiest_stores"]]), ""]
+    return out
+
+
 def _examples(engine: SubstituteEngine, n: int = 3, k: int = 5) -> list[str]:
     """Answers for the most popular item of ``n`` departments, and one personal answer."""
     items = engine.model.items
@@ -168,6 +201,7 @@ def write(directory: Path, manifest: Manifest, engine: SubstituteEngine, previou
                 "below the cut-off or the group is small):", "",
                 _table([f"k = {k}" for k in COVERAGE_KS], [[f"{cover[f'at_least_{k}']:.1%}" for k in COVERAGE_KS]]),
                 ""]
+    out += _assortment_section(manifest.assortment)
     out += ["## Example answers", ""]
     for section in _examples(engine):
         out += [section, ""]

@@ -4,6 +4,7 @@ queries, and measure the result against the baselines (the manifest's held-out m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,8 @@ from training.ranker_fit import FAMILIAR_SHIFTS, NEW_ITEM_BIASES, collect, fit, 
 
 
 def learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConfig, fit_inner: InnerFit,
-                 data_end: pd.Timestamp | None = None) -> RankerOutcome:
+                 data_end: pd.Timestamp | None = None, step: Callable[[str], None] = lambda message: None
+                 ) -> RankerOutcome:
     """Fit the ranker on the last ``validation_weeks`` of the data (an inner model trained before them).
 
     ``events``: the events the validation queries and the baselines are built from: all the events (the pandas
@@ -35,25 +37,29 @@ def learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConfi
     metrics: a seeded share of the sampled validation queries is kept out of the fit, topped up with unsampled
     ones to ``selection_queries``, and answered by the fitted ranker, the default weights and the baselines.
     The new-item bias is chosen on those same queries, so their metrics are a little optimistic for that one
-    number; ``recsys evaluate`` is the unbiased measure.
+    number; ``recsys evaluate`` is the unbiased measure. ``step`` is told each step as it starts (the stage's
+    progress: most of a training's time is spent here).
     """
     ranker = config.ranker
     default = RankerSection(weights=dict(DEFAULT_WEIGHTS), source="default", min_score=config.min_score)
-    if not ranker.enabled:
-        return default, "", None
+    if not ranker.enabled:  # chosen, not a fallback: the summary says so without a warning
+        return default.model_copy(update={"note": "ranker.enabled is false in the config"}), "", None
     data_end = pd.Timestamp(events["timestamp"].max()) if data_end is None else pd.Timestamp(data_end)
     validation_start = data_end - pd.Timedelta(weeks=ranker.validation_weeks)
     inner_config = config.model_copy(update={"ranker": ranker.model_copy(update={"enabled": False})})
 
+    step(f"inner model: training on the events before {validation_start.date()}")
     try:
         inner = fit_inner(inner_config, validation_start.to_pydatetime())
     except DataValidationError:
         return default.model_copy(update={"note": "no events before the validation period"}), "", None
     engine = inner.engine()
+    step("validation queries: building")
     queries, unsampled = build_queries(customer_sample(events, ranker.max_customers, ranker.seed), engine,
                                        validation_start, per_basket=True).partition(ranker.max_queries, ranker.seed)
     if len(queries) < ranker.min_queries:
-        return default.model_copy(update={"note": f"only {len(queries)} validation queries"}), "", None
+        return default.model_copy(update={"note": f"only {len(queries):,} validation queries, fewer than "
+                                                  f"ranker.min_queries ({ranker.min_queries})"}), "", None
     fit_queries, held_out = queries.split(ranker.holdout_share, ranker.seed)
     # the bias choice compares margins of a few tenths of a point: it needs more queries than the held-out
     # share, and the validation queries the fit did not sample cost nothing to add
@@ -64,18 +70,22 @@ def learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConfi
         xs = np.concatenate([xs, xs[has_new]])
         customers = np.concatenate([customers, customers[has_new]])
         relevant += [n for n, keep in zip(fit_queries.new, has_new, strict=True) if keep]
+    step(f"linear weights: features of {len(fit_queries):,} validation queries, then the fit")
     features, labels, starts = collect(engine, xs, customers, relevant)
     fitted = fit(features, labels, starts, l2=ranker.l2)
     section = fitted.ranker.model_copy(update={"source": "learned", "min_score": fitted.min_score})
     methods = evaluation.make_methods(engine, events, validation_start, ranker.seed) if len(held_out) else {}
     ours_names = set(INTENT_METHODS.values())
+    step(f"baselines: {len(held_out):,} held-out queries")
     baselines = evaluation.score(engine, {name: rank for name, rank in methods.items() if name not in ours_names},
                                  held_out)[0] if methods else {}
     default_metrics = (evaluation.score(engine, {"default-weights": methods["ours"]}, held_out)[0]
                        if methods else {})  # the inner engine ranks with the default weights
     reranker_text = ""
     if ranker.gbdt_trees > 0:
+        step(f"re-ranker: {ranker.gbdt_trees} trees of {ranker.gbdt_leaves} leaves")
         reranker_text, fixed = fit_reranker(features, labels, starts, ranker)
+        step("re-ranker: choosing the new-item bias")
         bias, tried = _choose_new_item_bias(engine, section, reranker_text, fixed=fixed, held_out=held_out,
                                             baselines=baselines, config=ranker)
         section.reranker = RerankerSection(file=RERANKER_FILE, trees=ranker.gbdt_trees, leaves=ranker.gbdt_leaves,
@@ -83,8 +93,10 @@ def learn_ranker(catalog: pd.DataFrame, events: pd.DataFrame, config: TrainConfi
     metrics = None
     if methods:
         engine.set_ranker(section, reranker_text)  # "ours" = the fitted ranker
+        step("familiar intent: choosing its shift")
         section.familiar_shift, section.familiar_search = _choose_familiar_shift(engine, held_out, baselines)
         engine.set_ranker(section, reranker_text)
+        step("held-out metrics")
         ours, _ = evaluation.score(engine, evaluation.intent_rankers(engine), held_out)
         metrics = {"split": validation_start.isoformat(),
                    "queries": {"all": len(held_out), "new_to_customer": held_out.n_new},

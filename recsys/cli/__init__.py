@@ -4,12 +4,24 @@ One module per command group; this one builds the typer app from them."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from recsys.cli import bench, evaluate, export, keys, models, serve, train
+from recsys.cli import bench, evaluate, export, keys, models, serve, stock, train
+from recsys.cli.common import DEBUG, Commands
 
-app = typer.Typer(help="Substitute-product recommendations: train, serve, evaluate, bench.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(help="Substitute-product recommendations: train, serve, evaluate, bench. Exit status: 0 done, "
+                       "1 refused by the quality gate, 2 bad input or usage, 3 internal error.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=Commands)
+
+
+@app.callback()
+def options(ctx: typer.Context, debug: Annotated[bool, typer.Option(
+        "--debug", help="on an internal error (exit 3), print its traceback too")] = False) -> None:
+    ctx.meta[DEBUG] = debug
+
+
 app.command()(train.train)
 app.command()(train.retrain)
 app.command("add-items")(train.add_items)
@@ -19,6 +31,7 @@ app.command()(export.export)
 app.command()(serve.serve)
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
+app.add_typer(stock.app, name="stock")
 
 
 def main() -> None:

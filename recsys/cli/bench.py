@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from recsys.cli.common import console, fail
+from recsys.cli.common import console, fail, print_table
 
 # the benchmarks are not installed with the package: they ship with the source checkout (next to recsys/), which an
 # editable install runs from
@@ -79,7 +79,7 @@ def bench(
     console.print("engine, in process ...")
     engine = latency.bench_engine(model, n_queries=300 if quick else 3000)
     results["engine"] = engine
-    console.print(_latency_table(
+    print_table(_latency_table(
         f"engine on {engine['items']:,} items, {engine['queries']:,} queries, 10% out of stock "
         f"(recall@10 vs exact filtered: {engine['recall_at_10_vs_exact_filtered']:.3f})",
         {"ours": engine["ours"], "ours, familiar": engine["ours_familiar"], "ours, discover": engine["ours_discover"],
@@ -102,7 +102,7 @@ def bench(
         table.add_row(f"{row['items']:,}", f"{row['groups']:,}", f"{row['ours']['p99_ms']:.3f}",
                       f"{row['brute_force_numpy']['p99_ms']:.3f}", f"{row['p99_speedup']:.0f}x",
                       f"{row['recall_at_10']:.3f}", f"{row['index_build_s']:.2f}", f"{row['vectors_mb']:.0f}")
-    console.print(table)
+    print_table(table)
     if http:
         console.print("http, recsys serve on loopback ...")
         results["http"] = latency.bench_http(model, rates=(50.0,) if quick else (100.0, 500.0),
@@ -116,7 +116,7 @@ def bench(
                           f"{run['p50_ms']:.2f}", f"{run['p99_ms']:.2f}", f"{run['max_ms']:.2f}",
                           f"{run['server_p50_ms']:.2f}", f"{run['server_p99_ms']:.2f}",
                           f"{run['engine_in_server_p50_ms']:.2f}")
-        console.print(table)
+        print_table(table)
         last, http_results = results["http"]["runs"][-1], results["http"]
         http_results["p50_ratio_vs_engine"] = last["p50_ms"] / engine["ours"]["p50_ms"]
         http_results["server_p50_ratio_vs_engine"] = last["server_p50_ms"] / engine["ours"]["p50_ms"]

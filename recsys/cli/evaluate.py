@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from recsys.cli.common import console, fail
+from recsys.cli.common import ProgressOption, console, fail, print_json, print_table
 from recsys.domain.types import Intent
 from recsys.model.registry import INTENT_METHODS
 
@@ -65,7 +64,7 @@ def evaluate(
     model: Annotated[Path | None, typer.Option(help="a model trained before the split; default: train one")] = None,
     data: Annotated[list[str] | None, typer.Option(help="as for train (default completejourney)")] = None,
     mapping: Annotated[Path | None, typer.Option(help="as for train: TOML naming your columns")] = None,
-    catalog: Annotated[Path | None, typer.Option(help="as for train: a product file joined to the events")] = None,
+    catalog: Annotated[str | None, typer.Option(help="as for train: a product file joined to the events")] = None,
     split: Annotated[datetime | None, typer.Option(help="test period start; default 40 weeks after the first event")
                      ] = None,
     test_weeks: Annotated[float | None, typer.Option(min=0.1, help="test period length; default: to the data's end")
@@ -73,11 +72,12 @@ def evaluate(
     max_queries: Annotated[int | None, typer.Option(help="sample this many queries (seeded)")] = None,
     households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
     seed: Annotated[int, typer.Option()] = 0,
-    json_path: Annotated[Path, typer.Option("--json", help="metrics as JSON")] = Path(
+    json_path: Annotated[Path, typer.Option("--json", help="metrics as JSON to this file; '-': to stdout, alone "
+                                                       "there (the tables then go to stderr)")] = Path(
         "benchmarks/results/evaluation.json"),
     plot_path: Annotated[Path, typer.Option("--plot", help="HR@k plot (PNG)")] = Path(
         "benchmarks/results/evaluation.png"),
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: ProgressOption = True,
 ) -> None:
     """Offline hit-rate benchmark: our substitutes against strong baselines on the same switch queries."""
     import pandas as pd
@@ -103,10 +103,10 @@ def evaluate(
                                      show_progress=progress, end=end)
     except (DataValidationError, ArtifactError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    wide = Console(width=max(console.width, 150))  # a row per method, even in a narrow pipe
-    for subset in evaluation.SUBSETS:
-        wide.print(_evaluation_table(result, subset))
-    wide.print(_headroom_table(result))
+    json_to_stdout = str(json_path) == "-"
+    for subset in evaluation.SUBSETS:  # a row per method
+        print_table(_evaluation_table(result, subset), stderr=json_to_stdout, min_width=150)
+    print_table(_headroom_table(result), stderr=json_to_stdout, min_width=150)
     for subset, margins in result.margins.items():
         for metric, margin in margins.items():
             console.print(_verdict(f"balanced, {subset} {metric}", margin, result.metrics["ours"][subset][metric]),
@@ -117,8 +117,12 @@ def evaluate(
         for metric, margin in margins.items():
             console.print(_verdict(f"{intent}, {specialist.subset} {metric}", margin,
                                    result.metrics[method][specialist.subset][metric]), soft_wrap=True)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
     plot_path.parent.mkdir(parents=True, exist_ok=True)
-    evaluation.write_json(result, json_path)
     evaluation.plot(result, plot_path)
+    if json_to_stdout:
+        console.print(f"plot: {plot_path}", highlight=False, soft_wrap=True)
+        print_json(result.to_json())
+        return
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    evaluation.write_json(result, json_path)
     typer.echo(f"{json_path}\n{plot_path}")

@@ -20,13 +20,15 @@ def export(
         help="the server's inventory database for the stores' availability: its file (RECSYS_STATE_PATH) or "
              "state URL (RECSYS_STATE_URL)")] = None,
     items_with_events_only: Annotated[bool, typer.Option(help="skip items nobody bought or viewed")] = False,
-    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="a progress bar on stderr when it is a terminal (a log gets the summary line alone)")] = True,
 ) -> None:
     """The top-k substitutes of every item (non-personal), one row per (store, item, rank), to parquet."""
     from recsys import ArtifactError, Inventory, SubstituteEngine
     from recsys.query.export import export_substitutes
     from recsys.state.inventory import ONLINE
     from recsys.state.store import StateUnavailableError, open_state, redact, sqlite_path
+    from training.progress import stderr_is_terminal
 
     warn_password_in_argv("--state", state)
     inventory = Inventory()
@@ -45,7 +47,8 @@ def export(
     except ArtifactError as exc:
         raise fail(str(exc)) from exc
     stats = export_substitutes(engine, out, k=k, stores=store or [ONLINE],
-                               items_with_events_only=items_with_events_only, show_progress=progress)
+                               items_with_events_only=items_with_events_only,
+                               show_progress=progress and stderr_is_terminal())
     console.print(f"{stats.items:,} items ({stats.items_without_substitutes:,} without substitutes), "
                   f"{stats.rows:,} rows in {stats.seconds:.1f} s: {stats.items_per_second:,.0f} items/s")
     typer.echo(str(stats.path))

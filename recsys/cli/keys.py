@@ -7,10 +7,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from recsys.cli.common import console, fail, warn_password_in_argv
+from recsys.cli.common import console, fail, print_table, service_settings, warn_password_in_argv
 
 if TYPE_CHECKING:
     from recsys.state.store import StateStore
@@ -25,10 +24,9 @@ StateOption = Annotated[str | None, typer.Option(
 def _state(url: str | None) -> Iterator[StateStore]:
     from recsys.state.storage import StateUnavailableError
     from recsys.state.store import open_state
-    from serving.settings import Settings
 
     warn_password_in_argv("--state", url)
-    location = url if url is not None else Settings().state_location()
+    location = url if url is not None else service_settings().state_location()
     if location is None:
         raise fail("keys live in the state database: give --state or set RECSYS_STATE_URL / RECSYS_STATE_PATH")
     try:
@@ -78,7 +76,7 @@ def keys_list(state: StateOption = None,
     for key in keys:
         if key.revoked_at is None or revoked:
             table.add_row(key.name, ",".join(sorted(key.scopes)), key.created_at, key.revoked_at or "")
-    Console(stderr=True, width=max(console.width, 160)).print(table)  # whole names and dates, even in a pipe
+    print_table(table, min_width=160)  # whole names and dates
 
 
 @app.command("revoke")

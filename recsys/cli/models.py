@@ -6,31 +6,45 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from recsys.cli.common import fail, warn_password_in_argv
+from recsys.cli.common import fail, print_json, print_table, warn_password_in_argv
 
 app = typer.Typer(help="The models directory: list, promote, rollback, prune.", no_args_is_help=True)
 ModelsDir = Annotated[Path, typer.Option("--models", help="models directory")]
 
 
 @app.command("list")
-def models_list(models: ModelsDir = Path("models")) -> None:
+def models_list(models: ModelsDir = Path("models"), as_json: Annotated[bool, typer.Option(
+        "--json", help="a JSON list on stdout, one object per model, instead of the table")] = False) -> None:
     """Versions with creation time, data span, size, ranker, counts and held-out metrics; * marks the current."""
     from recsys.model.registry import HEADLINE_METRICS, list_models
 
+    _existing(models)
+    entries = list_models(models)
+    if as_json:
+        print_json([{"version": entry.version, "current": entry.current, "path": str(entry.path),
+                     "created_at": entry.created_at, "data_span": entry.data_span, "size_bytes": entry.size_bytes,
+                     "ranker": entry.ranker, "counts": entry.counts, "metrics": entry.metrics}
+                    for entry in entries])
+        return
     table = Table(title=f"models in {models}")
     headline = tuple(HEADLINE_METRICS)
     for column in ("", "version", "created", "data span", "size MB", "ranker", "events", "items", *headline):
-        table.add_column(column)
-    for entry in list_models(models) if models.is_dir() else []:
+        table.add_column(column, overflow="fold")  # squeezed on a terminal, a version folds but stays whole
+    for entry in entries:
         span = f"{entry.data_span.get('start', '')[:10]} .. {entry.data_span.get('end', '')[:10]}"
         table.add_row("*" if entry.current else "", entry.version, entry.created_at, span,
                       f"{entry.size_bytes / 1e6:.1f}", entry.ranker, f"{entry.counts.get('events', 0):,}",
                       f"{entry.counts.get('items', 0):,}",
                       *(f"{entry.metrics[m]:.3f}" if m in entry.metrics else "" for m in headline))
-    Console(width=max(Console().width, 230)).print(table)  # one line per model, even in a narrow pipe
+    print_table(table, stderr=False, min_width=230)  # one line per model
+
+
+def _existing(models: Path) -> None:
+    """Refuse (exit 2) a models directory that does not exist: a mistyped --models is not an empty registry."""
+    if not models.is_dir():
+        raise fail(f"--models {models}: no such directory")
 
 
 StateOption = Annotated[str | None, typer.Option(
@@ -92,5 +106,6 @@ def models_prune(keep: Annotated[int, typer.Option(min=1, help="newest models to
     """Delete old models, keeping the newest KEEP; the current and previous ones are never deleted."""
     from recsys.model.registry import prune
 
+    _existing(models)
     for version in prune(models, keep):
         typer.echo(f"deleted {version}")

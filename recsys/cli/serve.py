@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from recsys.cli.common import console, fail, warn_password_in_argv
+from recsys.cli.common import ExitStatus, console, fail, service_settings, warn_password_in_argv
 
 if TYPE_CHECKING:
     from serving.settings import Settings
@@ -92,7 +92,8 @@ def _access_log(enabled: bool) -> None:
 
 
 def serve(
-    model: Annotated[Path, typer.Option(help="model directory or the current symlink")] = Path("models/current"),
+    model: Annotated[Path | None, typer.Option(
+        help="model directory or the current symlink; default: RECSYS_MODEL_PATH, else models/current")] = None,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
     state: Annotated[str | None, typer.Option(
@@ -112,11 +113,11 @@ def serve(
     from recsys.state.storage import StateUnavailableError
     from recsys.state.store import check_url
     from serving.app import create_app
-    from serving.settings import Settings
 
     warn_password_in_argv("--state", state)
+    settings = service_settings(model_path=model, state_url=state)  # the options given, else RECSYS_* variables
     try:
-        read_manifest(model, verify=False)
+        read_manifest(settings.model_path, verify=False)
     except ArtifactError as exc:
         raise fail(str(exc)) from exc
     if state is not None:
@@ -126,7 +127,6 @@ def serve(
             raise fail(f"--state: {exc}") from exc
     if log_level not in LOG_LEVELS:
         raise fail(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
-    settings = Settings(model_path=model) if state is None else Settings(model_path=model, state_url=state)
     if workers > 1 and settings.state_location() is None:
         raise fail("--workers needs a shared state (RECSYS_STATE_PATH or --state): with memory only, each "
                     "worker would keep its own inventory")
@@ -144,7 +144,8 @@ def serve(
                        example=example, key=key)
         return
     if example:
-        threading.Thread(target=_show_example, args=(f"http://{host}:{port}", model, key), daemon=True).start()
+        threading.Thread(target=_show_example, args=(f"http://{host}:{port}", settings.model_path, key),
+                         daemon=True).start()
     _access_log(access_log)
     application = create_app(settings)
     uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
@@ -181,5 +182,6 @@ def _serve_workers(settings: Settings, *, workers: int, host: str, port: int, lo
         status = prefork_serve(settings, workers, options, configure)
     except (ArtifactError, PreforkError) as exc:
         raise fail(str(exc)) from exc
-    if status:
-        raise typer.Exit(status)
+    if status:  # workers that could not be kept running: not the operator's input
+        raise fail(f"workers could not be kept running (status {status}); see the log above",
+                   ExitStatus.internal_error)

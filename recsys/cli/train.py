@@ -10,9 +10,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from recsys.cli.common import console, fail, warn_password_in_argv
+from recsys.cli import summary
+from recsys.cli.common import (
+    ExitStatus,
+    ProgressOption,
+    console,
+    describe_validation_error,
+    fail,
+    option_name,
+    print_table,
+    warn_password_in_argv,
+)
 from recsys.cli.models import point_replicas
 
 if TYPE_CHECKING:
@@ -32,9 +43,7 @@ def _summary(result: TrainResult) -> Table:
     table.add_column("what", style="bold")
     table.add_column("value")
     for source in manifest.sources:
-        skipped = ", ".join(f"{k}: {v:,}" for k, v in source.skipped.items()) or "none"
-        table.add_row(f"rows: {source.source}", f"{source.rows_read:,} read, {source.rows_used:,} used; "
-                                                f"skipped {skipped}")
+        table.add_row(f"rows: {source.source}", summary.rows_line(source.rows_read, source.rows_used, source.skipped))
     span = manifest.data_span
     table.add_row("data span", f"{span.start} .. {span.end}")
     for key, value in manifest.counts.items():
@@ -85,12 +94,33 @@ def _decisions(source: str | None) -> pd.DataFrame | None:
 
 DataOption = Annotated[list[str] | None, typer.Option(
     help="'completejourney' (default), an event log (.csv/.tsv/.parquet), a directory of parquet parts "
-         "(hive partitions too) or a quoted glob; repeat to combine")]
+         "(hive partitions too) or a quoted glob, or a URL (file:, and with --engine spark s3a://, hdfs://, "
+         "gs://...); repeat to combine")]
 MappingOption = Annotated[Path | None, typer.Option(
     help="TOML naming your columns, an events and a catalog section (see docs/training-and-data.md, docs/mappings/)")]
-CatalogOption = Annotated[Path | None, typer.Option(
-    help="product file (or parquet directory/glob) joined to the events by item id; catalog-only items are "
-         "cold-start items, events for items missing from it are skipped")]
+# a string, not a Path: a Path would make s3a://bucket/x the local path s3a:/bucket/x
+CatalogOption = Annotated[str | None, typer.Option(
+    help="product file (or parquet directory/glob, or a URL as for --data) joined to the events by item id; "
+         "catalog-only items are cold-start items, events for items missing from it are skipped")]
+
+
+AssortmentOption = Annotated[Path | None, typer.Option(
+    help="what each store carries: parquet or CSV with a store and an item id column (the mapping's "
+         "[assortment] section names them); without it the trainer infers it from sales (docs/operations.md)")]
+
+
+def _assortment(path: Path | None, mapping: Path | None) -> pd.DataFrame | None:
+    """The ``--assortment`` file read (None without one); a bad one fails the command naming file and column."""
+    from recsys.domain.schema import DataValidationError
+    from training.assortment import read_assortment
+
+    if path is None:
+        return None
+    try:
+        frame: pd.DataFrame = read_assortment(path, _mapping(mapping))
+        return frame
+    except DataValidationError as exc:
+        raise fail(escape(str(exc))) from exc
 
 
 def _mapping(path: Path | None) -> DataMapping | None:
@@ -114,12 +144,14 @@ def _train_config(path: Path | None) -> TrainConfig:
 
     try:
         return TrainConfig.model_validate_json(path.read_text()) if path else TrainConfig()
-    except (OSError, ValidationError) as exc:
-        raise fail(f"bad --config: {exc}") from exc
+    except OSError as exc:
+        raise fail(escape(f"--config {path}: cannot read: {exc.strerror or exc}")) from exc
+    except ValidationError as exc:  # one line naming each field and its problem, not pydantic's dump
+        raise fail(escape(f"--config {path}: {describe_validation_error(exc)}")) from exc
 
 
 def _training_inputs(data: list[str] | None, households: int | None, config: Path | None,
-                     mapping: Path | None = None, catalog: Path | None = None) -> tuple[TrainConfig, Dataset]:
+                     mapping: Path | None = None, catalog: str | None = None) -> tuple[TrainConfig, Dataset]:
     """The TrainConfig (``--config`` JSON, else the defaults) and the dataset read with its event types, the
     ``--mapping`` and the ``--catalog``; any one bad fails the command with a message."""
     from recsys.domain.schema import DataValidationError
@@ -138,12 +170,13 @@ def train(
     data: DataOption = None,
     mapping: MappingOption = None,
     catalog: CatalogOption = None,
+    assortment: AssortmentOption = None,
     train_until: Annotated[datetime | None, typer.Option(help="drop events after this time (for evaluation)")] = None,
     out: Annotated[Path, typer.Option(help="models directory; the new model becomes out/current")] = Path("models"),
     households: Annotated[int | None, typer.Option(help="sample this many Complete Journey households")] = None,
     config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.domain.config)")] = None,
     feedback: FeedbackOption = None,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: ProgressOption = True,
     engine: Annotated[Engine, typer.Option(
         help="pandas: one machine (default); spark: the data-heavy stages on Spark (pip install "
              "'recsys\\[spark]'), the rest on the driver (see docs/spark.md)")] = Engine.pandas,
@@ -153,26 +186,33 @@ def train(
     als: Annotated[SparkAls | None, typer.Option(
         help="with --engine spark: driver (implicit on the collected matrix, the default) or mllib (Spark MLlib, "
              "for a matrix the driver cannot hold)")] = None,
+    promote: Annotated[bool, typer.Option(
+        help="make the new model current; --no-promote: register it only (recsys models promote VERSION "
+             "later)")] = True,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="the summary as one JSON document on stdout (the model's path in it), not the table")] = False,
 ) -> None:
-    """Train a model and write it to OUT/<version>; prints the model's path last."""
+    """Train a model and write it to OUT/<version>; prints the model's path last (or the --json summary)."""
     from recsys.domain.schema import DataValidationError
     from training.pipeline import train as run_training
 
     warn_password_in_argv("--feedback", feedback)
     if engine is Engine.spark:
-        _train_with_spark(SparkInputs(data, mapping, catalog, households, config, feedback), train_until=train_until,
-                          out=out, progress=progress, spark_master=spark_master, als=als or SparkAls.driver)
+        _train_with_spark(SparkInputs(data, mapping, catalog, households, config, feedback, assortment),
+                          train_until=train_until,
+                          out=out, progress=progress, spark_master=spark_master, als=als or SparkAls.driver,
+                          promote=promote, as_json=as_json)
         return
     if spark_master is not None or als is not None:
         raise fail(f"{'--spark-master' if spark_master is not None else '--als'} needs --engine spark")
     train_config, dataset = _training_inputs(data, households, config, mapping, catalog)
+    stores_carry = _assortment(assortment, mapping)
     try:
         result = run_training(dataset, train_config, out_dir=out, train_until=train_until, show_progress=progress,
-                              feedback=_decisions(feedback))
+                              feedback=_decisions(feedback), make_current=promote, assortment=stores_carry)
     except DataValidationError as exc:
         raise fail(str(exc)) from exc
-    console.print(_summary(result))
-    typer.echo(str(result.model_dir))
+    summary.show(result, _summary, as_json=as_json, current=promote)
 
 
 @dataclass(frozen=True)
@@ -181,17 +221,16 @@ class SparkInputs:
 
     data: list[str] | None
     mapping: Path | None
-    catalog: Path | None
+    catalog: str | None
     households: int | None
     config: Path | None
     feedback: str | None
+    assortment: Path | None = None
 
 
 def _train_with_spark(inputs: SparkInputs, *, train_until: datetime | None, out: Path, progress: bool,
-                      spark_master: str | None, als: SparkAls) -> None:
+                      spark_master: str | None, als: SparkAls, promote: bool = True, as_json: bool = False) -> None:
     """``train --engine spark``: the events read and aggregated by Spark, the rest on this (the driver) machine."""
-    from rich.markup import escape
-
     from recsys.domain.schema import DataValidationError
 
     try:
@@ -208,19 +247,20 @@ def _train_with_spark(inputs: SparkInputs, *, train_until: datetime | None, out:
     train_config = _train_config(inputs.config)
     columns = _mapping(inputs.mapping)
     decisions = _decisions(inputs.feedback)
+    stores_carry = _assortment(inputs.assortment, inputs.mapping)
     try:
         spark = spark_session(spark_master)
         events, products, reports = read_sources(spark, inputs.data or [], columns, set(train_config.event_weights),
                                                  inputs.catalog, inputs.households)
         result = train_spark(spark, events, products, reports, train_config, out_dir=out, train_until=train_until,
-                             show_progress=progress, feedback=decisions, als=als.value)
+                             show_progress=progress, feedback=decisions, als=als.value, make_current=promote,
+                             assortment=stores_carry)
     except DataValidationError as exc:
         raise fail(str(exc)) from exc
     except (PySparkException, Py4JError) as exc:  # a path Spark cannot read, a cluster it cannot reach
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise fail(escape(f"spark: {first_line}")) from exc
-    console.print(_summary(result))
-    typer.echo(str(result.model_dir))
+    summary.show(result, _summary, as_json=as_json, current=promote)
 
 
 def retrain(
@@ -236,15 +276,16 @@ def retrain(
     state: Annotated[str | None, typer.Option(
         help="the replicas' shared state URL: when the candidate is promoted, move its model pointer so that every "
              "replica loads it")] = None,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: ProgressOption = True,
 ) -> None:
     """Nightly: train on the latest data, compare with the current model on the same hold-out, promote only if
-    no gated metric drops by more than --max-drop. Exit 0 promoted, 1 refused, 2 error; logs to
-    MODELS/retrain.jsonl."""
+    no gated metric drops by more than --max-drop. Exit 0 promoted, 1 refused, 2 bad input, 3 internal error;
+    logs to MODELS/retrain.jsonl."""
     from pydantic import ValidationError
 
     from recsys import ArtifactError
     from recsys.domain.schema import DataValidationError
+    from recsys.model.artifact import read_manifest
     from recsys.state.store import check_url
     from training.nightly import GateConfig
     from training.nightly import retrain as run_retrain
@@ -252,7 +293,7 @@ def retrain(
     try:
         gate = GateConfig(max_drop=max_drop, holdout_weeks=holdout_weeks)
     except ValidationError as exc:
-        raise fail(f"bad gate option: {exc}") from exc
+        raise fail(escape(describe_validation_error(exc, option_name))) from exc
     warn_password_in_argv("--feedback", feedback)
     warn_password_in_argv("--state", state)
     try:
@@ -266,6 +307,7 @@ def retrain(
                              feedback=_decisions(feedback))
     except (DataValidationError, ArtifactError) as exc:
         raise fail(str(exc)) from exc
+    summary.show_candidate(read_manifest(models / result.candidate, verify=False))
     if result.metrics:
         table = Table(title=f"quality gate: last {holdout_weeks:g} weeks from {str(result.split)[:10]}, "
                             f"max drop {max_drop}")
@@ -278,17 +320,17 @@ def retrain(
         table.add_row("queries", *(f"{result.queries[v]['all']:,}" for v in versions))
         for name in result.metrics[versions[0]]:
             table.add_row(name, *(f"{result.metrics[v].get(name, float('nan')):.4f}" for v in versions))
-        console.print(table)
+        print_table(table)  # the versions whole, even in a log
     console.print(("[green]" if result.promoted else "[red]") + result.message + "[/]", soft_wrap=True,
                   highlight=False)
     typer.echo(str(models / result.candidate))
     if not result.promoted:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitStatus.refused)
     point_replicas(state, result.candidate)
 
 
 def add_items(
-    catalog: Annotated[Path, typer.Option(help="catalog file (.csv/.tsv/.parquet) with the new items")],
+    catalog: Annotated[str, typer.Option(help="catalog file (.csv/.tsv/.parquet, or a file: URL) with the new items")],
     mapping: Annotated[Path | None, typer.Option(help="TOML whose catalog section names the file's columns")] = None,
     model: Annotated[Path, typer.Option(help="model to extend")] = Path("models/current"),
     out: Annotated[Path, typer.Option(help="models directory; the new version becomes out/current")] = Path(

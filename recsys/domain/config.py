@@ -65,6 +65,21 @@ class RankerConfig(BaseModel):
     seed: int = 0
 
 
+class AssortmentConfig(BaseModel):
+    """How the trainer infers what each store carries when no assortment file says so (``training.assortment``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_days: float = Field(91.0, gt=0.0, description="an item sold within this many days is likely carried")
+    holdout_days: float = Field(
+        28.0, gt=0.0, description="the data's last days, on which the inference from the days before is measured")
+    store_level_coverage: float = Field(
+        0.95, gt=0.0, le=1.0, description="store-level inference is used at a store only where it covered at least "
+        "this share of the store's purchase lines in the holdout; the chain-level inference elsewhere")
+    min_holdout_lines: int = Field(
+        100, ge=1, description="a store with fewer purchase lines in the holdout is not measured: chain level")
+
+
 class TrainConfig(BaseModel):
     """Everything ``recsys train`` needs besides the data. Defaults are tuned for The Complete Journey."""
 
@@ -92,3 +107,4 @@ class TrainConfig(BaseModel):
     min_group_size: int = Field(
         4, ge=1, description="fewer substitutable candidates than this widens the search to the parent category"
     )
+    assortment: AssortmentConfig = Field(default_factory=AssortmentConfig)

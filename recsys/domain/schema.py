@@ -17,6 +17,7 @@ Ids are strings everywhere, so numeric and opaque ids from any retailer behave t
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -36,6 +37,10 @@ PURCHASE_TYPES: Final[frozenset[str]] = frozenset({"purchase", "substitution_acc
 UNKNOWN: Final[str] = "UNKNOWN"
 
 
+#: the most values a report names per skip reason
+NAMED_VALUES: Final[int] = 20
+
+
 class DataValidationError(ValueError):
     """Input data cannot be used (missing columns, no usable rows). The message says what to fix."""
 
@@ -47,6 +52,8 @@ class ValidationReport:
     source: str
     rows_read: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    #: reason -> the values that caused it and their row counts (see :meth:`name_values`)
+    skipped_values: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def rows_skipped(self) -> int:
@@ -60,12 +67,21 @@ class ValidationReport:
         if count:
             self.skipped[reason] += int(count)
 
+    def name_values(self, reason: str, counts: Mapping[object, int]) -> None:
+        """Name the values behind a skip ``reason`` with their row counts, the :data:`NAMED_VALUES` most frequent:
+        an event name nobody mapped is worth more to a user named than counted."""
+        named = Counter(self.skipped_values.get(reason, {}))
+        named.update({str(value): int(n) for value, n in counts.items() if n})
+        if named:
+            self.skipped_values[reason] = dict(named.most_common(NAMED_VALUES))
+
     def as_dict(self) -> dict[str, object]:
         return {
             "source": self.source,
             "rows_read": self.rows_read,
             "rows_used": self.rows_used,
             "skipped": dict(self.skipped),
+            **({"skipped_values": self.skipped_values} if self.skipped_values else {}),
         }
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Final, overload
+from typing import Annotated, Final, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,31 @@ class UnknownItemError(LookupError):
     def __init__(self, item_id: str) -> None:
         super().__init__(f"unknown item {item_id!r}")
         self.item_id = item_id
+
+
+class UnknownStoreError(LookupError):
+    """Nothing is known of the store: not in the model, no stock report, no snapshot."""
+
+    def __init__(self, store_id: str) -> None:
+        super().__init__(f"unknown store {store_id!r}: not in the model's data or assortment, and no stock was "
+                         "ever reported for it")
+        self.store_id = store_id
+
+
+#: how an item's availability at the queried store is known (see recsys.query.availability)
+Availability = Literal["in_stock", "carried", "likely", "unknown", "out_of_stock"]
+_AVAILABILITY_HELP: Final[str] = (
+    "in_stock: the store reported it in stock; carried: no report, the retailer's assortment lists it there; "
+    "likely: no report, the model infers the store carries it from sales; unknown: no evidence (offered only "
+    "when the service allows unknown items)")
+
+
+@dataclass(frozen=True, slots=True)
+class AvailabilityPolicy:
+    """What an engine offers without evidence (see ``recsys.query.availability``)."""
+
+    allow_unknown_items: bool = False  # offer items with no report and no assortment evidence ("unknown")
+    allow_unknown_stores: bool = False  # answer for a store nothing is known of, by the chain-level rules
 
 
 class Intent(StrEnum):
@@ -113,6 +138,7 @@ class Substitute(ItemInfo):
     usual_brand: bool
     bought_before: int
     widened: Annotated[bool, Field(description="from X's parent category, because X's group had too few")]
+    availability: Annotated[Availability, Field(description=_AVAILABILITY_HELP)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +161,9 @@ class Variant:
     package_size: str | None
     size: str | None
     price: float | None
-    in_stock: Annotated[bool, Field(description="at the queried store (not reported out of stock)")]
+    availability: Annotated[Availability, Field(description=(
+        f"at the queried store; {_AVAILABILITY_HELP}; out_of_stock: reported out, or unlisted in the store's "
+        "last whole-store snapshot"))]
     restock_eta: Annotated[datetime | None, Field(description="at the queried store, when out of stock and known")]
     available_at: Annotated[tuple[str, ...], Field(description="other stores or channels that reported it in stock")]
 
@@ -152,6 +180,8 @@ class SubstituteList(Sequence[Substitute]):
     intent: Annotated[Intent, Field(description="what the list was ranked for (the request's, balanced by default)")]
     widened: bool
     store_id: str
+    store_known: Annotated[bool, Field(description=(
+        "false: nothing is known of this store (the service allows unknown stores): chain-level rules apply"))]
     restock_eta: Annotated[datetime | None, Field(description="when X is expected back at this store, if known")]
     available_at: Annotated[tuple[str, ...], Field(description="other stores or channels that reported X in stock")]
     variants: Annotated[tuple[Variant, ...], Field(

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys.model.assortment import Assortment
+
 ITEMS_FILE = "items.parquet"
 CUSTOMERS_FILE = "customers.parquet"
 STORES_FILE = "stores.parquet"
@@ -130,6 +132,8 @@ class ModelData:
     customer_accepted: sp.csr_matrix  # customer x item, substitutes the customer accepted or chose
     index: faiss.Index = field(repr=False)
     reranker: str = field(default="", repr=False)  # LightGBM text model of the re-ranker, "" when none
+    # what each store carries (recsys.model.assortment); None when built without: every item likely carried
+    assortment: Assortment = field(default=None, repr=False)  # type: ignore[assignment]
     # derived at construction, never stored
     group_of: np.ndarray = field(init=False, repr=False)
     group_ptr: np.ndarray = field(init=False, repr=False)
@@ -139,6 +143,8 @@ class ModelData:
     def __post_init__(self) -> None:
         self.group_of, self.group_ptr = contiguous_ranges(self.items[list(GROUP_KEYS)])
         self.parent_of, self.parent_ptr = contiguous_ranges(self.items[list(PARENT_KEYS)])
+        if self.assortment is None:
+            self.assortment = Assortment.everything(len(self.items))
 
     @property
     def n_items(self) -> int:
@@ -166,6 +172,7 @@ class ModelData:
         _save_npz(directory / PROFILES_FILE, profiles)
         if self.reranker:
             (directory / RERANKER_FILE).write_text(self.reranker)
+        self.assortment.save(directory)
 
     @classmethod
     def load(cls, directory: Path) -> ModelData:
@@ -198,7 +205,8 @@ class ModelData:
                    customers=customers, stores=stores, store_items=store_items, home_store=home_store,
                    customer_stats=stats,
                    customer_weight=weight, customer_count=count, customer_recent=recent,
-                   customer_accepted=accepted, index=index, reranker=reranker)
+                   customer_accepted=accepted, index=index, reranker=reranker,
+                   assortment=Assortment.load(directory, len(items)))
 
 
 def contiguous_ranges(keys: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -55,6 +55,8 @@ class SourceReport(_Section):
     rows_read: int
     rows_used: int
     skipped: dict[str, int] = Field(default_factory=dict)
+    # the values behind a skip reason and their row counts (the event names nobody mapped, by name)
+    skipped_values: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class RerankerSection(_Section):
@@ -106,6 +108,8 @@ class Manifest(_Section):
     als_loss: list[float] = Field(default_factory=list)
     metrics: dict[str, Any] | None = None  # held-out metrics of the training report
     coverage: dict[str, Any] | None = None  # share of items with at least k substitutes
+    # what each store carries: the file's size or the inference's measured coverage per level (training.assortment)
+    assortment: dict[str, Any] | None = None
     stage_seconds: dict[str, float] = Field(default_factory=dict)
     stage_peak_rss_mb: dict[str, float] = Field(default_factory=dict)
     catalog_updates: list[dict[str, Any]] = Field(default_factory=list)  # items added since training

@@ -1,8 +1,9 @@
 """A query's candidates: the hard rules, the request's filters, and each candidate's feature row.
 
-Hard rules, enforced before ranking: a candidate is never X itself, never known out of stock at the queried
-store, never excluded (in the cart), always in X's substitution group (or in X's parent category when the
-group has too few, which the answer says), and always passes the request's filters.
+Hard rules, enforced before ranking: a candidate is never X itself, never out of stock at the queried store and
+never without evidence that the store has it (:mod:`recsys.query.availability`), never excluded (in the cart),
+always in X's substitution group (or in X's parent category when the group has too few, which the answer says),
+and always passes the request's filters.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ from typing import Final
 
 import faiss
 import numpy as np
-import pandas as pd
 
 from recsys.domain.types import SubstituteFilters
 from recsys.model.data import PAIR_SIGNALS, ModelData
+from recsys.query.availability import StoreAvailability
 from recsys.query.items import ItemTable
 from recsys.query.kernels import FeatureArrays, SparseRows, best_positions, candidate_features, plain, rule_mask
-from recsys.state.inventory import Inventory
 
 _NO_MASK: Final[np.ndarray] = np.empty(0, dtype=bool)
 _NO_ITEMS: Final[np.ndarray] = np.empty(0, dtype=np.int64)
@@ -28,9 +28,9 @@ _NO_ITEMS: Final[np.ndarray] = np.empty(0, dtype=np.int64)
 class CandidateFinder:
     """Finds the allowed candidates of a query and computes their feature rows, from arrays built at load."""
 
-    def __init__(self, model: ModelData, items: ItemTable, inventory: Inventory, max_candidates: int,
+    def __init__(self, model: ModelData, items: ItemTable, availability: StoreAvailability, max_candidates: int,
                  min_group_size: int) -> None:
-        self.model, self.items, self.inventory = model, items, inventory
+        self.model, self.items, self.availability = model, items, availability
         self.max_candidates, self.min_group_size = max_candidates, min_group_size
         self.store_row = {str(s): i for i, s in enumerate(model.stores)}
         self.home_store: list[int] = model.home_store.tolist()  # per customer, the home store's row (-1: none)
@@ -42,7 +42,6 @@ class CandidateFinder:
         self.accepted = SparseRows.of(model.customer_accepted)
         self._feature_arrays = plain(FeatureArrays(items.columns, self.pairs, self.store_items, self.customer_items,
                                                    self.accepted))
-        self._stock_masks: dict[str, tuple[int, np.ndarray]] = {}
 
     def find(self, x: int, cust_row: int | None, store: str, exclude: Iterable[str] = (),
              filters: SubstituteFilters | None = None, new_only: bool = False
@@ -106,9 +105,9 @@ class CandidateFinder:
 
     def allowed(self, candidates: np.ndarray, x: int, store: str, exclude: Iterable[str] = (),
                 filters: SubstituteFilters | None = None, never: np.ndarray = _NO_ITEMS) -> np.ndarray:
-        """Which ``candidates`` pass the hard rules (not X, in stock at ``store``, not excluded, not in the sorted
+        """Which ``candidates`` pass the hard rules (not X, available at ``store``, not excluded, not in the sorted
         item indices ``never``) and ``filters``."""
-        stock = self._stock_mask(store)
+        stock = self.availability.blocked(store)
         index_of = self.items.index_of
         excluded = [index_of[e] for e in exclude if e in index_of]
         if excluded:
@@ -122,24 +121,6 @@ class CandidateFinder:
         return candidate_features(x, candidates, similarity, widened, self._feature_arrays,
                                   -1 if store_row is None else store_row, -1 if cust_row is None else cust_row,
                                   self.items.group_bounds[x], self.items.parent_bounds[x])
-
-    def clear_stock_masks(self) -> None:
-        """Forget the cached stock masks (the inventory they came from was replaced)."""
-        self._stock_masks = {}
-
-    def _stock_mask(self, store: str) -> np.ndarray | None:
-        version = self.inventory.version(store)
-        if version == 0:
-            return None
-        cached = self._stock_masks.get(store)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        version, missing = self.inventory.out_of_stock(store)
-        mask = np.zeros(self.model.n_items, dtype=bool)
-        positions = pd.Index(self.items.ids).get_indexer(missing) if missing else np.empty(0, dtype=np.int64)
-        mask[positions[positions >= 0]] = True
-        self._stock_masks[store] = (version, mask)
-        return mask
 
     def _filter_mask(self, candidates: np.ndarray, x: int, filters: SubstituteFilters) -> np.ndarray:
         items = self.items

@@ -8,7 +8,8 @@ A query takes four steps, each in its own module:
 2. **ranking** (:mod:`recsys.query.ranking`): a linear shortlist, then the re-ranker's trees, and the best ``k``
    without near-duplicate packs (:func:`recsys.query.kernels.select`);
 3. **presentation** (:mod:`recsys.query.presentation`): reasons and how each substitute compares with X;
-4. **availability**: where X is in stock, when it returns, and its other pack sizes.
+4. **availability** (:mod:`recsys.query.availability`): how each substitute's availability at the store is known,
+   where X is in stock, when it returns, and its other pack sizes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 from recsys.domain.types import (
     MAX_K,
+    AvailabilityPolicy,
     CustomerProfile,
     Intent,
     ItemInfo,
@@ -30,10 +32,12 @@ from recsys.domain.types import (
     SubstituteFilters,
     SubstituteList,
     UnknownCustomerError,
+    UnknownStoreError,
 )
 from recsys.model import artifact
 from recsys.model.data import ModelData
 from recsys.model.manifest import Manifest, RankerSection
+from recsys.query.availability import StoreAvailability
 from recsys.query.candidates import CandidateFinder
 from recsys.query.items import ItemTable
 from recsys.query.kernels import select
@@ -52,7 +56,7 @@ class SubstituteEngine:
     """Loads a model directory and answers substitute queries. Thread-safe for concurrent reads."""
 
     def __init__(self, model: ModelData, manifest: Manifest, inventory: Inventory | None = None,
-                 directory: Path | None = None) -> None:
+                 directory: Path | None = None, policy: AvailabilityPolicy | None = None) -> None:
         self.model = model
         self.manifest = manifest
         self.version = manifest.version
@@ -64,9 +68,11 @@ class SubstituteEngine:
         self.item_table = ItemTable(model)
         self.item_ids = self.item_table.ids
         self._customer_row = {str(c): i for i, c in enumerate(model.customers)}
-        self.finder = CandidateFinder(model, self.item_table, self.inventory, config.max_candidates,
+        self.availability = StoreAvailability(model.assortment, self.item_ids, model.stores, self.inventory,
+                                              policy or AvailabilityPolicy())
+        self.finder = CandidateFinder(model, self.item_table, self.availability, config.max_candidates,
                                       config.min_group_size)
-        self.presenter = Presenter(model, self.item_table, self.inventory, self.finder.customer_items)
+        self.presenter = Presenter(model, self.item_table, self.availability, self.finder.customer_items)
         self._warm_up()
 
     def set_ranker(self, ranker: RankerSection, reranker: str = "") -> None:
@@ -82,11 +88,20 @@ class SubstituteEngine:
 
     def use_inventory(self, inventory: Inventory) -> None:
         """Read stock from ``inventory`` from now on (a pre-forked worker gives the engine it inherited its own)."""
-        self.inventory = self.finder.inventory = self.presenter.inventory = inventory
-        self.finder.clear_stock_masks()
+        self.inventory = self.availability.inventory = inventory
+        self.availability.clear()
+
+    @property
+    def policy(self) -> AvailabilityPolicy:
+        return self.availability.policy
+
+    def use_policy(self, policy: AvailabilityPolicy) -> None:
+        """Offer unknown items or answer for unknown stores (or not) from now on."""
+        self.availability.set_policy(policy)
 
     @classmethod
-    def load(cls, path: str | Path, inventory: Inventory | None = None) -> SubstituteEngine:
+    def load(cls, path: str | Path, inventory: Inventory | None = None, policy: AvailabilityPolicy | None = None
+             ) -> SubstituteEngine:
         """Load and verify (checksums, format version) a model directory or the ``current`` symlink."""
         model_dir = Path(path).resolve()
         manifest = artifact.read_manifest(model_dir, verify=True)
@@ -94,7 +109,7 @@ class SubstituteEngine:
             model = ModelData.load(model_dir)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise artifact.ArtifactError(f"{model_dir}: cannot load model files ({exc})") from exc
-        return cls(model, manifest, inventory, model_dir)
+        return cls(model, manifest, inventory, model_dir, policy)
 
     def _warm_up(self) -> None:
         """Compile the query path's numba kernels now (or load them from numba's cache, beside the code), so that
@@ -113,22 +128,29 @@ class SubstituteEngine:
                     intent: Intent | str = Intent.balanced) -> SubstituteList:
         """Up to ``k`` ranked substitutes for ``item_id``; fewer (or none) rather than off-group padding. ``intent``
         says what the list is for (:class:`recsys.domain.types.Intent`; raises
-        :class:`recsys.domain.types.UnknownIntentError` for another name)."""
+        :class:`recsys.domain.types.UnknownIntentError` for another name). Raises
+        :class:`recsys.domain.types.UnknownStoreError` for a store nothing is known of, unless the policy allows
+        unknown stores (see :mod:`recsys.query.availability`)."""
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise ValueError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
         intent = Intent.parse(intent)
         x = self.item_table.index(item_id)
         store = store_id or ONLINE
+        store_known = self.availability.knows(store)
+        if not store_known and not self.availability.policy.allow_unknown_stores:
+            raise UnknownStoreError(store)
         cust_row = self._customer_row.get(customer_id) if customer_id is not None else None
         candidates, features, widened = self.candidates(x, cust_row, store, exclude, filters, intent)
         # with no customer every candidate is new to them: each intent is balanced, scores included
         top, scores = self.select(x, candidates, features, k, filters is not None and filters.size_alternatives,
                                   intent if cust_row is not None else Intent.balanced)
-        results = self.presenter.present(x, candidates[top], scores[top], features[top], widened[top], cust_row)
-        _, restock_eta, available_at = self.presenter.availability(item_id, store)
+        results = self.presenter.present(x, candidates[top], scores[top], features[top], widened[top], cust_row,
+                                         self.availability.codes(store))
+        restock_eta, available_at = self.presenter.stock_elsewhere(item_id, store)
         return SubstituteList(
             item=self.presenter.item(x), substitutes=results, personalized=cust_row is not None, intent=intent,
             widened=any(r.widened for r in results), model_version=self.version, store_id=store,
+            store_known=store_known,
             restock_eta=restock_eta, available_at=available_at, variants=self.presenter.variants(x, store),
             metadata_based=self.item_table.cold[x],
         )

@@ -14,9 +14,9 @@ import pandas as pd
 from recsys.domain.sizes import UNIT_PRICE_BASIS, format_quantity
 from recsys.domain.types import ItemFields, ItemInfo, Substitute, Variant
 from recsys.model.data import ModelData
+from recsys.query.availability import NAMES, OUT_OF_STOCK, StoreAvailability
 from recsys.query.items import SAME_SIZE_TOLERANCE, ItemTable
 from recsys.query.kernels import Feature, SparseRows
-from recsys.state.inventory import Inventory
 
 #: the features that presenting an answer reads, in the order :meth:`Presenter.present` unpacks them
 _REASON_FEATURES: Final[np.ndarray] = np.array([
@@ -69,9 +69,9 @@ class _Shown(NamedTuple):
 class Presenter:
     """Turns ranked candidates into the answer's records; built once per model."""
 
-    def __init__(self, model: ModelData, items: ItemTable, inventory: Inventory, customer_items: SparseRows
-                 ) -> None:
-        self.model, self.items, self.inventory, self.customer_items = model, items, inventory, customer_items
+    def __init__(self, model: ModelData, items: ItemTable, availability: StoreAvailability,
+                 customer_items: SparseRows) -> None:
+        self.model, self.items, self.availability, self.customer_items = model, items, availability, customer_items
         rows = self._catalog_rows(items.size_display())
         self.infos = [ItemInfo(*row) for row in rows]
         self._shown = [
@@ -81,9 +81,9 @@ class Presenter:
                 self.infos, rows, items.family_codes.tolist(), items.log_size.tolist(), items.families, items.cold,
                 [info.package_size or info.size for info in self.infos], strict=True)
         ]
-        # per item, its variants' catalog fields (Variant's first four): only their stock is read per query
-        self._variant_fields = [tuple((info.item_id, info.package_size, info.size, info.price)
-                                      for info in map(self.infos.__getitem__, variants))
+        # per item, its variants' index and catalog fields (Variant's first four): only their stock is read per query
+        self._variant_fields = [tuple((v, (self.infos[v].item_id, self.infos[v].package_size, self.infos[v].size,
+                                           self.infos[v].price)) for v in variants)
                                 for variants in items.variants()]
 
     def _catalog_rows(self, size_display: list[str | None]) -> list[ItemFields]:
@@ -109,9 +109,10 @@ class Presenter:
         return ItemInfo(*self._shown[x].fields)
 
     def present(self, x: int, items: np.ndarray, scores: np.ndarray, features: np.ndarray, widened: np.ndarray,
-                cust_row: int | None) -> tuple[Substitute, ...]:
+                cust_row: int | None, availability: np.ndarray) -> tuple[Substitute, ...]:
         """The answer's substitutes, with their reasons and how they compare with X, from each item's
-        :class:`_Shown` record and the reason features."""
+        :class:`_Shown` record and the reason features; ``availability``: every item's code at the store
+        (:data:`recsys.query.availability.NAMES`)."""
         target = self.infos[x]
         personal = cust_row is not None
         reason_features = features.take(_REASON_FEATURES, axis=1).tolist()
@@ -125,8 +126,8 @@ class Presenter:
         results = []
         # the features that become reasons come unpacked, in _REASON_FEATURES order (converting all 27 costs more)
         for c, score, (brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed, _), \
-                is_widened, n in zip(items.tolist(), scores.tolist(), reason_features, widened.tolist(), bought,
-                                     strict=True):
+                is_widened, n, code in zip(items.tolist(), scores.tolist(), reason_features, widened.tolist(), bought,
+                                           availability[items].tolist(), strict=True):
             record: _Shown = shown[c]  # c comes from tolist(): typed, so that the record's fields are too
             info, fields, family, log_size, size, family_name, same_size, size_start, cents, cold, _ = record
             reasons = [] if is_widened else [same_type]
@@ -166,19 +167,25 @@ class Presenter:
             if is_widened:
                 reasons.append(f"from the wider category {info.category}: too few {target.product_type} available")
             results.append(Substitute(*fields, round(score, 4), tuple(reasons), size_ratio, size_difference,
-                                      price_difference, usual_brand, n, is_widened))
+                                      price_difference, usual_brand, n, is_widened, NAMES[code]))
         return tuple(results)
 
-    def availability(self, item_id: str, store: str) -> tuple[bool, datetime | None, tuple[str, ...]]:
-        """(in stock at ``store``, restock date there if out and known, other places that report it in stock)."""
-        state = self.inventory.state(store, item_id)
-        out = state is not None and not state.in_stock
-        elsewhere = self.inventory.in_stock_at(item_id)
+    def stock_elsewhere(self, item_id: str, store: str) -> tuple[datetime | None, tuple[str, ...]]:
+        """(restock date at ``store`` if reported out and known, other places that report it in stock)."""
+        state = self.availability.inventory.state(store, item_id)
+        eta = state.restock_eta if state is not None and not state.in_stock else None
+        elsewhere = self.availability.inventory.in_stock_at(item_id)
         if store in elsewhere:
             elsewhere = tuple(s for s in elsewhere if s != store)
-        return not out, state.restock_eta if out and state is not None else None, elsewhere
+        return eta, elsewhere
 
     def variants(self, x: int, store: str) -> tuple[Variant, ...]:
-        """Up to :data:`recsys.query.items.MAX_VARIANTS` other pack sizes of X, with their stock at ``store``."""
-        return tuple([Variant(*fields, *self.availability(fields[0], store))
-                      for fields in self._variant_fields[x]])
+        """Up to :data:`recsys.query.items.MAX_VARIANTS` other pack sizes of X, with how each is available at
+        ``store``."""
+        codes = self.availability.codes(store)
+        variants = []
+        for v, fields in self._variant_fields[x]:
+            code = int(codes[v])
+            eta, elsewhere = self.stock_elsewhere(fields[0], store)
+            variants.append(Variant(*fields, NAMES[code], eta if code == OUT_OF_STOCK else None, elsewhere))
+        return tuple(variants)

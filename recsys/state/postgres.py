@@ -10,6 +10,9 @@ Imported only when a ``postgresql://`` state URL is opened, so the package works
   never skips a batch that committed late.
 - The batch's ``NOTIFY`` is sent in the same transaction, so it is delivered only if, and after, the batch
   committed. Notifications are only a wake-up: a replica that was disconnected catches up by sequence.
+- A store's snapshot is one such batch: it deletes the store's rows (closed-world) or upserts the listed ones,
+  and writes the store's marker, in one transaction. A catch-up reads the rows and the markers in one
+  ``REPEATABLE READ`` transaction, so it never sees a snapshot's rows without its marker.
 - A database that cannot be reached raises :class:`recsys.state.storage.StateUnavailableError` (nothing written).
 """
 
@@ -28,7 +31,14 @@ from psycopg_pool import ConnectionPool
 
 from recsys.model.registry import check_version
 from recsys.state.feedback import Feedback, Recorded, answer_key, from_json, to_json
-from recsys.state.inventory import StockUpdate, id_blob, stock_update_of
+from recsys.state.inventory import (
+    StockChanges,
+    StockUpdate,
+    check_snapshot,
+    id_blob,
+    snapshot_marker_of,
+    stock_update_of,
+)
 from recsys.state.keys import ApiKey, api_key_of
 from recsys.state.storage import SCHEMA_VERSION, StateSchemaError, StateUnavailableError, redact, utc_now
 
@@ -57,6 +67,9 @@ SCHEMA: Final[tuple[str, ...]] = (
     "CREATE UNIQUE INDEX IF NOT EXISTS recsys_api_keys_active_name ON recsys_api_keys (name) "
     "WHERE revoked_at IS NULL",
     "CREATE TABLE IF NOT EXISTS recsys_secrets (name text PRIMARY KEY, value bytea NOT NULL)",
+    # schema 4: whole-store stock snapshots (a store without a marker is as it was: not closed-world)
+    "CREATE TABLE IF NOT EXISTS recsys_stock_snapshots (store_id bytea PRIMARY KEY, unlisted_out boolean NOT NULL, "
+    "seq bigint NOT NULL, replaced_seq bigint, updated_at timestamptz NOT NULL DEFAULT now())",
 )
 
 
@@ -194,27 +207,74 @@ class _Stock:
         self._state = state
 
     def save_stock(self, updates: list[StockUpdate]) -> int:
-        rows = [(id_blob(u.store_id), id_blob(u.item_id), u.in_stock,
-                 u.restock_eta.isoformat() if u.restock_eta else None) for u in updates]
+        rows = [_row(u) for u in updates]
         with self._state.transaction() as connection:
-            connection.execute("SELECT pg_advisory_xact_lock(%s)", (STOCK_LOCK,))
-            seq = connection.execute("SELECT nextval('recsys_stock_seq')").fetchone()[0]  # type: ignore[index]
+            seq = _draw_seq(connection)
             with connection.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO recsys_stock (store_id, item_id, in_stock, restock_eta, seq) "
-                    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (store_id, item_id) DO UPDATE SET "
-                    "in_stock = excluded.in_stock, restock_eta = excluded.restock_eta, updated_at = now(), "
-                    "seq = excluded.seq", [(*row, seq) for row in rows])
+                cursor.executemany(_UPSERT, [(*row, seq) for row in rows])
             connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"stock {seq}"))
-        return int(seq)
+        return seq
 
-    def stock_since(self, seq: int) -> tuple[list[StockUpdate], int]:
+    def save_snapshot(self, store_id: str, updates: list[StockUpdate], unlisted_out: bool) -> int:
+        check_snapshot(store_id, updates)
+        store = id_blob(store_id)
+        rows = [_row(u) for u in updates]
         with self._state.transaction() as connection:
+            seq = _draw_seq(connection)
+            with connection.cursor() as cursor:
+                if unlisted_out:
+                    # the store becomes exactly the listed rows: a nightly import does not grow the database
+                    cursor.execute("DELETE FROM recsys_stock WHERE store_id = %s", (store,))
+                    with cursor.copy("COPY recsys_stock (store_id, item_id, in_stock, restock_eta, seq) "
+                                     "FROM STDIN") as copy:
+                        for row in rows:
+                            copy.write_row((*row, seq))
+                    cursor.execute(
+                        "INSERT INTO recsys_stock_snapshots (store_id, unlisted_out, seq, replaced_seq) "
+                        "VALUES (%s, true, %s, %s) ON CONFLICT (store_id) DO UPDATE SET unlisted_out = true, "
+                        "seq = excluded.seq, replaced_seq = excluded.replaced_seq, updated_at = now()",
+                        (store, seq, seq))
+                else:
+                    cursor.executemany(_UPSERT, [(*row, seq) for row in rows])
+                    # the closed-world flag and the last replacement stay as they were
+                    cursor.execute(
+                        "INSERT INTO recsys_stock_snapshots (store_id, unlisted_out, seq) VALUES (%s, false, %s) "
+                        "ON CONFLICT (store_id) DO UPDATE SET seq = excluded.seq, updated_at = now()", (store, seq))
+            connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"stock {seq}"))
+        return seq
+
+    def stock_since(self, seq: int) -> StockChanges:
+        with self._state.transaction() as connection:
+            # both reads from one snapshot of the database: a snapshot's rows never without its marker
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             rows = connection.execute(
                 "SELECT store_id, item_id, in_stock, restock_eta, seq FROM recsys_stock WHERE seq > %s "
                 "ORDER BY seq", (seq,)).fetchall()
-        return [stock_update_of(store, item, in_stock, eta) for store, item, in_stock, eta, _ in rows], \
-            max([seq, *(int(row[4]) for row in rows)])
+            markers = connection.execute(
+                "SELECT store_id, unlisted_out, replaced_seq, seq FROM recsys_stock_snapshots WHERE seq > %s",
+                (seq,)).fetchall()
+        return StockChanges(
+            [stock_update_of(store, item, in_stock, eta) for store, item, in_stock, eta, _ in rows],
+            [snapshot_marker_of(*marker[:3]) for marker in markers],
+            max([seq, *(int(row[4]) for row in rows), *(int(marker[3]) for marker in markers)]))
+
+
+_UPSERT: Final[str] = (
+    "INSERT INTO recsys_stock (store_id, item_id, in_stock, restock_eta, seq) VALUES (%s, %s, %s, %s, %s) "
+    "ON CONFLICT (store_id, item_id) DO UPDATE SET in_stock = excluded.in_stock, "
+    "restock_eta = excluded.restock_eta, updated_at = now(), seq = excluded.seq")
+
+
+def _row(update: StockUpdate) -> tuple[bytes, bytes, bool, str | None]:
+    return (id_blob(update.store_id), id_blob(update.item_id), update.in_stock,
+            update.restock_eta.isoformat() if update.restock_eta else None)
+
+
+def _draw_seq(connection: psycopg.Connection) -> int:
+    """The next sequence number, drawn under the stock lock, which is held until commit: sequence numbers
+    follow commit order."""
+    connection.execute("SELECT pg_advisory_xact_lock(%s)", (STOCK_LOCK,))
+    return int(connection.execute("SELECT nextval('recsys_stock_seq')").fetchone()[0])  # type: ignore[index]
 
 
 class _Feedback:

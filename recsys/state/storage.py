@@ -5,7 +5,8 @@ worker process on one host.
 The schema is created on first use and versioned (``schema_version``): version 2 added the stock rows'
 sequence number (``seq``), by which another process catches up with the changes it has not seen; version 3
 the API keys (hashed), the shared secrets (the answer-signing key) and the feedback's answer key (one
-decision per answer).
+decision per answer); version 4 the stock snapshot markers (``stock_snapshots``: per store, its closed-world
+flag and the sequence numbers of its last snapshot and of its last replacement).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Final
 from urllib.parse import unquote
 
 #: the schema this build writes; older files are migrated in place when opened
-SCHEMA_VERSION: Final[int] = 3
+SCHEMA_VERSION: Final[int] = 4
 
 
 class StateUnavailableError(RuntimeError):
@@ -57,6 +58,10 @@ def ensure_schema(connection: sqlite3.Connection) -> None:
         if "seq" not in columns:  # a version-1 file: its rows get sequence 0, read by every first load
             connection.execute("ALTER TABLE stock ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
         connection.execute("CREATE INDEX IF NOT EXISTS stock_seq ON stock (seq)")
+        # version 4: a version-3 file has no snapshot yet, so every store in it stays as it was (not closed-world)
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS stock_snapshots (store_id BLOB PRIMARY KEY, unlisted_out INTEGER NOT NULL, "
+            "seq INTEGER NOT NULL, replaced_seq INTEGER, updated_at TEXT DEFAULT CURRENT_TIMESTAMP)")
         connection.execute(
             "CREATE TABLE IF NOT EXISTS feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL)")
         if "answer" not in {row[1] for row in connection.execute("PRAGMA table_info(feedback)")}:

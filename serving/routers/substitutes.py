@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
-from recsys import OrderSubstitutes, SubstituteEngine, SubstituteList, UnknownItemError
+from recsys import OrderSubstitutes, SubstituteEngine, SubstituteList, UnknownItemError, UnknownStoreError
 from recsys.domain.types import MAX_K, Intent
 from recsys.state.answers import AnswerSigner
 from serving.deps import AnsweringDep, SettingsDep
@@ -17,7 +17,7 @@ from serving.responses import json_bytes, json_response
 from serving.schemas import ErrorOut, OrderSubstituteRequest, SubstituteRequest
 
 router = APIRouter(prefix="/v1", tags=["substitutes"])
-_ERRORS: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "description": "unknown item"},
+_ERRORS: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "description": "unknown item or store"},
                                                503: {"model": ErrorOut, "description": "no model loaded"}}
 
 
@@ -41,7 +41,7 @@ def signed(signer: AnswerSigner, answer: SubstituteList, customer_id: str | None
 def _query(engine: SubstituteEngine, signer: AnswerSigner, request: SubstituteRequest) -> Response:
     try:
         body, timing = answer_json(engine, signer, request)
-    except UnknownItemError as exc:
+    except (UnknownItemError, UnknownStoreError) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     return Response(body, media_type="application/json", headers={"server-timing": timing})
 
@@ -54,7 +54,7 @@ async def post_substitutes(request: SubstituteRequest, answering: AnsweringDep) 
 
 @router.post("/substitutes/batch", response_model=OrderSubstitutes, responses={
     413: {"model": ErrorOut, "description": "body over RECSYS_MAX_BODY_BYTES, or lines x k over RECSYS_MAX_BATCH_COST"},
-    503: _ERRORS[503]})
+    404: {"model": ErrorOut, "description": "unknown store"}, 503: _ERRORS[503]})
 def post_order_substitutes(request: OrderSubstituteRequest, answering: AnsweringDep, settings: SettingsDep
                            ) -> Response:
     """Substitutes for many unavailable lines of one order (one customer, one store) in one call: never an
@@ -65,8 +65,12 @@ def post_order_substitutes(request: OrderSubstituteRequest, answering: Answering
     if too_costly is not None:
         raise too_costly
     engine, signer = answering.engine, answering.signer
-    answer = engine.order_substitutes(request.items, customer_id=request.customer_id, store_id=request.store_id,
-                                      k=request.k, order=request.order, filters=request.filters, intent=request.intent)
+    try:
+        answer = engine.order_substitutes(request.items, customer_id=request.customer_id, store_id=request.store_id,
+                                          k=request.k, order=request.order, filters=request.filters,
+                                          intent=request.intent)
+    except UnknownStoreError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     lines = tuple(signed(signer, line, request.customer_id) for line in answer.lines)
     return json_response(dataclasses.replace(answer, lines=lines))
 

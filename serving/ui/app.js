@@ -158,7 +158,8 @@ function renderAnswer(answer, state) {
   flag.textContent = answer.personalized ? `personalised for customer ${customer}`
     : customer ? `not personalised: customer ${customer} is unknown` : "not personalised: no customer";
   flag.classList.toggle("good", answer.personalized);
-  $("answer-store").textContent = `store ${answer.store_id}`;
+  $("answer-store").textContent = answer.store_known ? `store ${answer.store_id}`
+    : `store ${answer.store_id} (unknown: chain-level rules)`;
   $("answer-intent").textContent = `intent ${answer.intent}`;
   $("answer-widened").hidden = !answer.widened;
   $("answer-metadata").hidden = !answer.metadata_based;
@@ -194,12 +195,26 @@ function itemCard(answer) {
       el("li", { dataset: { itemId: v.item_id } },
         el("button", { type: "button", class: "link", onclick: () => openItem(v.item_id) }, v.package_size || v.size || v.item_id),
         v.price === null ? " · " : ` ${money(v.price)} · `,
-        v.in_stock ? el("span", { class: "ok" }, "in stock here")
-          : el("span", { class: "bad" }, `out here${v.restock_eta ? `, back ${date(v.restock_eta)}` : ""}`),
+        availabilityTag(v.availability, v.restock_eta),
         v.available_at.length ? el("span", { class: "muted" }, ` · also at ${v.available_at.join(", ")}`) : null,
         el("span", { class: "muted" }, ` · ${v.item_id}`)))));
   }
   return card;
+}
+
+// how an item's availability at the queried store is known: only a stock report says "in stock"
+const AVAILABILITY = {
+  in_stock: ["ok", "in stock here", "the store reported it in stock"],
+  carried: ["muted", "carried here", "the retailer's assortment lists it for this store; no stock report"],
+  likely: ["muted", "likely carried", "sold here (or in the chain) recently; no stock report"],
+  unknown: ["warn", "unknown here", "no stock report and no assortment evidence"],
+  out_of_stock: ["bad", "out here", "reported out of stock, or unlisted in the store's last snapshot"],
+};
+
+function availabilityTag(availability, restockEta) {
+  const [cls, label, title] = AVAILABILITY[availability] || ["muted", availability, ""];
+  const back = availability === "out_of_stock" && restockEta ? `, back ${date(restockEta)}` : "";
+  return el("span", { class: `availability ${cls}`, dataset: { availability }, title }, label + back);
 }
 
 function substituteCard(s, rank, answer) {
@@ -223,6 +238,7 @@ function substituteCard(s, rank, answer) {
       ["price", [money(s.price), priceDifference ? el("span", {
         class: s.price_difference < 0 ? "ok" : s.price_difference > 0 ? "bad" : "muted" }, ` ${priceDifference}`) : null]],
       ["unit price", unitPrice(s.unit_price, s.unit_price_per)],
+      [`at ${answer.store_id}`, availabilityTag(s.availability, null)],
       ["bought before", s.bought_before ? `${s.bought_before}×` : null],
     ]),
     el("ul", { class: "reasons" }, s.reasons.map((reason) => el("li", {}, reason))),

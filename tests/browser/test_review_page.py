@@ -207,14 +207,20 @@ def test_search_an_item_open_it_and_see_the_apis_substitutes(browser: WebDriver,
     item_card = browser.find_element(By.ID, "item-card").text
     assert expected["item"]["brand"] in item_card and f"${expected['item']['price']:.2f}" in item_card
     for variant in expected["variants"]:
-        assert browser.find_elements(By.CSS_SELECTOR, f'#item-card li[data-item-id="{variant["item_id"]}"]')
-    # each card: brand, price, unit price, reasons and score of its substitute
+        (row,) = browser.find_elements(By.CSS_SELECTOR, f'#item-card li[data-item-id="{variant["item_id"]}"]')
+        shown = row.find_element(By.CSS_SELECTOR, ".availability")
+        assert shown.get_attribute("data-availability") == variant["availability"]
+        assert variant["availability"] == "in_stock" or "in stock" not in row.text, "no report, no 'in stock'"
+    # each card: brand, price, unit price, reasons, score and availability of its substitute
     for card, substitute in zip(browser.find_elements(By.CSS_SELECTOR, "#substitutes .card"),
                                 expected["substitutes"], strict=True):
         text = card.text
         assert substitute["brand"] in text and f"${substitute['price']:.2f}" in text
         assert f"{substitute['score']:.2f}" in text
         assert [li.text for li in card.find_elements(By.CSS_SELECTOR, ".reasons li")] == substitute["reasons"]
+        shown = card.find_element(By.CSS_SELECTOR, ".availability")
+        assert shown.get_attribute("data-availability") == substitute["availability"] != "in_stock"
+        assert "in stock" not in shown.text, "nobody reported stock online: the page must not claim it"
 
 
 def test_customer_and_store_change_the_answer_and_the_url_holds_the_view(browser: WebDriver, base_url: str,

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from recsys import SubstituteEngine
+from recsys import StockUpdate, SubstituteEngine
 from recsys.cli import app
 
 
@@ -51,7 +51,11 @@ def test_new_items_get_and_give_substitutes_without_retraining(model_dir: Path, 
     linear = linear_scores(x)
     assert any(abs(s.score - linear[s.item_id]) > 1e-4 for s in engine.substitutes(x)), "X with sales: re-ranked"
     offered = {s.item_id: s for s in engine.substitutes(x, k=100)}
+    assert "NEW-1" not in offered, "no stock report and no assortment says any store has it: not offered"
+    engine.inventory.apply([StockUpdate("NEW-1", True)])  # the online channel reports it in stock
+    offered = {s.item_id: s for s in engine.substitutes(x, k=100)}
     assert "NEW-1" in offered and "new in the catalog" in offered["NEW-1"].reasons
+    assert offered["NEW-1"].availability == "in_stock"
 
     # items of other groups answer exactly as before, personal answers included
     group = (template["department"], template["category"], template["product_type"])

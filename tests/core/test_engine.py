@@ -12,7 +12,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import ItemInfo, StockUpdate, Substitute, SubstituteEngine, SubstituteFilters, UnknownItemError
+from recsys import (
+    AvailabilityPolicy,
+    ItemInfo,
+    StockUpdate,
+    Substitute,
+    SubstituteEngine,
+    SubstituteFilters,
+    UnknownItemError,
+)
 from recsys.query.kernels import SparseRows
 
 
@@ -63,7 +71,9 @@ def test_hard_rules_hold_for_random_queries(engine: SubstituteEngine) -> None:
 def test_widens_only_when_the_group_is_too_small(engine: SubstituteEngine) -> None:
     model = engine.model
     sizes = np.diff(model.group_ptr)
-    bought = model.items["n_customers"].to_numpy() > 0
+    # offered online: sold recently somewhere in the chain (no stock was reported)
+    bought = engine.availability.blocked("online") is None or ~engine.availability.blocked("online")
+    bought = np.broadcast_to(bought, model.n_items)
     bought_in_parent = np.add.reduceat(bought, model.parent_ptr[:-1])
     small = [g for g in np.flatnonzero(sizes == 1)
              if bought[model.group_ptr[g]] and bought_in_parent[model.parent_of[model.group_ptr[g]]] > 10]
@@ -114,7 +124,9 @@ def test_personalisation_uses_the_customers_history(engine: SubstituteEngine) ->
     """A customer who bought several items of a group gets their own items ranked up, with the reason.
 
     Not always first: the ranker also offers items new to the customer (the new-item bias is chosen on
-    validation switches), so the bar is "far more often than the anonymous answer", not "always"."""
+    validation switches), so the bar is "far more often than the anonymous answer", not "always". Every item may
+    be offered: on 300 households' data few of a customer's older items have sold in the chain recently."""
+    engine.use_policy(AvailabilityPolicy(allow_unknown_items=True))
     model = engine.model
     weight = model.customer_count.tocoo()
     frame = {"c": weight.row, "g": model.group_of[weight.col], "i": weight.col, "n": weight.data}
@@ -140,6 +152,7 @@ def test_personalisation_uses_the_customers_history(engine: SubstituteEngine) ->
 
 
 def test_restock_eta_of_the_missing_item(engine: SubstituteEngine) -> None:
+    engine.use_policy(AvailabilityPolicy(allow_unknown_stores=True))  # stores S1..S9: known by their reports only
     item_id = _items_with_events(engine, 1, seed=6)[0]
     eta = datetime(2026, 12, 1, 9, 0)
     engine.inventory.apply([StockUpdate(item_id=item_id, store_id="S9", in_stock=False, restock_eta=eta)])
@@ -150,6 +163,7 @@ def test_restock_eta_of_the_missing_item(engine: SubstituteEngine) -> None:
 
 
 def test_back_in_stock_items_return(engine: SubstituteEngine) -> None:
+    engine.use_policy(AvailabilityPolicy(allow_unknown_stores=True))
     item_id = _items_with_events(engine, 1, seed=7)[0]
     first = engine.substitutes(item_id, store_id="S2", k=3)[0].item_id
     engine.inventory.apply([StockUpdate(item_id=first, store_id="S2", in_stock=False)])
@@ -301,6 +315,7 @@ def test_where_else_the_item_and_its_variants_are_in_stock(engine: SubstituteEng
     family = model.items[(model.items[keys] == pd.Series(key, index=keys)).all(axis=1)]
     x = str(family["item_id"].iloc[0])
     eta = datetime(2026, 12, 3, 9, 0)
+    engine.use_policy(AvailabilityPolicy(allow_unknown_stores=True))
     engine.inventory.apply([StockUpdate(x, False, "S1", eta), StockUpdate(x, True, "S2"),
                             StockUpdate(x, True, "online"), StockUpdate(x, False, "S3")])
     answer = engine.substitutes(x, store_id="S1")
@@ -310,16 +325,20 @@ def test_where_else_the_item_and_its_variants_are_in_stock(engine: SubstituteEng
     for v in answer.variants:
         info = engine.item_info(v.item_id)
         assert (info.brand, info.product_type) == (brand, product_type) and v.item_id != x
-        assert v.size != answer.item.size and v.in_stock and v.available_at == ()
+        assert v.size != answer.item.size and v.available_at == ()
+        assert v.availability == engine.availability.name("S1", engine.index_of(v.item_id)) != "out_of_stock"
     variant = answer.variants[0].item_id
     engine.inventory.apply([StockUpdate(variant, False, "S1", eta), StockUpdate(variant, True, "S4")])
     (first, *_) = engine.substitutes(x, store_id="S1").variants
-    assert (first.item_id, first.in_stock, first.restock_eta, first.available_at) == (variant, False, eta, ("S4",))
+    assert (first.item_id, first.availability, first.restock_eta, first.available_at) == \
+        (variant, "out_of_stock", eta, ("S4",))
+    assert engine.substitutes(x, store_id="S4").variants[0].availability == "in_stock"
     engine.inventory.apply([StockUpdate(x, False, "S2")])
     assert engine.substitutes(x, store_id="S1").available_at == ("online",)
 
 
 def test_retrieve_is_the_exact_filtered_neighbourhood_in_the_group(engine: SubstituteEngine) -> None:
+    engine.use_policy(AvailabilityPolicy(allow_unknown_items=True))  # only the reports decide
     factors = engine.model.factors
     engine.inventory.apply([StockUpdate(i, False, "S7") for i in engine.item_ids[::7].tolist()])
     out = set(engine.item_ids[::7].tolist())
@@ -343,7 +362,8 @@ def test_ranges_larger_than_max_candidates(engine: SubstituteEngine, monkeypatch
     lo, hi = int(engine.model.group_ptr[group]), int(engine.model.group_ptr[group + 1])
     x = lo
     monkeypatch.setattr(engine.finder, "max_candidates", 8)
-    nearest, _ = engine.retrieve(x, "no-reports")  # a store nobody reported on: everything in stock
+    engine.use_policy(AvailabilityPolicy(allow_unknown_items=True, allow_unknown_stores=True))
+    nearest, _ = engine.retrieve(x, "no-reports")  # a store nobody reported on, unknown items allowed: everything
     exact = np.argsort(-(factors[lo:hi] @ factors[x]), kind="stable")[:8] + lo
     assert set(nearest.tolist()) == set(exact.tolist()) - {x}, "the range's nearest 8, less X itself"
     brand = engine.item_table.brand_names[engine.item_table.brand_codes[lo:hi]]

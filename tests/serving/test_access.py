@@ -57,7 +57,9 @@ def _calls(item: str, customer: str) -> dict[str, list[tuple[str, str, dict[str,
                  ("GET", "/v1/model", {})],
         "profiles": [("GET", f"/v1/customers/{customer}/profile", {})],
         "write": [("POST", "/v1/feedback", {"json": {"answer_id": "x.y", "chosen": item}}),
-                  ("PUT", "/v1/inventory", {"json": {"updates": [{"item_id": item, "in_stock": True}]}})],
+                  ("PUT", "/v1/inventory", {"json": {"updates": [{"item_id": item, "in_stock": True}]}}),
+                  ("PUT", "/v1/inventory/snapshot", {"json": {"store_id": "access", "unlisted": "unchanged",
+                                                              "items": [{"item_id": item, "in_stock": True}]}})],
         "admin": [("POST", "/v1/admin/reload", {})],
     }
 

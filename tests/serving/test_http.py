@@ -63,7 +63,8 @@ def test_substitute_answers_are_the_routes_bytes(client: TestClient, item_id: st
     Server-Timing carries the app's time and, where the engine answered, the engine's."""
     engine = client.app.state.service.engine
     customer = str(engine.model.customers[0])
-    full = {"item_id": item_id, "customer_id": customer, "store_id": "S1", "k": 3, "exclude": ["x"],
+    full = {"item_id": item_id, "customer_id": customer, "store_id": str(engine.model.stores[0]), "k": 3,
+            "exclude": ["x"],
             "filters": {"max_price": 5.0, "same_size_family": True}}
     requests: list[dict[str, object]] = [
         {"json": {"item_id": item_id}},
@@ -190,7 +191,7 @@ def test_malformed_json_and_oversized_body(client: TestClient) -> None:
 
 # every endpoint that reads a JSON body
 JSON_ENDPOINTS = [("POST", "/v1/substitutes"), ("POST", "/v1/substitutes/batch"), ("POST", "/v1/feedback"),
-                  ("PUT", "/v1/inventory"), ("POST", "/v1/admin/reload")]
+                  ("PUT", "/v1/inventory"), ("PUT", "/v1/inventory/snapshot"), ("POST", "/v1/admin/reload")]
 TOO_DEEP_BODIES = {"100k [": b"[" * 100_000, "100k {\"a\":": b'{"a":' * 100_000,
                    "100k [ closed": b"[" * 100_000 + b"]" * 100_000,
                    "100k {\"a\": closed": b'{"a":' * 100_000 + b"1" + b"}" * 100_000,
@@ -233,7 +234,7 @@ def test_whole_order_over_http(client: TestClient, item_id: str) -> None:
     lo, hi = engine.group_range(engine.index_of(item_id))
     same_group = [str(i) for i in engine.item_ids[lo:hi] if i != item_id][:2]
     body = {"items": [item_id, *same_group, "nope"], "order": same_group[:1] + ["other"], "k": 4,
-            "customer_id": str(engine.model.customers[0]), "store_id": "7"}
+            "customer_id": str(engine.model.customers[0]), "store_id": str(engine.model.stores[0])}
     response = client.post("/v1/substitutes/batch", json=body)
     assert response.status_code == 200
     answer = response.json()
@@ -242,7 +243,7 @@ def test_whole_order_over_http(client: TestClient, item_id: str) -> None:
     proposed = [s["item_id"] for line in answer["lines"] for s in line["substitutes"]]
     assert proposed and len(proposed) == len(set(proposed))
     assert not set(proposed) & {item_id, *same_group, "other"}
-    single = client.post("/v1/substitutes", json={"item_id": item_id, "k": 4, "store_id": "7",
+    single = client.post("/v1/substitutes", json={"item_id": item_id, "k": 4, "store_id": body["store_id"],
                                                   "customer_id": body["customer_id"], "exclude": body["items"]
                                                   + body["order"]}).json()
     assert unsigned(single) == unsigned(answer["lines"][0]), "the first line is the single-item answer"
@@ -271,28 +272,45 @@ def test_admin_is_closed_without_a_configured_token(model_dir: Path) -> None:
 
 
 def test_inventory_updates_change_answers_live(client: TestClient, item_id: str) -> None:
-    before = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": "7", "k": 3}).json()
+    here, there, other = (str(s) for s in client.app.state.service.engine.model.stores[:3])
+    before = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": here, "k": 3}).json()
+    before_there = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": there, "k": 3}).json()
     top = before["substitutes"][0]["item_id"]
     update = {"updates": [
-        {"item_id": top, "store_id": "7", "in_stock": False},
-        {"item_id": item_id, "store_id": "7", "in_stock": False, "restock_eta": "2026-12-01T08:00:00"},
-        {"item_id": "not-in-model", "store_id": "7", "in_stock": False},
-        {"item_id": item_id, "store_id": "9", "in_stock": True},
+        {"item_id": top, "store_id": here, "in_stock": False},
+        {"item_id": item_id, "store_id": here, "in_stock": False, "restock_eta": "2026-12-01T08:00:00"},
+        {"item_id": "not-in-model", "store_id": here, "in_stock": False},
+        {"item_id": item_id, "store_id": other, "in_stock": True},
     ]}
     response = client.put("/v1/inventory", json=update, headers=AUTH)
     assert response.status_code == 200
     assert response.json() == {"applied": 4, "unknown_items": ["not-in-model"]}
-    after = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": "7", "k": 3}).json()
+    after = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": here, "k": 3}).json()
     assert top not in [s["item_id"] for s in after["substitutes"]]
-    assert after["restock_eta"] == "2026-12-01T08:00:00" and after["available_at"] == ["9"]
-    elsewhere = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": "8", "k": 3}).json()
-    assert elsewhere["substitutes"][0]["item_id"] == top and elsewhere["restock_eta"] is None
+    assert after["restock_eta"] == "2026-12-01T08:00:00" and after["available_at"] == [other]
+    there_after = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": there, "k": 3}).json()
+    assert there_after["substitutes"] == before_there["substitutes"] and there_after["restock_eta"] is None
+
+
+def test_an_unknown_store_is_404_until_stock_is_reported_for_it(client: TestClient, item_id: str) -> None:
+    """A store the model never saw and nobody reported on gets a 404 naming it, not a list as if it had every
+    item; one stock report makes it known, answered by the chain-level rules."""
+    response = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": "no-such-store"})
+    assert response.status_code == 404 and "no-such-store" in response.json()["detail"]
+    batch = client.post("/v1/substitutes/batch", json={"items": [item_id], "store_id": "no-such-store"})
+    assert batch.status_code == 404 and "no-such-store" in batch.json()["detail"]
+    update = {"updates": [{"item_id": item_id, "store_id": "no-such-store", "in_stock": False}]}
+    assert client.put("/v1/inventory", json=update, headers=AUTH).status_code == 200
+    known = client.post("/v1/substitutes", json={"item_id": item_id, "store_id": "no-such-store"}).json()
+    online = client.post("/v1/substitutes", json={"item_id": item_id}).json()
+    assert known["store_known"] is True and known["substitutes"] == online["substitutes"]
+    assert {s["availability"] for s in known["substitutes"]} == {"likely"}
 
 
 def test_a_restock_date_given_through_the_python_api_as_a_pandas_timestamp(client: TestClient, item_id: str) -> None:
     """The answer's JSON is written from the engine's types: a datetime subclass in the inventory is written too."""
     engine = client.app.state.service.engine
-    engine.inventory.apply([StockUpdate(item_id=item_id, store_id="12", in_stock=False,
+    engine.inventory.apply([StockUpdate(item_id=item_id, store_id="12", in_stock=False,  # a report makes it known
                                         restock_eta=pd.Timestamp("2026-12-03 09:30", tz="UTC"))])
     response = client.get(f"/v1/items/{item_id}/substitutes", params={"store_id": "12", "k": 2})
     assert response.status_code == 200 and response.json()["restock_eta"] == "2026-12-03T09:30:00+00:00"

@@ -40,12 +40,13 @@ def _popular(model: Path, n: int = 1) -> list[str]:
 def test_acknowledged_inventory_and_feedback_survive_sigkill(model_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / "state.sqlite3"
     item = _popular(model_dir)[0]
+    store = str(pd.read_parquet(model_dir / "stores.parquet")["store_id"].iloc[0])  # a store of the model's data
     with _serving(model_dir, state) as (base, process):
-        top = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": "42", "customer_id": "7",
+        top = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": store, "customer_id": "7",
                                                          "k": 1}, headers=AUTH).json()
         gone = top["substitutes"][0]["item_id"]
-        update = {"updates": [{"item_id": gone, "store_id": "42", "in_stock": False},
-                              {"item_id": item, "store_id": "42", "in_stock": False,
+        update = {"updates": [{"item_id": gone, "store_id": store, "in_stock": False},
+                              {"item_id": item, "store_id": store, "in_stock": False,
                                "restock_eta": "2026-12-24T07:00:00"}]}
         assert httpx.put(f"{base}/v1/inventory", json=update, headers=AUTH).json()["applied"] == 2
         feedback = {"answer_id": top["answer_id"], "rejected": [gone]}
@@ -53,13 +54,44 @@ def test_acknowledged_inventory_and_feedback_survive_sigkill(model_dir: Path, tm
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
     with _serving(model_dir, state) as (base, _):
-        answer = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": "42", "k": 5},
+        answer = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": store, "k": 5},
                             headers=AUTH).json()
         assert gone not in [s["item_id"] for s in answer["substitutes"]]
         assert answer["restock_eta"] == "2026-12-24T07:00:00"
     (kept,) = FeedbackLog(state).feedback()
-    assert (kept.item_id, kept.rejected, kept.customer_id, kept.store_id) == (item, (gone,), "7", "42")
+    assert (kept.item_id, kept.rejected, kept.customer_id, kept.store_id) == (item, (gone,), "7", store)
     assert kept.answer_id == top["answer_id"] and kept.shown == (gone,)
+
+
+def test_a_snapshot_acknowledged_by_a_killed_process_reaches_another_within_2_s(model_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    """Two serving processes on one state file: a store's snapshot acknowledged by one, which is SIGKILLed at
+    once, is read from the file by the other within 2 s (at the default 1 s polling interval), and by a process
+    started afterwards."""
+    state = tmp_path / "state.sqlite3"
+    item = _popular(model_dir)[0]
+    store = str(pd.read_parquet(model_dir / "stores.parquet")["store_id"].iloc[0])
+
+    def offered(base: str) -> list[str]:
+        answer = httpx.post(f"{base}/v1/substitutes", json={"item_id": item, "store_id": store, "k": 5},
+                            headers=AUTH)
+        assert answer.status_code == 200, answer.text
+        return [s["item_id"] for s in answer.json()["substitutes"]]
+
+    with _serving(model_dir, state) as (acknowledging, process), _serving(model_dir, state) as (other, _):
+        gone, kept = offered(other)[:2]
+        snapshot = {"store_id": store, "unlisted": "out_of_stock",
+                    "items": [{"item_id": gone, "in_stock": False}, {"item_id": kept, "in_stock": True}]}
+        answer = httpx.put(f"{acknowledging}/v1/inventory/snapshot", json=snapshot, headers=AUTH)
+        assert answer.status_code == 200 and answer.json()["applied"] == 2
+        acknowledged = time.monotonic()
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        while gone in offered(other):
+            assert time.monotonic() - acknowledged < 2.0, "the other process did not see the snapshot within 2 s"
+            time.sleep(0.05)
+    with _serving(model_dir, state) as (restarted, _):
+        assert gone not in offered(restarted)
 
 
 def test_reloads_under_load_drop_no_request(model_dir: Path, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -255,7 +256,7 @@ class Load:
                 item = self.items[i % len(self.items)]
                 i += 2
                 try:
-                    response = client.post("/v1/substitutes", json={"item_id": item, "store_id": "load", "k": 5})
+                    response = client.post("/v1/substitutes", json={"item_id": item, "k": 5})
                     ok, detail = response.status_code == 200, f"{response.status_code} {response.text[:200]}"
                 except httpx.HTTPError as exc:
                     ok, detail = False, repr(exc)
@@ -338,7 +339,8 @@ def test_database_outage_under_load(replicas: list[str], cluster: Cluster, share
     assert unready == [] and states == {"unreachable"}, "answers kept coming from memory, said so on /readyz"
     store = open_state(cluster.url)
     try:
-        rows, high = store.stock.stock_since(-1)
+        changes = store.stock.stock_since(-1)
+        rows, high = changes.updates, changes.seq
     finally:
         store.close()
     kept = {(u.store_id, u.item_id): u.in_stock for u in rows}
@@ -516,3 +518,69 @@ def test_a_key_made_and_revoked_with_the_cli_reaches_every_replica(replicas: lis
             time.sleep(0.02)
     listed = cli("list", "--revoked")
     assert "storefront-pg" in listed.stderr and key["Authorization"].split()[-1] not in listed.stderr + listed.stdout
+
+
+def test_snapshots_reach_another_reader_exactly(cluster: Cluster) -> None:
+    """The SQLite catch-up tests of whole-store snapshots, on PostgreSQL: a reader ends with exactly the
+    database's state (deleted rows included), also while two writers commit snapshots and updates concurrently."""
+    from tests.core.test_stock_snapshot import catch_up_exactly, concurrent_reader_ends_exact
+
+    run = uuid.uuid4().hex[:8]  # the cluster outlives one test: stores of their own
+    catch_up_exactly(cluster.url, f"pg-exact-{run}-")
+    concurrent_reader_ends_exact(cluster.url, f"pg-concurrent-{run}-")
+
+
+def _model_store(models: Path) -> str:
+    """A store the model knows (answers for it need no stock report first)."""
+    return str(pd.read_parquet(models / CURRENT / "stores.parquet")["store_id"].iloc[-1])
+
+
+def test_a_snapshot_acknowledged_by_a_replica_reaches_the_others_and_survives_its_sigkill(
+        replicas: list[str], cluster: Cluster, shared_models: Path) -> None:
+    """A fourth replica acknowledges a store's snapshot and is SIGKILLed at once: every other replica stops
+    offering the item it lists out within 2 s, and the database holds the snapshot whole."""
+    (x,) = _popular(shared_models, 1)
+    store = _model_store(shared_models)
+    with ExitStack() as stack, httpx.Client(timeout=10) as client:
+        ((doomed, process),) = _start_replicas(stack, cluster, shared_models, 1)
+        gone, kept = _offered(client, replicas[0], x, store)[:2]
+        snapshot = {"store_id": store, "unlisted": "out_of_stock",
+                    "items": [{"item_id": gone, "in_stock": False}, {"item_id": kept, "in_stock": True}]}
+        put = client.put(f"{doomed}/v1/inventory/snapshot", headers=AUTH, json=snapshot)
+        assert put.status_code == 200 and put.json()["applied"] == 2, put.text
+        acknowledged = time.monotonic()
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+        pending = set(replicas)
+        while pending:
+            pending = {base for base in pending if gone in _offered(client, base, x, store)}
+            assert time.monotonic() - acknowledged < 2.0, f"not seen within 2 s by {pending}"
+    state = open_state(cluster.url)
+    try:
+        changes = state.stock.stock_since(-1)
+    finally:
+        state.close()
+    assert {u.item_id: u.in_stock for u in changes.updates if u.store_id == store} == {gone: False, kept: True}
+    assert [(m.store_id, m.unlisted_out) for m in changes.snapshots if m.store_id == store] == [(store, True)]
+
+
+def test_a_snapshot_while_the_database_is_down_is_a_503_with_nothing_applied(
+        replicas: list[str], cluster: Cluster, shared_models: Path) -> None:
+    store = f"snapshot-outage-{uuid.uuid4().hex[:8]}"  # the cluster outlives one test: a store of its own
+    snapshot = {"store_id": store, "unlisted": "out_of_stock",
+                "items": [{"item_id": item, "in_stock": True} for item in _popular(shared_models, 5)]}
+    cluster.stop()
+    try:
+        refused = httpx.put(f"{replicas[0]}/v1/inventory/snapshot", headers=AUTH, json=snapshot, timeout=30)
+        assert refused.status_code == 503 and "not applied" in refused.json()["detail"], refused.text
+    finally:
+        cluster.start()
+    state = open_state(cluster.url)
+    try:
+        changes = state.stock.stock_since(-1)
+    finally:
+        state.close()
+    assert not any(u.store_id == store for u in changes.updates)
+    assert not any(m.store_id == store for m in changes.snapshots)
+    _wait_for(lambda: httpx.put(f"{replicas[0]}/v1/inventory/snapshot", headers=AUTH, json=snapshot,
+                                timeout=30).status_code == 200, 30)  # the retry the 503 asks for

@@ -51,10 +51,11 @@ def test_workers_share_the_state_file(model_dir: Path, tmp_path: Path) -> None:
         assert len(workers) == 2
         items = pd.read_parquet(model_dir / "items.parquet")
         item_id = str(items.sort_values("n_customers", ascending=False)["item_id"].iloc[0])
-        query = {"item_id": item_id, "store_id": "w", "k": 3}
+        store = str(pd.read_parquet(model_dir / "stores.parquet")["store_id"].iloc[0])
+        query = {"item_id": item_id, "store_id": store, "k": 3}
         gone = httpx.post(f"{base}/v1/substitutes", json=query, headers=auth).json()["substitutes"][0]["item_id"]
         put = httpx.put(f"{base}/v1/inventory", headers=auth,
-                        json={"updates": [{"item_id": gone, "store_id": "w", "in_stock": False}]})
+                        json={"updates": [{"item_id": gone, "store_id": store, "in_stock": False}]})
         assert put.status_code == 200
         clean = 0
         for _ in range(2000):  # bounded: the other worker catches up within its polling interval

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from recsys import Dataset, DataValidationError, SubstituteEngine
+from recsys import AvailabilityPolicy, Dataset, DataValidationError, SubstituteEngine
 from recsys.cli import app
 from recsys.domain.config import TrainConfig
 from recsys.model.artifact import CURRENT, MANIFEST, read_manifest
@@ -191,6 +191,7 @@ def test_fitting_writes_nothing_and_the_saved_model_answers_as_the_fitted_one(da
         fitted = fit_model(dataset, config, show_progress=False)
     assert fitted.manifest.ranker.source == "learned"
     in_memory = fitted.engine()
+    in_memory.use_policy(AvailabilityPolicy())  # as served: the saved model's assortment must answer the same
     saved = save_model(fitted, tmp_path / "models", with_report=False)
     assert (tmp_path / "models" / CURRENT).resolve() == saved.model_dir.resolve()
     loaded = SubstituteEngine.load(saved.model_dir)

@@ -9,7 +9,6 @@ from typing import Any, Final, NamedTuple
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from recsys.domain.schema import Dataset
 from recsys.domain.types import Intent
@@ -18,6 +17,7 @@ from recsys.model.registry import INTENT_METHODS
 from recsys.query.engine import SubstituteEngine
 from training.evaluation.baselines import FuturePopularInGroup, RankFunction, future_trials, make_methods
 from training.evaluation.metrics import margin_interval, means, per_query_metrics
+from training.progress import progress_bar
 from training.queries import Queries, build_queries
 
 DEFAULT_SPLIT_WEEKS: Final[int] = 40
@@ -162,7 +162,7 @@ def score_queries(engine: SubstituteEngine, methods: dict[str, RankFunction], qu
     coverage: dict[str, float] = {}
     seconds = {}
     covered = engine.model.items["n_customers"].to_numpy() > 0
-    bar = tqdm(total=len(methods) * len(queries), desc="evaluate", unit="query", disable=not show_progress)
+    bar = progress_bar(len(methods) * len(queries), "evaluate", "query", show_progress)  # lines in a log
     for name, rank in methods.items():
         bar.set_description(f"evaluate: {name}")
         start = time.perf_counter()

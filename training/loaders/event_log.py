@@ -71,6 +71,7 @@ def read_event_log(path: str | Path, mapping: ColumnMapping | DataMapping | None
     event_type = (event_col.astype("string").str.strip().str.lower() if event_col is not None
                   else pd.Series("purchase", index=raw.index, dtype="string"))
     unmapped_type = pd.Series(False, index=raw.index)
+    source_type = event_type  # the log's own names, for the report to name those it skips
     if mapping.types is not None and event_col is not None:
         lookup = {source.strip().lower(): target.strip().lower() for source, target in mapping.types.items()}
         mapped = event_type.map(lookup).astype("string")
@@ -100,10 +101,13 @@ def read_event_log(path: str | Path, mapping: ColumnMapping | DataMapping | None
     }
     if known_event_types is not None:
         checks["unknown event type"] = event_type.notna() & ~event_type.isin(list(known_event_types))
+    named = {"event type not in the mapping": source_type, "unknown event type": event_type}
     bad = pd.Series(False, index=raw.index)
     for reason, mask in checks.items():
         mask = mask.fillna(False).astype(bool) & ~bad  # count each bad row once, under its first problem
         report.skip(reason, int(mask.sum()))
+        if reason in named and mask.any():
+            report.name_values(reason, named[reason][mask].value_counts().to_dict())
         bad |= mask
     session = session.fillna(customer + ":" + timestamp.dt.strftime("%Y-%m-%d"))
     good = ~bad

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import pandas as pd
 
@@ -37,10 +40,33 @@ def _parquet_parts(directory: Path) -> list[Path]:
                   and not any(part.startswith(("_", ".")) for part in p.relative_to(directory).parts))
 
 
+#: a URL's scheme, before ``:/`` (two letters at least: ``C:/`` is a Windows drive)
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
+
+
+def url_scheme(source: str | Path) -> str | None:
+    """The scheme of a ``--data``/``--catalog`` source given as a URL (``s3a``, ``file``), None for a path."""
+    match = _SCHEME.match(str(source))
+    return match.group(1).lower() if match else None
+
+
+def local_path(source: str | Path) -> str:
+    """A source as a local path: a ``file:`` URL as its path, a path as it is. Any other URL is refused with a
+    message that says what reads it: this engine reads the files of this machine only."""
+    scheme = url_scheme(source)
+    if scheme is None:
+        return str(source)
+    if scheme == "file":
+        return url2pathname(urlparse(str(source)).path)
+    raise DataValidationError(f"{source}: the single-machine engine reads local files and file: URLs, not "
+                              f"{scheme}:// URLs: train with --engine spark, which reads them (see docs/spark.md), "
+                              "or copy the data to this machine")
+
+
 def _resolve(source: str | Path) -> tuple[list[Path], Path | None]:
-    """The files a ``--data``/``--catalog`` source names (a file, a directory of parquet parts or a glob) and
-    the base directory of hive-style partitions (``date=2017-10-01/``) when there is one."""
-    text = str(source)
+    """The files a ``--data``/``--catalog`` source names (a file, a directory of parquet parts or a glob, as a path
+    or a ``file:`` URL) and the base directory of hive-style partitions (``date=2017-10-01/``) when there is one."""
+    text = local_path(source)
     if any(ch in text for ch in "*?[") and not Path(text).exists():
         matches = sorted(Path(m) for m in glob.glob(text, recursive=True))
         files = [f for m in matches for f in (_parquet_parts(m) if m.is_dir() else [m])]

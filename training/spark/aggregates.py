@@ -23,7 +23,8 @@ import scipy.sparse as sp
 from recsys.domain.config import TrainConfig
 from recsys.domain.schema import EVENT_COLUMNS, PURCHASE_TYPES, ValidationReport
 from recsys.model.data import GROUP_KEYS, contiguous_ranges
-from training.aggregates import PER_ITEM_COLUMNS, Aggregates, items_from_aggregates, with_segments
+from training.aggregates import PER_ITEM_COLUMNS, Aggregates, items_from_aggregates, size_parse_rate, with_segments
+from training.assortment import SalesEvidence
 from training.events import no_usable_events
 from training.spark.als import ratings as als_ratings
 
@@ -106,6 +107,10 @@ def prepare_events(events: SparkFrame, catalog_ids: SparkFrame, config: TrainCon
     order = ["unknown event type", "item not in catalog", "timestamp in the future", "after --train-until"]
     for name in order:
         report.skip(name, counts.get(name, 0))
+    if counts.get("unknown event type"):  # named, as the pandas engine names them
+        unknown = tagged.filter(F.col("_reason") == "unknown event type").groupBy("event_type").count().collect()
+        report.name_values("unknown event type", {row["event_type"]: row["count"] for row in unknown
+                                                  if row["event_type"] is not None})
     kept = tagged.filter(F.col("_reason").isNull()).drop("_reason", "_known").select(*EVENT_COLUMNS, "t_us")
     # identical rows are identical in every check above, so duplicates among kept rows are kept rows - distinct
     kept = kept.dropDuplicates(list(EVENT_COLUMNS)).cache()
@@ -178,8 +183,7 @@ def compute_aggregates(spark: SparkSession, events: SparkFrame, catalog: pd.Data
     trial = first_buy.groupBy("item_id").agg(F.sum("trial").alias("trial_trend"))
     per_item_frame = per_item.join(trial, on="item_id", how="left").toPandas().set_index("item_id")
     items = items_frame(catalog, per_item_frame, end_us)
-    parsed = items["package_size"].notna() & items["package_size"].str.strip().ne("")
-    size_parse_rate = float(items.loc[parsed, "size_family"].notna().mean()) if parsed.any() else None
+    parse_rate = size_parse_rate(items)
     group_of, _ = contiguous_ranges(items[list(GROUP_KEYS)])
     n_items = len(items)
 
@@ -207,6 +211,7 @@ def compute_aggregates(spark: SparkSession, events: SparkFrame, catalog: pd.Data
         ratings.count()  # materialised while ``coded`` is still cached
     stores, store_items, home_store = _stores(coded, len(customers), n_items)
     customer_stats = _customer_stats(coded, len(customers), end_us)
+    sales = _sales_evidence(coded, end_us, config.assortment.holdout_days)
     purchases = coded.filter("is_purchase")
     bought_instead = cooccurrence(purchases.select(F.col("c").alias("row"), "i", "g"), n_items,
                                   config.max_neighbours, conditional=True)
@@ -221,10 +226,10 @@ def compute_aggregates(spark: SparkSession, events: SparkFrame, catalog: pd.Data
     return SparkAggregates(
         report=report, data_start=_timestamp(start_us), data_end=_timestamp(end_us), event_count=event_count,
         event_types=dict(sorted(type_counts.items(), key=lambda kv: (-kv[1], kv[0]))), items=items,
-        size_parse_rate=size_parse_rate, customers=customers, customer_weight=weight, customer_count=count,
+        size_parse_rate=parse_rate, customers=customers, customer_weight=weight, customer_count=count,
         customer_recent=recent, stores=stores, store_items=store_items, home_store=home_store,
         customer_stats=customer_stats, bought_instead=bought_instead, switched_to=switched_to, tried=tried,
-        viewed_together=viewed_together,
+        viewed_together=viewed_together, sales=sales,
         events=kept if keep_events else None, ratings=ratings)
 
 
@@ -277,6 +282,23 @@ def _stores(coded: SparkFrame, n_customers: int, n_items: int) -> tuple[np.ndarr
                           .select("c", "store_id"))
         home[chosen["c"].to_numpy()] = pd.Index(stores).get_indexer(chosen["store_id"].astype(str))
     return np.asarray(stores, dtype=object), store_items, home
+
+
+def _sales_evidence(coded: SparkFrame, end_us: int, holdout_days: float) -> SalesEvidence:
+    """``training.assortment.sales_evidence``: events by store, item and whole days of age, aggregated here
+    (one row per store and item: small enough for the driver)."""
+    from pyspark.sql import functions as F
+
+    aged = coded.select("store_id", "i", "is_purchase", F.floor(_age_days(end_us)).cast("double").alias("age"))
+    before = F.when(F.col("age") >= F.lit(holdout_days), F.col("age"))
+    in_holdout = F.col("is_purchase") & (F.col("age") < F.lit(holdout_days))
+    per_item = _collect(aged.groupBy("i").agg(F.min("age").alias("last_age"), F.min(before).alias("before_age")))
+    per_store_item = _collect(
+        aged.filter(F.col("store_id").isNotNull()).groupBy("store_id", "i").agg(
+            F.min("age").alias("last_age"), F.min(before).alias("before_age"),
+            F.sum(F.when(in_holdout, 1).otherwise(0)).cast("long").alias("holdout_lines")))
+    return SalesEvidence(per_store_item.rename(columns={"i": "item"}).astype({"store_id": str}),
+                         per_item.rename(columns={"i": "item"}))
 
 
 def _customer_stats(coded: SparkFrame, n_customers: int, end_us: int) -> pd.DataFrame:

@@ -133,6 +133,7 @@ def read_event_log(spark: SparkSession, source: str, mapping: ColumnMapping | No
     event_col = column(mapping.event_type)
     event_type = F.lower(F.trim(event_col.cast("string"))) if event_col is not None else F.lit("purchase")
     unmapped = F.lit(False)
+    source_type = event_type  # the log's own names, for the report to name those it skips
     if mapping.types is not None and event_col is not None:
         lookup = {s.strip().lower(): t.strip().lower() for s, t in mapping.types.items()}
         mapped = F.create_map(*[F.lit(v) for pair in lookup.items() for v in pair])[event_type]
@@ -179,6 +180,12 @@ def read_event_log(spark: SparkSession, source: str, mapping: ColumnMapping | No
     _check_timestamp_unit(canonical, source, mapping)
     for name, _ in checks:
         report.skip(name, counts.get(name, 0))
+    named = {"event type not in the mapping": source_type, "unknown event type": event_type}
+    for name, value in named.items():  # named, as the single-machine loader names them
+        if counts.get(name):
+            rows = (raw.select(reason.alias("_reason"), value.alias("_value")).filter(F.col("_reason") == name)  # type: ignore[union-attr]
+                    .groupBy("_value").count().collect())
+            report.name_values(name, {row["_value"]: row["count"] for row in rows if row["_value"] is not None})
     good = canonical.filter(F.col("_reason").isNull())
     log_catalog = _log_catalog(good, mapping) if with_catalog else pd.DataFrame()
     return good.select(*EVENT_COLUMNS), report, log_catalog

@@ -21,6 +21,7 @@ The model directory is the one ``recsys serve`` loads; its manifest records ``en
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,7 +64,8 @@ def ranker_events(kept: SparkFrame, customers: pd.Index, config: TrainConfig) ->
 
 
 def spark_ranker(spark: SparkSession, kept: SparkFrame | None, customers: pd.Index, data_end: pd.Timestamp,
-                 catalog: pd.DataFrame, config: TrainConfig, *, als: str = "driver") -> RankerOutcome:
+                 catalog: pd.DataFrame, config: TrainConfig, *, als: str = "driver",
+                 step: Callable[[str], None] = lambda message: None) -> RankerOutcome:
     """``fit_spark``'s ranker stage: ``selection.learn_ranker`` with the inner model fitted by ``fit_spark`` on
     every validated event (``kept``, cached: not read from the source again; None with the ranker off) before the
     validation start, and the validation queries built from the collected events of the customer sample.
@@ -75,29 +77,32 @@ def spark_ranker(spark: SparkSession, kept: SparkFrame | None, customers: pd.Ind
 
     sample = ranker_events(kept, customers, config) if config.ranker.enabled and kept is not None \
         else pd.DataFrame()
-    return learn_ranker(catalog, sample, config, fit_inner, data_end=data_end)
+    return learn_ranker(catalog, sample, config, fit_inner, data_end=data_end, step=step)
 
 
 def train_spark(spark: SparkSession, events: SparkFrame, catalog: pd.DataFrame, reports: list[ValidationReport],
                 config: TrainConfig | None = None, *, out_dir: Path = Path("models"),
                 train_until: datetime | None = None, show_progress: bool = True, make_current: bool = True,
-                with_report: bool = True, feedback: pd.DataFrame | None = None, als: str = "driver") -> TrainResult:
+                with_report: bool = True, feedback: pd.DataFrame | None = None, als: str = "driver",
+                assortment: pd.DataFrame | None = None) -> TrainResult:
     """``training.pipeline.train`` with the data-heavy stages in Spark: :func:`fit_spark`, then
     ``pipeline.save_model``."""
     fitted = fit_spark(spark, events, catalog, reports, config, train_until=train_until,
-                       show_progress=show_progress, feedback=feedback, als=als)
+                       show_progress=show_progress, feedback=feedback, als=als, assortment=assortment)
     return save_model(fitted, out_dir, make_current=make_current, with_report=with_report)
 
 
 def fit_spark(spark: SparkSession, events: SparkFrame | None, catalog: pd.DataFrame, reports: list[ValidationReport],
               config: TrainConfig | None = None, *, train_until: datetime | None = None, show_progress: bool = True,
-              feedback: pd.DataFrame | None = None, als: str = "driver") -> FittedModel:
+              feedback: pd.DataFrame | None = None, als: str = "driver", assortment: pd.DataFrame | None = None
+              ) -> FittedModel:
     """``training.pipeline.fit_model`` with the aggregates computed in Spark: a model in memory. ``events``: the
     canonical schema (:func:`training.spark.reading.read_sources`); ``catalog``: one row per item, on the driver.
     ``als``: "driver" (``implicit`` on the collected matrix) or "mllib" (Spark MLlib's ALS, no training loss)."""
     if als not in ALS_ENGINES:
         raise ValueError(f"als must be one of {', '.join(ALS_ENGINES)}, not {als!r}")
-    run = Run(config or TrainConfig(), train_until=train_until, feedback=feedback, show_progress=show_progress)
+    run = Run(config or TrainConfig(), train_until=train_until, feedback=feedback, show_progress=show_progress,
+              assortment=assortment)
     with run.timer.stage("spark"):  # validate, catalog, interactions and neighbours, all in Spark
         # the validated events stay cached for the ranker only (its sample and its inner model's training)
         aggregates = compute_aggregates(spark, events, catalog, run.config, train_until,
@@ -111,7 +116,7 @@ def fit_spark(spark: SparkSession, events: SparkFrame | None, catalog: pd.DataFr
 
     def ranker() -> RankerOutcome:
         outcome = spark_ranker(spark, aggregates.events, aggregates.customers, aggregates.data_end, catalog,
-                               run.config, als=als)
+                               run.config, als=als, step=run.timer.step)
         if aggregates.events is not None:
             aggregates.events.unpersist()
         return outcome
