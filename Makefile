@@ -83,7 +83,7 @@ java:
 
 test-spark: $(STAMP) java
 	$(BIN)/pip install --quiet -e '.[spark]'
-	$(BIN)/pytest -m spark $(PYTEST_ARGS)
+	SPARK_LOCAL_IP=127.0.0.1 $(BIN)/pytest -m spark $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) models

@@ -19,7 +19,7 @@ from serving.access import AccessMiddleware, document_scopes
 from serving.cors import add_cors
 from serving.limits import ConcurrencyLimitMiddleware, RateLimiter
 from serving.metrics import Metrics, ObservabilityMiddleware
-from serving.routers import admin, customers, feedback, health, items, model, substitutes, ui
+from serving.routers import admin, customers, experiments, feedback, health, items, model, rules, substitutes, ui
 from serving.schemas import ErrorOut
 from serving.settings import Settings
 from serving.state import ServiceState
@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes,
                        larger_bodies={"/v1/inventory/snapshot": settings.max_snapshot_bytes})
     for router in (substitutes.router, customers.router, feedback.router, admin.router, health.router,
-                   items.router, model.router):
+                   items.router, model.router, experiments.router, rules.router):
         app.include_router(router)
     if settings.ui:  # the review page: static files calling the API above
         app.include_router(ui.router)
@@ -124,8 +124,7 @@ async def _first_engine(service: ServiceState, settings: Settings, preloaded: Su
     if preloaded is not None:
         pointed = await asyncio.to_thread(service.pointed_model, settings.models_directory())
         if pointed is None or pointed.name == preloaded.version:
-            preloaded.use_inventory(service.inventory)
-            preloaded.use_policy(service.policy)
+            service.prepare(preloaded)
             service.engine = preloaded
             return preloaded
     return await service.load_first(settings.models_directory())

@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException, Request, status
 
 from recsys import SubstituteEngine
 from recsys.state.answers import AnswerSigner
+from serving.experiments import Experiments
 from serving.settings import Settings
 from serving.state import ServiceState
 
@@ -46,17 +47,18 @@ async def get_engine(request: Request) -> SubstituteEngine:
 
 @dataclass(frozen=True, slots=True)
 class Answering:
-    """What a substitute route needs: the engine and the answer signer."""
+    """What a substitute route needs: the engine, the answer signer and the online experiments."""
 
     engine: SubstituteEngine
     signer: AnswerSigner
+    experiments: Experiments
 
 
 async def answering(request: Request) -> Answering:
     """The substitute routes' one dependency: a loaded model (else 503) and the signing key (else 503). One,
     because each dependency FastAPI resolves costs microseconds on the busiest path."""
     service = request.app.state.service
-    return Answering(_engine(service), _signer(service))
+    return Answering(_engine(service), _signer(service), service.experiments)
 
 
 async def get_signer(request: Request) -> AnswerSigner:

@@ -41,6 +41,8 @@ class _QueryContext(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     customer_id: Id | None = None
+    session_id: Id | None = Field(None, description=(
+        "the shopping session, for online experiments: it decides the arm when there is no customer_id"))
     store_id: Id | None = Field(None, description=f"default: {ONLINE!r}")
     filters: SubstituteFilters | None = None
     intent: Intent = Field(Intent.balanced, description=(
@@ -193,3 +195,61 @@ class ModelSummary(BaseModel):
         description="the held-out evaluation: split, queries and each method's metrics per query subset")
     coverage: dict[str, Any] | None = Field(description="share of sampled items with at least k substitutes")
     report_files: list[str] = Field(description="served under /v1/model/report/{name}")
+
+
+#: an experiment's arm: the current model, a model version (a plain name), or an intent
+_ARM = r"^(current|intent=[a-z]{1,32}|[A-Za-z0-9_-][A-Za-z0-9._-]{0,127})$"
+
+
+class ExperimentIn(BaseModel):
+    """An online experiment to start (``POST /v1/admin/experiments``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                      description="1 to 64 letters, digits, '.', '_' or '-'; never reused")
+    treatment: str = Field(pattern=_ARM, description="a model version of the models directory, or intent=NAME")
+    control: str = Field("current", pattern=_ARM,
+                         description="current (the model every replica serves), a model version, or intent=NAME")
+    share: float = Field(gt=0, lt=1, description="the share of shoppers in treatment, strictly between 0 and 1")
+    stores: list[Id] = Field(default_factory=list, max_length=1000, description="where it runs; empty: everywhere")
+    starts_at: JsonDateTime = Field(None, description="RFC 3339; default: now")
+    stops_at: JsonDateTime = Field(None, description="RFC 3339; default: until stopped")
+
+
+class ExperimentOut(BaseModel):
+    name: str
+    status: Literal["scheduled", "running", "ended"]
+    control: str
+    treatment: str
+    share: float
+    stores: list[str] = Field(description="where it runs; empty: everywhere")
+    starts_at: str
+    stops_at: str | None
+    stopped_at: str | None
+    created_at: str
+
+
+class ArmOut(BaseModel):
+    answers: int = Field(description="answers served in this arm (counted by every replica)")
+    decided: int = Field(description="answers with feedback (one decision each)")
+    accepted: int = Field(description="decisions that took a shown substitute")
+    acceptance: float | None = Field(description="accepted / decided")
+    ci95: list[float] | None = Field(description="95% Wilson interval of the acceptance (this arm alone)")
+    first_accepted: int = Field(description="decisions that took the first substitute shown")
+    first_acceptance: float | None = Field(description="first_accepted / decided")
+    accepted_price_difference: float | None = Field(
+        description="mean price of the accepted substitutes minus the unavailable item's")
+
+
+class ExperimentReportOut(ExperimentOut):
+    arms: dict[Literal["control", "treatment"], ArmOut]
+    decision: Literal["no decision yet", "treatment better", "treatment worse"] = Field(
+        description="the sequential test's decision on the acceptance rates, valid however often it is read")
+    p_value: float = Field(description="always-valid p-value (mSPRT); decided at or below alpha")
+    difference: float | None = Field(description="treatment's acceptance minus control's")
+    difference_ci95: list[float] | None = Field(
+        description="always-valid 95% confidence sequence of the difference (null before both arms have enough)")
+    decided_after: int | None = Field(description="decisions (both arms) after which the test decided")
+    alpha: float
+    mixing_sd: float = Field(description="the test's mixing standard deviation (tau)")

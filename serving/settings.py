@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from recsys.domain.types import AvailabilityPolicy
+from recsys.query.reasons import locales
 from recsys.state.answers import DEFAULT_MAX_AGE_S
 from serving.cors import parse_origins
 
@@ -71,6 +72,13 @@ class Settings(BaseSettings):
     allow_unknown_stores: bool = Field(
         False, description="answer for a store nothing is known of (store_known: false, chain-level rules) "
                            "instead of 404")
+    locale: str = Field("en", description="the language of the answers' reason texts (a message file of "
+                                          "recsys/query/messages: en, de)")
+    currency: str = Field("USD", pattern=r"^[A-Z]{3}$", description="ISO 4217 code of the catalog's prices: how "
+                                                                       "reasons write money")
+    price_protection: bool = Field(
+        False, description="a substitute that costs more than the item ordered is sold at the item's price: the "
+                           "answer carries shopper_price and a reason")
     ui: bool = Field(True, description="serve the review page at /ui (false: /ui is 404)")
     docs: bool = Field(True, description="serve /docs, /redoc and /openapi.json (false: they are 404)")
     metrics: bool = Field(True, description="serve Prometheus metrics at /metrics (false: it is 404)")
@@ -102,6 +110,13 @@ class Settings(BaseSettings):
 
     def models_directory(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.model_path.parent
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        if value not in locales():
+            raise ValueError(f"no message file for locale {value!r}: use one of {', '.join(locales())}")
+        return value
 
     def availability_policy(self) -> AvailabilityPolicy:
         return AvailabilityPolicy(self.allow_unknown_items, self.allow_unknown_stores)

@@ -1,5 +1,7 @@
-"""Following the shared state: one background thread per process keeps the in-memory inventory and the API keys
-current with the writes of every replica, and moves this process to the model the state's pointer names.
+"""Following the shared state: one background thread per process keeps the in-memory inventory, the API keys and
+the online experiments current with the writes of every replica, moves this process to the model the state's
+pointer names, loads the models experiments' arms serve, and adds the answers this process served per arm to the
+shared counters.
 
 The thread wakes on a notification (PostgreSQL ``LISTEN``) or after ``poll_s``, and each time catches up by
 sequence number, so a notification lost while a connection was down costs at most one interval. A new model
@@ -22,6 +24,7 @@ from recsys import ArtifactError, Inventory, SubstituteEngine
 from recsys.model.registry import InvalidVersionError, check_version
 from recsys.state.storage import StateUnavailableError
 from recsys.state.store import StateStore
+from serving.experiments import Experiments
 from serving.metrics import Metrics
 
 log = logging.getLogger("recsys.serving")
@@ -60,9 +63,16 @@ class Followed(Protocol):
     @property
     def inventory(self) -> Inventory: ...
 
+    @property
+    def experiments(self) -> Experiments: ...
+
     async def reload(self, model_path: Path | None = None) -> tuple[SubstituteEngine, str | None]: ...
 
+    async def load_arm(self, model_path: Path) -> SubstituteEngine: ...
+
     def refresh_access(self) -> None: ...
+
+    def refresh_rules(self) -> None: ...
 
 
 class StateSync:
@@ -77,6 +87,9 @@ class StateSync:
         self._followed: str | None = None  # the pointer's value this replica last acted on
         self._failed: tuple[str, float] | None = None  # (version, when) of the last failed load
         self._loading: Future[object] | None = None
+        self.experiment_error: str | None = None  # an experiment's model this process could not load
+        self._arm_loads: dict[str, Future[SubstituteEngine]] = {}
+        self._arm_failed: dict[str, float] = {}  # version -> when its load failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="recsys-state-sync", daemon=True)
 
@@ -87,13 +100,19 @@ class StateSync:
         self._stop.set()
         self.store.interrupt()
         self._thread.join(timeout_s)
+        try:  # the answers counted since the last cycle: a restart loses none of them
+            self._add_answers()
+        except Exception as exc:  # shutting down: say what is lost, never fail the shutdown for it
+            log.warning("answers served in experiments since the last sync not counted: %s", exc)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self.service.inventory.catch_up()
                 self.service.refresh_access()
+                self.service.refresh_rules()
                 self._follow_pointer()
+                self._follow_experiments()
                 self._set_reachable(True, None)
                 self.store.wait_for_change(self.poll_s)
             except StateUnavailableError as exc:
@@ -139,6 +158,49 @@ class StateSync:
         log.info("model pointer names %s: loading it", wanted)
         self._loading = asyncio.run_coroutine_threadsafe(self.service.reload(self.models_dir / wanted), self.loop)
         self._loading.add_done_callback(lambda future: self._loaded(wanted, future))
+
+    def _follow_experiments(self) -> None:
+        """Serve the experiments the state holds, count this process's answers into the state, and load the
+        models their arms need (in a worker thread; a failed load is tried again after a while)."""
+        experiments = self.service.experiments
+        experiments.replace(self.store.experiments.experiments())
+        self._add_answers()
+        engine = self.service.engine
+        missing = experiments.missing_versions(engine.version if engine is not None else None)
+        if not missing:
+            self.experiment_error = None
+        for version in sorted(missing):
+            loading = self._arm_loads.get(version)
+            failed = self._arm_failed.get(version)
+            if loading is not None and not loading.done() or \
+                    failed is not None and time.monotonic() - failed < RETRY_FAILED_LOAD_S:
+                continue
+            log.info("an experiment serves model %s: loading it beside the current one", version)
+            future = asyncio.run_coroutine_threadsafe(self.service.load_arm(self.models_dir / version), self.loop)
+            self._arm_loads[version] = future
+            future.add_done_callback(lambda done, version=version: self._arm_loaded(version, done))
+
+    def _add_answers(self) -> None:
+        experiments = self.service.experiments
+        counts = experiments.take_counts()
+        if counts:
+            try:
+                self.store.experiments.add_answers(counts)
+            except BaseException:
+                experiments.give_back_counts(counts)  # counted at the next cycle instead
+                raise
+
+    def _arm_loaded(self, version: str, future: Future[SubstituteEngine]) -> None:
+        error: BaseException | str | None = future.exception()
+        if error is None and future.result().version != version:  # else it would be loaded again and again
+            error = f"its directory holds model version {future.result().version}"
+        if error is None:
+            self._arm_failed.pop(version, None)
+            log.info("serving model %s in an experiment", version)
+            return
+        self._arm_failed[version] = time.monotonic()
+        self.experiment_error = f"cannot load model {version} for an experiment: {shown_error(error)}"
+        log.error("cannot load model %s for an experiment from %s: %s", version, self.models_dir / version, error)
 
     def _refuse_pointer(self, pointer: str, error: InvalidVersionError) -> None:
         """A pointer that is not a plain version name could name any directory: load nothing, keep serving, and

@@ -20,18 +20,16 @@ from threadpoolctl import threadpool_limits
 
 from recsys.domain.config import TrainConfig
 from recsys.domain.schema import ValidationReport
-from recsys.domain.types import AvailabilityPolicy
 from recsys.model import artifact
 from recsys.model.data import PAIR_SIGNALS, ModelData
 from recsys.model.manifest import DataSpan, Manifest, RankerSection, SourceReport
+from recsys.query.availability import EVERYTHING
 from recsys.query.engine import SubstituteEngine
 from training.aggregates import Aggregates
 from training.assortment import build_assortment
 from training.catalog import impute_cold_factors
 from training.progress import StageTimer
 
-#: what the trainer's own engines offer: every item, at every store
-EVERYTHING = AvailabilityPolicy(allow_unknown_items=True, allow_unknown_stores=True)
 #: the ranker stage's result (training.selection.learn_ranker): the manifest's ``ranker`` section, the re-ranker's
 #: model text ("" when none) and the held-out metrics (None without held-out queries)
 RankerOutcome = tuple[RankerSection, str, dict[str, Any] | None]

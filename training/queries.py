@@ -17,6 +17,7 @@ import pandas as pd
 
 from recsys.domain.schema import PURCHASE_TYPES
 from recsys.query.engine import SubstituteEngine
+from recsys.state.inventory import ONLINE
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Queries:
     x: np.ndarray  # internal index of X
     relevant: list[np.ndarray]  # internal indices of the Ys
     new: list[np.ndarray]  # the Ys never bought by the customer before the split
+    # the store of each query's first switch basket (the online channel when it has none); None: not built
+    store: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -58,12 +61,13 @@ class Queries:
         return self.take(np.flatnonzero(chosen)), self.take(np.flatnonzero(~chosen))
 
     def __add__(self, other: Queries) -> Queries:
+        stores = None if self.store is None or other.store is None else np.concatenate([self.store, other.store])
         return Queries(np.concatenate([self.customer, other.customer]), np.concatenate([self.x, other.x]),
-                       self.relevant + other.relevant, self.new + other.new)
+                       self.relevant + other.relevant, self.new + other.new, stores)
 
     def take(self, rows: np.ndarray) -> Queries:
         return Queries(self.customer[rows], self.x[rows], [self.relevant[i] for i in rows],
-                       [self.new[i] for i in rows])
+                       [self.new[i] for i in rows], None if self.store is None else self.store[rows])
 
     def split(self, share: float, seed: int) -> tuple[Queries, Queries]:
         """A seeded random split: (the rest, ``share`` of the queries)."""
@@ -95,14 +99,16 @@ def build_queries(events: pd.DataFrame, engine: SubstituteEngine, split: pd.Time
     Customers and baskets are integer codes in the ids' sorted order, so queries come out in the order of their
     (customer id, group, basket id, X) whatever the ids' type."""
     events = events.loc[events["event_type"].isin(list(PURCHASE_TYPES)),
-                        ["customer_id", "session_id", "item_id", "timestamp"]]
+                        ["customer_id", "session_id", "item_id", "timestamp", "store_id"]]
     item = positions_in(pd.Index(engine.item_ids), events["item_id"])
     known = item >= 0
     events, item = events[known], item[known]
     customer, customer_ids = pd.factorize(events["customer_id"], sort=True)
+    store, store_ids = pd.factorize(events["store_id"].astype(object))  # -1: no store (the online channel)
     frame = pd.DataFrame({
         "customer": customer, "basket": pd.factorize(events["session_id"], sort=True)[0],
         "item": item, "group": engine.model.group_of[item], "time": events["timestamp"].to_numpy(),
+        "store": store,
     })
     del events
     before = frame[frame["time"] < split]
@@ -113,7 +119,8 @@ def build_queries(events: pd.DataFrame, engine: SubstituteEngine, split: pd.Time
     favourite = baskets.drop_duplicates(["customer", "group"])
     favourite = favourite.loc[favourite["n"] >= 2, ["customer", "group", "item"]].rename(columns={"item": "x"})
 
-    test = after[["customer", "group", "basket", "item"]].drop_duplicates()
+    test = after[["customer", "group", "basket", "item", "store"]].drop_duplicates(["customer", "group", "basket",
+                                                                                    "item"])
     test = test.merge(favourite, on=["customer", "group"])
     holds_x = (test["item"] == test["x"]).groupby([test["customer"], test["group"], test["basket"]]).transform("any")
     test = test[~holds_x]
@@ -128,6 +135,8 @@ def build_queries(events: pd.DataFrame, engine: SubstituteEngine, split: pd.Time
     relevant = np.split(test["item"].to_numpy(np.int64), starts[1:]) if len(test) else []
     is_new = np.split(test["new"].to_numpy(), starts[1:]) if len(test) else []
     first = test.iloc[starts]
+    names = np.append(np.asarray(store_ids.astype(str), dtype=object), ONLINE)  # code -1 -> the online channel
     return Queries(customer=customer_rows(engine, np.asarray(customer_ids.astype(str))[first["customer"].to_numpy()]),
                    x=first["x"].to_numpy(np.int64), relevant=relevant,
-                   new=[items[flags] for items, flags in zip(relevant, is_new, strict=True)])
+                   new=[items[flags] for items, flags in zip(relevant, is_new, strict=True)],
+                   store=names[first["store"].to_numpy()])

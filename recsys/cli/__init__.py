@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from recsys.cli import bench, evaluate, export, keys, models, serve, stock, train
+from recsys.cli import bench, evaluate, experiments, export, keys, models, rules, serve, stock, train, validate
 from recsys.cli.common import DEBUG, Commands
 
 app = typer.Typer(help="Substitute-product recommendations: train, serve, evaluate, bench. Exit status: 0 done, "
@@ -22,6 +22,7 @@ def options(ctx: typer.Context, debug: Annotated[bool, typer.Option(
     ctx.meta[DEBUG] = debug
 
 
+app.command()(validate.validate)
 app.command()(train.train)
 app.command()(train.retrain)
 app.command("add-items")(train.add_items)
@@ -32,6 +33,8 @@ app.command()(serve.serve)
 app.add_typer(models.app, name="models")
 app.add_typer(keys.app, name="keys")
 app.add_typer(stock.app, name="stock")
+app.add_typer(experiments.app, name="experiments")
+app.add_typer(rules.app, name="rules")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ only with ``--debug``), a configuration error as one line, the service settings,
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from enum import IntEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -15,11 +16,12 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from pydantic import ValidationError
     from typer._click import Context  # typer vendors click: the Context its groups invoke has no public name
 
+    from recsys.state.store import StateStore
     from serving.settings import Settings
 
 console = Console(stderr=True)
@@ -164,3 +166,31 @@ def warn_password_in_argv(option: str, url: str | None) -> None:
                       f"can read in the process list: leave it out and set {PASSWORD_FILE_ENV} (a file holding "
                       f"it) or {PASSWORD_ENV} instead (PostgreSQL's PGPASSFILE and PGPASSWORD work too)",
                       soft_wrap=True, highlight=False, markup=True)
+
+
+StateOption = Annotated[str | None, typer.Option(
+    "--state", help="state URL (sqlite:///path or postgresql://user@host/db); default: the server's "
+                    "(RECSYS_STATE_URL, else RECSYS_STATE_PATH)")]
+
+
+@contextmanager
+def state_store(url: str | None, what: str) -> Iterator[StateStore]:
+    """The shared state ``--state`` names (else the server's settings), closed on exit; ``what`` lives there
+    (for the message when none is set). An unreachable database or a bad URL fails the command with a message."""
+    from recsys.state.storage import StateUnavailableError
+    from recsys.state.store import open_state
+
+    warn_password_in_argv("--state", url)
+    location = url if url is not None else service_settings().state_location()
+    if location is None:
+        raise fail(f"{what} live in the state database: give --state or set RECSYS_STATE_URL / RECSYS_STATE_PATH")
+    try:
+        state = open_state(location)
+    except ValueError as exc:
+        raise fail(f"--state: {exc}") from exc
+    try:
+        yield state
+    except StateUnavailableError as exc:
+        raise fail(str(exc)) from exc
+    finally:
+        state.close()

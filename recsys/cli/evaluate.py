@@ -39,6 +39,17 @@ def _verdict(subject: str, margin: dict[str, Any], ours: float) -> str:
             f"95% interval {low:+.4f} to {high:+.4f}: {clear})")
 
 
+def _availability_table(result: Any) -> Table:
+    """Ours on all queries, offering every item and only items a store is known to have."""
+    metrics = list(next(iter(result.availability.values())))
+    table = Table(title=f"availability: ours (balanced), all {result.queries['all']:,} queries")
+    for column in ("items offered", *metrics):
+        table.add_column(column, justify="left" if column == "items offered" else "right")
+    for mode, values in result.availability.items():
+        table.add_row(mode, *(f"{values[m]:.3f}" for m in metrics))
+    return table
+
+
 def _headroom_table(result: Any) -> Table:
     from training.evaluation import MARGIN_METRICS, QUERY_TYPES
 
@@ -78,6 +89,9 @@ def evaluate(
     plot_path: Annotated[Path, typer.Option("--plot", help="HR@k plot (PNG)")] = Path(
         "benchmarks/results/evaluation.png"),
     progress: ProgressOption = True,
+    availability: Annotated[bool, typer.Option(
+        "--availability", help="also measure ours offering only items a store is known to have: online (the "
+        "chain's evidence) and at each switch basket's store, against every item (docs/evaluation.md)")] = False,
 ) -> None:
     """Offline hit-rate benchmark: our substitutes against strong baselines on the same switch queries."""
     import pandas as pd
@@ -100,13 +114,15 @@ def evaluate(
             engine = SubstituteEngine.load(model)
         end = cut + pd.Timedelta(weeks=test_weeks) if test_weeks else None
         result = evaluation.evaluate(engine, dataset, cut, max_queries=max_queries, seed=seed,
-                                     show_progress=progress, end=end)
+                                     show_progress=progress, end=end, availability=availability)
     except (DataValidationError, ArtifactError, ValueError) as exc:
         raise fail(str(exc)) from exc
     json_to_stdout = str(json_path) == "-"
     for subset in evaluation.SUBSETS:  # a row per method
         print_table(_evaluation_table(result, subset), stderr=json_to_stdout, min_width=150)
     print_table(_headroom_table(result), stderr=json_to_stdout, min_width=150)
+    if result.availability:
+        print_table(_availability_table(result), stderr=json_to_stdout)
     for subset, margins in result.margins.items():
         for metric, margin in margins.items():
             console.print(_verdict(f"balanced, {subset} {metric}", margin, result.metrics["ours"][subset][metric]),

@@ -2,43 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from recsys.cli.common import console, fail, print_table, service_settings, warn_password_in_argv
-
-if TYPE_CHECKING:
-    from recsys.state.store import StateStore
+from recsys.cli.common import StateOption, console, fail, print_table, state_store
 
 app = typer.Typer(help="API keys: create, list, revoke (stored hashed in the shared state).", no_args_is_help=True)
-StateOption = Annotated[str | None, typer.Option(
-    "--state", help="state URL (sqlite:///path or postgresql://user@host/db); default: the server's "
-                    "(RECSYS_STATE_URL, else RECSYS_STATE_PATH)")]
-
-
-@contextmanager
-def _state(url: str | None) -> Iterator[StateStore]:
-    from recsys.state.storage import StateUnavailableError
-    from recsys.state.store import open_state
-
-    warn_password_in_argv("--state", url)
-    location = url if url is not None else service_settings().state_location()
-    if location is None:
-        raise fail("keys live in the state database: give --state or set RECSYS_STATE_URL / RECSYS_STATE_PATH")
-    try:
-        state = open_state(location)
-    except ValueError as exc:
-        raise fail(f"--state: {exc}") from exc
-    try:
-        yield state
-    except StateUnavailableError as exc:
-        raise fail(str(exc)) from exc
-    finally:
-        state.close()
 
 
 @app.command("create")
@@ -54,7 +25,7 @@ def keys_create(
         scopes = parse_scopes(scope)
     except ValueError as exc:
         raise fail(f"--scope: {exc}") from exc
-    with _state(state) as store:
+    with state_store(state, "keys") as store:
         try:
             key = create_key(store, name, scopes)
         except ValueError as exc:
@@ -68,7 +39,7 @@ def keys_create(
 def keys_list(state: StateOption = None,
               revoked: Annotated[bool, typer.Option(help="also the revoked keys")] = False) -> None:
     """Every key's name, scopes and dates (never the key)."""
-    with _state(state) as store:
+    with state_store(state, "keys") as store:
         keys = store.api_keys()
     table = Table(title="API keys")
     for column in ("name", "scopes", "created", "revoked"):
@@ -82,7 +53,7 @@ def keys_list(state: StateOption = None,
 @app.command("revoke")
 def keys_revoke(name: Annotated[str, typer.Argument(help="the key's name")], state: StateOption = None) -> None:
     """Revoke a key: every replica refuses it within seconds (2 s at the default polling interval)."""
-    with _state(state) as store:
+    with state_store(state, "keys") as store:
         if not store.revoke_key(name):
             raise fail(f"no active key named {name!r} (recsys keys list)")
     console.print(f"revoked {name!r}", highlight=False)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from recsys.domain.config import TrainConfig
-    from recsys.domain.schema import Dataset
+    from recsys.domain.schema import Dataset, ValidationReport
     from training.mapping import DataMapping
     from training.pipeline import TrainResult
 
@@ -69,6 +72,22 @@ class SparkAls(str, Enum):
 
     driver = "driver"
     mllib = "mllib"
+
+
+EngineOption = Annotated[Engine, typer.Option(
+    help="pandas: one machine (default); spark: the data-heavy stages on Spark (pip install "
+         "'recsys\\[spark]'), the rest on the driver (see docs/spark.md)")]
+SparkMasterOption = Annotated[str | None, typer.Option(
+    help="with --engine spark: the Spark master URL (local\\[4], spark://host:7077, yarn); default: what "
+         "spark-submit set, else local\\[*]")]
+AlsOption = Annotated[SparkAls | None, typer.Option(
+    help="with --engine spark: driver (implicit on the collected matrix, the default) or mllib (Spark MLlib, "
+         "for a matrix the driver cannot hold)")]
+DriverMemoryOption = Annotated[str | None, typer.Option(
+    help="with --engine spark: the Spark driver's memory (4g, 512m); default in local mode, where the executors "
+         "run in the driver: half of this machine's memory, at least 2g (see docs/spark.md)")]
+#: a JVM memory size as Spark reads one: a number with an optional unit (no unit: MiB)
+_MEMORY_SIZE = re.compile(r"[0-9]+([kmgt]b?)?", re.IGNORECASE)
 
 
 FeedbackOption = Annotated[str | None, typer.Option(
@@ -177,15 +196,10 @@ def train(
     config: Annotated[Path | None, typer.Option(help="TrainConfig as JSON (see recsys.domain.config)")] = None,
     feedback: FeedbackOption = None,
     progress: ProgressOption = True,
-    engine: Annotated[Engine, typer.Option(
-        help="pandas: one machine (default); spark: the data-heavy stages on Spark (pip install "
-             "'recsys\\[spark]'), the rest on the driver (see docs/spark.md)")] = Engine.pandas,
-    spark_master: Annotated[str | None, typer.Option(
-        help="with --engine spark: the Spark master URL (local\\[4], spark://host:7077, yarn); default: what "
-             "spark-submit set, else local\\[*]")] = None,
-    als: Annotated[SparkAls | None, typer.Option(
-        help="with --engine spark: driver (implicit on the collected matrix, the default) or mllib (Spark MLlib, "
-             "for a matrix the driver cannot hold)")] = None,
+    engine: EngineOption = Engine.pandas,
+    spark_master: SparkMasterOption = None,
+    als: AlsOption = None,
+    driver_memory: DriverMemoryOption = None,
     promote: Annotated[bool, typer.Option(
         help="make the new model current; --no-promote: register it only (recsys models promote VERSION "
              "later)")] = True,
@@ -197,14 +211,13 @@ def train(
     from training.pipeline import train as run_training
 
     warn_password_in_argv("--feedback", feedback)
+    _check_spark_options(engine, spark_master, als, driver_memory)
     if engine is Engine.spark:
         _train_with_spark(SparkInputs(data, mapping, catalog, households, config, feedback, assortment),
                           train_until=train_until,
                           out=out, progress=progress, spark_master=spark_master, als=als or SparkAls.driver,
-                          promote=promote, as_json=as_json)
+                          promote=promote, as_json=as_json, driver_memory=driver_memory)
         return
-    if spark_master is not None or als is not None:
-        raise fail(f"{'--spark-master' if spark_master is not None else '--als'} needs --engine spark")
     train_config, dataset = _training_inputs(data, households, config, mapping, catalog)
     stores_carry = _assortment(assortment, mapping)
     try:
@@ -228,38 +241,75 @@ class SparkInputs:
     assortment: Path | None = None
 
 
-def _train_with_spark(inputs: SparkInputs, *, train_until: datetime | None, out: Path, progress: bool,
-                      spark_master: str | None, als: SparkAls, promote: bool = True, as_json: bool = False) -> None:
-    """``train --engine spark``: the events read and aggregated by Spark, the rest on this (the driver) machine."""
+@dataclass(frozen=True)
+class SparkRun:
+    """What a command on Spark works with once its inputs are read: the session, the events as Spark reads them,
+    the catalog and the loaders' reports (``training.spark.reading.read_sources``), and the other inputs read."""
+
+    spark: Any
+    events: Any  # a Spark DataFrame in the canonical events schema
+    catalog: pd.DataFrame
+    reports: list[ValidationReport]
+    config: TrainConfig
+    feedback: pd.DataFrame | None
+    assortment: pd.DataFrame | None
+
+
+def _check_spark_options(engine: Engine, spark_master: str | None, als: SparkAls | None,
+                         driver_memory: str | None) -> None:
+    """The Spark options make sense with ``--engine spark`` only, and a memory size must be one."""
+    given = [name for name, value in (("--spark-master", spark_master), ("--als", als),
+                                      ("--driver-memory", driver_memory)) if value is not None]
+    if engine is not Engine.spark and given:
+        raise fail(f"{given[0]} needs --engine spark")
+    if driver_memory is not None and not _MEMORY_SIZE.fullmatch(driver_memory):
+        raise fail(escape(f"--driver-memory: {driver_memory!r} is not a memory size such as 4g or 512m"))
+
+
+@contextmanager
+def _on_spark(inputs: SparkInputs, spark_master: str | None, driver_memory: str | None) -> Iterator[SparkRun]:
+    """The inputs read for a command on Spark: pyspark checked, the config, mapping, feedback and assortment read
+    as on one machine, a session (``driver_memory``, else its local-mode default) and the data read through it.
+    A failure while the command runs is told by its cause: bad data as the single-machine engine tells it, a Java
+    OutOfMemoryError naming ``--driver-memory``, any other Spark error by Spark's first line."""
     from recsys.domain.schema import DataValidationError
 
     try:
         import pyspark  # noqa: F401
     except ImportError as exc:
         raise fail(escape("--engine spark needs pyspark: pip install 'recsys[spark]' (and Java 17)")) from exc
-    from py4j.protocol import Py4JError
-    from pyspark.errors import PySparkException
-
     from training.spark.reading import read_sources
-    from training.spark.session import spark_session
-    from training.spark.trainer import train_spark
+    from training.spark.session import default_driver_memory, describe_failure, spark_session
 
     train_config = _train_config(inputs.config)
     columns = _mapping(inputs.mapping)
     decisions = _decisions(inputs.feedback)
     stores_carry = _assortment(inputs.assortment, inputs.mapping)
+    memory = driver_memory or default_driver_memory(spark_master)
     try:
-        spark = spark_session(spark_master)
+        spark = spark_session(spark_master, driver_memory=memory)
         events, products, reports = read_sources(spark, inputs.data or [], columns, set(train_config.event_weights),
                                                  inputs.catalog, inputs.households)
-        result = train_spark(spark, events, products, reports, train_config, out_dir=out, train_until=train_until,
-                             show_progress=progress, feedback=decisions, als=als.value, make_current=promote,
-                             assortment=stores_carry)
+        yield SparkRun(spark, events, products, reports, train_config, decisions, stores_carry)
     except DataValidationError as exc:
-        raise fail(str(exc)) from exc
-    except (PySparkException, Py4JError) as exc:  # a path Spark cannot read, a cluster it cannot reach
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise fail(escape(f"spark: {first_line}")) from exc
+        raise fail(escape(str(exc))) from exc
+    except Exception as exc:
+        message = describe_failure(exc, memory)
+        if message is None:  # not Spark's: the command's own exit, or an internal error
+            raise
+        raise fail(escape(message)) from exc
+
+
+def _train_with_spark(inputs: SparkInputs, *, train_until: datetime | None, out: Path, progress: bool,
+                      spark_master: str | None, als: SparkAls, promote: bool = True, as_json: bool = False,
+                      driver_memory: str | None = None) -> None:
+    """``train --engine spark``: the events read and aggregated by Spark, the rest on this (the driver) machine."""
+    from training.spark.trainer import train_spark
+
+    with _on_spark(inputs, spark_master, driver_memory) as run:
+        result = train_spark(run.spark, run.events, run.catalog, run.reports, run.config, out_dir=out,
+                             train_until=train_until, show_progress=progress, feedback=run.feedback, als=als.value,
+                             make_current=promote, assortment=run.assortment)
     summary.show(result, _summary, as_json=as_json, current=promote)
 
 
@@ -277,10 +327,14 @@ def retrain(
         help="the replicas' shared state URL: when the candidate is promoted, move its model pointer so that every "
              "replica loads it")] = None,
     progress: ProgressOption = True,
+    engine: EngineOption = Engine.pandas,
+    spark_master: SparkMasterOption = None,
+    als: AlsOption = None,
+    driver_memory: DriverMemoryOption = None,
 ) -> None:
     """Nightly: train on the latest data, compare with the current model on the same hold-out, promote only if
     no gated metric drops by more than --max-drop. Exit 0 promoted, 1 refused, 2 bad input, 3 internal error;
-    logs to MODELS/retrain.jsonl."""
+    logs to MODELS/retrain.jsonl. With --engine spark the candidate trains on Spark, behind the same gate."""
     from pydantic import ValidationError
 
     from recsys import ArtifactError
@@ -301,16 +355,29 @@ def retrain(
             check_url(state)  # before hours of training, not after
     except ValueError as exc:
         raise fail(f"--state: {exc}") from exc
-    train_config, dataset = _training_inputs(data, households, config, mapping, catalog)
-    try:
-        result = run_retrain(dataset, models, train_config, gate, show_progress=progress,
-                             feedback=_decisions(feedback))
-    except (DataValidationError, ArtifactError) as exc:
-        raise fail(str(exc)) from exc
+    _check_spark_options(engine, spark_master, als, driver_memory)
+    if engine is Engine.spark:
+        from training.spark.nightly import retrain_spark
+
+        inputs = SparkInputs(data, mapping, catalog, households, config, feedback)
+        with _on_spark(inputs, spark_master, driver_memory) as run:
+            try:
+                result = retrain_spark(run.events, run.catalog, run.reports, models, run.config, gate,
+                                       show_progress=progress, feedback=run.feedback,
+                                       als=(als or SparkAls.driver).value)
+            except ArtifactError as exc:
+                raise fail(escape(str(exc))) from exc
+    else:
+        train_config, dataset = _training_inputs(data, households, config, mapping, catalog)
+        try:
+            result = run_retrain(dataset, models, train_config, gate, show_progress=progress,
+                                 feedback=_decisions(feedback))
+        except (DataValidationError, ArtifactError) as exc:
+            raise fail(str(exc)) from exc
     summary.show_candidate(read_manifest(models / result.candidate, verify=False))
     if result.metrics:
         table = Table(title=f"quality gate: last {holdout_weeks:g} weeks from {str(result.split)[:10]}, "
-                            f"max drop {max_drop}")
+                            f"{result.sample_customers:,} customers, max drop {max_drop}")
         # one row per gated metric (each intent's): a column per model stays readable in a narrow terminal
         versions = list(result.metrics)
         table.add_column("metric", style="bold")

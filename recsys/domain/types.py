@@ -35,6 +35,8 @@ class UnknownStoreError(LookupError):
         self.store_id = store_id
 
 
+#: a reason as a code with its values, e.g. {"code": "cheaper", "amount": 0.1, "currency": "EUR"}
+ReasonCode = dict[str, str | float | int | None]
 #: how an item's availability at the queried store is known (see recsys.query.availability)
 Availability = Literal["in_stock", "carried", "likely", "unknown", "out_of_stock"]
 _AVAILABILITY_HELP: Final[str] = (
@@ -139,6 +141,12 @@ class Substitute(ItemInfo):
     bought_before: int
     widened: Annotated[bool, Field(description="from X's parent category, because X's group had too few")]
     availability: Annotated[Availability, Field(description=_AVAILABILITY_HELP)]
+    reason_codes: Annotated[tuple[ReasonCode, ...], Field(description=(
+        "the reasons as codes with their values, in the order of reasons, for a storefront that renders its own "
+        "words: e.g. {\"code\": \"cheaper\", \"amount\": 0.1, \"currency\": \"EUR\"}, {\"code\": \"bought_before\", "
+        "\"count\": 3}; the codes are listed in docs/http-api.md"))]
+    shopper_price: Annotated[float | None, Field(description=(
+        "with price protection on: what the shopper pays, the lower of this price and X's; else null"))]
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,9 +197,16 @@ class SubstituteList(Sequence[Substitute]):
     metadata_based: Annotated[bool, Field(
         description="X has no events yet: substitutes from its group, brand, size and price")]
     model_version: str
+    rules_applied: Annotated[tuple[str, ...], Field(description=(
+        "the merchandising rules that acted on this answer (blocked, boosted or buried a candidate, or pinned "
+        "one first), by name"))] = ()
     answer_id: Annotated[str | None, Field(description=(
         "the service's signature of this answer (what was shown, to whom, when): feedback must bring it back; "
         "None from the Python API"))] = None
+    experiment: Annotated[str | None, Field(description=(
+        "the online experiment this answer was given in; null outside any (and from the Python API)"))] = None
+    arm: Annotated[Literal["control", "treatment"] | None, Field(description=(
+        "the experiment's arm that gave this answer; null outside any experiment"))] = None
 
     @overload
     def __getitem__(self, index: int) -> Substitute: ...

@@ -33,6 +33,8 @@ from recsys.state.inventory import ONLINE, Inventory
 #: the names by code: a higher code is stronger evidence
 NAMES: Final[tuple[AvailabilityName, ...]] = ("out_of_stock", "unknown", "likely", "carried", "in_stock")
 OUT_OF_STOCK, UNKNOWN, LIKELY, CARRIED, IN_STOCK = range(5)
+#: every item at every store: what measurements of the ranking alone use (the trainer's engines, evaluation)
+EVERYTHING = AvailabilityPolicy(allow_unknown_items=True, allow_unknown_stores=True)
 
 
 class StoreAvailability:

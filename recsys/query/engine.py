@@ -45,9 +45,12 @@ from recsys.query.orders import order_substitutes
 from recsys.query.presentation import Presenter
 from recsys.query.profiles import customer_profile
 from recsys.query.ranking import DEFAULT_FAMILIAR_SHIFT, Scorer
+from recsys.query.reasons import Messages
+from recsys.query.rules import Rule, RuleBook, RuleEffects
 from recsys.query.search import CatalogSearch
 from recsys.state.inventory import ONLINE, Inventory
 
+_NO_BIAS: Final[np.ndarray] = np.empty(0, dtype=np.float64)
 #: the kinds of file a model report is made of: markdown and its plots
 _REPORT_SUFFIXES: Final[frozenset[str]] = frozenset({".md", ".png"})
 
@@ -73,6 +76,7 @@ class SubstituteEngine:
         self.finder = CandidateFinder(model, self.item_table, self.availability, config.max_candidates,
                                       config.min_group_size)
         self.presenter = Presenter(model, self.item_table, self.availability, self.finder.customer_items)
+        self.use_rules(())
         self._warm_up()
 
     def set_ranker(self, ranker: RankerSection, reranker: str = "") -> None:
@@ -98,6 +102,11 @@ class SubstituteEngine:
     def use_policy(self, policy: AvailabilityPolicy) -> None:
         """Offer unknown items or answer for unknown stores (or not) from now on."""
         self.availability.set_policy(policy)
+
+    def use_reasons(self, messages: Messages, price_protection: bool = False) -> None:
+        """Write reasons in ``messages``' locale and currency from now on (English and dollars by default);
+        ``price_protection``: a substitute that costs more than X carries X's price as ``shopper_price``."""
+        self.presenter.use_messages(messages, price_protection)
 
     @classmethod
     def load(cls, path: str | Path, inventory: Inventory | None = None, policy: AvailabilityPolicy | None = None
@@ -141,9 +150,22 @@ class SubstituteEngine:
             raise UnknownStoreError(store)
         cust_row = self._customer_row.get(customer_id) if customer_id is not None else None
         candidates, features, widened = self.candidates(x, cust_row, store, exclude, filters, intent)
+        effects = self.rules.effects(self._rule_fields(x, item_id, store), candidates) if len(self.rules) else None
+        bias = _NO_BIAS
+        if effects is not None:
+            if effects.blocked is not None:
+                kept = ~effects.blocked
+                candidates, features, widened = candidates[kept], features[kept], widened[kept]
+                if effects.bias is not None:
+                    effects.bias = effects.bias[kept]
+            if effects.bias is not None:
+                bias = effects.bias.astype(np.float64)
         # with no customer every candidate is new to them: each intent is balanced, scores included
         top, scores = self.select(x, candidates, features, k, filters is not None and filters.size_alternatives,
-                                  intent if cust_row is not None else Intent.balanced)
+                                  intent if cust_row is not None else Intent.balanced, bias)
+        rules_applied: tuple[str, ...] = ()
+        if effects is not None:
+            top, scores, rules_applied = _pinned(effects, candidates, top, scores, k)
         results = self.presenter.present(x, candidates[top], scores[top], features[top], widened[top], cust_row,
                                          self.availability.codes(store))
         restock_eta, available_at = self.presenter.stock_elsewhere(item_id, store)
@@ -152,11 +174,22 @@ class SubstituteEngine:
             widened=any(r.widened for r in results), model_version=self.version, store_id=store,
             store_known=store_known,
             restock_eta=restock_eta, available_at=available_at, variants=self.presenter.variants(x, store),
-            metadata_based=self.item_table.cold[x],
+            metadata_based=self.item_table.cold[x], rules_applied=rules_applied,
         )
 
+    def use_rules(self, rules: Sequence[Rule]) -> None:
+        """Apply these merchandising rules to every answer from now on (see :mod:`recsys.query.rules`)."""
+        table, items = self.item_table, self.model.items
+        self.rules = RuleBook(rules, self.item_ids, table.brand_names[table.brand_codes],
+                              table.private_label, items["category"].astype(str).to_numpy())
+
+    def _rule_fields(self, x: int, item_id: str, store: str) -> dict[str, str]:
+        """What a rule's scope matches: X's id, category and product type, and the store."""
+        info = self.presenter.infos[x]
+        return {"item_id": item_id, "category": info.category, "product_type": info.product_type, "store_id": store}
+
     def select(self, x: int, candidates: np.ndarray, features: np.ndarray, k: int, size_alternatives: bool = False,
-               intent: Intent = Intent.balanced) -> tuple[np.ndarray, np.ndarray]:
+               intent: Intent = Intent.balanced, bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Positions of the answer for item index ``x`` among ``candidates``: the best ``k`` that pass the score
         cut-off (best first), without near-duplicates; and the scores (-inf: under the cut-off or outside the
         re-ranker's shortlist, see ``recsys.query.ranking``). One compiled kernel, :func:`recsys.query.kernels.select`.
@@ -174,11 +207,13 @@ class SubstituteEngine:
 
         ``intent``: familiar adds the model's familiar shift (``ranker.familiar_shift``, negative) to the final
         score of candidates the customer never bought, after the cut-off and the shortlist; balanced and
-        discover rank alike (discover's candidates come without the customer's items, see :meth:`candidates`)."""
+        discover rank alike (discover's candidates come without the customer's items, see :meth:`candidates`).
+
+        ``bias``: per candidate, a change of its final score (merchandising rules' boosts and buries)."""
         rerank = not self.item_table.cold[x] and self.scorer.trees is not None
         table = self.item_table
         return select(features, candidates, table.brand_codes, table.group_of, table.size_bucket, k,
-                      size_alternatives, rerank, self.scorers[intent].arrays)
+                      size_alternatives, rerank, self.scorers[intent].arrays, _NO_BIAS if bias is None else bias)
 
     def order_substitutes(self, item_ids: Sequence[str], customer_id: str | None = None,
                           store_id: str | None = None, k: int = 3, *, order: Iterable[str] = (),
@@ -252,3 +287,25 @@ class SubstituteEngine:
         (the best ``k`` when given), with their cosine. No widening, features or ranking: the step a
         nearest-neighbour baseline does, for benchmarks and diagnostics."""
         return self.finder.nearest_in_group(x, store, exclude, filters, k)
+
+
+def _pinned(effects: RuleEffects, candidates: np.ndarray, top: np.ndarray, scores: np.ndarray, k: int
+            ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """The answer's positions with each pinned item that is a candidate (it passed the hard rules and the
+    filters) put first, in rule order, and the names of the rules that acted. A pinned item under the score
+    cut-off shows the first item's score (0 when it is alone), so the list stays in score order."""
+    applied = list(effects.touched)
+    first: list[int] = []
+    for name, item in effects.pins:
+        found = np.flatnonzero(candidates == item)
+        if len(found) and int(found[0]) not in first:
+            first.append(int(found[0]))
+            applied.append(name)
+    if not first:
+        return top, scores, tuple(applied)
+    order = np.asarray([*first, *(p for p in top.tolist() if p not in first)][:k], dtype=np.int64)
+    scores = scores.copy()
+    best = max(float(scores[top[0]]) if len(top) else -np.inf, *(float(scores[p]) for p in first))
+    for p in first:
+        scores[p] = max(scores[p], best) if best > -np.inf else 0.0
+    return order, scores, tuple(applied)

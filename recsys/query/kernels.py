@@ -498,20 +498,35 @@ def _first_distinct(brand: np.ndarray, group: np.ndarray, size: np.ndarray, boug
 
 @numba.njit(cache=True, nogil=True)
 def select(features: np.ndarray, candidates: np.ndarray, brand: np.ndarray, group: np.ndarray,
-           size_bucket: np.ndarray, k: int, size_alternatives: bool, rerank: bool, ranker: ScorerArrays
-           ) -> tuple[np.ndarray, np.ndarray]:
+           size_bucket: np.ndarray, k: int, size_alternatives: bool, rerank: bool, ranker: ScorerArrays,
+           bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The answer's positions among ``candidates`` and all candidates' scores (see
-    :meth:`recsys.query.engine.SubstituteEngine.select`)."""
+    :meth:`recsys.query.engine.SubstituteEngine.select`); ``bias``: per candidate, a change of the final score
+    of those that have one (merchandising rules; empty: none)."""
     pool = NEAR_DUPLICATE_POOL * k
     linear = linear_scores(features, ranker)
-    scored = rescore(features, linear, np.full(len(linear), -np.inf), pool, rerank, ranker)
+    base = rescore(features, linear, np.full(len(linear), -np.inf), pool, rerank, ranker)
+    scored = _with_bias(base, bias)
     ranked = best_positions(scored, pool)
     distinct = _distinct(ranked, candidates, features, brand, group, size_bucket, k, size_alternatives)
     if len(distinct) < k and len(ranked) == pool:  # near-duplicates crowded the pool: rank a wider one
-        scored = rescore(features, linear, scored, NEAR_DUPLICATE_POOL * pool, rerank, ranker)
+        base = rescore(features, linear, base, NEAR_DUPLICATE_POOL * pool, rerank, ranker)
+        scored = _with_bias(base, bias)
         ranked = best_positions(scored, len(scored))
         distinct = _distinct(ranked, candidates, features, brand, group, size_bucket, k, size_alternatives)
     return distinct, scored
+
+
+@numba.njit(cache=True, nogil=True)
+def _with_bias(scores: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``scores`` with ``bias`` added where a score is final (not -inf: under the cut-off or off the shortlist)."""
+    if len(bias) == 0:
+        return scores
+    shifted = scores.copy()
+    for i in range(len(scores)):
+        if scores[i] > -np.inf:
+            shifted[i] += bias[i]
+    return shifted
 
 
 @numba.njit(cache=True, nogil=True)

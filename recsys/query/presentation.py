@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 
 from recsys.domain.sizes import UNIT_PRICE_BASIS, format_quantity
-from recsys.domain.types import ItemFields, ItemInfo, Substitute, Variant
+from recsys.domain.types import ItemFields, ItemInfo, ReasonCode, Substitute, Variant
 from recsys.model.data import ModelData
 from recsys.query.availability import NAMES, OUT_OF_STOCK, StoreAvailability
 from recsys.query.items import SAME_SIZE_TOLERANCE, ItemTable
 from recsys.query.kernels import Feature, SparseRows
+from recsys.query.reasons import Messages
 
 #: the features that presenting an answer reads, in the order :meth:`Presenter.present` unpacks them
 _REASON_FEATURES: Final[np.ndarray] = np.array([
@@ -41,14 +42,6 @@ def _size_difference(difference: float, family: str) -> str:
     return ("+" if difference > 0 else "-") + format_quantity(abs(difference), family)
 
 
-@lru_cache(maxsize=4096)
-def _price_reason(cents: int) -> str:
-    """The reason that tells a price difference, in cents."""
-    if cents < 0:
-        return f"${-cents / 100:.2f} cheaper"
-    return f"${cents / 100:.2f} more" if cents > 0 else "same price"
-
-
 class _Shown(NamedTuple):
     """What presenting an item as a substitute reads, as Python values (numpy scalars cost more to read), in
     one record per item: an answer's ten substitutes then miss the cache once each, not once per field."""
@@ -59,8 +52,6 @@ class _Shown(NamedTuple):
     log_size: float  # NaN: unknown
     size: float
     family_name: str | None
-    same_size_reason: str
-    size_reason_start: str  # + X's size label
     cents: int | None  # the price in whole cents: differences are exact, and their reasons can be cached
     cold: bool  # no events: new in the catalog
     size_label: str | None
@@ -72,11 +63,12 @@ class Presenter:
     def __init__(self, model: ModelData, items: ItemTable, availability: StoreAvailability,
                  customer_items: SparseRows) -> None:
         self.model, self.items, self.availability, self.customer_items = model, items, availability, customer_items
+        self.use_messages(Messages(), price_protection=False)
         rows = self._catalog_rows(items.size_display())
         self.infos = [ItemInfo(*row) for row in rows]
         self._shown = [
-            _Shown(info, row, family, log_size, math.exp(log_size), family_name, f"same size: {label}",
-                   f"size {label} vs ", None if info.price is None else round(info.price * 100), cold, label)
+            _Shown(info, row, family, log_size, math.exp(log_size), family_name,
+                   None if info.price is None else round(info.price * 100), cold, label)
             for info, row, family, log_size, family_name, cold, label in zip(
                 self.infos, rows, items.family_codes.tolist(), items.log_size.tolist(), items.families, items.cold,
                 [info.package_size or info.size for info in self.infos], strict=True)
@@ -108,11 +100,41 @@ class Presenter:
         """Item ``x``'s catalog record, a fresh instance (the caller may keep or change it)."""
         return ItemInfo(*self._shown[x].fields)
 
+    def use_messages(self, messages: Messages, price_protection: bool) -> None:
+        """Write reasons in ``messages``' locale and currency from now on; ``price_protection``: a substitute that
+        costs more than X is sold at X's price (``shopper_price``, with a reason that says so)."""
+        self.messages, self.price_protection = messages, price_protection
+        self._texts: dict[tuple[str, object, object], str] = {}  # (code, value, value) -> text
+
+    def _text(self, code: str, first: object = None, second: object = None) -> str:
+        """A reason's text, cached: answers repeat the common sizes and price differences."""
+        key = (code, first, second)
+        text = self._texts.get(key)
+        if text is None:
+            messages = self.messages
+            if code in ("cheaper", "more_expensive", "price_protected"):
+                text = messages.text(code, amount=first)
+            elif code == "same_size":
+                text = messages.text(code, size=first)
+            elif code == "other_size":
+                text = messages.text(code, size=first, item_size=second)
+            elif code == "same_type":
+                text = messages.text(code, product_type=str(first).lower())
+            elif code == "bought_before":
+                text = messages.text(code, count=first)
+            elif code == "widened":
+                text = messages.text(code, category=first, product_type=second)
+            else:
+                text = messages.text(code)
+            if len(self._texts) < 65_536:
+                self._texts[key] = text
+        return text
+
     def present(self, x: int, items: np.ndarray, scores: np.ndarray, features: np.ndarray, widened: np.ndarray,
                 cust_row: int | None, availability: np.ndarray) -> tuple[Substitute, ...]:
-        """The answer's substitutes, with their reasons and how they compare with X, from each item's
-        :class:`_Shown` record and the reason features; ``availability``: every item's code at the store
-        (:data:`recsys.query.availability.NAMES`)."""
+        """The answer's substitutes, with their reasons (codes and texts, in the same order) and how they compare
+        with X, from each item's :class:`_Shown` record and the reason features; ``availability``: every item's
+        code at the store (:data:`recsys.query.availability.NAMES`)."""
         target = self.infos[x]
         personal = cust_row is not None
         reason_features = features.take(_REASON_FEATURES, axis=1).tolist()
@@ -120,54 +142,69 @@ class Presenter:
         bought = (self.customer_items.lookup(cust_row, items)[:, 1].astype(np.int64).tolist()
                   if cust_row is not None and any(row[-1] > 0 for row in reason_features) else [0] * len(items))
         shown = self._shown
-        _, _, x_family, x_log_size, x_size, _, _, _, x_cents, _, x_label = shown[x]
-        x_private_label = target.private_label
-        same_type = f"same type: {target.product_type.lower()}"
+        _, _, x_family, x_log_size, x_size, _, x_cents, _, x_label = shown[x]
+        x_private_label, x_type = target.private_label, target.product_type
+        currency, protect, text = self.messages.currency, self.price_protection, self._text
+        same_type = text("same_type", x_type)
         results = []
         # the features that become reasons come unpacked, in _REASON_FEATURES order (converting all 27 costs more)
         for c, score, (brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed, _), \
                 is_widened, n, code in zip(items.tolist(), scores.tolist(), reason_features, widened.tolist(), bought,
                                            availability[items].tolist(), strict=True):
             record: _Shown = shown[c]  # c comes from tolist(): typed, so that the record's fields are too
-            info, fields, family, log_size, size, family_name, same_size, size_start, cents, cold, _ = record
-            reasons = [] if is_widened else [same_type]
+            info, fields, family, log_size, size, family_name, cents, cold, label = record
+            reasons: list[str] = [] if is_widened else [same_type]
+            codes: list[ReasonCode] = [] if is_widened else [{"code": "same_type", "product_type": x_type}]
             size_ratio = size_difference = None
             if family == x_family and family >= 0:
                 log_ratio = log_size - x_log_size
                 size_ratio = _size_ratio(log_ratio)
                 if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
                     size_difference = "same"
-                    reasons.append(same_size)
+                    reasons.append(text("same_size", label))
+                    codes.append({"code": "same_size", "size": label})
                 else:
                     size_difference = _size_difference(size - x_size, family_name)
-                    reasons.append(f"{size_start}{x_label}")
+                    reasons.append(text("other_size", label, x_label))
+                    codes.append({"code": "other_size", "size": label, "item_size": x_label})
             usual_brand = personal and brand_share >= USUAL_BRAND_SHARE
-            if usual_brand:
-                reasons.append("your usual brand")
-            elif same_brand:
-                reasons.append("same brand")
-            if info.private_label and not x_private_label:
-                reasons.append("store brand")
-            if own_accepted > 0:
-                reasons.append("you accepted it as a substitute before")
+            flags = ["usual_brand" if usual_brand else "same_brand" if same_brand else None,
+                     "store_brand" if info.private_label and not x_private_label else None,
+                     "accepted_before" if own_accepted > 0 else None]
+            for flag in flags:
+                if flag is not None:
+                    reasons.append(text(flag))
+                    codes.append({"code": flag})
             if n:
-                reasons.append(f"you bought it before ({n}x)")
-            if accepted >= BOUGHT_INSTEAD_MIN:
-                reasons.append("shoppers accepted it instead")
-            if switched >= BOUGHT_INSTEAD_MIN or bought_instead >= BOUGHT_INSTEAD_MIN:
-                reasons.append("often bought instead")
-            if viewed >= BOUGHT_INSTEAD_MIN:
-                reasons.append("often viewed together")
-            price_difference = None
+                reasons.append(text("bought_before", n))
+                codes.append({"code": "bought_before", "count": n})
+            for flag, value in (("accepted_instead", accepted), ("bought_instead", max(switched, bought_instead)),
+                                ("viewed_together", viewed)):
+                if value >= BOUGHT_INSTEAD_MIN:
+                    reasons.append(text(flag))
+                    codes.append({"code": flag})
+            price_difference = shopper_price = None
             if cents is not None and x_cents is not None:
                 price_difference = (cents - x_cents) / 100  # the same float as round(price - x_price, 2)
-                reasons.append(_price_reason(cents - x_cents))
+                difference = "cheaper" if cents < x_cents else "more_expensive" if cents > x_cents else "same_price"
+                amount = abs(cents - x_cents) / 100
+                reasons.append(text(difference, amount if cents != x_cents else None))
+                codes.append({"code": difference, "amount": amount, "currency": currency} if cents != x_cents
+                             else {"code": difference})
+                if protect:
+                    shopper_price = min(cents, x_cents) / 100
+                    if cents > x_cents:
+                        reasons.append(text("price_protected", shopper_price))
+                        codes.append({"code": "price_protected", "amount": shopper_price, "currency": currency})
             if cold:
-                reasons.append("new in the catalog")
+                reasons.append(text("new_in_catalog"))
+                codes.append({"code": "new_in_catalog"})
             if is_widened:
-                reasons.append(f"from the wider category {info.category}: too few {target.product_type} available")
+                reasons.append(text("widened", info.category, x_type))
+                codes.append({"code": "widened", "category": info.category, "product_type": x_type})
             results.append(Substitute(*fields, round(score, 4), tuple(reasons), size_ratio, size_difference,
-                                      price_difference, usual_brand, n, is_widened, NAMES[code]))
+                                      price_difference, usual_brand, n, is_widened, NAMES[code], tuple(codes),
+                                      shopper_price))
         return tuple(results)
 
     def stock_elsewhere(self, item_id: str, store: str) -> tuple[datetime | None, tuple[str, ...]]:

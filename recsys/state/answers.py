@@ -9,6 +9,10 @@ again before it learns from a row.
 
 The id is ``<payload>.<tag>``: URL-safe base64 of a compact JSON array, then of the first 16 bytes of the MAC
 (128 bits, far beyond guessing). It is readable by whoever holds it, which is the client the answer went to.
+
+An answer given in an online experiment (:mod:`recsys.state.experiments`) also signs the experiment's name and the
+arm, so feedback on it counts for that arm and no other. Those two fields are appended to the array only then: an
+answer outside any experiment has the same id as before experiments existed, and ids issued before them verify.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ class SignedAnswer:
     store_id: str | None
     shown: tuple[str, ...]
     issued_at: float  # Unix seconds
+    experiment: str | None = None  # the online experiment the answer was given in, and its arm
+    arm: str | None = None
 
 
 def _unb64(text: str) -> bytes:
@@ -66,10 +72,13 @@ class AnswerSigner:
         return base64.urlsafe_b64encode(hmac.digest(self._secret, payload, "sha256")[:_TAG_BYTES]).rstrip(b"=")
 
     def sign(self, model_version: str, item_id: str, customer_id: str | None, store_id: str | None,
-             shown: Sequence[str], issued_at: float) -> str:
+             shown: Sequence[str], issued_at: float, experiment: str | None = None, arm: str | None = None) -> str:
         """The answer id of an answer (every answer the service sends is signed: this is on its busiest path)."""
         # a nonce: two identical answers in the same millisecond are still two answers, each decided once
-        body = [model_version, item_id, customer_id, store_id, shown, round(issued_at * 1000), os.urandom(6).hex()]
+        body: list[object] = [model_version, item_id, customer_id, store_id, shown, round(issued_at * 1000),
+                              os.urandom(6).hex()]
+        if experiment is not None:
+            body += [experiment, arm]
         payload = base64.urlsafe_b64encode(orjson.dumps(body)).rstrip(b"=")
         return (payload + b"." + self._tag(payload)).decode("ascii")
 
@@ -92,11 +101,15 @@ class AnswerSigner:
         if not hmac.compare_digest(tag.encode("ascii", "replace"), self._tag_or_empty(payload)):
             raise AnswerIdError("answer_id does not verify: it was changed, or not issued by this service")
         try:
-            version, item, customer, store, shown, issued_ms, _ = orjson.loads(_unb64(payload))
+            fields = orjson.loads(_unb64(payload))
+            if len(fields) not in (7, 9):
+                raise ValueError("not an answer id's fields")
+            version, item, customer, store, shown, issued_ms, _ = fields[:7]
+            experiment, arm = fields[7:] if len(fields) == 9 else (None, None)
         except (ValueError, TypeError, binascii.Error) as exc:  # a signed payload of another format
             raise AnswerIdError("answer_id is malformed: copy it unchanged from the answer") from exc
         return SignedAnswer(model_version=version, item_id=item, customer_id=customer, store_id=store,
-                            shown=tuple(shown), issued_at=issued_ms / 1000)
+                            shown=tuple(shown), issued_at=issued_ms / 1000, experiment=experiment, arm=arm)
 
     def _tag_or_empty(self, payload: str) -> bytes:
         try:

@@ -43,6 +43,9 @@ class Feedback:
     model_version: str | None = None
     answer_id: str | None = None
     recorded_at: str = field(default_factory=storage.utc_now)
+    experiment: str | None = None  # the online experiment and arm the answer was given in (signed with it)
+    arm: str | None = None
+    price_difference: float | None = None  # the accepted substitute's price minus the item's, when recorded
 
     def __post_init__(self) -> None:
         if self.accepted is None and not self.rejected and self.chosen is None:
@@ -66,8 +69,9 @@ class Feedback:
         """Whether this feedback is about ``answer`` and decides only among what it showed (``chosen``, a
         manual pick, may be any item)."""
         shown = set(answer.shown)
-        return (self.item_id, self.customer_id, self.store_id, self.shown, self.model_version) == \
-            (answer.item_id, answer.customer_id, answer.store_id, answer.shown, answer.model_version) and \
+        return (self.item_id, self.customer_id, self.store_id, self.shown, self.model_version, self.experiment,
+                self.arm) == (answer.item_id, answer.customer_id, answer.store_id, answer.shown,
+                              answer.model_version, answer.experiment, answer.arm) and \
             (self.accepted is None or self.accepted in shown) and shown.issuperset(self.rejected)
 
 
@@ -92,15 +96,23 @@ class FeedbackStore(Protocol):
     def feedback(self) -> list[Feedback]:
         """Every recorded feedback, oldest first."""
 
+    def experiment_feedback(self, experiment: str) -> list[Feedback]:
+        """The feedback recorded on answers of the online experiment ``experiment``, oldest first."""
+
 
 def answer_key(answer_id: str | None) -> str | None:
     """The stored key of an answer id (unique per state: one decision per answer); None for none."""
     return None if answer_id is None else hashlib.sha256(answer_id.encode("ascii", "replace")).hexdigest()
 
 
+#: fields written only when set: a row outside experiments stays as older builds wrote it, and read it
+_EXPERIMENT_FIELDS: Final[frozenset[str]] = frozenset({"experiment", "arm", "price_difference"})
+
+
 def to_json(feedback: Feedback) -> str:
     """JSON with ASCII escapes: keeps any id (even a lone surrogate or a NUL) intact in any database."""
-    return json.dumps(asdict(feedback), ensure_ascii=True, sort_keys=True)
+    record = {k: v for k, v in asdict(feedback).items() if v is not None or k not in _EXPERIMENT_FIELDS}
+    return json.dumps(record, ensure_ascii=True, sort_keys=True)
 
 
 def from_json(body: str) -> Feedback:
@@ -140,8 +152,8 @@ class FeedbackLog:
         key = answer_key(feedback.answer_id)
         with self._lock:
             cursor = self._connection.execute(
-                "INSERT INTO feedback (body, answer) VALUES (?, ?) ON CONFLICT (answer) DO NOTHING",
-                (to_json(feedback), key))
+                "INSERT INTO feedback (body, answer, experiment) VALUES (?, ?, ?) ON CONFLICT (answer) DO NOTHING",
+                (to_json(feedback), key, feedback.experiment))
             if cursor.rowcount == 1:
                 return Recorded(int(cursor.lastrowid or 0), True, feedback)
             row = self._connection.execute("SELECT id, body FROM feedback WHERE answer = ?", (key,)).fetchone()
@@ -154,6 +166,12 @@ class FeedbackLog:
     def feedback(self) -> list[Feedback]:
         with self._lock:
             rows = self._connection.execute("SELECT body FROM feedback ORDER BY id").fetchall()
+        return [from_json(body) for (body,) in rows]
+
+    def experiment_feedback(self, experiment: str) -> list[Feedback]:
+        with self._lock:
+            rows = self._connection.execute("SELECT body FROM feedback WHERE experiment = ? ORDER BY id",
+                                            (experiment,)).fetchall()
         return [from_json(body) for (body,) in rows]
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final
 
@@ -30,6 +30,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from recsys.model.registry import check_version
+from recsys.state.experiments import COLUMNS, Experiment, ExperimentError, experiment_of, row_of
 from recsys.state.feedback import Feedback, Recorded, answer_key, from_json, to_json
 from recsys.state.inventory import (
     StockChanges,
@@ -70,6 +71,17 @@ SCHEMA: Final[tuple[str, ...]] = (
     # schema 4: whole-store stock snapshots (a store without a marker is as it was: not closed-world)
     "CREATE TABLE IF NOT EXISTS recsys_stock_snapshots (store_id bytea PRIMARY KEY, unlisted_out boolean NOT NULL, "
     "seq bigint NOT NULL, replaced_seq bigint, updated_at timestamptz NOT NULL DEFAULT now())",
+    # schema 5: online experiments, their answer counters, and the feedback's experiment (older rows: none)
+    "CREATE TABLE IF NOT EXISTS recsys_experiments (name text PRIMARY KEY, control text NOT NULL, "
+    "treatment text NOT NULL, share double precision NOT NULL, stores text NOT NULL, starts_at text NOT NULL, "
+    "stops_at text, stopped_at text, created_at text NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS recsys_experiment_answers (name text NOT NULL, arm text NOT NULL, "
+    "answers bigint NOT NULL, PRIMARY KEY (name, arm))",
+    "ALTER TABLE recsys_feedback ADD COLUMN IF NOT EXISTS experiment text",
+    # schema 5 too: merchandising rules, one JSON body per name
+    "CREATE TABLE IF NOT EXISTS recsys_rules (name text PRIMARY KEY, body text NOT NULL, "
+    "updated_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE INDEX IF NOT EXISTS recsys_feedback_experiment_idx ON recsys_feedback (experiment)",
 )
 
 
@@ -98,6 +110,7 @@ class PostgresState:
         self._listener: psycopg.Connection | None = None
         self.stock = _Stock(self)
         self.feedback = _Feedback(self)
+        self.experiments = _Experiments(self)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg.Connection]:
@@ -163,6 +176,25 @@ class PostgresState:
                                         "revoked_at IS NULL", (utc_now(), name))
             # announced: the other replicas drop the key at once, not at their next poll
             connection.execute("SELECT pg_notify(%s, 'keys')", (CHANNEL,))
+        return cursor.rowcount > 0
+
+    def save_rule(self, name: str, body: str) -> bool:
+        with self.transaction() as connection:
+            row = connection.execute(
+                "INSERT INTO recsys_rules (name, body) VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET "
+                "body = excluded.body, updated_at = now() RETURNING (xmax = 0)", (name, body)).fetchone()
+            connection.execute("SELECT pg_notify(%s, 'rules')", (CHANNEL,))  # the others apply it at once
+        return bool(row[0])  # type: ignore[index]
+
+    def rules(self) -> list[str]:
+        with self.transaction() as connection:
+            rows = connection.execute("SELECT body FROM recsys_rules ORDER BY name").fetchall()
+        return [str(body) for (body,) in rows]
+
+    def remove_rule(self, name: str) -> bool:
+        with self.transaction() as connection:
+            cursor = connection.execute("DELETE FROM recsys_rules WHERE name = %s", (name,))
+            connection.execute("SELECT pg_notify(%s, 'rules')", (CHANNEL,))
         return cursor.rowcount > 0
 
     def shared_secret(self, name: str) -> bytes:
@@ -284,8 +316,9 @@ class _Feedback:
     def record(self, feedback: Feedback) -> Recorded:
         key = answer_key(feedback.answer_id)
         with self._state.transaction() as connection:
-            row = connection.execute("INSERT INTO recsys_feedback (body, answer) VALUES (%s, %s) ON CONFLICT "
-                                     "(answer) DO NOTHING RETURNING id", (to_json(feedback), key)).fetchone()
+            row = connection.execute("INSERT INTO recsys_feedback (body, answer, experiment) VALUES (%s, %s, %s) "
+                                     "ON CONFLICT (answer) DO NOTHING RETURNING id",
+                                     (to_json(feedback), key, feedback.experiment)).fetchone()
             if row is not None:
                 return Recorded(int(row[0]), True, feedback)
             earlier = connection.execute("SELECT id, body FROM recsys_feedback WHERE answer = %s",
@@ -296,3 +329,54 @@ class _Feedback:
         with self._state.transaction() as connection:
             rows = connection.execute("SELECT body FROM recsys_feedback ORDER BY id").fetchall()
         return [from_json(body) for (body,) in rows]
+
+    def experiment_feedback(self, experiment: str) -> list[Feedback]:
+        with self._state.transaction() as connection:
+            rows = connection.execute("SELECT body FROM recsys_feedback WHERE experiment = %s ORDER BY id",
+                                      (experiment,)).fetchall()
+        return [from_json(body) for (body,) in rows]
+
+
+class _Experiments:
+    """The experiments and their answer counters; a new or stopped experiment is announced, so replicas follow it
+    at once rather than at their next poll."""
+
+    def __init__(self, state: PostgresState) -> None:
+        self._state = state
+
+    def add_experiment(self, experiment: Experiment) -> None:
+        try:
+            with self._state.transaction() as connection:
+                connection.execute(f"INSERT INTO recsys_experiments ({COLUMNS}) VALUES "
+                                   "(%s, %s, %s, %s, %s, %s, %s, %s, %s)", row_of(experiment))
+                connection.execute("SELECT pg_notify(%s, 'experiments')", (CHANNEL,))
+        except psycopg.errors.UniqueViolation as exc:
+            raise ExperimentError("name", f"an experiment named {experiment.name!r} exists", True) from exc
+
+    def experiments(self) -> list[Experiment]:
+        with self._state.transaction() as connection:
+            rows = connection.execute(f"SELECT {COLUMNS} FROM recsys_experiments ORDER BY created_at, name"
+                                      ).fetchall()
+        return [experiment_of(*row) for row in rows]
+
+    def stop_experiment(self, name: str, at: str) -> bool:
+        with self._state.transaction() as connection:
+            cursor = connection.execute("UPDATE recsys_experiments SET stopped_at = %s WHERE name = %s AND "
+                                        "stopped_at IS NULL", (at, name))
+            connection.execute("SELECT pg_notify(%s, 'experiments')", (CHANNEL,))
+        return cursor.rowcount > 0
+
+    def add_answers(self, counts: Mapping[tuple[str, str], int]) -> None:
+        rows = [(name, arm, n) for (name, arm), n in counts.items() if n]
+        if not rows:
+            return
+        with self._state.transaction() as connection, connection.cursor() as cursor:
+            cursor.executemany("INSERT INTO recsys_experiment_answers (name, arm, answers) VALUES (%s, %s, %s) "
+                               "ON CONFLICT (name, arm) DO UPDATE SET "
+                               "answers = recsys_experiment_answers.answers + excluded.answers", rows)
+
+    def answers(self, name: str) -> dict[str, int]:
+        with self._state.transaction() as connection:
+            rows = connection.execute("SELECT arm, answers FROM recsys_experiment_answers WHERE name = %s",
+                                      (name,)).fetchall()
+        return {str(arm): int(n) for arm, n in rows}

@@ -6,7 +6,9 @@ The schema is created on first use and versioned (``schema_version``): version 2
 sequence number (``seq``), by which another process catches up with the changes it has not seen; version 3
 the API keys (hashed), the shared secrets (the answer-signing key) and the feedback's answer key (one
 decision per answer); version 4 the stock snapshot markers (``stock_snapshots``: per store, its closed-world
-flag and the sequence numbers of its last snapshot and of its last replacement).
+flag and the sequence numbers of its last snapshot and of its last replacement); version 5 the online experiments
+(``experiments``), their answer counters per arm (``experiment_answers``) and the feedback's experiment (older rows:
+none).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Final
 from urllib.parse import unquote
 
 #: the schema this build writes; older files are migrated in place when opened
-SCHEMA_VERSION: Final[int] = 4
+SCHEMA_VERSION: Final[int] = 5
 
 
 class StateUnavailableError(RuntimeError):
@@ -73,6 +75,20 @@ def ensure_schema(connection: sqlite3.Connection) -> None:
         connection.execute(
             "CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys (name) WHERE revoked_at IS NULL")
         connection.execute("CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        # version 5: online experiments; feedback recorded before them belongs to none
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS experiments (name TEXT PRIMARY KEY, control TEXT NOT NULL, "
+            "treatment TEXT NOT NULL, share REAL NOT NULL, stores TEXT NOT NULL, starts_at TEXT NOT NULL, "
+            "stops_at TEXT, stopped_at TEXT, created_at TEXT NOT NULL)")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS experiment_answers (name TEXT NOT NULL, arm TEXT NOT NULL, "
+            "answers INTEGER NOT NULL, PRIMARY KEY (name, arm))")
+        if "experiment" not in {row[1] for row in connection.execute("PRAGMA table_info(feedback)")}:
+            connection.execute("ALTER TABLE feedback ADD COLUMN experiment TEXT")
+        connection.execute("CREATE INDEX IF NOT EXISTS feedback_experiment ON feedback (experiment)")
+        # version 5 too: merchandising rules, one JSON body per name
+        connection.execute("CREATE TABLE IF NOT EXISTS rules (name TEXT PRIMARY KEY, body TEXT NOT NULL, "
+                           "updated_at TEXT NOT NULL)")
         connection.execute(
             "CREATE TABLE IF NOT EXISTS model_pointer (id INTEGER PRIMARY KEY CHECK (id = 1), "
             "version TEXT NOT NULL, updated_at TEXT DEFAULT CURRENT_TIMESTAMP)")

@@ -27,6 +27,7 @@ import pandas as pd
 from recsys.model.registry import check_version
 from recsys.state import storage
 from recsys.state.answers import SECRET_NAME, AnswerSigner
+from recsys.state.experiments import ExperimentStore, SqliteExperimentStore
 from recsys.state.feedback import FeedbackLog, FeedbackStore, decisions_of, verified
 from recsys.state.inventory import SqliteStockStore, StockStore
 from recsys.state.keys import ApiKey, KeyStore, api_key_of
@@ -40,7 +41,8 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
 class StateStore(KeyStore, Protocol):
-    """Stock changes, feedback, the model pointer, API keys and shared secrets in one database."""
+    """Stock changes, feedback, the model pointer, API keys, shared secrets and online experiments in one
+    database."""
 
     url: str  # with any password hidden: safe to log and show
 
@@ -49,6 +51,9 @@ class StateStore(KeyStore, Protocol):
 
     @property
     def feedback(self) -> FeedbackStore: ...
+
+    @property
+    def experiments(self) -> ExperimentStore: ...
 
     def model_pointer(self) -> str | None:
         """The version every replica should serve, None when nothing was promoted through the state."""
@@ -59,6 +64,16 @@ class StateStore(KeyStore, Protocol):
 
     def shared_secret(self, name: str) -> bytes:
         """The secret named ``name`` that every replica shares, made (32 random bytes) on first use."""
+
+    def save_rule(self, name: str, body: str) -> bool:
+        """Store a merchandising rule's JSON ``body`` under ``name``, replacing one of that name (False) or not
+        (True); announced to the listening replicas."""
+
+    def rules(self) -> list[str]:
+        """Every stored rule's JSON body, by name."""
+
+    def remove_rule(self, name: str) -> bool:
+        """Remove the rule named ``name``; False when there is none."""
 
     def wait_for_change(self, timeout_s: float) -> bool:
         """Block until another process may have written (True) or ``timeout_s`` passed (False)."""
@@ -176,6 +191,7 @@ class SqliteState:
         self.url = f"{SQLITE_PREFIX}{self.path}"
         self.stock = SqliteStockStore(self.path)
         self.feedback = FeedbackLog(self.path)
+        self.experiments = SqliteExperimentStore(self.path)
         self._connection = storage.connect(self.path)
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -213,6 +229,24 @@ class SqliteState:
                 "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL", (utc_now(), name))
         return cursor.rowcount > 0
 
+    def save_rule(self, name: str, body: str) -> bool:
+        with self._lock:
+            existed = self._connection.execute("SELECT 1 FROM rules WHERE name = ?", (name,)).fetchone()
+            self._connection.execute(
+                "INSERT INTO rules (name, body, updated_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "body = excluded.body, updated_at = excluded.updated_at", (name, body, utc_now()))
+        return existed is None
+
+    def rules(self) -> list[str]:
+        with self._lock:
+            rows = self._connection.execute("SELECT body FROM rules ORDER BY name").fetchall()
+        return [body for (body,) in rows]
+
+    def remove_rule(self, name: str) -> bool:
+        with self._lock:
+            cursor = self._connection.execute("DELETE FROM rules WHERE name = ?", (name,))
+        return cursor.rowcount > 0
+
     def shared_secret(self, name: str) -> bytes:
         with self._lock:
             self._connection.execute("INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
@@ -233,6 +267,7 @@ class SqliteState:
             self._connection.close()
         self.stock.close()
         self.feedback.close()
+        self.experiments.close()
 
 
 def read_decisions(path: str | Path) -> pd.DataFrame:

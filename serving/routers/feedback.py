@@ -3,16 +3,19 @@ service gave; the next training's strongest signal, so it is taken only for answ
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
 from fastapi import APIRouter, HTTPException, Response, status
 
 from recsys.state.answers import AnswerIdError
+from recsys.state.experiments import accepted_item
 from recsys.state.feedback import Feedback
 from recsys.state.storage import StateUnavailableError
 from serving.deps import SettingsDep, SignerDep, StateDep
 from serving.schemas import ErrorOut, FeedbackIn, FeedbackRecorded, ValidationErrorOut
+from serving.state import ServiceState
 
 log = logging.getLogger("recsys.serving")
 router = APIRouter(prefix="/v1", tags=["feedback"])
@@ -41,7 +44,9 @@ def post_feedback(body: FeedbackIn, state: StateDep, signer: SignerDep, settings
     feedback = Feedback(item_id=answer.item_id, shown=answer.shown, accepted=body.accepted,
                         rejected=tuple(body.rejected), chosen=body.chosen, customer_id=answer.customer_id,
                         store_id=answer.store_id, source=body.source, model_version=answer.model_version,
-                        answer_id=body.answer_id)
+                        answer_id=body.answer_id, experiment=answer.experiment, arm=answer.arm)
+    if answer.experiment is not None:  # what the shopper's choice cost them, for the experiment's report
+        feedback = dataclasses.replace(feedback, price_difference=_price_difference(state, feedback))
     try:
         recorded = state.feedback.record(feedback)
     except StateUnavailableError as exc:
@@ -57,3 +62,14 @@ def post_feedback(body: FeedbackIn, state: StateDep, signer: SignerDep, settings
                             "decision stands")
     response.status_code = status.HTTP_200_OK
     return FeedbackRecorded(id=recorded.id, duplicate=True)
+
+
+def _price_difference(state: ServiceState, feedback: Feedback) -> float | None:
+    """The accepted substitute's shelf price minus the item's, from the model being served (prices are the
+    catalog's, the same in both arms); None when nothing shown was taken or a price is unknown."""
+    taken = accepted_item(feedback)
+    engine = state.engine
+    if taken is None or engine is None or taken not in engine or feedback.item_id not in engine:
+        return None
+    price, item_price = engine.item_info(taken).price, engine.item_info(feedback.item_id).price
+    return None if price is None or item_price is None else round(price - item_price, 2)

@@ -32,6 +32,7 @@ async def readyz(state: StateDep, response: Response) -> dict[str, object]:
         body["state"] = {True: "reachable", False: "unreachable", None: "unknown"}[reachable]
         body["wanted_version"] = sync.wanted_version if sync is not None else None
         body["model_error"] = sync.model_error if sync is not None else None
+        body["experiment_error"] = sync.experiment_error if sync is not None else None
     if not state.ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return body

@@ -11,7 +11,9 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from recsys import OrderSubstitutes, SubstituteEngine, SubstituteList, UnknownItemError, UnknownStoreError
 from recsys.domain.types import MAX_K, Intent
 from recsys.state.answers import AnswerSigner
-from serving.deps import AnsweringDep, SettingsDep
+from recsys.state.inventory import ONLINE
+from serving.deps import Answering, AnsweringDep, SettingsDep
+from serving.experiments import Experiments, Placement
 from serving.limits import batch_cost_error
 from serving.responses import json_bytes, json_response
 from serving.schemas import ErrorOut, OrderSubstituteRequest, SubstituteRequest
@@ -21,26 +23,52 @@ _ERRORS: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "descrip
                                                503: {"model": ErrorOut, "description": "no model loaded"}}
 
 
-def answer_json(engine: SubstituteEngine, signer: AnswerSigner, request: SubstituteRequest) -> tuple[bytes, str]:
+def answer_json(engine: SubstituteEngine, signer: AnswerSigner, request: SubstituteRequest,
+                experiments: Experiments | None = None) -> tuple[bytes, str]:
     """The JSON of the signed answer to ``request`` and a ``Server-Timing`` entry with the engine's time, so
-    clients (and ``recsys bench``) can tell it from the HTTP layer's (raises :class:`UnknownItemError`)."""
+    clients (and ``recsys bench``) can tell it from the HTTP layer's (raises :class:`UnknownItemError`). In an
+    online experiment, the arm's engine and intent answer, and the answer says which."""
+    placement = place(experiments, engine, request)
+    intent = request.intent
+    if placement is not None:
+        engine, intent = placement.engine, placement.intent
     start = time.perf_counter()
     answer = engine.substitutes(request.item_id, customer_id=request.customer_id, store_id=request.store_id,
-                                k=request.k, exclude=request.exclude, filters=request.filters, intent=request.intent)
+                                k=request.k, exclude=request.exclude, filters=request.filters, intent=intent)
     timing = f"engine;dur={(time.perf_counter() - start) * 1e3:.3f}"
-    return json_bytes(signed(signer, answer, request.customer_id)), timing
+    body = json_bytes(signed(signer, answer, request.customer_id, placement))
+    if placement is not None and placement.arm is not None and experiments is not None:
+        experiments.count(str(placement.experiment), placement.arm)
+    return body, timing
 
 
-def signed(signer: AnswerSigner, answer: SubstituteList, customer_id: str | None) -> SubstituteList:
-    """``answer`` with its ``answer_id``: what feedback on it must bring back."""
+def place(experiments: Experiments | None, engine: SubstituteEngine,
+          request: SubstituteRequest | OrderSubstituteRequest) -> Placement | None:
+    """The experiment arm that answers ``request``; None outside any (all a request pays without experiments is
+    the check of ``active``)."""
+    if experiments is None or not experiments.active:
+        return None
+    return experiments.place(engine, request.customer_id, request.session_id, request.store_id, request.intent,
+                             ONLINE, time.time())
+
+
+def signed(signer: AnswerSigner, answer: SubstituteList, customer_id: str | None,
+           placement: Placement | None = None) -> SubstituteList:
+    """``answer`` with its ``answer_id``: what feedback on it must bring back; in an experiment's arm, labelled with
+    both, which the answer id signs too."""
+    experiment = arm = None
+    if placement is not None and placement.arm is not None:
+        experiment, arm = placement.experiment, placement.arm
     answer_id = signer.sign(answer.model_version, answer.item.item_id, customer_id, answer.store_id,
-                            [s.item_id for s in answer.substitutes], time.time())
-    return dataclasses.replace(answer, answer_id=answer_id)
+                            [s.item_id for s in answer.substitutes], time.time(), experiment, arm)
+    if experiment is None:
+        return dataclasses.replace(answer, answer_id=answer_id)
+    return dataclasses.replace(answer, answer_id=answer_id, experiment=experiment, arm=arm)
 
 
-def _query(engine: SubstituteEngine, signer: AnswerSigner, request: SubstituteRequest) -> Response:
+def _query(answering: Answering, request: SubstituteRequest) -> Response:
     try:
-        body, timing = answer_json(engine, signer, request)
+        body, timing = answer_json(answering.engine, answering.signer, request, answering.experiments)
     except (UnknownItemError, UnknownStoreError) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     return Response(body, media_type="application/json", headers={"server-timing": timing})
@@ -49,7 +77,7 @@ def _query(engine: SubstituteEngine, signer: AnswerSigner, request: SubstituteRe
 @router.post("/substitutes", response_model=SubstituteList, responses=_ERRORS)
 async def post_substitutes(request: SubstituteRequest, answering: AnsweringDep) -> Response:
     """Ranked substitutes for an unavailable item, for a customer at a store, with reasons."""
-    return _query(answering.engine, answering.signer, request)
+    return _query(answering, request)
 
 
 @router.post("/substitutes/batch", response_model=OrderSubstitutes, responses={
@@ -65,13 +93,19 @@ def post_order_substitutes(request: OrderSubstituteRequest, answering: Answering
     if too_costly is not None:
         raise too_costly
     engine, signer = answering.engine, answering.signer
+    placement = place(answering.experiments, engine, request)  # the whole order in one arm: one shopper
+    intent = request.intent
+    if placement is not None:
+        engine, intent = placement.engine, placement.intent
     try:
         answer = engine.order_substitutes(request.items, customer_id=request.customer_id, store_id=request.store_id,
                                           k=request.k, order=request.order, filters=request.filters,
-                                          intent=request.intent)
+                                          intent=intent)
     except UnknownStoreError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    lines = tuple(signed(signer, line, request.customer_id) for line in answer.lines)
+    lines = tuple(signed(signer, line, request.customer_id, placement) for line in answer.lines)
+    if placement is not None and placement.arm is not None and lines:
+        answering.experiments.count(str(placement.experiment), placement.arm, len(lines))
     return json_response(dataclasses.replace(answer, lines=lines))
 
 
@@ -80,12 +114,13 @@ async def get_substitutes(
     answering: AnsweringDep,
     item_id: Annotated[str, Path(min_length=1, max_length=256)],
     customer_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+    session_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     store_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
     exclude: Annotated[list[str] | None, Query(max_length=1000)] = None,
     intent: Annotated[Intent, Query()] = Intent.balanced,
 ) -> Response:
     """The same query as POST /v1/substitutes, without filters."""
-    request = SubstituteRequest(item_id=item_id, customer_id=customer_id, store_id=store_id, k=k,
-                                exclude=exclude or [], intent=intent)
-    return _query(answering.engine, answering.signer, request)
+    request = SubstituteRequest(item_id=item_id, customer_id=customer_id, session_id=session_id, store_id=store_id,
+                                k=k, exclude=exclude or [], intent=intent)
+    return _query(answering, request)

@@ -163,6 +163,9 @@ function renderAnswer(answer, state) {
   $("answer-intent").textContent = `intent ${answer.intent}`;
   $("answer-widened").hidden = !answer.widened;
   $("answer-metadata").hidden = !answer.metadata_based;
+  const rules = answer.rules_applied || [];
+  $("answer-rules").hidden = !rules.length;
+  $("answer-rules").textContent = `rules: ${rules.join(", ")}`;
   $("item-card").replaceChildren(...itemCard(answer));
   $("item-card").dataset.itemId = answer.item.item_id;
   $("substitute-count").textContent = `${answer.substitutes.length} of k = ${state.get("k") || 5}`;
@@ -237,6 +240,9 @@ function substituteCard(s, rank, answer) {
       ["size", size.join("")],
       ["price", [money(s.price), priceDifference ? el("span", {
         class: s.price_difference < 0 ? "ok" : s.price_difference > 0 ? "bad" : "muted" }, ` ${priceDifference}`) : null]],
+      ["you pay", s.shopper_price !== null && s.shopper_price !== s.price
+        ? el("span", { class: "ok shopper-price", title: "price protection: no more than the item ordered" },
+          money(s.shopper_price)) : null],
       ["unit price", unitPrice(s.unit_price, s.unit_price_per)],
       [`at ${answer.store_id}`, availabilityTag(s.availability, null)],
       ["bought before", s.bought_before ? `${s.bought_before}×` : null],

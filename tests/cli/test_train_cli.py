@@ -124,10 +124,10 @@ def test_file_urls_read_as_their_paths(synthetic_files: dict[str, Path], tmp_pat
     assert [s["rows_read"] for s in sources[:2]] == [len(pd.read_csv(files[name])) for name in ("catalog", "events")]
 
 
+@pytest.mark.spark
 def test_spark_gets_the_catalog_url_intact(synthetic_files: dict[str, Path], tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Up to the read: the session and the reading are recorded, not run (tests/training/test_spark.py reads)."""
-    pytest.importorskip("pyspark")
     import training.spark.reading
     import training.spark.session
 
@@ -138,7 +138,7 @@ def test_spark_gets_the_catalog_url_intact(synthetic_files: dict[str, Path], tmp
         given.update(data=data, catalog=catalog)
         raise DataValidationError("stopped before reading")
 
-    monkeypatch.setattr(training.spark.session, "spark_session", lambda master: object())
+    monkeypatch.setattr(training.spark.session, "spark_session", lambda master, **options: object())
     monkeypatch.setattr(training.spark.reading, "read_sources", read_sources)
     result = _train("--engine", "spark", "--data", "s3a://lake/events/", "--catalog", "s3a://lake/products.parquet",
                     "--out", tmp_path / "models")

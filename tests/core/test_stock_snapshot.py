@@ -254,4 +254,4 @@ def test_a_version_three_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -> 
     assert _everything(Inventory(open_state(_url(tmp_path)).stock)) == _everything(inventory)
     with sqlite3.connect(path) as check:
         assert check.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
-        assert SCHEMA_VERSION == 4
+        assert SCHEMA_VERSION >= 4

@@ -51,6 +51,18 @@ def test_api_survives_generated_requests(model_dir: Path, tmp_path: Path, mode: 
                         and isinstance(case.body, dict) and isinstance(case.body.get("items"), list):
                     # each item once (a repeated id is refused with 422 naming it, as it should be)
                     case.body["items"] = list({item["item_id"]: item for item in case.body["items"]}.values())
+                if mode is GenerationMode.POSITIVE and case.path == "/v1/admin/experiments" \
+                        and isinstance(case.body, dict):
+                    # an experiment the service can run: a generated version or intent does not exist, nor does a
+                    # stop before the start make sense (each refused with 422 naming it, as it should be)
+                    case.body.update(treatment="intent=discover", control="current")
+                    case.body.pop("stops_at", None)
+                if mode is GenerationMode.POSITIVE and case.path == "/v1/admin/rules" and isinstance(case.body, dict):
+                    # a rule the service can apply: a target that names an item (a pin needs one), no end before
+                    # its start (each refused with 422 naming the field, as it should be)
+                    target = case.body.get("target")
+                    case.body["target"] = {**(target if isinstance(target, dict) else {}), "item_id": "fuzzed-item"}
+                    case.body.pop("ends", None)
                 headers = {"Authorization": f"Bearer {TOKEN}"}
                 if mode is GenerationMode.NEGATIVE and "Authorization" not in (case.headers or {}):
                     headers = {}  # the case leaves the required key out on purpose: a 401 is the right answer

@@ -388,3 +388,25 @@ def test_openapi_documents_the_endpoints(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/substitutes", "/v1/substitutes/batch", "/v1/items/{item_id}/substitutes", "/v1/inventory",
             "/v1/admin/reload", "/healthz", "/readyz", "/metrics"} <= set(paths)
+
+
+def test_reasons_in_the_configured_locale_and_currency_with_price_protection(model_dir: Path, tmp_path: Path,
+                                                                             item_id: str) -> None:
+    settings = Settings(model_path=model_dir, admin_token=TOKEN, state_path=tmp_path / "state.sqlite3",
+                        locale="de", currency="EUR", price_protection=True)
+    with TestClient(create_app(settings), headers=AUTH) as client:
+        answer = client.post("/v1/substitutes", json={"item_id": item_id, "k": 10}).json()
+    x_price = answer["item"]["price"]
+    assert answer["substitutes"]
+    for s in answer["substitutes"]:
+        assert len(s["reason_codes"]) == len(s["reasons"]) and not any("$" in r for r in s["reasons"])
+        assert all(c.get("currency", "EUR") == "EUR" for c in s["reason_codes"])
+        assert s["shopper_price"] == min(s["price"], x_price)
+    assert "gleiche Art: " + answer["item"]["product_type"].lower() in answer["substitutes"][0]["reasons"]
+
+
+def test_an_unknown_locale_or_currency_stops_the_start_naming_the_setting() -> None:
+    with pytest.raises(ValueError, match="locale 'xx'"):
+        Settings(locale="xx")
+    with pytest.raises(ValueError, match="currency"):
+        Settings(currency="euro")

@@ -74,6 +74,9 @@ def test_a_snapshot_needs_a_write_key_and_replaces_the_stores_stock(client: Test
         sorted([kept, "not-in-the-model"]), [gone], True)
     assert inventory.state(store, gone).restock_eta is not None
     assert gone not in _offered(client, item, store)
+    # closed world: of the store's items only the one listed in stock is offered, and it says it was reported
+    after = client.post("/v1/substitutes", json={"item_id": item, "store_id": store, "k": 10}, headers=ADMIN).json()
+    assert [(s["item_id"], s["availability"]) for s in after["substitutes"]] == [(kept, "in_stock")]
     again = client.put(PATH, json={"store_id": store, "unlisted": "unchanged",
                                    "items": [{"item_id": gone, "in_stock": True}]}, headers=ADMIN)
     assert again.json() == {"store_id": store, "applied": 1, "unknown_items": 0, "unlisted": "unchanged"}

@@ -584,3 +584,37 @@ def test_a_snapshot_while_the_database_is_down_is_a_503_with_nothing_applied(
     assert not any(m.store_id == store for m in changes.snapshots)
     _wait_for(lambda: httpx.put(f"{replicas[0]}/v1/inventory/snapshot", headers=AUTH, json=snapshot,
                                 timeout=30).status_code == 200, 30)  # the retry the 503 asks for
+
+
+def test_a_rule_added_with_the_cli_reaches_every_replica_within_2_s(replicas: list[str], cluster: Cluster,
+                                                                    shared_models: Path) -> None:
+    """`recsys rules add` on the shared state: every replica applies it within 2 s (PostgreSQL announces the change);
+    `recsys rules remove`: every replica stops applying it within 2 s."""
+    (x,) = _popular(shared_models, 1)
+    name = f"pin-{uuid.uuid4().hex[:8]}"  # the cluster outlives one test: a rule of its own
+
+    def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "recsys.cli", "rules", *args, "--state", cluster.url],
+                              capture_output=True, text=True, timeout=60, input=stdin)
+
+    with httpx.Client(timeout=10, headers=AUTH) as client:
+        def first(base: str) -> tuple[str, list[str]]:
+            answer = client.post(f"{base}/v1/substitutes", json={"item_id": x, "k": 5}).json()
+            return answer["substitutes"][0]["item_id"], answer["rules_applied"]
+
+        second = client.post(f"{replicas[0]}/v1/substitutes", json={"item_id": x, "k": 5}).json()["substitutes"][1]
+        rule = {"name": name, "action": "pin", "scope": {"item_id": x}, "target": {"item_id": second["item_id"]}}
+        assert cli("add", "-", stdin=json.dumps(rule)).returncode == 0
+        added = time.monotonic()
+        pending = set(replicas)
+        while pending:
+            pending = {base for base in pending if first(base) != (second["item_id"], [name])}
+            assert time.monotonic() - added < 2.0, f"not applied after 2 s by {pending}"
+            time.sleep(0.02)
+        assert cli("remove", name).returncode == 0
+        removed = time.monotonic()
+        pending = set(replicas)
+        while pending:
+            pending = {base for base in pending if first(base)[1]}
+            assert time.monotonic() - removed < 2.0, f"still applied after 2 s by {pending}"
+            time.sleep(0.02)

@@ -11,7 +11,9 @@ from recsys import ArtifactError, Dataset, Intent, SubstituteEngine, TrainConfig
 from recsys.cli import app
 from recsys.domain.schema import PURCHASE_TYPES
 from recsys.model.registry import INTENT_METHODS
+from recsys.query.availability import EVERYTHING
 from training.evaluation import (
+    AVAILABILITY_MODES,
     BOUNDS,
     HIT_KS,
     INTENT_SPECIALISTS,
@@ -250,3 +252,25 @@ def test_partition_is_a_seeded_sample_and_its_complement(dataset: Dataset, befor
     assert pairs == sorted(zip(queries.customer.tolist(), queries.x.tolist(), [r.tolist() for r in queries.relevant],
                                strict=True))
     assert len(queries.partition(None, seed=4)[1]) == 0
+
+
+def test_availability_measures_ours_with_only_evidenced_items(dataset: Dataset, before_split: TrainResult,
+                                                              split: pd.Timestamp) -> None:
+    """--availability: ours offering every item is the main table's ours; at the switch basket's store (a store of
+    the data) and online only items with evidence are offered; the engine keeps the policy it had (here the
+    trainer's, which offers every item: the evidence is the service's default policy, whatever the engine's)."""
+    engine = SubstituteEngine.load(before_split.model_dir, policy=EVERYTHING)
+    served = engine.policy
+    result = evaluate(engine, dataset, split, max_queries=400, show_progress=False, availability=True)
+    assert engine.policy == served
+    assert list(result.availability) == list(AVAILABILITY_MODES)
+    every, online, at_store = (result.availability[mode] for mode in AVAILABILITY_MODES)
+    assert every["HR@3"] == round(result.metrics["ours"]["all"]["HR@3"], 5), "every item: the main table's ours"
+    assert at_store != every and online != every, "the evidence changes the answers"
+    assert all(0 <= v <= 1 for mode in (online, at_store) for v in mode.values())
+    queries = build_queries(dataset.events, engine, split).sample(400, 0)
+    stores = set(dataset.events["store_id"].dropna().astype(str))
+    assert queries.store is not None and set(queries.store.tolist()) <= stores | {"online"}
+    assert set(queries.store.tolist()) & stores, "switch baskets happen at real stores"
+    written = result.to_json()["availability"]
+    assert written == result.availability

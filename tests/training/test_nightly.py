@@ -1,16 +1,22 @@
-"""`recsys retrain`: the quality gate promotes an equally good model and refuses a deliberately worse one."""
+"""`recsys retrain`: the quality gate promotes an equally good model and refuses a deliberately worse one, judging
+on the purchases of a bounded customer sample."""
 
 import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from recsys import TrainConfig
+from recsys import Dataset, TrainConfig
 from recsys.cli import app
+from recsys.domain.schema import PURCHASE_TYPES
 from recsys.model.artifact import CURRENT
 from recsys.model.registry import HEADLINE_METRICS, current_version
+from tests.synthetic import TINY
+from training.nightly import GateConfig, gate_sample
+from training.nightly import retrain as run_retrain
 
 
 def worse(config: TrainConfig) -> TrainConfig:
@@ -80,3 +86,30 @@ def test_first_model_is_promoted_without_a_gate(rees46_path: Path, tmp_path: Pat
     assert result.exit_code == 0, result.output
     assert "no current model" in result.output
     assert current_version(models) == log(models)[0]["candidate"]
+
+
+def test_the_gate_reads_the_purchases_of_a_bounded_seeded_customer_sample(synthetic: Dataset) -> None:
+    events = synthetic.events
+    purchases = events[events["event_type"].isin(list(PURCHASE_TYPES))]
+    gate = GateConfig(max_customers=40)
+    sample = gate_sample(events, gate)
+    chosen = set(sample["customer_id"])
+    assert len(chosen) == 40 < purchases["customer_id"].nunique()
+    # every purchase of each customer drawn, and nothing else: their histories and switches are whole
+    pd.testing.assert_frame_equal(sample, purchases[purchases["customer_id"].isin(chosen)])
+    assert set(gate_sample(events, gate)["customer_id"]) == chosen
+    assert set(gate_sample(events, gate.model_copy(update={"seed": 1}))["customer_id"]) != chosen
+    pd.testing.assert_frame_equal(gate_sample(events, GateConfig()), purchases)  # fewer customers than the bound
+
+
+def test_the_gate_judges_on_at_most_its_bounds(synthetic: Dataset, synthetic_model_dir: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copytree(synthetic_model_dir, models / synthetic_model_dir.name)
+    (models / CURRENT).symlink_to(synthetic_model_dir.name)
+    gate = GateConfig(max_customers=60, max_queries=150, min_queries=1, max_drop=1.0)
+    result = run_retrain(synthetic, models, TINY, gate, show_progress=False)
+    assert result.promoted and result.sample_customers == 60
+    assert result.queries[result.candidate] == result.queries[synthetic_model_dir.name]
+    assert 0 < result.queries[result.candidate]["all"] <= 150
+    assert log(models)[0]["sample_customers"] == 60

@@ -5,8 +5,6 @@ sample for browse sessions) and on the synthetic retailer (browsing, stores and 
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +22,7 @@ from recsys.domain.schema import ValidationReport
 from recsys.model.data import GROUP_KEYS, contiguous_ranges
 from tests.synthetic import TINY
 from training.aggregates import Aggregates, aggregate
+from training.assortment import SalesEvidence
 from training.events import prepare_events as prepare_pandas_events
 from training.loaders import read_event_log
 from training.pipeline import fit_model, train
@@ -32,30 +31,22 @@ from training.selection import learn_ranker
 pytestmark = [pytest.mark.spark, pytest.mark.realdata,
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]  # pyspark on pandas 3
 
+# the session, ``spark``, is tests/training/conftest.py's: the trainer's own, on loopback with no UI
+
 #: a fixed "now" for both engines' future-timestamp check
 NOW = pd.Timestamp.now()
-
-
-@pytest.fixture(scope="session")
-def spark() -> Iterator[Any]:
-    """The one SparkSession of the test run: local[2], a small shuffle, no UI."""
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError:
-        pytest.fail("pyspark is not installed: pip install -e '.[spark]' (make test-spark does)")
-    warnings.filterwarnings("ignore", message="PySpark does not yet fully support", category=FutureWarning)
-    session = (SparkSession.builder.master("local[2]").appName("recsys-tests")
-               .config("spark.sql.shuffle.partitions", "8").config("spark.ui.enabled", "false")
-               .config("spark.driver.memory", "2g").config("spark.sql.session.timeZone", "UTC")
-               .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
 
 
 def _reference(dataset: Dataset, config: TrainConfig) -> Aggregates:
     """The pandas backend's aggregates of ``dataset``, as ``training.pipeline.fit_model`` computes them."""
     return aggregate(dataset, config)[0]
+
+
+def _canonical(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """A frame of sales evidence in one row order and one dtype per column, whichever engine computed it."""
+    types = {"store_id": str, "item": np.int64, "last_age": np.float64, "before_age": np.float64,
+             "holdout_lines": np.int64}
+    return frame.astype({c: t for c, t in types.items() if c in frame}).sort_values(keys).reset_index(drop=True)
 
 
 def _assert_same_aggregates(expected: Aggregates, computed: Aggregates, store_rtol: float) -> None:
@@ -71,6 +62,10 @@ def _assert_same_aggregates(expected: Aggregates, computed: Aggregates, store_rt
             pd.testing.assert_frame_equal(ours, theirs, rtol=1e-9, check_exact=False, check_index_type=False)
         elif isinstance(theirs, ValidationReport):
             assert ours.as_dict() == theirs.as_dict()
+        elif isinstance(theirs, SalesEvidence):
+            for frame, keys in (("per_store_item", ["store_id", "item"]), ("per_item", ["item"])):
+                pd.testing.assert_frame_equal(_canonical(getattr(ours, frame), keys),
+                                              _canonical(getattr(theirs, frame), keys), obj=f"{name}.{frame}")
         elif isinstance(theirs, pd.Index | np.ndarray):
             np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs), err_msg=name)
         else:

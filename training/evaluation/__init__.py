@@ -39,6 +39,7 @@ from training.evaluation.baselines import (
 from training.evaluation.metrics import CUTOFF, HIT_KS, margin_interval
 from training.evaluation.output import plot, write_json
 from training.evaluation.protocol import (
+    AVAILABILITY_MODES,
     BOUNDS,
     DEFAULT_SPLIT_WEEKS,
     INTENT_SPECIALISTS,
@@ -47,6 +48,7 @@ from training.evaluation.protocol import (
     SUBSETS,
     EvaluationResult,
     Specialist,
+    availability_price,
     check_no_leakage,
     default_split,
     evaluate,
@@ -54,7 +56,8 @@ from training.evaluation.protocol import (
     score_queries,
 )
 
-__all__ = ["BOUNDS", "CUTOFF", "DEFAULT_SPLIT_WEEKS", "HIT_KS", "INTENT_SPECIALISTS", "MARGIN_METRICS", "QUERY_TYPES",
-           "SUBSETS", "Baseline", "EvaluationResult", "RankFunction", "Specialist", "check_no_leakage",
-           "default_split", "discover_as_of", "engine_ranker", "evaluate", "future_trials", "intent_rankers",
+__all__ = ["AVAILABILITY_MODES", "BOUNDS", "CUTOFF", "DEFAULT_SPLIT_WEEKS", "HIT_KS", "INTENT_SPECIALISTS",
+           "MARGIN_METRICS", "QUERY_TYPES", "SUBSETS", "Baseline", "EvaluationResult", "RankFunction", "Specialist",
+           "availability_price", "check_no_leakage", "default_split", "discover_as_of", "engine_ranker", "evaluate",
+           "future_trials", "intent_rankers",
            "make_methods", "margin_interval", "plot", "score", "score_queries", "write_json"]

@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 
 from recsys.domain.schema import Dataset
-from recsys.domain.types import Intent
+from recsys.domain.types import AvailabilityPolicy, Intent
 from recsys.model.artifact import ArtifactError
 from recsys.model.registry import INTENT_METHODS
+from recsys.query.availability import EVERYTHING
 from recsys.query.engine import SubstituteEngine
+from recsys.state.inventory import ONLINE
 from training.evaluation.baselines import FuturePopularInGroup, RankFunction, future_trials, make_methods
 from training.evaluation.metrics import margin_interval, means, per_query_metrics
 from training.progress import progress_bar
@@ -27,6 +29,9 @@ MARGIN_METRICS: Final[tuple[str, ...]] = ("HR@1", "HR@3", "NDCG@10")
 #: reference rankings that read the test period (see the module's docstring): headroom, not competitors
 BOUNDS: Final[tuple[str, ...]] = ("future-popular-in-group", "oracle-switch")
 QUERY_TYPES: Final[tuple[str, ...]] = ("rebuy", "trial")
+#: how answers are checked against what stores have (see :func:`availability_price`): every item everywhere (what
+#: the main table measures), the online channel's evidence, and each query at its switch basket's store
+AVAILABILITY_MODES: Final[tuple[str, ...]] = ("every item", "online (chain evidence)", "at the basket's store")
 
 
 class Specialist(NamedTuple):
@@ -65,12 +70,15 @@ class EvaluationResult:
     query_types: dict[str, int] = field(default_factory=dict)  # how many queries of each of QUERY_TYPES
     # method or bound -> query type -> MARGIN_METRICS (on all of that type's Ys)
     by_query_type: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # AVAILABILITY_MODES -> ours' MARGIN_METRICS and HR@10 on all queries (empty unless asked for)
+    availability: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"split": self.split, "end": self.end, "model_version": self.model_version, "queries": self.queries,
                 "metrics": self.metrics, "margins": self.margins, "intent_margins": self.intent_margins,
                 "bounds": self.bounds,
-                "query_types": self.query_types, "by_query_type": self.by_query_type, "seconds": self.seconds}
+                "query_types": self.query_types, "by_query_type": self.by_query_type, "seconds": self.seconds,
+                **({"availability": self.availability} if self.availability else {})}
 
     def best_baseline(self, subset: str, metric: str) -> tuple[str, float]:
         ours = set(INTENT_METHODS.values())
@@ -89,9 +97,23 @@ def check_no_leakage(engine: SubstituteEngine, split: pd.Timestamp) -> None:
 
 
 def evaluate(engine: SubstituteEngine, dataset: Dataset, split: pd.Timestamp, *, max_queries: int | None = None,
-             seed: int = 0, show_progress: bool = True, end: pd.Timestamp | None = None) -> EvaluationResult:
+             seed: int = 0, show_progress: bool = True, end: pd.Timestamp | None = None,
+             availability: bool = False) -> EvaluationResult:
     """Run every method on the same switch queries (test period [split, end), to the data's end when ``end`` is
-    None) and compute the metrics on both subsets."""
+    None) and compute the metrics on both subsets. Every method may rank every item (the engine's
+    :data:`recsys.query.availability.EVERYTHING` policy for the run): this measures the ranking. ``availability``:
+    also measure what answering only with items a store is known to have costs (:func:`availability_price`)."""
+    served = engine.policy
+    engine.use_policy(EVERYTHING)
+    try:
+        return _evaluate(engine, dataset, split, max_queries=max_queries, seed=seed, show_progress=show_progress,
+                         end=end, availability=availability)
+    finally:
+        engine.use_policy(served)
+
+
+def _evaluate(engine: SubstituteEngine, dataset: Dataset, split: pd.Timestamp, *, max_queries: int | None,
+              seed: int, show_progress: bool, end: pd.Timestamp | None, availability: bool) -> EvaluationResult:
     check_no_leakage(engine, split)
     if end is not None and end <= split:
         raise ValueError(f"the test period's end {end} is not after the split {split}")
@@ -124,6 +146,37 @@ def evaluate(engine: SubstituteEngine, dataset: Dataset, split: pd.Timestamp, *,
                 metric: margin(INTENT_METHODS[intent], specialist.baseline, specialist.subset, metric)
                 for metric in MARGIN_METRICS}
     _add_headroom(result, engine, events, split, queries, per_query)
+    if availability:
+        result.availability = availability_price(engine, queries)
+    return result
+
+
+def availability_price(engine: SubstituteEngine, queries: Queries) -> dict[str, dict[str, float]]:
+    """Ours (balanced) on the same queries in each of :data:`AVAILABILITY_MODES`: every item everywhere; the
+    online channel's rules (items with evidence in the chain); and each query at its switch basket's store, with
+    that store's evidence (the store the shopper was in when they switched; the online channel when the basket
+    had none). Both with the service's default policy (no unknown items). No stock is known, so nothing is out of
+    stock: what is measured is the price of offering only items with evidence. Restores the engine's policy."""
+    served = engine.policy
+    stores = queries.store if queries.store is not None else np.full(len(queries), ONLINE, dtype=object)
+    modes = {AVAILABILITY_MODES[0]: (EVERYTHING, False), AVAILABILITY_MODES[1]: (AvailabilityPolicy(), False),
+             AVAILABILITY_MODES[2]: (AvailabilityPolicy(), True)}
+    result = {}
+    try:
+        for name, (policy, at_store) in modes.items():
+            engine.use_policy(policy)
+            ranked = []
+            for x, customer, store in zip(queries.x.tolist(), queries.customer.tolist(), stores.tolist(), strict=True):
+                cust = customer if customer >= 0 else None
+                where = store if at_store and engine.availability.knows(store) else ONLINE
+                candidates, features, _ = engine.candidates(x, cust, where)
+                top, _ = engine.select(x, candidates, features, 10)
+                ranked.append(candidates[top])
+            values = per_query_metrics(ranked, queries.relevant)
+            result[name] = {metric: round(float(values[metric].mean()), 5)
+                            for metric in (*MARGIN_METRICS, "HR@10")}
+    finally:
+        engine.use_policy(served)
     return result
 
 
