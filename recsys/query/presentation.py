@@ -23,6 +23,10 @@ from recsys.query.reasons import Messages
 _REASON_FEATURES: Final[np.ndarray] = np.array([
     Feature.brand_affinity, Feature.same_brand, Feature.own_accepted, Feature.accepted_instead,
     Feature.switched_to, Feature.bought_instead, Feature.viewed_together, Feature.own_history], dtype=np.int64)
+#: the reasons whose texts have no values
+_STATIC_REASONS: Final[tuple[str, ...]] = ("usual_brand", "same_brand", "store_brand", "accepted_before",
+                                          "accepted_instead", "bought_instead", "viewed_together", "same_price",
+                                          "new_in_catalog")
 #: thresholds above which a feature becomes a shopper-facing reason
 USUAL_BRAND_SHARE: Final[float] = 0.3
 BOUGHT_INSTEAD_MIN: Final[float] = 0.05
@@ -104,10 +108,13 @@ class Presenter:
         """Write reasons in ``messages``' locale and currency from now on; ``price_protection``: a substitute that
         costs more than X is sold at X's price (``shopper_price``, with a reason that says so)."""
         self.messages, self.price_protection = messages, price_protection
-        self._texts: dict[tuple[str, object, object], str] = {}  # (code, value, value) -> text
+        # the texts of the reasons without values, and a cache of those with values (answers repeat the common
+        # sizes and price differences): the answer's hot loop reads dictionaries, it formats nothing it has seen
+        self._static = {code: messages.text(code) for code in _STATIC_REASONS}
+        self._texts: dict[tuple[str, object, object], str] = {}
 
     def _text(self, code: str, first: object = None, second: object = None) -> str:
-        """A reason's text, cached: answers repeat the common sizes and price differences."""
+        """A reason's text with its values, cached."""
         key = (code, first, second)
         text = self._texts.get(key)
         if text is None:
@@ -122,10 +129,8 @@ class Presenter:
                 text = messages.text(code, product_type=str(first).lower())
             elif code == "bought_before":
                 text = messages.text(code, count=first)
-            elif code == "widened":
+            else:  # widened
                 text = messages.text(code, category=first, product_type=second)
-            else:
-                text = messages.text(code)
             if len(self._texts) < 65_536:
                 self._texts[key] = text
         return text
@@ -144,7 +149,8 @@ class Presenter:
         shown = self._shown
         _, _, x_family, x_log_size, x_size, _, x_cents, _, x_label = shown[x]
         x_private_label, x_type = target.private_label, target.product_type
-        currency, protect, text = self.messages.currency, self.price_protection, self._text
+        currency, protect, text, texts = self.messages.currency, self.price_protection, self._text, self._texts
+        static = self._static
         same_type = text("same_type", x_type)
         results = []
         # the features that become reasons come unpacked, in _REASON_FEATURES order (converting all 27 costs more)
@@ -161,43 +167,55 @@ class Presenter:
                 size_ratio = _size_ratio(log_ratio)
                 if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
                     size_difference = "same"
-                    reasons.append(text("same_size", label))
+                    reasons.append(texts.get(("same_size", label, None)) or text("same_size", label))
                     codes.append({"code": "same_size", "size": label})
                 else:
                     size_difference = _size_difference(size - x_size, family_name)
-                    reasons.append(text("other_size", label, x_label))
+                    reasons.append(texts.get(("other_size", label, x_label)) or text("other_size", label, x_label))
                     codes.append({"code": "other_size", "size": label, "item_size": x_label})
             usual_brand = personal and brand_share >= USUAL_BRAND_SHARE
-            flags = ["usual_brand" if usual_brand else "same_brand" if same_brand else None,
-                     "store_brand" if info.private_label and not x_private_label else None,
-                     "accepted_before" if own_accepted > 0 else None]
-            for flag in flags:
-                if flag is not None:
-                    reasons.append(text(flag))
-                    codes.append({"code": flag})
+            if usual_brand:
+                reasons.append(static["usual_brand"])
+                codes.append({"code": "usual_brand"})
+            elif same_brand:
+                reasons.append(static["same_brand"])
+                codes.append({"code": "same_brand"})
+            if info.private_label and not x_private_label:
+                reasons.append(static["store_brand"])
+                codes.append({"code": "store_brand"})
+            if own_accepted > 0:
+                reasons.append(static["accepted_before"])
+                codes.append({"code": "accepted_before"})
             if n:
                 reasons.append(text("bought_before", n))
                 codes.append({"code": "bought_before", "count": n})
-            for flag, value in (("accepted_instead", accepted), ("bought_instead", max(switched, bought_instead)),
-                                ("viewed_together", viewed)):
-                if value >= BOUGHT_INSTEAD_MIN:
-                    reasons.append(text(flag))
-                    codes.append({"code": flag})
+            if accepted >= BOUGHT_INSTEAD_MIN:
+                reasons.append(static["accepted_instead"])
+                codes.append({"code": "accepted_instead"})
+            if switched >= BOUGHT_INSTEAD_MIN or bought_instead >= BOUGHT_INSTEAD_MIN:
+                reasons.append(static["bought_instead"])
+                codes.append({"code": "bought_instead"})
+            if viewed >= BOUGHT_INSTEAD_MIN:
+                reasons.append(static["viewed_together"])
+                codes.append({"code": "viewed_together"})
             price_difference = shopper_price = None
             if cents is not None and x_cents is not None:
                 price_difference = (cents - x_cents) / 100  # the same float as round(price - x_price, 2)
-                difference = "cheaper" if cents < x_cents else "more_expensive" if cents > x_cents else "same_price"
-                amount = abs(cents - x_cents) / 100
-                reasons.append(text(difference, amount if cents != x_cents else None))
-                codes.append({"code": difference, "amount": amount, "currency": currency} if cents != x_cents
-                             else {"code": difference})
+                if cents == x_cents:
+                    reasons.append(static["same_price"])
+                    codes.append({"code": "same_price"})
+                else:
+                    difference = "cheaper" if cents < x_cents else "more_expensive"
+                    amount = abs(cents - x_cents) / 100
+                    reasons.append(texts.get((difference, amount, None)) or text(difference, amount))
+                    codes.append({"code": difference, "amount": amount, "currency": currency})
                 if protect:
                     shopper_price = min(cents, x_cents) / 100
                     if cents > x_cents:
                         reasons.append(text("price_protected", shopper_price))
                         codes.append({"code": "price_protected", "amount": shopper_price, "currency": currency})
             if cold:
-                reasons.append(text("new_in_catalog"))
+                reasons.append(static["new_in_catalog"])
                 codes.append({"code": "new_in_catalog"})
             if is_widened:
                 reasons.append(text("widened", info.category, x_type))

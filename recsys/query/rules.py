@@ -119,8 +119,10 @@ class RuleBook:
             self._pin_item.append(index_of.get(target.item_id, -1) if target.item_id is not None else -1)
         self._by_scope: dict[tuple[str, str], list[int]] = {}
         self._everywhere: list[int] = []
-        for n, rule in enumerate(self.rules):
-            scope = rule.scope.model_dump(exclude_none=True)
+        # each rule's scope as plain pairs, read per query (a pydantic dump per query costs microseconds)
+        self._scopes = [tuple(rule.scope.model_dump(exclude_none=True).items()) for rule in self.rules]
+        for n, scope_pairs in enumerate(self._scopes):
+            scope = dict(scope_pairs)
             if not scope:
                 self._everywhere.append(n)
             else:
@@ -147,8 +149,7 @@ class RuleBook:
         touched: list[str] = []
         for n in sorted(set(maybe)):
             rule = self.rules[n]
-            if not rule.active(now) or any(x_fields.get(f) != v for f, v in rule.scope.model_dump(exclude_none=True)
-                                           .items()):
+            if not rule.active(now) or any(x_fields.get(field) != value for field, value in self._scopes[n]):
                 continue
             if rule.action == "pin":
                 pins.append((rule.name, self._pin_item[n]))

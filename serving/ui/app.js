@@ -173,6 +173,11 @@ function renderAnswer(answer, state) {
     ? answer.substitutes.map((s, rank) => substituteCard(s, rank + 1, answer))
     : [el("p", { class: "muted" }, "No substitute passes the rules and the score cut-off.")]));
   $("answer").hidden = false;
+  if ($("rules").hidden) {
+    $("rules").hidden = false;
+    loadRules();
+  }
+  if (!$("rule-body").value) $("rule-body").value = exampleRule(answer);
   updateAdmin();
 }
 
@@ -317,6 +322,62 @@ function token() {
   return $("token").value.trim();
 }
 
+// ---- merchandising rules ---------------------------------------------------------------------------------
+async function loadRules() {
+  const list = $("rule-list");
+  if (!token()) {
+    list.replaceChildren(el("li", { class: "muted" }, "enter the admin token to see and change the rules"));
+    return;
+  }
+  try {
+    const rules = await api("/v1/admin/rules", { scope: "admin" });
+    list.replaceChildren(...(rules.length ? rules.map((rule) => el("li", { dataset: { rule: rule.name } },
+      el("code", {}, JSON.stringify(rule)), " ",
+      el("button", { type: "button", class: "admin-action rule-remove", onclick: () => removeRule(rule.name) },
+        "remove"))) : [el("li", { class: "muted" }, "no rules")]));
+  } catch (error) {
+    list.replaceChildren(el("li", { class: "bad" }, error.message));
+  }
+  updateAdmin();
+}
+
+function exampleRule(answer) {
+  const first = answer.substitutes[0];
+  if (!first) return "";
+  return JSON.stringify({ name: `review-block-${first.brand}`.replace(/[^A-Za-z0-9_.:-]/g, "-").slice(0, 100),
+    action: "block", scope: { category: answer.item.category }, target: { brand: first.brand } });
+}
+
+async function addRule() {
+  let rule;
+  try {
+    rule = JSON.parse($("rule-body").value);
+  } catch (error) {
+    return say(`The rule is not JSON: ${error.message}`, "error");
+  }
+  try {
+    await api("/v1/admin/rules", { method: "POST", body: rule, scope: "admin" });
+  } catch (error) {
+    return say(`Rule refused: ${error.message}`, "error");
+  }
+  await loadRules();
+  await loadAnswer();
+  say(`Rule ${rule.name} added.`, "done");
+  bump("rules");
+}
+
+async function removeRule(name) {
+  try {
+    await api(`/v1/admin/rules/${encodeURIComponent(name)}`, { method: "DELETE", as: "text", scope: "admin" });
+  } catch (error) {
+    return say(`Rule not removed: ${error.message}`, "error");
+  }
+  await loadRules();
+  await loadAnswer();
+  say(`Rule ${name} removed.`, "done");
+  bump("rules");
+}
+
 function updateAdmin() {
   const hasToken = Boolean(token());
   for (const button of document.querySelectorAll(".admin-action")) {
@@ -388,6 +449,7 @@ document.addEventListener("DOMContentLoaded", () => {
     // kept for this tab only (sessionStorage), never in the URL; sent with every call from now on
     storeApiKey(token());
     updateAdmin();
+    if (!$("rules").hidden) loadRules();
   });
   $("search-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -412,6 +474,7 @@ document.addEventListener("DOMContentLoaded", () => {
     loadProfile();
   });
   window.addEventListener("popstate", load);
+  $("rule-add").addEventListener("click", addRule);
   updateAdmin();
   showModelVersion();
   load();

@@ -9,6 +9,7 @@ RECSYS_UI_SCREENSHOT=PATH to save a screenshot of the main view (docs/images/rev
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import tempfile
@@ -443,3 +444,31 @@ def save_screenshot(driver: WebDriver, path: Path) -> None:
         "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def test_an_admin_adds_a_rule_sees_the_answer_change_and_removes_it(browser: WebDriver, base_url: str, scene: Scene,
+                                                                   reviewer_key: str) -> None:
+    """The rules panel: the example rule (block the first substitute's brand in X's category) added with the
+    token changes the answer on the page as it does through the API; removing it brings the answer back."""
+    open_page(browser, view_url(base_url, item=scene.item_id), reviewer_key)
+    before = api_answer(base_url, scene.item_id)
+    brand = before["substitutes"][0]["brand"]
+    fill(browser, "token", TOKEN)
+    rule = json.loads(browser.find_element(By.ID, "rule-body").get_attribute("value"))
+    assert rule["action"] == "block" and rule["target"] == {"brand": brand}
+    try:
+        changes = counter(browser, "rules")
+        browser.find_element(By.ID, "rule-add").click()
+        wait_for(browser, "rules", changes)
+        blocked = api_answer(base_url, scene.item_id)
+        assert brand not in {s["brand"] for s in blocked["substitutes"]} and blocked["rules_applied"] == [rule["name"]]
+        WebDriverWait(browser, WAIT_S).until(lambda d: card_ids(d) == ids(blocked))
+        assert rule["name"] in browser.find_element(By.ID, "answer-rules").text
+        assert browser.find_elements(By.CSS_SELECTOR, f'#rule-list li[data-rule="{rule["name"]}"]')
+        changes = counter(browser, "rules")
+        browser.find_element(By.CSS_SELECTOR, f'#rule-list li[data-rule="{rule["name"]}"] .rule-remove').click()
+        wait_for(browser, "rules", changes)
+        WebDriverWait(browser, WAIT_S).until(lambda d: card_ids(d) == ids(before))
+        assert not browser.find_element(By.ID, "answer-rules").is_displayed()
+    finally:  # the server is shared by the module's tests: never leave the rule behind
+        httpx.delete(f"{base_url}/v1/admin/rules/{rule['name']}", headers=ADMIN)

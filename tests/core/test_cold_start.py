@@ -3,6 +3,7 @@ every other answer unchanged."""
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
@@ -13,7 +14,9 @@ from recsys.cli import app
 def test_new_items_get_and_give_substitutes_without_retraining(model_dir: Path, tmp_path: Path) -> None:
     old = SubstituteEngine.load(model_dir)
     items = old.model.items
-    warm = items[items["n_customers"] > 0]
+    blocked = old.availability.blocked("online")
+    offered = np.ones(len(items), dtype=bool) if blocked is None else ~blocked
+    warm = items[(items["n_customers"] > 0).to_numpy() & offered]  # sold, and recently enough to be offered
     sizes = warm.groupby(["department", "category", "product_type"])["item_id"].transform("size")
     template = warm[(sizes >= 5) & (sizes <= 15) & warm["price"].notna()].iloc[0]
     new_rows = pd.DataFrame([

@@ -1,0 +1,308 @@
+"""`recsys train --engine spark` on a real Spark standalone cluster (marker ``spark``): a master and two workers
+started from pyspark's own distribution, on loopback only, each worker with 1 core and 1 GB. The model the cluster
+trains answers as the local-mode model of the same data; the executors run Spark SQL only, with no Python at all (a
+Python UDF or a Python RDD would fail: the executors' Python is a program that does not exist) and no access to the
+project (the workers run outside the repository, without PYTHONPATH). The nightly path runs on the cluster too:
+`recsys validate`, then `recsys retrain --engine spark` promoting a candidate as good as `current` and refusing a
+worse one with `current` untouched.
+
+The cluster's drivers are `recsys` subprocesses: a driver's master is fixed when its JVM starts, and the test run's
+local-mode session (tests/training/conftest.py) may already be running in this process."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from recsys.cli import app
+from recsys.cli.common import ExitStatus
+from recsys.model.artifact import CURRENT, read_manifest
+from recsys.model.registry import current_version
+from tests.synthetic import TINY
+from tests.training.test_spark import _assert_same_matrix
+from tests.training.test_spark_nightly import _listening
+
+pytestmark = [pytest.mark.spark, pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
+
+LOOPBACK = "127.0.0.1"
+WORKERS = 2
+#: the ranker off, as in the nightly tests: its inner model would be a second Spark training on 2 shared cores
+NO_RANKER = TINY.model_copy(update={"ranker": TINY.ranker.model_copy(update={"enabled": False})})
+#: what the executors would start for a Python UDF or a Python RDD: nothing, so any Python on them fails the run
+NO_PYTHON = "/nonexistent/executors-run-no-python"
+#: seconds the master and both workers get to start and register (JVM start-up on 2 busy cores)
+STARTUP_SECONDS = 90
+
+
+@dataclass(frozen=True)
+class Cluster:
+    master_url: str
+    web_url: str
+    worker_dirs: list[Path]
+    pids: list[int]
+
+    def state(self) -> dict[str, Any]:
+        """The master's own JSON view: its workers, running and completed applications."""
+        with urllib.request.urlopen(f"{self.web_url}/json/", timeout=5) as response:
+            state: dict[str, Any] = json.loads(response.read())
+        return state
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def _daemon_env(root: Path) -> dict[str, str]:
+    """A daemon's environment: loopback only, private directories, small JVMs, and no way to the project's code."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("PYSPARK", "SPARK"))}
+    env.pop("PYTHONPATH", None)
+    for name, folder in (("SPARK_LOG_DIR", "logs"), ("SPARK_WORKER_DIR", "work"), ("SPARK_LOCAL_DIRS", "local"),
+                         ("SPARK_CONF_DIR", "conf")):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        env[name] = str(root / folder)
+    # SPARK_LOCAL_IP binds the RPC endpoints and the web UI (Spark's WebUI listens on it) to loopback
+    env.update(SPARK_LOCAL_IP=LOOPBACK, SPARK_DAEMON_MEMORY="256m", SPARK_NO_DAEMONIZE="1")
+    return env
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Each daemon by its process id: SIGTERM (a worker then kills its executors), SIGKILL after 20 s."""
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in reversed(processes):
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A standalone master and two workers (1 core, 1 GB each) on free loopback ports, stopped by PID at the end."""
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    spark_class = str(spark_home / "bin" / "spark-class")
+    root = tmp_path_factory.mktemp("spark-cluster")
+    master_port, master_web = _free_port(), _free_port()
+    master_url, web_url = f"spark://{LOOPBACK}:{master_port}", f"http://{LOOPBACK}:{master_web}"
+    processes: list[subprocess.Popen[bytes]] = []
+    worker_dirs = [root / f"worker-{index}" / "work" for index in range(WORKERS)]
+
+    def start(name: str, *arguments: str) -> None:
+        home = root / name
+        env = _daemon_env(home) | {"SPARK_HOME": str(spark_home)}
+        with (home / "logs" / "stdout.log").open("wb") as log:
+            processes.append(subprocess.Popen([spark_class, *arguments], env=env, cwd=home, stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True))
+
+    def logs() -> str:
+        return "\n".join(f"--- {path}\n{path.read_text(errors='replace')[-3000:]}"
+                         for path in sorted(root.glob("*/logs/*")) if path.is_file())
+
+    try:
+        start("master", "org.apache.spark.deploy.master.Master", "--host", LOOPBACK, "--port", str(master_port),
+              "--webui-port", str(master_web))
+        for index in range(WORKERS):
+            start(f"worker-{index}", "org.apache.spark.deploy.worker.Worker", master_url, "--host", LOOPBACK,
+                  "--port", str(_free_port()), "--webui-port", str(_free_port()), "--cores", "1", "--memory", "1g",
+                  "--work-dir", str(worker_dirs[index]))
+        found = Cluster(master_url, web_url, worker_dirs, [process.pid for process in processes])
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            try:
+                alive = [w for w in found.state().get("workers", []) if w.get("state") == "ALIVE"]
+            except OSError:
+                alive = []
+            if len(alive) == WORKERS:
+                break
+            assert all(process.poll() is None for process in processes), f"a daemon exited\n{logs()}"
+            assert time.monotonic() < deadline, f"{len(alive)} of {WORKERS} workers registered\n{logs()}"
+            time.sleep(1)
+        yield found
+    finally:
+        _stop(processes)
+
+
+def _driver_env() -> dict[str, str]:
+    """A ``recsys`` driver's environment: on loopback with no UI, and executors that cannot start Python."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("PYSPARK", "SPARK"))}
+    # one try per task: the Python probe fails at once instead of four times
+    submit = ["--conf", "spark.ui.enabled=false", "--conf", "spark.executor.memory=512m", "--conf",
+              "spark.sql.shuffle.partitions=8", "--conf", "spark.task.maxFailures=1", "pyspark-shell"]
+    return env | {"SPARK_LOCAL_IP": LOOPBACK, "PYSPARK_SUBMIT_ARGS": " ".join(submit), "PYSPARK_PYTHON": NO_PYTHON}
+
+
+#: a Spark driver that runs ``recsys`` command lines (JSON, argv[1]) one after the other on one session, then
+#: (argv[2] "probe") asks the executors for Python, to show that they would have failed had the commands asked
+_DRIVER = """
+import json, sys
+from typer.testing import CliRunner
+from recsys.cli import app
+runs = [CliRunner().invoke(app, command) for command in json.loads(sys.argv[1])]
+results = [{"exit_code": run.exit_code, "stdout": run.stdout, "stderr": run.stderr} for run in runs]
+if sys.argv[2:] == ["probe"]:
+    from pyspark.sql import SparkSession
+    try:
+        SparkSession.getActiveSession().sparkContext.parallelize([1, 2], 2).map(lambda x: x).count()
+        results.append({"exit_code": 0, "stdout": "", "stderr": ""})
+    except Exception as exc:
+        results.append({"exit_code": 1, "stdout": "", "stderr": str(exc)[:3000]})
+print(json.dumps(results))
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def _recsys_on(cluster: Cluster, *commands: list[str], cwd: Path, probe: bool = False) -> list[Run]:
+    """``recsys`` command lines in a process of their own, the Spark driver of one application on ``cluster``
+    (one driver JVM and one executor per worker for them all, as start-up is most of their time on 2 cores).
+    ``probe``: one more run, a Python RDD on the same executors (exit code 1 and Spark's error when it failed)."""
+    on_cluster = [[*command, "--engine", "spark", "--spark-master", cluster.master_url, "--no-progress"]
+                  for command in commands]
+    result = subprocess.run([sys.executable, "-c", _DRIVER, json.dumps(on_cluster), *(["probe"] if probe else [])],
+                            env=_driver_env(), cwd=cwd, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return [Run(**run) for run in json.loads(result.stdout.strip().splitlines()[-1])]
+
+
+def _inputs(files: dict[str, Path]) -> list[str]:
+    return ["--data", str(files["events"]), "--catalog", str(files["catalog"]), "--mapping", str(files["mapping"])]
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("spark-cluster-config") / "config.json"
+    path.write_text(NO_RANKER.model_dump_json())
+    return path
+
+
+@pytest.fixture(scope="module")
+def cluster_model(cluster: Cluster, synthetic_files: dict[str, Path], config_file: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic retailer trained by ``recsys train`` with the cluster as its master: the models directory."""
+    root = tmp_path_factory.mktemp("spark-cluster-train")
+    result, python_probe = _recsys_on(cluster, ["train", *_inputs(synthetic_files), "--config", str(config_file),
+                                                "--out", str(root / "models")], cwd=root, probe=True)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    # the control: the same executors, asked for Python, fail: the training above asked them for none
+    assert python_probe.exit_code == 1 and NO_PYTHON in python_probe.stderr, python_probe.stderr
+    assert Path(result.stdout.strip().splitlines()[-1]).resolve() == (root / "models" / CURRENT).resolve()
+    return root / "models"
+
+
+@pytest.fixture(scope="module")
+def local_model(spark: Any, synthetic_files: dict[str, Path], config_file: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same data and configuration trained in local mode, on the test run's session."""
+    out = tmp_path_factory.mktemp("spark-local-train") / "models"
+    result = CliRunner().invoke(app, ["train", "--engine", "spark", "--spark-master", "local[2]",
+                                      *_inputs(synthetic_files), "--config", str(config_file), "--out", str(out),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_the_cluster_listens_on_loopback_only(cluster: Cluster) -> None:
+    state = cluster.state()
+    assert state["status"] == "ALIVE" and len(state["workers"]) == WORKERS
+    assert all(worker["cores"] == 1 and worker["memory"] == 1024 for worker in state["workers"])
+    if not Path("/proc/self/net/tcp").exists():
+        pytest.skip("reads the sockets from Linux's /proc")
+    for pid in cluster.pids:
+        addresses = _listening(pid)
+        assert len(addresses) >= 2, pid  # RPC and web UI at least
+        for address in addresses:
+            mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+            assert address.is_loopback or (mapped is not None and mapped.is_loopback), (pid, address)
+
+
+def test_the_cluster_trains_the_local_mode_model(cluster: Cluster, cluster_model: Path, local_model: Path) -> None:
+    from recsys import SubstituteEngine
+    from recsys.model.data import ModelData
+
+    # the application ran on the cluster, an executor on each worker (that they needed no Python: cluster_model)
+    application = min((app for app in cluster.state()["completedapps"] if app["name"] == "recsys-train"),
+                      key=lambda app: app["starttime"])  # the training: the nightly's application comes later
+    assert application["state"] == "FINISHED"
+    for work in cluster.worker_dirs:
+        (executor_dir,) = [path for path in (work / application["id"]).iterdir() if path.is_dir()]
+        assert (executor_dir / "stderr").is_file()
+
+    ours, theirs = read_manifest(cluster_model / CURRENT), read_manifest(local_model / CURRENT)
+    assert ours.engine == theirs.engine == "spark"
+    # the events were read by the executors, the catalog by the driver: both sides saw the same files
+    assert ours.counts == theirs.counts
+    assert [s.model_dump() for s in ours.sources] == [s.model_dump() for s in theirs.sources]
+    cluster_data, local_data = ModelData.load(cluster_model / CURRENT), ModelData.load(local_model / CURRENT)
+    pd.testing.assert_frame_equal(cluster_data.items, local_data.items, rtol=1e-9, check_exact=False)
+    for name in ("bought_instead", "switched_to", "tried", "viewed_together", "customer_weight", "customer_count"):
+        _assert_same_matrix(getattr(local_data, name), getattr(cluster_data, name))
+
+    # what `recsys serve` answers: the same substitutes, in the same order, for a sample of items and customers
+    on_cluster, in_local_mode = SubstituteEngine.load(cluster_model / CURRENT), SubstituteEngine.load(
+        local_model / CURRENT)
+    items = local_data.items["item_id"].astype(str)
+    customers: list[str | None] = [None, *local_data.customers.astype(str)[:5]]
+    answered = 0
+    for item in items.iloc[:: max(1, len(items) // 40)]:
+        for customer in customers:
+            expected = [(s.item_id, round(s.score, 5)) for s in in_local_mode.substitutes(item, customer, k=5)]
+            assert [(s.item_id, round(s.score, 5)) for s in on_cluster.substitutes(item, customer, k=5)] == expected
+            answered += bool(expected)
+    assert answered >= 100
+
+
+def test_the_nightly_runs_on_the_cluster(cluster: Cluster, local_model: Path, synthetic_files: dict[str, Path],
+                                         config_file: Path, tmp_path: Path) -> None:
+    validated = CliRunner().invoke(app, ["validate", *_inputs(synthetic_files), "--config", str(config_file)])
+    assert validated.exit_code == 0, validated.output
+
+    models = tmp_path / "models"
+    shutil.copytree(local_model, models, symlinks=True)
+    before = current_version(models)
+    # a worse candidate (2-dimensional embeddings, one ALS pass, 10 candidates) behind the same gate
+    worse = tmp_path / "worse.json"
+    worse.write_text(NO_RANKER.model_copy(update={
+        "als": NO_RANKER.als.model_copy(update={"factors": 2, "iterations": 1}), "max_candidates": 10,
+    }).model_dump_json())
+    retrain = ["retrain", *_inputs(synthetic_files), "--models", str(models), "--config"]
+    promoted, refused = _recsys_on(cluster, [*retrain, str(config_file)], [*retrain, str(worse)], cwd=tmp_path)
+    assert promoted.exit_code == 0, promoted.stdout + promoted.stderr
+    candidate = promoted.stdout.strip().splitlines()[-1]
+    assert Path(candidate).name != before and read_manifest(Path(candidate)).engine == "spark"
+    assert refused.exit_code == ExitStatus.refused, refused.stdout + refused.stderr
+    assert "refused: " in refused.stderr
+    # the refusal moved nothing: `current` is still the promoted candidate, whose files the gate did not touch
+    assert current_version(models) == Path(candidate).name
+    assert (models / CURRENT).resolve() == Path(candidate).resolve()
+    read_manifest(models / CURRENT)  # every checksum verified
+    first, second = [json.loads(line) for line in (models / "retrain.jsonl").read_text().splitlines()]
+    assert first["promoted"] is True and first["current"] == before
+    assert second["promoted"] is False and second["current"] == Path(candidate).name != second["candidate"]
+    assert read_manifest(models / second["candidate"]).engine == "spark"
