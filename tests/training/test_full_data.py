@@ -37,5 +37,7 @@ def test_full_complete_journey(tmp_path: Path) -> None:
         full += len(answer) == 10
         lengths.append(len(answer))
     # popular items sit in well-stocked groups: most get a full list; the score cut-off (no padding) may
-    # leave fewer where a group has few good candidates, but never none
-    assert full >= 160 and min(lengths) >= 1
+    # leave fewer where a group has few good candidates, but never none. Store "s" is known by its reports only,
+    # so it offers what sold in the chain in the last 91 days: 145 of the 200 were full on 2026-12-06 (before
+    # answers offered only items with evidence, when every unreported item counted as in stock: at least 160)
+    assert full >= 140 and min(lengths) >= 1
