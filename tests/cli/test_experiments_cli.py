@@ -5,7 +5,6 @@ naming the option; `stop --promote` promotes a model-version treatment only on a
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -15,13 +14,12 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from recsys.cli import app
-from recsys.model.artifact import CURRENT, MANIFEST
+from recsys.model.artifact import CURRENT
 from recsys.state.answers import SECRET_NAME, AnswerSigner
 from recsys.state.experiments import CONTROL, TREATMENT
 from recsys.state.feedback import Feedback
 from recsys.state.store import open_state
-
-SECOND = "29990101T000000000000Z"
+from tests.serving.test_experiments import SECOND, models_with_a_second_version
 
 
 def _experiments(*args: str) -> Result:
@@ -31,15 +29,7 @@ def _experiments(*args: str) -> Result:
 
 @pytest.fixture()
 def models(model_dir: Path, tmp_path: Path) -> Path:
-    models = tmp_path / "models"
-    models.mkdir()
-    shutil.copytree(model_dir, models / model_dir.name)
-    (models / CURRENT).symlink_to(model_dir.name)
-    shutil.copytree(model_dir, models / SECOND)
-    manifest = json.loads((models / SECOND / MANIFEST).read_text())
-    manifest["version"] = SECOND
-    (models / SECOND / MANIFEST).write_text(json.dumps(manifest))
-    return models
+    return models_with_a_second_version(model_dir, tmp_path / "models")
 
 
 def _decide(state_url: str, name: str, rates: dict[str, float], per_arm: int, seed: int = 0) -> None:

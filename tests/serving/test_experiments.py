@@ -42,10 +42,9 @@ def _eventually(check: Callable[[], T], within_s: float, what: str) -> T:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def models(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models directory with the session model current and a copy of it under another version beside it."""
-    models = tmp_path_factory.mktemp("experiment-models")
+def models_with_a_second_version(model_dir: Path, models: Path) -> Path:
+    """``models`` holding the session model as current and a copy of it under the version SECOND beside it."""
+    models.mkdir(exist_ok=True)
     shutil.copytree(model_dir, models / model_dir.name)
     (models / CURRENT).symlink_to(model_dir.name)
     shutil.copytree(model_dir, models / SECOND)
@@ -53,6 +52,11 @@ def models(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     manifest["version"] = SECOND
     (models / SECOND / MANIFEST).write_text(json.dumps(manifest))
     return models
+
+
+@pytest.fixture(scope="module")
+def models(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return models_with_a_second_version(model_dir, tmp_path_factory.mktemp("experiment-models"))
 
 
 def _replica(models: Path, state: Path) -> TestClient:
