@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         Substitute,
         SubstituteFilters,
         SubstituteList,
+        UnknownAttributeError,
         UnknownCustomerError,
         UnknownIntentError,
         UnknownItemError,
@@ -47,8 +48,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["PackageSize", "parse_package_size"], "recsys.domain.sizes"),
     **dict.fromkeys(["AvailabilityPolicy", "BrandShare", "CategoryPreference", "CustomerProfile", "Intent",
                      "ItemInfo", "ItemMatches", "OrderSubstitutes", "PriceBand", "Substitute", "SubstituteFilters",
-                     "SubstituteList",
-                     "UnknownCustomerError", "UnknownIntentError", "UnknownItemError", "UnknownStoreError", "Variant"],
+                     "SubstituteList", "UnknownAttributeError", "UnknownCustomerError", "UnknownIntentError",
+                     "UnknownItemError", "UnknownStoreError", "Variant"],
                     "recsys.domain.types"),
 }
 
@@ -88,6 +89,7 @@ __all__ = [
     "SubstituteFilters",
     "SubstituteList",
     "TrainConfig",
+    "UnknownAttributeError",
     "UnknownCustomerError",
     "UnknownIntentError",
     "UnknownItemError",

@@ -17,6 +17,7 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from recsys import SubstituteEngine
 from recsys.domain.types import Intent
@@ -42,6 +43,14 @@ class Placement:
     intent: Intent
     experiment: str | None
     arm: str | None
+
+
+class Served(NamedTuple):
+    """What this process served per (experiment, arm) since the follower last took it: answers (each batch line is
+    one) and whole orders (batch answers)."""
+
+    answers: dict[tuple[str, str], int]
+    orders: dict[tuple[str, str], int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +81,7 @@ class Experiments:
         self.active: tuple[_Running, ...] = ()  # not ended when last read; empty: the request path skips it all
         self._engines: dict[str, SubstituteEngine] = {}  # arm models by version
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._orders: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
 
     def replace(self, experiments: list[Experiment], now: datetime | None = None) -> None:
@@ -128,17 +138,22 @@ class Experiments:
             return Placement(engine, answer_intent, running.name, arm_name)
         return None
 
-    def count(self, experiment: str, arm: str, answers: int = 1) -> None:
+    def count(self, experiment: str, arm: str, answers: int = 1, orders: int = 0) -> None:
+        """Count answers served in an arm (each batch line is one), and whole orders (a batch answer is one)."""
         with self._lock:
             self._counts[experiment, arm] += answers
+            if orders:
+                self._orders[experiment, arm] += orders
 
-    def take_counts(self) -> dict[tuple[str, str], int]:
-        """The answers counted since the last take (the follower adds them to the state)."""
+    def take_counts(self) -> Served:
+        """The answers and orders counted since the last take (the follower adds them to the state)."""
         with self._lock:
-            counts, self._counts = dict(self._counts), Counter()
-        return counts
+            served = Served(dict(self._counts), dict(self._orders))
+            self._counts, self._orders = Counter(), Counter()
+        return served
 
-    def give_back_counts(self, counts: dict[tuple[str, str], int]) -> None:
+    def give_back_counts(self, served: Served) -> None:
         """Counts the state could not take: added again to the next take."""
         with self._lock:
-            self._counts.update(counts)
+            self._counts.update(served.answers)
+            self._orders.update(served.orders)

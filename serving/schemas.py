@@ -240,6 +240,13 @@ class ArmOut(BaseModel):
     first_acceptance: float | None = Field(description="first_accepted / decided")
     accepted_price_difference: float | None = Field(
         description="mean price of the accepted substitutes minus the unavailable item's")
+    orders: int = Field(description="whole orders served in this arm: batch answers (counted by every replica)")
+    orders_decided: int = Field(description="orders with at least one decided line")
+    orders_substituted: int = Field(
+        description="decided orders in which every decided line took a shown substitute")
+    order_substitution_rate: float | None = Field(description="orders_substituted / orders_decided")
+    order_substitution_ci95: list[float] | None = Field(
+        description="95% Wilson interval of the order substitution rate (this arm alone)")
 
 
 class ExperimentReportOut(ExperimentOut):

@@ -182,12 +182,12 @@ class StateSync:
 
     def _add_answers(self) -> None:
         experiments = self.service.experiments
-        counts = experiments.take_counts()
-        if counts:
+        served = experiments.take_counts()
+        if served.answers or served.orders:
             try:
-                self.store.experiments.add_answers(counts)
+                self.store.experiments.add_answers(served.answers, served.orders)
             except BaseException:
-                experiments.give_back_counts(counts)  # counted at the next cycle instead
+                experiments.give_back_counts(served)  # counted at the next cycle instead
                 raise
 
     def _arm_loaded(self, version: str, future: Future[SubstituteEngine]) -> None:

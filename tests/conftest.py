@@ -26,10 +26,12 @@ import pytest  # noqa: E402
 
 from recsys import Dataset, SubstituteEngine, TrainConfig  # noqa: E402
 from tests.synthetic import TINY, synthetic_retailer, write_files  # noqa: E402
-from training.loaders import load_completejourney  # noqa: E402
+from training.loaders import DataMapping, load_completejourney  # noqa: E402
 from training.pipeline import TrainResult, train  # noqa: E402
 
 REES46 = Path(__file__).resolve().parent / "data" / "rees46" / "events-2019-oct-sample.csv"
+#: the example mapping that derives catalog attributes from The Complete Journey's product types
+CJ_MAPPING = Path(__file__).resolve().parents[1] / "docs" / "mappings" / "completejourney.toml"
 HOUSEHOLDS = 300
 SYNTHETIC, COMPLETE_JOURNEY = "synthetic", "cj"
 
@@ -55,8 +57,9 @@ def synthetic_files(synthetic: Dataset, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture(scope="session")
 def cj_small() -> Dataset:
-    """A seeded sample of real Complete Journey households."""
-    return load_completejourney(households=HOUSEHOLDS, seed=0)
+    """A seeded sample of real Complete Journey households, with the example mapping's catalog attributes."""
+    return load_completejourney(households=HOUSEHOLDS, seed=0,
+                                attributes=DataMapping.from_toml(CJ_MAPPING).catalog.attributes)
 
 
 @contextmanager
@@ -97,7 +100,7 @@ def data_args(source: str, request: pytest.FixtureRequest) -> list[str]:
     if source == SYNTHETIC:
         files = request.getfixturevalue("synthetic_files")
         return ["--data", str(files["events"]), "--catalog", str(files["catalog"]), "--mapping", str(files["mapping"])]
-    return ["--households", str(HOUSEHOLDS)]
+    return ["--households", str(HOUSEHOLDS), "--mapping", str(CJ_MAPPING)]
 
 
 @pytest.fixture(scope="session")

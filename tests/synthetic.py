@@ -84,6 +84,10 @@ PROMOTIONS: Final[tuple[float, ...]] = (1.0, 1.0, 0.9, 0.8)
 COLD_PER_TYPE: Final[int] = 1
 
 
+#: the diet tags of the catalog's items, by position (None: no tag)
+DIETS = ("gluten-free", None, "gluten-free|vegan", "vegan", None, "gluten-free", None)
+
+
 def _catalog(rng: np.random.Generator) -> pd.DataFrame:
     rows = []
     next_id = 100_001
@@ -110,6 +114,10 @@ def _catalog(rng: np.random.Generator) -> pd.DataFrame:
                         "private_label": private, "department": department, "category": category,
                         "product_type": product_type, "package_size": size_text,
                         "list_price": round(price, 2), "cold": i == n_items,
+                        # catalog attributes by position (no draws: the events stay as they were): a flag, and
+                        # diet tags where some items have several values and some none
+                        "attribute.organic": "yes" if i % 5 == 2 else "no",
+                        "attribute.diet": DIETS[i % len(DIETS)],
                     })
                     next_id += 1
     return pd.DataFrame(rows)
@@ -233,6 +241,12 @@ def write_files(dataset: Dataset, directory: Path) -> dict[str, Path]:
     paths = {"events": directory / "events.csv", "catalog": directory / "products.csv",
              "mapping": directory / "mapping.toml"}
     events.to_csv(paths["events"], index=False)
-    dataset.catalog.rename(columns={"list_price": "price"}).to_csv(paths["catalog"], index=False)
-    paths["mapping"].write_text('[events]\nstore_id = "store_id"\nquantity = "quantity"\n')
+    # the attributes as a retailer's columns: a true/false flag and a tag list with its own separator
+    catalog = dataset.catalog.rename(columns={"list_price": "price"})
+    catalog = catalog.assign(is_organic=catalog.pop("attribute.organic").eq("yes"),
+                             diet_tags=catalog.pop("attribute.diet").str.replace("|", "; ", regex=False))
+    catalog.to_csv(paths["catalog"], index=False)
+    paths["mapping"].write_text('[events]\nstore_id = "store_id"\nquantity = "quantity"\n'
+                                '[catalog.attributes]\norganic = "is_organic"\n'
+                                'diet = { column = "diet_tags", separator = ";" }\n')
     return paths

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from recsys.domain.schema import CATALOG_COLUMNS, DataValidationError
+from recsys.domain.schema import CATALOG_COLUMNS, DataValidationError, attribute_columns
 from recsys.domain.sizes import parse_package_sizes
 from recsys.model import artifact
 from recsys.model.data import GROUP_KEYS, ITEM_COLUMNS, PAIR_SIGNALS, ModelData
@@ -26,7 +26,7 @@ _ORDER = [*GROUP_KEYS, "n_customers", "item_id"]
 def sort_items(items: pd.DataFrame) -> pd.DataFrame:
     """Group order: department, category, product type, then most customers first (stable, by id)."""
     ordered = items.sort_values(_ORDER, ascending=[True, True, True, False, True], kind="mergesort")
-    return ordered[list(ITEM_COLUMNS)].reset_index(drop=True)
+    return ordered[[*ITEM_COLUMNS, *attribute_columns(ordered)]].reset_index(drop=True)
 
 
 def impute_cold_factors(items: pd.DataFrame, factors: np.ndarray) -> np.ndarray:
@@ -67,7 +67,8 @@ def add_items(model_dir: Path, catalog: pd.DataFrame, out_dir: Path, make_curren
     new = new.assign(price=price, popularity=0.0, trend=0.0, n_customers=0, trial_trend=0.0, days_on_sale=np.nan,
                      package_size=new["package_size"].astype("string"),
                      private_label=new["private_label"].astype(bool))
-    combined = pd.concat([model.items, new[list(ITEM_COLUMNS)]], ignore_index=True)
+    # an attribute only the old items or only the new ones have is NA on the others
+    combined = pd.concat([model.items, new[[*ITEM_COLUMNS, *attribute_columns(new)]]], ignore_index=True)
     items = sort_items(combined)
     n = len(items)
     old_to_new = pd.Index(items["item_id"]).get_indexer(combined["item_id"])  # row in combined -> new row
@@ -95,7 +96,7 @@ def add_items(model_dir: Path, catalog: pd.DataFrame, out_dir: Path, make_curren
     weight, count, recent = rows_x_items(model.customer_weight, model.customer_count, model.customer_recent)
     (store_items,), (accepted,) = rows_x_items(model.store_items), rows_x_items(model.customer_accepted)
     updated = ModelData(
-        items=items[list(ITEM_COLUMNS)], factors=factors,
+        items=items, factors=factors,
         **{name: items_x_items(getattr(model, name)) for name in PAIR_SIGNALS},
         customers=model.customers, stores=model.stores, store_items=store_items, home_store=model.home_store,
         customer_stats=model.customer_stats, customer_weight=weight, customer_count=count, customer_recent=recent,

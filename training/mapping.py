@@ -13,6 +13,10 @@ transaction = "purchase"
 item_id = "sku"
 category = "category_path"
 category_separator = "/"
+[catalog.attributes]     # AttributeColumn: catalog attributes that travel into the model and its answers
+organic = "is_organic"                                  # a column of values (yes/no, true/false, 1/0 read as yes/no)
+diet = { column = "diet_tags", separator = ";" }        # several values in one cell
+decaf = { column = "product_type", match = "DECAF" }    # "yes" where the text matches the regular expression
 [assortment]             # AssortmentColumns: the --assortment file (what each store carries)
 store_id = "store"
 item_id = "sku"
@@ -24,13 +28,16 @@ left at its default is used when its column exists, so the REES46 layout needs n
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recsys.domain.schema import DataValidationError
+
+_ATTRIBUTE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 class MappedColumns(BaseModel):
@@ -105,6 +112,51 @@ class CatalogColumns(MappedColumns):
     package_size: str | None = "package_size"
     price: str | None = Field("price", description="list price; fills events without a price")
     private_label: str | None = Field("private_label", description="true/false, 1/0, yes/no")
+    #: attribute name -> where its values come from (a column name, or an :class:`AttributeColumn`)
+    attributes: dict[str, AttributeColumn] = Field(default_factory=dict)
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _column_names(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {name: {"column": column} if isinstance(column, str) else column for name, column in value.items()}
+        return value
+
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_names(cls, value: dict[str, AttributeColumn]) -> dict[str, AttributeColumn]:
+        for name in value:
+            if not _ATTRIBUTE_NAME.fullmatch(name):
+                raise ValueError(f"attribute name {name!r}: use lower-case letters, digits and _ (up to 40)")
+        return value
+
+    def must_exist(self) -> dict[str, str]:
+        return {**super().must_exist(), **{f"attributes.{name}": a.column for name, a in self.attributes.items()}}
+
+    def wanted(self) -> set[str]:
+        return super().wanted() | {a.column for a in self.attributes.values()}
+
+
+class AttributeColumn(BaseModel):
+    """Where one catalog attribute's values come from (``[catalog.attributes]``; a plain string is the column)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str = Field(min_length=1)
+    separator: str | None = Field(None, min_length=1, description="several values in one cell, split by this")
+    match: str | None = Field(None, min_length=1, description=(
+        "a regular expression (case-insensitive): the value is yes where the column's text matches it, else no"))
+
+    @model_validator(mode="after")
+    def _valid_pattern(self) -> AttributeColumn:
+        if self.match is not None:
+            try:
+                re.compile(self.match)
+            except re.error as exc:
+                raise ValueError(f"match: not a regular expression: {exc}") from None
+            if self.separator is not None:
+                raise ValueError("match and separator: a matched attribute is yes or no, it has no separator")
+        return self
 
 
 class AssortmentColumns(MappedColumns):

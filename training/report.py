@@ -1,8 +1,9 @@
 """The model report: ``report.md`` with PNG plots, written into every model directory by ``recsys train``.
 
 For a person deciding whether to trust tonight's model: data span and counts, size-parse rate, ALS and ranker
-training loss, held-out hit rates against the baselines and against the previous model, coverage, and a few
-example answers. Everything in it comes from the manifest and the in-memory engine; nothing is recomputed.
+training loss, held-out hit rates against the baselines and against the previous model, coverage, how often
+switches kept each catalog attribute, and a few example answers. Everything in it comes from the manifest and the
+in-memory engine; nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import pandas as pd
 
+from recsys.domain.schema import attribute_columns
 from recsys.model.manifest import Manifest
 from recsys.model.registry import headline
 from recsys.query.engine import SubstituteEngine
+from training.attributes import attribute_keeping
 
 REPORT: Final[str] = "report.md"
 LOSS_PLOT: Final[str] = "report-als-loss.png"
@@ -94,6 +98,28 @@ def _assortment_section(report: dict[str, Any] | None) -> list[str]:
                        [(s["store_id"], f"{s['holdout_lines']:,}", share(s["store_level"]), share(s["chain_level"]),
                          s["level"]) for s in report["busiest_stores"]]), ""]
     return out
+
+
+def attributes_section(engine: SubstituteEngine) -> list[str]:
+    """The catalog attributes' table: how often the switches the model learned kept each, against chance (see
+    :func:`training.attributes.attribute_keeping`); nothing when the catalog has no attributes."""
+    model = engine.model
+    if not attribute_columns(model.items):
+        return []
+    pairs = model.switched_to.tocoo()
+    table = attribute_keeping(model.items, pd.DataFrame({"x": pairs.row, "y": pairs.col}))
+    rows = [(row.attribute, f"{row.switches:,}",
+             *(("-", "-", "-") if not row.switches else (f"{row.kept:.1%}", f"{row.by_chance:.1%}",
+                                                           "-" if np.isnan(row.lift) else f"{row.lift:.2f}")),
+             row.categories or "-")
+            for row in table.itertuples()]
+    return ["## Catalog attributes kept by switches", "",
+            f"Of the {len(pairs.row):,} switch pairs the model learned (a shopper's usual X missing from a basket that "
+            "held Y of X's group), those whose X has a value of the attribute: the share whose Y has each of X's "
+            "values (kept), the share expected if Y were any other item of X's group (by chance), their ratio "
+            "(lift; above 1: shoppers keep it), and the categories where they keep it most above chance (kept vs "
+            "chance, at least 20 switches). A request can ask to `keep` or `prefer` an attribute.", "",
+            _table(("attribute", "switches", "kept", "by chance", "lift", "categories kept most"), rows), ""]
 
 
 def _examples(engine: SubstituteEngine, n: int = 3, k: int = 5) -> list[str]:
@@ -202,6 +228,7 @@ def write(directory: Path, manifest: Manifest, engine: SubstituteEngine, previou
                 _table([f"k = {k}" for k in COVERAGE_KS], [[f"{cover[f'at_least_{k}']:.1%}" for k in COVERAGE_KS]]),
                 ""]
     out += _assortment_section(manifest.assortment)
+    out += attributes_section(engine)
     out += ["## Example answers", ""]
     for section in _examples(engine):
         out += [section, ""]

@@ -125,12 +125,16 @@ def _measure(shared: StateStore, name: str) -> dict[str, Any]:
         raise _refused(exc) from exc
     signer = AnswerSigner(shared.shared_secret(SECRET_NAME))
     measured = report(experiment, shared.experiments.answers(name), shared.feedback.experiment_feedback(name),
-                      signer, now)
+                      signer, now, orders=shared.experiments.orders(name))
     return measured.to_json(now)
 
 
 def _rate(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
+
+
+def _interval(bounds: list[float] | None) -> str:
+    return "" if bounds is None else f"{bounds[0]:.4f} .. {bounds[1]:.4f}"
 
 
 @app.command("report")
@@ -151,10 +155,14 @@ def experiments_report(name: Annotated[str, typer.Argument(help="the experiment"
     rows: list[tuple[str, Any]] = [
         ("answers", lambda a: f"{a['answers']:,}"), ("decided", lambda a: f"{a['decided']:,}"),
         ("accepted", lambda a: f"{a['accepted']:,}"), ("acceptance", lambda a: _rate(a["acceptance"])),
-        ("95% interval", lambda a: "" if a["ci95"] is None else f"{a['ci95'][0]:.4f} .. {a['ci95'][1]:.4f}"),
+        ("95% interval", lambda a: _interval(a["ci95"])),
         ("first-position acceptance", lambda a: _rate(a["first_acceptance"])),
         ("accepted price difference", lambda a: "" if a["accepted_price_difference"] is None
-         else f"{a['accepted_price_difference']:+.2f}")]
+         else f"{a['accepted_price_difference']:+.2f}"),
+        ("orders", lambda a: f"{a['orders']:,}"), ("orders decided", lambda a: f"{a['orders_decided']:,}"),
+        ("orders substituted", lambda a: f"{a['orders_substituted']:,}"),
+        ("order substitution rate", lambda a: _rate(a["order_substitution_rate"])),
+        ("order 95% interval", lambda a: _interval(a["order_substitution_ci95"]))]
     for label, show in rows:
         table.add_row(label, *(show(arms[arm]) for arm in arms))
     print_table(table, stderr=False)

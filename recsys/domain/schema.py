@@ -9,7 +9,8 @@ Every source (The Complete Journey, a retailer's event log) is turned into two f
 ``catalog`` (one row per item)
     item_id (str), brand (str), manufacturer (str), private_label (bool), department (str),
     category (str), product_type (str), package_size (str or NA); optionally list_price (float, NaN when
-    unknown: an item's price where its events carry none, e.g. a catalog-only item)
+    unknown: an item's price where its events carry none, e.g. a catalog-only item) and catalog attributes
+    (``attribute.<name>``, see :data:`ATTRIBUTE_PREFIX`)
 
 Ids are strings everywhere, so numeric and opaque ids from any retailer behave the same.
 """
@@ -31,6 +32,21 @@ CATALOG_COLUMNS: Final[tuple[str, ...]] = (
 )
 #: an optional catalog column: the item's price where its events carry none
 LIST_PRICE: Final[str] = "list_price"
+#: the name prefix of an optional catalog (and ``items.parquet``) column that holds a catalog attribute, e.g.
+#: ``attribute.diet``: its values are lower-case text, several joined by :data:`ATTRIBUTE_VALUE_SEPARATOR`
+#: (sorted), NA where the item has none
+ATTRIBUTE_PREFIX: Final[str] = "attribute."
+ATTRIBUTE_VALUE_SEPARATOR: Final[str] = "|"
+
+
+def attribute_columns(frame: pd.DataFrame) -> list[str]:
+    """The frame's catalog attribute columns (``attribute.*``), in their order."""
+    return [str(c) for c in frame.columns if str(c).startswith(ATTRIBUTE_PREFIX)]
+
+
+def catalog_columns(frame: pd.DataFrame) -> list[str]:
+    """:data:`CATALOG_COLUMNS` and the frame's attribute columns: what describes an item."""
+    return [*CATALOG_COLUMNS, *attribute_columns(frame)]
 #: event types whose rows count as a purchase (purchase counts, bought-instead signal, evaluation)
 PURCHASE_TYPES: Final[frozenset[str]] = frozenset({"purchase", "substitution_accepted"})
 #: placeholder for a missing category level, so every item still has a substitution group

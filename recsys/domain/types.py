@@ -26,6 +26,15 @@ class UnknownItemError(LookupError):
         self.item_id = item_id
 
 
+class UnknownAttributeError(ValueError):
+    """A request named a catalog attribute the model's catalog does not have."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        have = f"it has: {', '.join(known)}" if known else "it has none (see [catalog.attributes] in a mapping file)"
+        super().__init__(f"unknown attribute {name!r}: the model's catalog has no such attribute; {have}")
+        self.name = name
+
+
 class UnknownStoreError(LookupError):
     """Nothing is known of the store: not in the model, no stock report, no snapshot."""
 
@@ -103,6 +112,14 @@ class SubstituteFilters(BaseModel):
     size_alternatives: bool = Field(
         False, description="allow more than 2 pack sizes of one brand's product in the answer"
     )
+    keep: list[str] | None = Field(None, max_length=20, description=(
+        "catalog attributes a substitute must keep: have each of X's values (nothing to keep where X has none)"))
+    prefer: list[str] | None = Field(None, max_length=20, description=(
+        "catalog attributes whose match with X raises a substitute (a bounded amount each), with a reason"))
+
+    def attributes(self) -> list[str]:
+        """The attributes named in ``keep`` and ``prefer``, once each, in that order (the reasons show them)."""
+        return list(dict.fromkeys([*(self.keep or ()), *(self.prefer or ())]))
 
 
 @dataclass(slots=True)
@@ -120,10 +137,15 @@ class ItemInfo:
     price: Annotated[float | None, Field(description="typical price of one pack")]
     unit_price: Annotated[float | None, Field(description="price per unit_price_per (compares different pack sizes)")]
     unit_price_per: Annotated[str | None, Field(description="e.g. '100 g', '100 ml', '1 ct'")]
+    # the catalog's own dict, shared by every answer that shows the item: read it, never change it
+    attributes: Annotated[dict[str, list[str]], Field(description=(
+        "catalog attributes (the mapping's [catalog.attributes]): name -> values, e.g. {\"organic\": [\"yes\"], "
+        "\"diet\": [\"gluten-free\", \"vegan\"]}; attributes the item has no value for are left out"))]
 
 
 #: :class:`ItemInfo`'s fields in order, as a tuple: what an answer builds its records from
-ItemFields = tuple[str, str, bool, str, str, str, str | None, str | None, float | None, float | None, str | None]
+ItemFields = tuple[str, str, bool, str, str, str, str | None, str | None, float | None, float | None, str | None,
+                   dict[str, list[str]]]
 
 
 # Not frozen: an answer builds ten of these, and a frozen dataclass of 19 fields costs 2.5 µs more each to

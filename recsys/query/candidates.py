@@ -3,7 +3,8 @@
 Hard rules, enforced before ranking: a candidate is never X itself, never out of stock at the queried store and
 never without evidence that the store has it (:mod:`recsys.query.availability`), never excluded (in the cart),
 always in X's substitution group (or in X's parent category when the group has too few, which the answer says),
-and always passes the request's filters.
+and always passes the request's filters, the catalog attributes it must ``keep`` among them
+(:mod:`recsys.query.attributes`).
 """
 
 from __future__ import annotations
@@ -137,4 +138,6 @@ class CandidateFinder:
             mask &= (items.family_codes[candidates] == items.family_codes[x]) & (items.family_codes[x] >= 0)
         if filters.max_size_ratio is not None:
             mask &= np.abs(items.log_size[candidates] - items.log_size[x]) <= math.log(filters.max_size_ratio) + 1e-6
+        if filters.keep:
+            mask &= items.attributes.keeping(x, candidates, filters.keep)
         return mask

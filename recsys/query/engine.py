@@ -46,7 +46,7 @@ from recsys.query.presentation import Presenter
 from recsys.query.profiles import customer_profile
 from recsys.query.ranking import DEFAULT_FAMILIAR_SHIFT, Scorer
 from recsys.query.reasons import Messages
-from recsys.query.rules import Rule, RuleBook, RuleEffects
+from recsys.query.rules import MAX_AMOUNT, Rule, RuleBook, RuleEffects
 from recsys.query.search import CatalogSearch
 from recsys.state.inventory import ONLINE, Inventory
 
@@ -139,7 +139,9 @@ class SubstituteEngine:
         says what the list is for (:class:`recsys.domain.types.Intent`; raises
         :class:`recsys.domain.types.UnknownIntentError` for another name). Raises
         :class:`recsys.domain.types.UnknownStoreError` for a store nothing is known of, unless the policy allows
-        unknown stores (see :mod:`recsys.query.availability`)."""
+        unknown stores (see :mod:`recsys.query.availability`), and
+        :class:`recsys.domain.types.UnknownAttributeError` for a ``keep`` or ``prefer`` attribute the catalog
+        lacks."""
         if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise ValueError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
         intent = Intent.parse(intent)
@@ -148,6 +150,9 @@ class SubstituteEngine:
         store_known = self.availability.knows(store)
         if not store_known and not self.availability.policy.allow_unknown_stores:
             raise UnknownStoreError(store)
+        attributes = filters.attributes() if filters is not None else []
+        if attributes:
+            self.item_table.attributes.check(attributes)
         cust_row = self._customer_row.get(customer_id) if customer_id is not None else None
         candidates, features, widened = self.candidates(x, cust_row, store, exclude, filters, intent)
         effects = self.rules.effects(self._rule_fields(x, item_id, store), candidates) if len(self.rules) else None
@@ -160,6 +165,10 @@ class SubstituteEngine:
                     effects.bias = effects.bias[kept]
             if effects.bias is not None:
                 bias = effects.bias.astype(np.float64)
+        if filters is not None and filters.prefer:
+            preferred = self.item_table.attributes.preferred(x, candidates, filters.prefer)
+            if preferred is not None:
+                bias = np.clip(preferred if not len(bias) else bias + preferred, -MAX_AMOUNT, MAX_AMOUNT)
         # with no customer every candidate is new to them: each intent is balanced, scores included
         top, scores = self.select(x, candidates, features, k, filters is not None and filters.size_alternatives,
                                   intent if cust_row is not None else Intent.balanced, bias)
@@ -167,7 +176,7 @@ class SubstituteEngine:
         if effects is not None:
             top, scores, rules_applied = _pinned(effects, candidates, top, scores, k)
         results = self.presenter.present(x, candidates[top], scores[top], features[top], widened[top], cust_row,
-                                         self.availability.codes(store))
+                                         self.availability.codes(store), attributes)
         restock_eta, available_at = self.presenter.stock_elsewhere(item_id, store)
         return SubstituteList(
             item=self.presenter.item(x), substitutes=results, personalized=cust_row is not None, intent=intent,
@@ -181,7 +190,7 @@ class SubstituteEngine:
         """Apply these merchandising rules to every answer from now on (see :mod:`recsys.query.rules`)."""
         table, items = self.item_table, self.model.items
         self.rules = RuleBook(rules, self.item_ids, table.brand_names[table.brand_codes],
-                              table.private_label, items["category"].astype(str).to_numpy())
+                              table.private_label, items["category"].astype(str).to_numpy(), table.attributes)
 
     def _rule_fields(self, x: int, item_id: str, store: str) -> dict[str, str]:
         """What a rule's scope matches: X's id, category and product type, and the store."""
@@ -209,7 +218,8 @@ class SubstituteEngine:
         score of candidates the customer never bought, after the cut-off and the shortlist; balanced and
         discover rank alike (discover's candidates come without the customer's items, see :meth:`candidates`).
 
-        ``bias``: per candidate, a change of its final score (merchandising rules' boosts and buries)."""
+        ``bias``: per candidate, a change of its final score (merchandising rules' boosts and buries, the
+        request's preferred attributes)."""
         rerank = not self.item_table.cold[x] and self.scorer.trees is not None
         table = self.item_table
         return select(features, candidates, table.brand_codes, table.group_of, table.size_bucket, k,

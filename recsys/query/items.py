@@ -11,6 +11,7 @@ import pandas as pd
 from recsys.domain.sizes import format_quantity
 from recsys.domain.types import UnknownItemError
 from recsys.model.data import ModelData
+from recsys.query.attributes import ItemAttributes
 from recsys.query.kernels import ItemColumns
 
 #: sizes within this log ratio are the same size (near-duplicate packs, "same size" reasons)
@@ -53,6 +54,7 @@ class ItemTable:
             self._log_relative_to_group_top(items["trial_trend"].to_numpy(np.float64)),
             np.nan_to_num(np.exp(-items["days_on_sale"].to_numpy(np.float64) / LAUNCH_DAYS)),
         ]).astype(np.float32)
+        self.attributes = ItemAttributes(items)
         self.columns = ItemColumns(self.family_codes, self.log_size, self.log_price, self.brand_codes,
                                    self.private_label, own_features)
 

@@ -4,6 +4,7 @@ other pack sizes and where X is available. Everything an answer shows is prepare
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Final, NamedTuple
@@ -14,6 +15,7 @@ import pandas as pd
 from recsys.domain.sizes import UNIT_PRICE_BASIS, format_quantity
 from recsys.domain.types import ItemFields, ItemInfo, ReasonCode, Substitute, Variant
 from recsys.model.data import ModelData
+from recsys.query.attributes import YES
 from recsys.query.availability import NAMES, OUT_OF_STOCK, StoreAvailability
 from recsys.query.items import SAME_SIZE_TOLERANCE, ItemTable
 from recsys.query.kernels import Feature, SparseRows
@@ -97,7 +99,7 @@ class Presenter:
         columns = zip(items["item_id"].astype(str).tolist(), items["brand"].astype(str).tolist(),
                       items["private_label"].astype(bool).tolist(), items["department"].astype(str).tolist(),
                       items["category"].astype(str).tolist(), items["product_type"].astype(str).tolist(),
-                      sizes, size_display, prices, unit_prices, unit_per, strict=True)
+                      sizes, size_display, prices, unit_prices, unit_per, table.attributes.of_item, strict=True)
         return list(columns)
 
     def item(self, x: int) -> ItemInfo:
@@ -129,6 +131,8 @@ class Presenter:
                 text = messages.text(code, product_type=str(first).lower())
             elif code == "bought_before":
                 text = messages.text(code, count=first)
+            elif code in ("shared_attribute", "shared_flag"):
+                text = messages.text(code, attribute=str(first).replace("_", " "), value=second)
             else:  # widened
                 text = messages.text(code, category=first, product_type=second)
             if len(self._texts) < 65_536:
@@ -136,10 +140,12 @@ class Presenter:
         return text
 
     def present(self, x: int, items: np.ndarray, scores: np.ndarray, features: np.ndarray, widened: np.ndarray,
-                cust_row: int | None, availability: np.ndarray) -> tuple[Substitute, ...]:
+                cust_row: int | None, availability: np.ndarray, attributes: Sequence[str] = ()
+                ) -> tuple[Substitute, ...]:
         """The answer's substitutes, with their reasons (codes and texts, in the same order) and how they compare
         with X, from each item's :class:`_Shown` record and the reason features; ``availability``: every item's
-        code at the store (:data:`recsys.query.availability.NAMES`)."""
+        code at the store (:data:`recsys.query.availability.NAMES`); ``attributes``: the catalog attributes the
+        request asked to keep or prefer, whose values shared with X become reasons."""
         target = self.infos[x]
         personal = cust_row is not None
         reason_features = features.take(_REASON_FEATURES, axis=1).tolist()
@@ -173,6 +179,11 @@ class Presenter:
                     size_difference = _size_difference(size - x_size, family_name)
                     reasons.append(texts.get(("other_size", label, x_label)) or text("other_size", label, x_label))
                     codes.append({"code": "other_size", "size": label, "item_size": x_label})
+            if attributes:
+                for name, value in self.items.attributes.shared(x, c, attributes):
+                    shared = "shared_flag" if value == YES else "shared_attribute"
+                    reasons.append(text(shared, name, value))
+                    codes.append({"code": shared, "attribute": name, "value": value})
             usual_brand = personal and brand_share >= USUAL_BRAND_SHARE
             if usual_brand:
                 reasons.append(static["usual_brand"])

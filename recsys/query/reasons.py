@@ -16,9 +16,9 @@ from typing import Final
 
 #: every reason code, in the order an answer lists them
 REASON_CODES: Final[tuple[str, ...]] = (
-    "same_type", "same_size", "other_size", "usual_brand", "same_brand", "store_brand", "accepted_before",
-    "bought_before", "accepted_instead", "bought_instead", "viewed_together", "cheaper", "more_expensive",
-    "same_price", "price_protected", "new_in_catalog", "widened")
+    "same_type", "same_size", "other_size", "shared_attribute", "shared_flag", "usual_brand", "same_brand",
+    "store_brand", "accepted_before", "bought_before", "accepted_instead", "bought_instead", "viewed_together",
+    "cheaper", "more_expensive", "same_price", "price_protected", "new_in_catalog", "widened")
 #: symbols of common currencies; any other ISO 4217 code is written as the code itself
 CURRENCY_SYMBOLS: Final[dict[str, str]] = {"USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥", "CAD": "CA$",
                                            "AUD": "A$", "CHF": "CHF", "SEK": "kr", "NOK": "kr", "DKK": "kr",

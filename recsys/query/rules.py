@@ -20,6 +20,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from recsys.query.attributes import ItemAttributes
+
 #: the largest score change a boost or bury may make (scores are mostly within [-1, 2])
 MAX_AMOUNT = 1.0
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
@@ -45,6 +47,8 @@ class RuleTarget(BaseModel):
     private_label: bool | None = None
     item_id: str | None = Field(None, min_length=1, max_length=256)
     category: str | None = Field(None, min_length=1, max_length=256)
+    attribute: dict[str, str] | None = Field(None, min_length=1, max_length=10, description=(
+        "catalog attribute -> value a candidate must have, e.g. {\"organic\": \"yes\"}"))
 
     def fields(self) -> dict[str, object]:
         return {name: value for name, value in self.model_dump().items() if value is not None}
@@ -66,7 +70,7 @@ class Rule(BaseModel):
     @model_validator(mode="after")
     def _coherent(self) -> Rule:
         if not self.target.fields():
-            raise ValueError("target: name at least one of brand, private_label, item_id, category")
+            raise ValueError("target: name at least one of brand, private_label, item_id, category, attribute")
         if self.action == "pin" and self.target.item_id is None:
             raise ValueError("target.item_id: a pin names the item it puts first")
         for name in ("starts", "ends"):
@@ -96,7 +100,7 @@ class RuleBook:
     indexed by the scope field they name first, so that a query looks at the few rules that may apply to it."""
 
     def __init__(self, rules: Sequence[Rule], item_ids: np.ndarray, brands: np.ndarray, private_label: np.ndarray,
-                 categories: np.ndarray) -> None:
+                 categories: np.ndarray, attributes: ItemAttributes | None = None) -> None:
         self.rules = list(rules)
         index_of = {str(i): n for n, i in enumerate(item_ids.tolist())}
         self._targets: list[np.ndarray] = []
@@ -110,6 +114,8 @@ class RuleBook:
                 mask &= private_label == target.private_label
             if target.category is not None:
                 mask &= categories == target.category
+            for name, value in (target.attribute or {}).items():
+                mask &= attributes.having(name, value) if attributes is not None else False
             if target.item_id is not None:
                 only = np.zeros(len(item_ids), dtype=bool)
                 if target.item_id in index_of:

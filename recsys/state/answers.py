@@ -13,6 +13,9 @@ The id is ``<payload>.<tag>``: URL-safe base64 of a compact JSON array, then of 
 An answer given in an online experiment (:mod:`recsys.state.experiments`) also signs the experiment's name and the
 arm, so feedback on it counts for that arm and no other. Those two fields are appended to the array only then: an
 answer outside any experiment has the same id as before experiments existed, and ids issued before them verify.
+A line of a whole order's answer (``POST /v1/substitutes/batch``) in an experiment also signs the order's id, one
+random id shared by every line of that answer, so feedback on any line counts toward its order and a client cannot
+move a line into another order.
 """
 
 from __future__ import annotations
@@ -53,6 +56,12 @@ class SignedAnswer:
     issued_at: float  # Unix seconds
     experiment: str | None = None  # the online experiment the answer was given in, and its arm
     arm: str | None = None
+    order_id: str | None = None  # the whole order (batch answer) the line belongs to, in an experiment only
+
+
+def new_order_id() -> str:
+    """A fresh id for one whole order's answer: random, so that replicas need not agree on anything (64 bits)."""
+    return os.urandom(8).hex()
 
 
 def _unb64(text: str) -> bytes:
@@ -72,13 +81,15 @@ class AnswerSigner:
         return base64.urlsafe_b64encode(hmac.digest(self._secret, payload, "sha256")[:_TAG_BYTES]).rstrip(b"=")
 
     def sign(self, model_version: str, item_id: str, customer_id: str | None, store_id: str | None,
-             shown: Sequence[str], issued_at: float, experiment: str | None = None, arm: str | None = None) -> str:
-        """The answer id of an answer (every answer the service sends is signed: this is on its busiest path)."""
+             shown: Sequence[str], issued_at: float, experiment: str | None = None, arm: str | None = None,
+             order_id: str | None = None) -> str:
+        """The answer id of an answer (every answer the service sends is signed: this is on its busiest path).
+        ``order_id`` (:func:`new_order_id`) is signed only with an experiment: outside one, ids stay as they were."""
         # a nonce: two identical answers in the same millisecond are still two answers, each decided once
         body: list[object] = [model_version, item_id, customer_id, store_id, shown, round(issued_at * 1000),
                               os.urandom(6).hex()]
         if experiment is not None:
-            body += [experiment, arm]
+            body += [experiment, arm] if order_id is None else [experiment, arm, order_id]
         payload = base64.urlsafe_b64encode(orjson.dumps(body)).rstrip(b"=")
         return (payload + b"." + self._tag(payload)).decode("ascii")
 
@@ -102,14 +113,16 @@ class AnswerSigner:
             raise AnswerIdError("answer_id does not verify: it was changed, or not issued by this service")
         try:
             fields = orjson.loads(_unb64(payload))
-            if len(fields) not in (7, 9):
+            if len(fields) not in (7, 9, 10):  # outside experiments; an experiment's answer; one line of an order
                 raise ValueError("not an answer id's fields")
             version, item, customer, store, shown, issued_ms, _ = fields[:7]
-            experiment, arm = fields[7:] if len(fields) == 9 else (None, None)
+            experiment, arm = fields[7:9] if len(fields) >= 9 else (None, None)
+            order_id = fields[9] if len(fields) == 10 else None
         except (ValueError, TypeError, binascii.Error) as exc:  # a signed payload of another format
             raise AnswerIdError("answer_id is malformed: copy it unchanged from the answer") from exc
         return SignedAnswer(model_version=version, item_id=item, customer_id=customer, store_id=store,
-                            shown=tuple(shown), issued_at=issued_ms / 1000, experiment=experiment, arm=arm)
+                            shown=tuple(shown), issued_at=issued_ms / 1000, experiment=experiment, arm=arm,
+                            order_id=order_id)
 
     def _tag_or_empty(self, payload: str) -> bytes:
         try:

@@ -11,6 +11,9 @@ reject feedback by a sequential test that reading the result cannot fool (:mod:`
 - **Measurement** (:func:`report`): answers served per arm (counters each replica adds to the state), and from the
   feedback log, bound to the arm by the signed answer id, the decisions, acceptances, first-position acceptances and
   the price difference of accepted substitutes. Only feedback whose answer id verifies counts, once per answer.
+  Whole orders too: a batch answer is one order (counted like the answers), each of its lines signs the order's id,
+  and the **order substitution rate** is the share of orders with a decided line in which every decided line took a
+  shown substitute.
 """
 
 from __future__ import annotations
@@ -230,11 +233,25 @@ class ExperimentStore(Protocol):
     def stop_experiment(self, name: str, at: str) -> bool:
         """Stop the experiment ``name`` at ``at`` (announced); False when it was stopped before or does not exist."""
 
-    def add_answers(self, counts: Mapping[tuple[str, str], int]) -> None:
-        """Add answers served per (experiment, arm) to the shared counters."""
+    def add_answers(self, counts: Mapping[tuple[str, str], int],
+                    orders: Mapping[tuple[str, str], int] | None = None) -> None:
+        """Add answers served (each batch line is one) and whole orders served (batch answers) per (experiment, arm)
+        to the shared counters, in one transaction."""
 
     def answers(self, name: str) -> dict[str, int]:
         """The answers served per arm of ``name``."""
+
+    def orders(self, name: str) -> dict[str, int]:
+        """The whole orders (batch answers) served per arm of ``name``."""
+
+
+def counter_rows(counts: Mapping[tuple[str, str], int], orders: Mapping[tuple[str, str], int] | None
+                 ) -> list[tuple[str, str, int, int]]:
+    """(experiment, arm, answers, orders) to add to the shared counters, for either database; none of zeros."""
+    orders = orders or {}
+    keys = dict.fromkeys([*counts, *orders])
+    return [(name, arm, counts.get((name, arm), 0), orders.get((name, arm), 0)) for name, arm in keys
+            if counts.get((name, arm), 0) or orders.get((name, arm), 0)]
 
 
 def start_experiment(store: ExperimentStore, experiment: Experiment, now: datetime) -> Experiment:
@@ -276,15 +293,24 @@ class ArmReport:
     first_accepted: int  # decisions that took the first one shown
     price_difference_sum: float  # of the accepted substitutes whose prices were known
     priced: int
+    orders: int  # whole orders (batch answers) served, as the replicas counted them
+    orders_decided: int  # orders with at least one decided line
+    orders_substituted: int  # decided orders in which every decided line took a shown substitute
 
     def to_json(self) -> dict[str, Any]:
         interval = wilson_interval(self.accepted, self.decided)
+        order_interval = wilson_interval(self.orders_substituted, self.orders_decided)
         return {"answers": self.answers, "decided": self.decided, "accepted": self.accepted,
                 "acceptance": self.accepted / self.decided if self.decided else None,
                 "ci95": list(interval) if interval is not None else None,
                 "first_accepted": self.first_accepted,
                 "first_acceptance": self.first_accepted / self.decided if self.decided else None,
-                "accepted_price_difference": round(self.price_difference_sum / self.priced, 4) if self.priced else None}
+                "accepted_price_difference": round(self.price_difference_sum / self.priced, 4) if self.priced else None,
+                "orders": self.orders, "orders_decided": self.orders_decided,
+                "orders_substituted": self.orders_substituted,
+                "order_substitution_rate": self.orders_substituted / self.orders_decided if self.orders_decided
+                else None,
+                "order_substitution_ci95": list(order_interval) if order_interval is not None else None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,15 +333,21 @@ class ExperimentReport:
 
 
 def report(experiment: Experiment, answers: Mapping[str, int], feedback: Iterable[Feedback],
-           signer: AnswerSigner, now: datetime) -> ExperimentReport:
-    """The experiment's numbers per arm and the sequential test's decision on them. ``feedback``: the rows recorded
-    for the experiment, oldest first; only those whose answer id verifies under ``signer`` and names this
-    experiment and an arm count (so a row written into the database by hand counts for nothing)."""
+           signer: AnswerSigner, now: datetime, *, orders: Mapping[str, int]) -> ExperimentReport:
+    """The experiment's numbers per arm and the sequential test's decision on them. ``answers`` and ``orders``: the
+    shared counters per arm. ``feedback``: the rows recorded for the experiment, oldest first; only those whose
+    answer id verifies under ``signer`` and names this experiment and an arm count (so a row written into the
+    database by hand counts for nothing), and a line counts toward the order its answer id signs."""
     rows = [f for f in verified(list(feedback), signer) if f.experiment == experiment.name and f.arm in ARMS]
     treatment, took = [], []
     counts = {arm: [0, 0, 0, 0.0, 0] for arm in ARMS}
+    # per arm, per order: whether every decided line so far took a shown substitute
+    order_substituted: dict[str, dict[str, bool]] = {arm: {} for arm in ARMS}
     for f in rows:
         item = accepted_item(f)
+        if f.order_id is not None:
+            decided_orders = order_substituted[str(f.arm)]
+            decided_orders[f.order_id] = decided_orders.get(f.order_id, True) and item is not None
         arm = counts[str(f.arm)]
         arm[0] += 1
         if item is not None:
@@ -330,7 +362,9 @@ def report(experiment: Experiment, answers: Mapping[str, int], feedback: Iterabl
     decision: Decision = {1: "treatment better", -1: "treatment worse"}.get(  # type: ignore[assignment]
         test.direction, "no decision yet")
     arms = {arm: ArmReport(answers=int(answers.get(arm, 0)), decided=int(c[0]), accepted=int(c[1]),
-                           first_accepted=int(c[2]), price_difference_sum=float(c[3]), priced=int(c[4]))
+                           first_accepted=int(c[2]), price_difference_sum=float(c[3]), priced=int(c[4]),
+                           orders=int(orders.get(arm, 0)), orders_decided=len(order_substituted[arm]),
+                           orders_substituted=sum(order_substituted[arm].values()))
             for arm, c in counts.items()}
     return ExperimentReport(experiment, experiment.status(now), arms, decision, test.p_value, test.difference,
                             test.difference_ci, test.decided_after)
@@ -384,16 +418,18 @@ class SqliteExperimentStore:
                 "UPDATE experiments SET stopped_at = ? WHERE name = ? AND stopped_at IS NULL", (at, name))
         return cursor.rowcount > 0
 
-    def add_answers(self, counts: Mapping[tuple[str, str], int]) -> None:
-        rows = [(name, arm, n) for (name, arm), n in counts.items() if n]
+    def add_answers(self, counts: Mapping[tuple[str, str], int],
+                    orders: Mapping[tuple[str, str], int] | None = None) -> None:
+        rows = counter_rows(counts, orders)
         if not rows:
             return
         with self._lock:
             self._connection.execute("BEGIN IMMEDIATE")
             try:
                 self._connection.executemany(
-                    "INSERT INTO experiment_answers (name, arm, answers) VALUES (?, ?, ?) ON CONFLICT (name, arm) "
-                    "DO UPDATE SET answers = answers + excluded.answers", rows)
+                    "INSERT INTO experiment_answers (name, arm, answers, orders) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (name, arm) DO UPDATE SET answers = answers + excluded.answers, "
+                    "orders = orders + excluded.orders", rows)
                 self._connection.execute("COMMIT")
             except BaseException:
                 self._connection.execute("ROLLBACK")
@@ -402,6 +438,12 @@ class SqliteExperimentStore:
     def answers(self, name: str) -> dict[str, int]:
         with self._lock:
             rows = self._connection.execute("SELECT arm, answers FROM experiment_answers WHERE name = ?",
+                                            (name,)).fetchall()
+        return {str(arm): int(n) for arm, n in rows}
+
+    def orders(self, name: str) -> dict[str, int]:
+        with self._lock:
+            rows = self._connection.execute("SELECT arm, orders FROM experiment_answers WHERE name = ?",
                                             (name,)).fetchall()
         return {str(arm): int(n) for arm, n in rows}
 

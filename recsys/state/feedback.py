@@ -46,6 +46,7 @@ class Feedback:
     experiment: str | None = None  # the online experiment and arm the answer was given in (signed with it)
     arm: str | None = None
     price_difference: float | None = None  # the accepted substitute's price minus the item's, when recorded
+    order_id: str | None = None  # the whole order a batch line of an experiment belongs to (signed with it)
 
     def __post_init__(self) -> None:
         if self.accepted is None and not self.rejected and self.chosen is None:
@@ -70,8 +71,9 @@ class Feedback:
         manual pick, may be any item)."""
         shown = set(answer.shown)
         return (self.item_id, self.customer_id, self.store_id, self.shown, self.model_version, self.experiment,
-                self.arm) == (answer.item_id, answer.customer_id, answer.store_id, answer.shown,
-                              answer.model_version, answer.experiment, answer.arm) and \
+                self.arm, self.order_id) == (answer.item_id, answer.customer_id, answer.store_id, answer.shown,
+                                             answer.model_version, answer.experiment, answer.arm,
+                                             answer.order_id) and \
             (self.accepted is None or self.accepted in shown) and shown.issuperset(self.rejected)
 
 
@@ -106,7 +108,7 @@ def answer_key(answer_id: str | None) -> str | None:
 
 
 #: fields written only when set: a row outside experiments stays as older builds wrote it, and read it
-_EXPERIMENT_FIELDS: Final[frozenset[str]] = frozenset({"experiment", "arm", "price_difference"})
+_EXPERIMENT_FIELDS: Final[frozenset[str]] = frozenset({"experiment", "arm", "price_difference", "order_id"})
 
 
 def to_json(feedback: Feedback) -> str:

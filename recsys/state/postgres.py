@@ -30,7 +30,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from recsys.model.registry import check_version
-from recsys.state.experiments import COLUMNS, Experiment, ExperimentError, experiment_of, row_of
+from recsys.state.experiments import COLUMNS, Experiment, ExperimentError, counter_rows, experiment_of, row_of
 from recsys.state.feedback import Feedback, Recorded, answer_key, from_json, to_json
 from recsys.state.inventory import (
     StockChanges,
@@ -78,6 +78,8 @@ SCHEMA: Final[tuple[str, ...]] = (
     "CREATE TABLE IF NOT EXISTS recsys_experiment_answers (name text NOT NULL, arm text NOT NULL, "
     "answers bigint NOT NULL, PRIMARY KEY (name, arm))",
     "ALTER TABLE recsys_feedback ADD COLUMN IF NOT EXISTS experiment text",
+    # schema 5 too: the whole orders (batch answers) served per arm; a database written before: 0 so far
+    "ALTER TABLE recsys_experiment_answers ADD COLUMN IF NOT EXISTS orders bigint NOT NULL DEFAULT 0",
     # schema 5 too: merchandising rules, one JSON body per name
     "CREATE TABLE IF NOT EXISTS recsys_rules (name text PRIMARY KEY, body text NOT NULL, "
     "updated_at timestamptz NOT NULL DEFAULT now())",
@@ -366,17 +368,25 @@ class _Experiments:
             connection.execute("SELECT pg_notify(%s, 'experiments')", (CHANNEL,))
         return cursor.rowcount > 0
 
-    def add_answers(self, counts: Mapping[tuple[str, str], int]) -> None:
-        rows = [(name, arm, n) for (name, arm), n in counts.items() if n]
+    def add_answers(self, counts: Mapping[tuple[str, str], int],
+                    orders: Mapping[tuple[str, str], int] | None = None) -> None:
+        rows = counter_rows(counts, orders)
         if not rows:
             return
         with self._state.transaction() as connection, connection.cursor() as cursor:
-            cursor.executemany("INSERT INTO recsys_experiment_answers (name, arm, answers) VALUES (%s, %s, %s) "
-                               "ON CONFLICT (name, arm) DO UPDATE SET "
-                               "answers = recsys_experiment_answers.answers + excluded.answers", rows)
+            cursor.executemany("INSERT INTO recsys_experiment_answers (name, arm, answers, orders) "
+                               "VALUES (%s, %s, %s, %s) ON CONFLICT (name, arm) DO UPDATE SET "
+                               "answers = recsys_experiment_answers.answers + excluded.answers, "
+                               "orders = recsys_experiment_answers.orders + excluded.orders", rows)
 
     def answers(self, name: str) -> dict[str, int]:
         with self._state.transaction() as connection:
             rows = connection.execute("SELECT arm, answers FROM recsys_experiment_answers WHERE name = %s",
+                                      (name,)).fetchall()
+        return {str(arm): int(n) for arm, n in rows}
+
+    def orders(self, name: str) -> dict[str, int]:
+        with self._state.transaction() as connection:
+            rows = connection.execute("SELECT arm, orders FROM recsys_experiment_answers WHERE name = %s",
                                       (name,)).fetchall()
         return {str(arm): int(n) for arm, n in rows}

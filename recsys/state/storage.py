@@ -7,8 +7,8 @@ sequence number (``seq``), by which another process catches up with the changes 
 the API keys (hashed), the shared secrets (the answer-signing key) and the feedback's answer key (one
 decision per answer); version 4 the stock snapshot markers (``stock_snapshots``: per store, its closed-world
 flag and the sequence numbers of its last snapshot and of its last replacement); version 5 the online experiments
-(``experiments``), their answer counters per arm (``experiment_answers``) and the feedback's experiment (older rows:
-none).
+(``experiments``), their answer and whole-order counters per arm (``experiment_answers``) and the feedback's
+experiment (older rows: none).
 """
 
 from __future__ import annotations
@@ -82,7 +82,10 @@ def ensure_schema(connection: sqlite3.Connection) -> None:
             "stops_at TEXT, stopped_at TEXT, created_at TEXT NOT NULL)")
         connection.execute(
             "CREATE TABLE IF NOT EXISTS experiment_answers (name TEXT NOT NULL, arm TEXT NOT NULL, "
-            "answers INTEGER NOT NULL, PRIMARY KEY (name, arm))")
+            "answers INTEGER NOT NULL, orders INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (name, arm))")
+        # version 5 too: the whole orders (batch answers) served per arm; a file written before: 0 so far
+        if "orders" not in {row[1] for row in connection.execute("PRAGMA table_info(experiment_answers)")}:
+            connection.execute("ALTER TABLE experiment_answers ADD COLUMN orders INTEGER NOT NULL DEFAULT 0")
         if "experiment" not in {row[1] for row in connection.execute("PRAGMA table_info(feedback)")}:
             connection.execute("ALTER TABLE feedback ADD COLUMN experiment TEXT")
         connection.execute("CREATE INDEX IF NOT EXISTS feedback_experiment ON feedback (experiment)")

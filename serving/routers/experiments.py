@@ -97,7 +97,8 @@ def list_experiments(state: StateDep) -> list[ExperimentOut]:
     404: {"model": ErrorOut, "description": "no such experiment"}, **_UNAVAILABLE})
 def experiment_report(name: Name, state: StateDep, signer: SignerDep) -> ExperimentReportOut:
     """An experiment's numbers per arm (answers, decisions, acceptance with its 95% interval, first-position
-    acceptance, price difference of accepted substitutes) and the sequential test's decision, which stays valid
+    acceptance, price difference of accepted substitutes, whole orders and their substitution rate with its 95%
+    interval) and the sequential test's decision, which stays valid
     however often it is read. Answers are counted by the replicas every polling interval."""
     return ExperimentReportOut(**_report(name, state, signer))
 
@@ -108,7 +109,7 @@ def _report(name: str, state: ServiceState, signer: AnswerSigner) -> dict[str, o
     try:
         experiment = find(shared.experiments, name)
         measured = report(experiment, shared.experiments.answers(name), shared.feedback.experiment_feedback(name),
-                          signer, now)
+                          signer, now, orders=shared.experiments.orders(name))
     except ExperimentError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except StateUnavailableError as exc:

@@ -44,7 +44,8 @@ def post_feedback(body: FeedbackIn, state: StateDep, signer: SignerDep, settings
     feedback = Feedback(item_id=answer.item_id, shown=answer.shown, accepted=body.accepted,
                         rejected=tuple(body.rejected), chosen=body.chosen, customer_id=answer.customer_id,
                         store_id=answer.store_id, source=body.source, model_version=answer.model_version,
-                        answer_id=body.answer_id, experiment=answer.experiment, arm=answer.arm)
+                        answer_id=body.answer_id, experiment=answer.experiment, arm=answer.arm,
+                        order_id=answer.order_id)
     if answer.experiment is not None:  # what the shopper's choice cost them, for the experiment's report
         feedback = dataclasses.replace(feedback, price_difference=_price_difference(state, feedback))
     try:

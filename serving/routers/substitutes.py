@@ -8,9 +8,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 
-from recsys import OrderSubstitutes, SubstituteEngine, SubstituteList, UnknownItemError, UnknownStoreError
+from recsys import (
+    OrderSubstitutes,
+    SubstituteEngine,
+    SubstituteList,
+    UnknownAttributeError,
+    UnknownItemError,
+    UnknownStoreError,
+)
 from recsys.domain.types import MAX_K, Intent
-from recsys.state.answers import AnswerSigner
+from recsys.state.answers import AnswerSigner, new_order_id
 from recsys.state.inventory import ONLINE
 from serving.deps import Answering, AnsweringDep, SettingsDep
 from serving.experiments import Experiments, Placement
@@ -19,8 +26,10 @@ from serving.responses import json_bytes, json_response
 from serving.schemas import ErrorOut, OrderSubstituteRequest, SubstituteRequest
 
 router = APIRouter(prefix="/v1", tags=["substitutes"])
-_ERRORS: dict[int | str, dict[str, object]] = {404: {"model": ErrorOut, "description": "unknown item or store"},
-                                               503: {"model": ErrorOut, "description": "no model loaded"}}
+_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorOut, "description": "filters.keep or filters.prefer names an attribute the catalog lacks"},
+    404: {"model": ErrorOut, "description": "unknown item or store"},
+    503: {"model": ErrorOut, "description": "no model loaded"}}
 
 
 def answer_json(engine: SubstituteEngine, signer: AnswerSigner, request: SubstituteRequest,
@@ -53,14 +62,14 @@ def place(experiments: Experiments | None, engine: SubstituteEngine,
 
 
 def signed(signer: AnswerSigner, answer: SubstituteList, customer_id: str | None,
-           placement: Placement | None = None) -> SubstituteList:
+           placement: Placement | None = None, order_id: str | None = None) -> SubstituteList:
     """``answer`` with its ``answer_id``: what feedback on it must bring back; in an experiment's arm, labelled with
-    both, which the answer id signs too."""
+    both, which the answer id signs too, with ``order_id`` for a line of a whole order."""
     experiment = arm = None
     if placement is not None and placement.arm is not None:
         experiment, arm = placement.experiment, placement.arm
     answer_id = signer.sign(answer.model_version, answer.item.item_id, customer_id, answer.store_id,
-                            [s.item_id for s in answer.substitutes], time.time(), experiment, arm)
+                            [s.item_id for s in answer.substitutes], time.time(), experiment, arm, order_id)
     if experiment is None:
         return dataclasses.replace(answer, answer_id=answer_id)
     return dataclasses.replace(answer, answer_id=answer_id, experiment=experiment, arm=arm)
@@ -71,6 +80,8 @@ def _query(answering: Answering, request: SubstituteRequest) -> Response:
         body, timing = answer_json(answering.engine, answering.signer, request, answering.experiments)
     except (UnknownItemError, UnknownStoreError) as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except UnknownAttributeError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     return Response(body, media_type="application/json", headers={"server-timing": timing})
 
 
@@ -82,12 +93,13 @@ async def post_substitutes(request: SubstituteRequest, answering: AnsweringDep) 
 
 @router.post("/substitutes/batch", response_model=OrderSubstitutes, responses={
     413: {"model": ErrorOut, "description": "body over RECSYS_MAX_BODY_BYTES, or lines x k over RECSYS_MAX_BATCH_COST"},
-    404: {"model": ErrorOut, "description": "unknown store"}, 503: _ERRORS[503]})
+    404: {"model": ErrorOut, "description": "unknown store"}, 400: _ERRORS[400], 503: _ERRORS[503]})
 def post_order_substitutes(request: OrderSubstituteRequest, answering: AnsweringDep, settings: SettingsDep
                            ) -> Response:
     """Substitutes for many unavailable lines of one order (one customer, one store) in one call: never an
     item of the order, never the same substitute for two lines. Unknown lines are listed, not fatal. Each line
-    is an answer of its own, with its own ``answer_id``."""
+    is an answer of its own, with its own ``answer_id``; in an online experiment, the ids of one call also sign one
+    order id, so the experiment can measure whole orders."""
     # a plain def: up to 200 lines of work run in the thread pool, not on the event loop
     too_costly = batch_cost_error(len(request.items), request.k, settings.max_batch_cost)
     if too_costly is not None:
@@ -103,9 +115,14 @@ def post_order_substitutes(request: OrderSubstituteRequest, answering: Answering
                                           intent=intent)
     except UnknownStoreError as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    lines = tuple(signed(signer, line, request.customer_id, placement) for line in answer.lines)
-    if placement is not None and placement.arm is not None and lines:
-        answering.experiments.count(str(placement.experiment), placement.arm, len(lines))
+    except UnknownAttributeError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    counted = placement if placement is not None and placement.arm is not None and answer.lines else None
+    # one order: every line signs the same order id, so feedback on any line counts toward it (experiments only)
+    order_id = new_order_id() if counted is not None else None
+    lines = tuple(signed(signer, line, request.customer_id, placement, order_id) for line in answer.lines)
+    if counted is not None:
+        answering.experiments.count(str(counted.experiment), str(counted.arm), len(lines), orders=1)
     return json_response(dataclasses.replace(answer, lines=lines))
 
 

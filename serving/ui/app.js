@@ -194,6 +194,7 @@ function itemCard(answer) {
       ["size", [x.package_size || "–", x.size ? ` (${x.size})` : ""].join("")],
       ["price", money(x.price)],
       ["unit price", unitPrice(x.unit_price, x.unit_price_per)],
+      ["attributes", attributesText(x.attributes)],
       [`at ${answer.store_id}`, restock],
       ["in stock at", answer.available_at.length ? answer.available_at.join(", ") : "no report"],
     ]),
@@ -225,6 +226,13 @@ function availabilityTag(availability, restockEta) {
   return el("span", { class: `availability ${cls}`, dataset: { availability }, title }, label + back);
 }
 
+// the catalog's attributes of an item, "organic: yes · diet: gluten-free, vegan"; null (no row) when it has none
+function attributesText(attributes) {
+  const entries = Object.entries(attributes || {});
+  return entries.length ? el("span", { class: "attributes" },
+    entries.map(([name, values]) => `${name}: ${values.join(", ")}`).join(" · ")) : null;
+}
+
 function substituteCard(s, rank, answer) {
   const size = [s.package_size || s.size || "–"];
   if (s.size_difference) size.push(s.size_difference === "same" ? " (same size)" : ` (${s.size_difference}`
@@ -249,6 +257,7 @@ function substituteCard(s, rank, answer) {
         ? el("span", { class: "ok shopper-price", title: "price protection: no more than the item ordered" },
           money(s.shopper_price)) : null],
       ["unit price", unitPrice(s.unit_price, s.unit_price_per)],
+      ["attributes", attributesText(s.attributes)],
       [`at ${answer.store_id}`, availabilityTag(s.availability, null)],
       ["bought before", s.bought_before ? `${s.bought_before}×` : null],
     ]),

@@ -64,7 +64,9 @@ class Scene:
 def scene(model_dir: Path) -> Scene:
     engine = SubstituteEngine.load(model_dir)
     items = engine.model.items
-    item_id = str(items.sort_values("n_customers", ascending=False, kind="stable")["item_id"].iloc[0])
+    # the most popular item with a full list online: an item is offered online only with evidence it sells there
+    popular = items.sort_values("n_customers", ascending=False, kind="stable")["item_id"].astype(str)
+    item_id = next(x for x in popular if len(engine.substitutes(x, k=K)) == K)
     x = engine.index_of(item_id)
     buyers = engine.model.customer_count[:, x].toarray().ravel()
     customer_row = int(np.argmax(buyers))
@@ -222,6 +224,10 @@ def test_search_an_item_open_it_and_see_the_apis_substitutes(browser: WebDriver,
         shown = card.find_element(By.CSS_SELECTOR, ".availability")
         assert shown.get_attribute("data-availability") == substitute["availability"] != "in_stock"
         assert "in stock" not in shown.text, "nobody reported stock online: the page must not claim it"
+        # the catalog's attributes, each with its values
+        attributes = card.find_element(By.CSS_SELECTOR, ".attributes").text
+        assert substitute["attributes"] and all(f"{name}: {', '.join(values)}" in attributes
+                                                for name, values in substitute["attributes"].items())
 
 
 def test_customer_and_store_change_the_answer_and_the_url_holds_the_view(browser: WebDriver, base_url: str,

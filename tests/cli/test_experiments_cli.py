@@ -74,6 +74,43 @@ def test_start_list_report_stop(models: Path, tmp_path: Path) -> None:
     assert again.exit_code == 2 and "was stopped at" in again.stderr
 
 
+def test_report_shows_whole_orders_and_their_substitution_rate(models: Path, tmp_path: Path) -> None:
+    state_url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    assert _experiments("start", "orders", "--treatment", "intent=familiar", "--share", "0.5", "--models",
+                        str(models), "--state", state_url).exit_code == 0
+    state = open_state(state_url)
+    signer = AnswerSigner(state.shared_secret(SECRET_NAME))
+    rng = np.random.default_rng(3)
+    substituted = {CONTROL: 0, TREATMENT: 0}
+    orders = {CONTROL: 12, TREATMENT: 9}
+    for arm, n in orders.items():
+        for order in range(n):  # 3 lines each, every line decided: accepted with 80%
+            took = rng.random(3) < 0.8
+            substituted[arm] += bool(took.all())
+            for line, accepted in enumerate(took):
+                customer = f"{arm}-{order}"
+                answer_id = signer.sign("v", f"x{line}", customer, "online", ["a", "b"], time.time(), "orders", arm,
+                                        f"{arm}-order-{order}")
+                decision = {"accepted": "a"} if accepted else {"rejected": ("a", "b")}
+                state.feedback.record(Feedback(f"x{line}", shown=("a", "b"), customer_id=customer, store_id="online",
+                                               model_version="v", answer_id=answer_id, experiment="orders", arm=arm,
+                                               order_id=f"{arm}-order-{order}", **decision))  # type: ignore[arg-type]
+    state.experiments.add_answers({("orders", arm): 3 * n for arm, n in orders.items()},
+                                  {("orders", arm): n for arm, n in orders.items()})
+    state.close()
+    measured = json.loads(_experiments("report", "orders", "--json", "--state", state_url).stdout)
+    table = _experiments("report", "orders", "--state", state_url)
+    assert table.exit_code == 0, table.output
+    rate_row = next(line for line in table.stdout.splitlines() if "order substitution rate" in line)
+    for arm, n in orders.items():
+        numbers = measured["arms"][arm]
+        assert (numbers["orders"], numbers["orders_decided"], numbers["orders_substituted"]) == \
+            (n, n, substituted[arm])
+        assert numbers["order_substitution_rate"] == pytest.approx(substituted[arm] / n)
+        assert f"{substituted[arm] / n:.4f}" in rate_row
+    assert "order 95% interval" in table.stdout
+
+
 def test_an_invalid_experiment_exits_2_naming_the_option(models: Path, tmp_path: Path) -> None:
     state = f"sqlite:///{tmp_path / 'state.sqlite3'}"
     base = ["--models", str(models), "--state", state]

@@ -1,7 +1,8 @@
 """Online experiments in the shared state (recsys/state/experiments.py), no model needed: deterministic assignment
 and its share, what makes an experiment invalid (each error naming its field), the SQLite store and its counters
-shared by two processes, the version-4 file migrated, answer ids that sign the arm (old ids still verifying), and
-the report counting each answer's feedback once, in its arm, and nothing forged."""
+shared by two processes, the version-4 file migrated (and a file from before the order counters), answer ids that
+sign the arm and a batch line's order (old ids still verifying), and the report counting each answer's feedback
+once, in its arm and its order, and nothing forged."""
 
 from __future__ import annotations
 
@@ -181,8 +182,10 @@ def test_the_report_counts_verified_feedback_once_in_its_arm(tmp_path: Path) -> 
     state.feedback.record(relabelled)
     state.experiments.add_answers({("e1", TREATMENT): 10, ("e1", CONTROL): 40})
     measured = report(experiment, state.experiments.answers("e1"), state.feedback.experiment_feedback("e1"),
-                      signer, NOW).to_json(NOW)
+                      signer, NOW, orders=state.experiments.orders("e1")).to_json(NOW)
     treatment, control = measured["arms"][TREATMENT], measured["arms"][CONTROL]
+    for arm in (treatment, control):  # single answers: no order served, none decided
+        assert (arm["orders"], arm["orders_decided"], arm["order_substitution_rate"]) == (0, 0, None)
     assert (treatment["answers"], treatment["decided"], treatment["accepted"], treatment["first_accepted"]) == \
         (10, 3, 2, 1)
     assert treatment["acceptance"] == pytest.approx(2 / 3) and treatment["accepted_price_difference"] == -0.5
@@ -190,4 +193,58 @@ def test_the_report_counts_verified_feedback_once_in_its_arm(tmp_path: Path) -> 
     assert (control["answers"], control["decided"], control["accepted"], control["first_accepted"]) == (40, 3, 1, 0)
     assert measured["decision"] == "no decision yet" and measured["p_value"] == 1.0
     assert measured["difference"] == pytest.approx(2 / 3 - 1 / 3) and measured["status"] == "running"
+    state.close()
+
+
+def test_a_state_file_from_before_order_counters_opens_and_keeps_its_counts(tmp_path: Path) -> None:
+    path = tmp_path / "v5.sqlite3"
+    state = SqliteState(path)
+    state.experiments.add_answers({("e1", CONTROL): 3})
+    state.close()
+    with sqlite3.connect(path) as old:  # as schema 5 was before whole orders were counted
+        old.execute("ALTER TABLE experiment_answers DROP COLUMN orders")
+    state = SqliteState(path)
+    assert state.experiments.answers("e1") == {CONTROL: 3} and state.experiments.orders("e1") == {CONTROL: 0}
+    state.experiments.add_answers({("e1", CONTROL): 4, ("e1", TREATMENT): 2}, {("e1", CONTROL): 1,
+                                                                              ("e1", TREATMENT): 1})
+    state.experiments.add_answers({}, {("e1", TREATMENT): 1})
+    assert state.experiments.answers("e1") == {CONTROL: 7, TREATMENT: 2}
+    assert state.experiments.orders("e1") == {CONTROL: 1, TREATMENT: 2}
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
+    state.close()
+
+
+def test_feedback_counts_toward_the_order_its_answer_id_signs(tmp_path: Path) -> None:
+    state = open_state(f"sqlite:///{tmp_path / 'state.sqlite3'}")
+    signer = AnswerSigner(state.shared_secret(SECRET_NAME))
+    experiment = start_experiment(state.experiments, _experiment(), NOW)
+
+    def line(arm: str, order_id: str | None, label: str | None = None, **decision: object) -> Feedback:
+        answer_id = signer.sign("v1", "x", "7", "s1", ["a", "b"], NOW.timestamp(), "e1", arm, order_id)
+        return Feedback("x", shown=("a", "b"), customer_id="7", store_id="s1", model_version="v1",
+                        answer_id=answer_id, experiment="e1", arm=arm, order_id=label or order_id,
+                        **decision)  # type: ignore[arg-type]
+
+    assert signer.read(line(TREATMENT, "o1", accepted="a").answer_id or "").order_id == "o1"
+    assert signer.read(signer.sign("v1", "x", "7", "s1", ["a"], NOW.timestamp(), order_id="o1")).order_id is None, \
+        "outside an experiment an answer has no order"
+    rows = [line(TREATMENT, "o1", accepted="a"), line(TREATMENT, "o1", rejected=("a", "b")),  # o1: not whole
+            line(TREATMENT, "o2", accepted="b"), line(TREATMENT, "o2", chosen="a"),  # o2: every line substituted
+            line(TREATMENT, None, accepted="a"),  # a single answer: no order
+            line(CONTROL, "o3", rejected=("a",)),
+            line(CONTROL, None, "o4", accepted="a"),  # labelled with an order its answer id does not sign
+            line(CONTROL, "o5", "o6", accepted="a")]  # moved to another order
+    for row in rows:
+        state.feedback.record(row)
+    state.experiments.add_answers({("e1", TREATMENT): 5, ("e1", CONTROL): 3}, {("e1", TREATMENT): 3,
+                                                                              ("e1", CONTROL): 2})
+    measured = report(experiment, state.experiments.answers("e1"), state.feedback.experiment_feedback("e1"),
+                      signer, NOW, orders=state.experiments.orders("e1")).to_json(NOW)
+    treatment, control = measured["arms"][TREATMENT], measured["arms"][CONTROL]
+    assert (treatment["orders"], treatment["orders_decided"], treatment["orders_substituted"]) == (3, 2, 1)
+    assert treatment["order_substitution_rate"] == 0.5 and treatment["decided"] == 5
+    assert treatment["order_substitution_ci95"][0] < 0.5 < treatment["order_substitution_ci95"][1]
+    assert (control["orders"], control["orders_decided"], control["orders_substituted"]) == (2, 1, 0)
+    assert control["order_substitution_rate"] == 0.0 and control["decided"] == 1, "forged rows count nowhere"
     state.close()

@@ -1,8 +1,9 @@
 """Online experiments over HTTP, with two apps sharing one SQLite state file as two replicas: a shopper in one arm
 on both and after a restart, an experiment started on one replica served by the other within 2 s and stopped the
 same way, the arms' models and intents really answering, feedback counted once per answer and in its arm, the
-answers per arm counted by both replicas, answers outside any experiment unchanged but for two null fields, and
-every invalid experiment a 4xx naming its field."""
+answers per arm counted by both replicas, whole orders (batch answers) counted per arm with their substitution rate
+and an order id no client can change, answers outside any experiment unchanged but for two null fields, and every
+invalid experiment a 4xx naming its field."""
 
 from __future__ import annotations
 
@@ -179,6 +180,89 @@ def test_feedback_counts_once_in_its_arm_and_every_answer_is_counted(replicas: t
     state_url = first.app.state.service.store.url
     printed = CliRunner().invoke(cli, ["experiments", "report", "familiar-test", "--json", "--state", state_url])
     assert printed.exit_code == 0 and json.loads(printed.stdout) == report, "the command line says the same"
+
+
+def _with_fields(answer_id: str, fields: list[Any]) -> str:
+    """``answer_id`` with its payload replaced by ``fields`` and its signature kept: what a client could forge."""
+    payload = base64.urlsafe_b64encode(json.dumps(fields).encode()).rstrip(b"=").decode()
+    return f"{payload}.{answer_id.split('.')[1]}"
+
+
+def test_whole_orders_are_counted_per_arm_with_their_substitution_rate(replicas: tuple[TestClient, TestClient]
+                                                                       ) -> None:
+    first, second = replicas
+    engine = first.app.state.service.engine
+    items = [str(i) for i in engine.model.items.sort_values("n_customers", ascending=False)["item_id"].iloc[:4]]
+    _start(first, name="whole-orders", treatment="intent=familiar", share=0.5)
+    _eventually(lambda: second.app.state.service.experiments.active, 2.0, "the experiment on the other replica")
+    served = {"control": 0, "treatment": 0}
+    answered = {"control": 0, "treatment": 0}  # answers: each batch line is one
+    # per arm, per order sent: whether each line that got feedback took a shown substitute
+    decided: dict[str, dict[int, list[bool]]] = {"control": {}, "treatment": {}}
+    order_ids = set()
+    decided_line = None
+    for i, customer in enumerate(_customers(first, 24)):
+        replica = (first, second)[i % 2]
+        response = replica.post("/v1/substitutes/batch", json={"items": items, "customer_id": customer, "k": 3})
+        assert response.status_code == 200, response.text
+        lines = response.json()["lines"]
+        arm = lines[0]["arm"]
+        assert {(line["experiment"], line["arm"]) for line in lines} == {("whole-orders", arm)}, "one order, one arm"
+        signed_orders = {_fields(line["answer_id"])[9] for line in lines}
+        assert len(signed_orders) == 1, "every line of an order signs the same order id"
+        order_ids |= signed_orders
+        served[arm] += 1
+        answered[arm] += len(lines)
+        if i % 4 == 3:
+            continue  # an order nobody decided: served, not decided
+        for j, line in enumerate(lines):
+            shown = [s["item_id"] for s in line["substitutes"]]
+            if not shown or (i + j) % 3 == 2:
+                continue  # a line without feedback does not count against its order
+            decision = {"rejected": shown} if (i + j) % 5 == 0 else {"accepted": shown[-1]}
+            for target in (second, first):  # a retry on another replica: still one decision
+                posted = target.post("/v1/feedback", json={"answer_id": line["answer_id"], **decision})
+                assert posted.status_code in (200, 201), posted.text
+            decided[arm].setdefault(i, []).append("accepted" in decision)
+            decided_line = line
+    assert len(order_ids) == sum(served.values()), "each order its own id"
+    assert all(decided.values()) and any(not all(took) for arm in decided.values() for took in arm.values()), \
+        "both arms have decided orders, and some order had a line refused"
+    # a line answered on its own, decided: an answer, but no order
+    single = _ask(first, items[0], customer_id=_customers(first, 1)[0])
+    assert single["experiment"] == "whole-orders" and len(_fields(single["answer_id"])) == 9
+    answered[single["arm"]] += 1
+    accepted = first.post("/v1/feedback", json={"answer_id": single["answer_id"],
+                                                "accepted": single["substitutes"][0]["item_id"]})
+    assert accepted.status_code == 201, accepted.text
+    # an order id changed, or taken away, under the line's signature: refused, counted nowhere
+    assert decided_line is not None
+    fields = _fields(decided_line["answer_id"])
+    shown = [s["item_id"] for s in decided_line["substitutes"]]
+    for forged in (fields[:9] + ["0" * 16], fields[:9]):
+        refused = first.post("/v1/feedback", json={"answer_id": _with_fields(decided_line["answer_id"], forged),
+                                                   "rejected": shown})
+        assert refused.status_code == 422 and "does not verify" in refused.json()["detail"], refused.text
+    anonymous = first.post("/v1/substitutes/batch", json={"items": items}).json()["lines"]
+    assert all(len(_fields(line["answer_id"])) == 7 for line in anonymous), "outside the experiment: no order"
+
+    def counted() -> dict[str, Any] | None:
+        report = first.get("/v1/experiments/whole-orders").json()
+        counts = {arm: (report["arms"][arm]["orders"], report["arms"][arm]["answers"]) for arm in served}
+        return report if counts == {arm: (served[arm], answered[arm]) for arm in served} else None
+
+    report = _eventually(counted, 2.0, "every order and answer in the shared counters")  # each replica adds its own
+    for arm, orders in decided.items():
+        numbers = report["arms"][arm]
+        substituted = sum(all(took) for took in orders.values())
+        assert (numbers["orders_decided"], numbers["orders_substituted"]) == (len(orders), substituted)
+        assert numbers["order_substitution_rate"] == pytest.approx(substituted / len(orders))
+        lo, hi = numbers["order_substitution_ci95"]
+        assert lo <= substituted / len(orders) <= hi
+        assert numbers["decided"] == sum(map(len, orders.values())) + (arm == single["arm"])
+    state_url = first.app.state.service.store.url
+    printed = CliRunner().invoke(cli, ["experiments", "report", "whole-orders", "--json", "--state", state_url])
+    assert printed.exit_code == 0 and json.loads(printed.stdout)["arms"] == report["arms"], "the command line too"
 
 
 def test_a_model_version_arm_is_answered_by_that_model_loaded_beside_the_current(

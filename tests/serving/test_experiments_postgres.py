@@ -1,5 +1,6 @@
 """Online experiments on a PostgreSQL state (marker ``postgres``, ``make test-postgres``): the store itself (names
-never reused, stops, counters added by two processes, feedback by experiment), and two replicas in this process
+never reused, stops, answer and order counters added by two processes, a database from before the order counters
+opened, feedback by experiment), and two replicas in this process
 sharing the database: an experiment started on one is served by the other within 2 s, each shopper in the same
 arm on both, the answers of both counted, and a stop followed as fast."""
 
@@ -38,8 +39,10 @@ def test_the_experiment_store_on_postgresql(cluster) -> None:  # noqa: F811
         second.experiments.add_experiment(experiment)
     assert taken.value.conflict and taken.value.field == "name"
     first.experiments.add_answers({(name, CONTROL): 2, (name, TREATMENT): 1})
-    second.experiments.add_answers({(name, CONTROL): 5})
+    second.experiments.add_answers({(name, CONTROL): 5}, {(name, CONTROL): 2})
+    second.experiments.add_answers({}, {(name, TREATMENT): 1})
     assert first.experiments.answers(name) == {CONTROL: 7, TREATMENT: 1}
+    assert first.experiments.orders(name) == {CONTROL: 2, TREATMENT: 1}
     signer = AnswerSigner(first.shared_secret(SECRET_NAME))
     answer_id = signer.sign("v", "x", "7", name, ["a"], time.time(), name, TREATMENT)
     first.feedback.record(Feedback("x", shown=("a",), accepted="a", customer_id="7", store_id=name, model_version="v",
@@ -48,6 +51,12 @@ def test_the_experiment_store_on_postgresql(cluster) -> None:  # noqa: F811
     assert [f.arm for f in second.feedback.experiment_feedback(name)] == [TREATMENT]
     assert second.experiments.stop_experiment(name, now.isoformat()) and not first.experiments.stop_experiment(
         name, now.isoformat())
+    with first.transaction() as connection:  # back to schema 5 as it was before whole orders were counted
+        connection.execute("ALTER TABLE recsys_experiment_answers DROP COLUMN orders")
+    reopened = open_state(cluster.url)  # opens it, and adds the column: no order counted so far
+    assert reopened.experiments.answers(name) == {CONTROL: 7, TREATMENT: 1}
+    assert reopened.experiments.orders(name) == {CONTROL: 0, TREATMENT: 0}
+    reopened.close()
     first.close()
     second.close()
 

@@ -106,6 +106,26 @@ def test_filters_and_exclude_over_http(client: TestClient, item_id: str) -> None
         assert s["item_id"] != excluded and s["price"] <= 5.0 and s["size_ratio"] is not None
 
 
+def test_catalog_attributes_over_http(client: TestClient, item_id: str) -> None:
+    """Attributes in the answer, ``keep`` and ``prefer`` in the filters with their reasons as codes, and an
+    attribute the catalog lacks a 400 that names it, for one line and for a whole order."""
+    first, *_, last = client.app.state.service.engine.item_table.attributes.names
+    answer = client.post("/v1/substitutes", json={"item_id": item_id, "k": 10,
+                                                  "filters": {"keep": [last], "prefer": [first]}})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    wanted = set(body["item"]["attributes"].get(last, []))
+    assert body["substitutes"] and body["item"]["attributes"]
+    for s in body["substitutes"]:
+        assert wanted <= set(s["attributes"].get(last, []))
+        shared = [c["value"] for c in s["reason_codes"]
+                  if c["code"] in ("shared_attribute", "shared_flag") and c["attribute"] == last]
+        assert shared == sorted(wanted - {"no"})
+    for path, payload in (("/v1/substitutes", {"item_id": item_id}), ("/v1/substitutes/batch", {"items": [item_id]})):
+        refused = client.post(path, json={**payload, "filters": {"keep": ["colour"]}})
+        assert refused.status_code == 400 and "unknown attribute 'colour'" in refused.json()["detail"]
+
+
 def test_unknown_customer_is_not_personalised(client: TestClient, item_id: str) -> None:
     body = client.post("/v1/substitutes", json={"item_id": item_id, "customer_id": "stranger"}).json()
     assert body["personalized"] is False

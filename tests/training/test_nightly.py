@@ -77,6 +77,14 @@ def test_gate_promotes_an_equally_good_model(models: Path, train_args: list[str]
     assert entry["metrics"][before]["discover new HR@3"] > 0.1
     report = (models / CURRENT / "report.md").read_text()
     assert f"Previous: {before}" in report, "the new model's report compares it with the one it replaces"
+    # the catalog attributes came through the command line's files and mapping as the in-memory data set has them
+    by_files, in_memory = (pd.read_parquet(models / version / "items.parquet").set_index("item_id")
+                           for version in (CURRENT, before))
+    attributes = [c for c in in_memory.columns if c.startswith("attribute.")]
+    assert attributes and [c for c in by_files.columns if c.startswith("attribute.")] == attributes
+    assert (by_files.loc[in_memory.index, attributes].astype("string").fillna("")
+            == in_memory[attributes].astype("string").fillna("")).all().all()
+    assert "## Catalog attributes kept by switches" in report
 
 
 def test_first_model_is_promoted_without_a_gate(rees46_path: Path, tmp_path: Path) -> None:

@@ -2,9 +2,10 @@
 started from pyspark's own distribution, on loopback only, each worker with 1 core and 1 GB. The model the cluster
 trains answers as the local-mode model of the same data; the executors run Spark SQL only, with no Python at all (a
 Python UDF or a Python RDD would fail: the executors' Python is a program that does not exist) and no access to the
-project (the workers run outside the repository, without PYTHONPATH). The nightly path runs on the cluster too:
-`recsys validate`, then `recsys retrain --engine spark` promoting a candidate as good as `current` and refusing a
-worse one with `current` untouched.
+project (the workers run outside the repository, without PYTHONPATH). The nightly script of docs/operations.md runs
+on the cluster too, as it is written there: `recsys validate`, then `recsys retrain --engine spark` promoting a
+candidate as good as `current` to a replica that follows the state's model pointer, and refusing a worse one with
+exit 1, `current` and the pointer untouched.
 
 The cluster's drivers are `recsys` subprocesses: a driver's master is fixed when its JVM starts, and the test run's
 local-mode session (tests/training/conftest.py) may already be running in this process."""
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -34,6 +37,8 @@ from recsys.cli import app
 from recsys.cli.common import ExitStatus
 from recsys.model.artifact import CURRENT, read_manifest
 from recsys.model.registry import current_version
+from recsys.state.store import open_state
+from serving.process import start, stop, wait_ready
 from tests.synthetic import TINY
 from tests.training.test_spark import _assert_same_matrix
 from tests.training.test_spark_nightly import _listening
@@ -48,6 +53,10 @@ NO_RANKER = TINY.model_copy(update={"ranker": TINY.ranker.model_copy(update={"en
 NO_PYTHON = "/nonexistent/executors-run-no-python"
 #: seconds the master and both workers get to start and register (JVM start-up on 2 busy cores)
 STARTUP_SECONDS = 90
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+NIGHTLY_HEADING = "### A nightly on the lake: validate, retrain on Spark, promote to every replica"
+#: the partition the lake holds: the day after the synthetic retailer's last event
+NIGHTLY_DAY = "2017-12-31"
 
 
 @dataclass(frozen=True)
@@ -278,31 +287,140 @@ def test_the_cluster_trains_the_local_mode_model(cluster: Cluster, cluster_model
     assert answered >= 100
 
 
-def test_the_nightly_runs_on_the_cluster(cluster: Cluster, local_model: Path, synthetic_files: dict[str, Path],
-                                         config_file: Path, tmp_path: Path) -> None:
-    validated = CliRunner().invoke(app, ["validate", *_inputs(synthetic_files), "--config", str(config_file)])
-    assert validated.exit_code == 0, validated.output
+def _documented_nightly() -> str:
+    """The nightly script of docs/operations.md: the ``#!/bin/sh`` code block right after its heading."""
+    text = OPERATIONS.read_text()
+    heading = f"\n{NIGHTLY_HEADING}\n"
+    if heading not in text:
+        pytest.fail(f"{OPERATIONS} has no heading {NIGHTLY_HEADING!r}")
+    section = text.split(heading, 1)[1]
+    block = re.search(r"^```(?:bash|sh)\n(#!/bin/sh\n.*?)^```$", section, re.DOTALL | re.MULTILINE)
+    # nothing between the heading and the script but prose: no other code block, no other heading
+    if block is None or "```" in section[:block.start()] or re.search(r"^#+ ", section[:block.start()], re.MULTILINE):
+        pytest.fail(f"{OPERATIONS}: no #!/bin/sh code block right after {NIGHTLY_HEADING!r}")
+    return block.group(1)
 
-    models = tmp_path / "models"
+
+def _lake(files: dict[str, Path], root: Path) -> Path:
+    """The synthetic retailer laid out as the script reads a lake: ``events/day=DAY/`` (a parquet part) and
+    ``products.parquet``."""
+    partition = root / "events" / f"day={NIGHTLY_DAY}"
+    partition.mkdir(parents=True)
+    pd.read_csv(files["events"]).to_parquet(partition / "part-00000.parquet", index=False)
+    pd.read_csv(files["catalog"]).to_parquet(root / "products.parquet", index=False)
+    return root
+
+
+def _model_pointer(state_url: str) -> str | None:
+    state = open_state(state_url, must_exist=True)
+    try:
+        return state.model_pointer()
+    finally:
+        state.close()
+
+
+def _served_version(base_url: str) -> object:
+    return httpx.get(f"{base_url}/readyz", timeout=10).json()["model_version"]
+
+
+def _wait_until_served(base_url: str, version: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (served := _served_version(base_url)) != version:
+        assert time.monotonic() < deadline, f"the replica serves {served}, not {version}, after {timeout_s:.0f} s"
+        time.sleep(0.2)
+
+
+def _new_application(cluster: Cluster, known: set[str], timeout_s: float = 30) -> str:
+    """The id of the one application the cluster completed besides ``known``: a run was the cluster's."""
+    deadline = time.monotonic() + timeout_s
+    while not (new := {str(app["id"]) for app in cluster.state()["completedapps"]} - known):
+        assert time.monotonic() < deadline, "no application completed on the cluster"
+        time.sleep(0.5)
+    (application,) = new
+    return application
+
+
+def test_the_documented_nightly_runs_on_the_cluster(cluster: Cluster, local_model: Path,
+                                                    synthetic_files: dict[str, Path], config_file: Path,
+                                                    tmp_path: Path) -> None:
+    """docs/operations.md's nightly script, run with ``sh`` as it is written, its site values in the environment:
+    a missing partition stops it at validate (exit 2); a candidate as good as `current` is promoted (exit 0) and a
+    replica on the same state serves it; a worse one is refused (exit 1) with `current` and the pointer kept."""
+    script = tmp_path / "nightly.sh"
+    script.write_text(_documented_nightly())
+    # RECSYS_HOME as the script expects it: .venv/bin/recsys, models/, mapping.toml and logs/
+    home = tmp_path / "srv-recsys"
+    (home / "logs").mkdir(parents=True)
+    interpreter_bin = Path(sys.executable).parent
+    if not (interpreter_bin / "recsys").is_file():
+        pytest.fail(f"the script runs .venv/bin/recsys: no recsys next to {sys.executable}")
+    (home / ".venv").mkdir()
+    (home / ".venv" / "bin").symlink_to(interpreter_bin)
+    shutil.copy(synthetic_files["mapping"], home / "mapping.toml")
+    models = home / "models"
     shutil.copytree(local_model, models, symlinks=True)
     before = current_version(models)
-    # a worse candidate (2-dimensional embeddings, one ALS pass, 10 candidates) behind the same gate
-    worse = tmp_path / "worse.json"
-    worse.write_text(NO_RANKER.model_copy(update={
-        "als": NO_RANKER.als.model_copy(update={"factors": 2, "iterations": 1}), "max_candidates": 10,
-    }).model_dump_json())
-    retrain = ["retrain", *_inputs(synthetic_files), "--models", str(models), "--config"]
-    promoted, refused = _recsys_on(cluster, [*retrain, str(config_file)], [*retrain, str(worse)], cwd=tmp_path)
-    assert promoted.exit_code == 0, promoted.stdout + promoted.stderr
-    candidate = promoted.stdout.strip().splitlines()[-1]
-    assert Path(candidate).name != before and read_manifest(Path(candidate)).engine == "spark"
-    assert refused.exit_code == ExitStatus.refused, refused.stdout + refused.stderr
-    assert "refused: " in refused.stderr
-    # the refusal moved nothing: `current` is still the promoted candidate, whose files the gate did not touch
-    assert current_version(models) == Path(candidate).name
-    assert (models / CURRENT).resolve() == Path(candidate).resolve()
-    read_manifest(models / CURRENT)  # every checksum verified
-    first, second = [json.loads(line) for line in (models / "retrain.jsonl").read_text().splitlines()]
-    assert first["promoted"] is True and first["current"] == before
-    assert second["promoted"] is False and second["current"] == Path(candidate).name != second["candidate"]
+    assert before is not None
+    lake = _lake(synthetic_files, tmp_path / "lake")
+    lake_copy = shutil.copytree(lake, tmp_path / "lake-copy")
+    # the replicas' state, its pointer on the model they serve; a SQLite file, so the URL holds no password
+    state_url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+    state = open_state(state_url)
+    try:
+        state.set_model_pointer(before)
+    finally:
+        state.close()
+    env = _driver_env() | {"RECSYS_HOME": str(home), "LAKE": str(lake), "LAKE_COPY": str(lake_copy),
+                           "SPARK_MASTER": cluster.master_url, "DRIVER_MEMORY": "1g", "DAY": NIGHTLY_DAY,
+                           "TRAIN_CONFIG": str(config_file), "RECSYS_STATE_URL": state_url}
+
+    def nightly(**overrides: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", str(script)], env=env | overrides, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600)
+
+    # a day the lake copy lacks: validate refuses it in seconds, and no Spark training starts
+    missing_day = nightly(DAY="2018-01-01")
+    assert missing_day.returncode == ExitStatus.bad_input, missing_day.stdout + missing_day.stderr
+    assert not (models / "retrain.jsonl").exists() and _model_pointer(state_url) == before
+
+    replica, process = start(models / CURRENT, {"RECSYS_STATE_URL": state_url, "RECSYS_MODELS_DIR": str(models)},
+                             cwd=home)
+    try:
+        assert wait_ready(replica, 120, process), "the replica did not become ready"
+        assert _served_version(replica) == before
+        applications = {app["id"] for app in cluster.state()["completedapps"]}
+
+        promoted = nightly()
+        assert promoted.returncode == ExitStatus.done, promoted.stdout + promoted.stderr
+        report = json.loads((home / "logs" / f"validate-{NIGHTLY_DAY}.json").read_text())
+        assert any(f"lake-copy/events/day={NIGHTLY_DAY}" in source["source"] for source in report["sources"])
+        assert report["counts"]["events"] > 0
+        first = json.loads((models / "retrain.jsonl").read_text())
+        candidate = first["candidate"]
+        assert first["promoted"] is True and first["current"] == before != candidate
+        assert current_version(models) == candidate and read_manifest(models / CURRENT).engine == "spark"
+        assert _model_pointer(state_url) == candidate
+        assert promoted.stdout.strip().endswith(f"replicas -> {candidate}")
+        _wait_until_served(replica, candidate, 60)  # the replica followed the pointer by itself
+        applications.add(_new_application(cluster, applications))  # retrained on the cluster, not in local mode
+
+        # a worse candidate (2-dimensional embeddings, one ALS pass, 10 candidates) behind the same gate
+        worse = tmp_path / "worse.json"
+        worse.write_text(NO_RANKER.model_copy(update={
+            "als": NO_RANKER.als.model_copy(update={"factors": 2, "iterations": 1}), "max_candidates": 10,
+        }).model_dump_json())
+        refused = nightly(TRAIN_CONFIG=str(worse))
+        assert refused.returncode == ExitStatus.refused, refused.stdout + refused.stderr
+        assert "refused: " in refused.stderr and "replicas -> " not in refused.stdout
+        # the refusal moved nothing: `current`, the pointer and the replica keep the promoted candidate, whose
+        # files the gate did not touch
+        assert current_version(models) == candidate and _model_pointer(state_url) == candidate
+        assert (models / CURRENT).resolve() == (models / candidate).resolve()
+        read_manifest(models / CURRENT)  # every checksum verified
+        assert _served_version(replica) == candidate
+        _new_application(cluster, applications)
+    finally:
+        stop(process)
+    second = json.loads((models / "retrain.jsonl").read_text().splitlines()[1])
+    assert second["promoted"] is False and second["current"] == candidate != second["candidate"]
     assert read_manifest(models / second["candidate"]).engine == "spark"

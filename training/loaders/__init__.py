@@ -31,7 +31,7 @@ def load_dataset(sources: list[str], households: int | None = None, known_event_
     mapping = mapping if isinstance(mapping, DataMapping) else DataMapping(events=mapping or ColumnMapping())
     products, catalog_report = read_catalog_report(catalog, mapping.catalog) if catalog is not None else (None, None)
     parts = [
-        load_completejourney(households=households) if source == COMPLETEJOURNEY
+        load_completejourney(households=households, attributes=mapping.catalog.attributes) if source == COMPLETEJOURNEY
         else read_event_log(source, mapping.events, known_event_types=known_event_types)
         for source in sources
     ]

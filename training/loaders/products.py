@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.domain.schema import CATALOG_COLUMNS, LIST_PRICE, UNKNOWN, Dataset, DataValidationError, ValidationReport
+from recsys.domain.schema import (
+    LIST_PRICE,
+    UNKNOWN,
+    Dataset,
+    DataValidationError,
+    ValidationReport,
+    catalog_columns,
+)
+from training.attributes import derive_attributes
 from training.loaders.event_log import clean_id
 from training.loaders.files import ColumnReader, read_columns
 from training.mapping import CatalogColumns, DataMapping
@@ -71,6 +79,8 @@ def read_catalog_report(path: str | Path, columns: CatalogColumns, read: ColumnR
     })
     for name in ("department", "category", "product_type"):
         catalog[name] = catalog[name].astype(str)
+    for name, values in derive_attributes(raw, columns.attributes, f"catalog {path}").items():
+        catalog[name] = values
     report.skip("missing item id", int(item_id.isna().sum()))
     catalog = catalog[item_id.notna()]
     duplicated = catalog["item_id"].duplicated()
@@ -101,5 +111,5 @@ def join_catalog(part: Dataset, catalog: pd.DataFrame) -> Dataset:
     events = events[known].reset_index(drop=True)
     list_price = catalog["price"].where(catalog["price"] > 0)
     events["price"] = events["price"].fillna(events["item_id"].map(list_price.set_axis(catalog["item_id"])))
-    described = catalog[list(CATALOG_COLUMNS)].assign(**{LIST_PRICE: list_price})
+    described = catalog[catalog_columns(catalog)].assign(**{LIST_PRICE: list_price})
     return Dataset(events=events, catalog=described, reports=part.reports)

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from recsys.domain.schema import CATALOG_COLUMNS, EVENT_COLUMNS, LIST_PRICE, DataValidationError, ValidationReport
+from recsys.domain.schema import (
+    EVENT_COLUMNS,
+    LIST_PRICE,
+    DataValidationError,
+    ValidationReport,
+    catalog_columns,
+)
 from training.loaders.completejourney import COMPLETEJOURNEY, load_completejourney
 from training.loaders.event_log import EPOCH_RANGE, catalog_from_log
 from training.loaders.files import check_columns, is_parquet, supported_files
@@ -53,7 +59,7 @@ def read_sources(spark: SparkSession, sources: list[str], mapping: DataMapping |
     reports: list[ValidationReport] = []
     for source in sources:
         if source == COMPLETEJOURNEY:
-            dataset = load_completejourney(households=households)
+            dataset = load_completejourney(households=households, attributes=mapping.catalog.attributes)
             frames.append(events_to_spark(spark, dataset.events))
             catalogs.append(dataset.catalog)
             reports.extend(dataset.reports)
@@ -68,7 +74,7 @@ def read_sources(spark: SparkSession, sources: list[str], mapping: DataMapping |
         reports.append(report)
     if products is not None:
         list_price = products["price"].where(products["price"] > 0)
-        described = products[list(CATALOG_COLUMNS)].assign(**{LIST_PRICE: list_price})
+        described = products[catalog_columns(products)].assign(**{LIST_PRICE: list_price})
         catalogs.insert(0, described)
         reports.insert(0, catalog_report)  # type: ignore[arg-type]
     events = frames[0]
