@@ -74,7 +74,7 @@ def attribute_keeping(items: pd.DataFrame, switches: pd.DataFrame, max_categorie
     attribute, over the switches whose X has a value: ``kept`` is the share where Y has each of X's values,
     ``by_chance`` the share expected if Y were any other item of X's group (each equally likely), and ``lift``
     their ratio; ``categories`` names the categories where the switches kept it most above chance (at least 20
-    switches). One row per attribute."""
+    switches; none where no category keeps it above chance). One row per attribute."""
     columns = [c for c in items.columns if str(c).startswith(ATTRIBUTE_PREFIX)]
     rows = []
     group = _groups(items)
@@ -94,7 +94,8 @@ def attribute_keeping(items: pd.DataFrame, switches: pd.DataFrame, max_categorie
         per_category = frame.groupby("category").agg(n=("kept", "size"), kept=("kept", "mean"),
                                                      chance=("chance", "mean"))
         per_category = per_category[per_category["n"] >= 20]
-        above = (per_category["kept"] - per_category["chance"]).sort_values(ascending=False).head(max_categories)
+        above = (per_category["kept"] - per_category["chance"]).sort_values(ascending=False)
+        above = above[above > 0].head(max_categories)
         rows.append({
             "attribute": column.removeprefix(ATTRIBUTE_PREFIX), "switches": len(xs),
             "kept": float(kept_flags.mean()), "by_chance": float(chance.mean()),
