@@ -118,8 +118,18 @@ class Dataset:
     @classmethod
     def combine(cls, parts: list[Dataset]) -> Dataset:
         """Concatenate sources; for an item described by several catalogs the first description wins."""
+        from pandas.api.types import union_categoricals
+
         if len(parts) == 1:
             return parts[0]
-        events = pd.concat([p.events for p in parts], ignore_index=True)
+        frames = [p.events for p in parts]
+        # the event logs' categorical ids stay categorical (concat turns differing categories into per-row text)
+        categorical = [name for name in frames[0].columns
+                       if all(isinstance(f[name].dtype, pd.CategoricalDtype) for f in frames)
+                       and len({f[name].cat.categories.dtype for f in frames}) == 1]
+        events = pd.concat([f.drop(columns=categorical) for f in frames], ignore_index=True)
+        for name in categorical:
+            events[name] = union_categoricals([f[name] for f in frames], ignore_order=True)
+        events = events[list(frames[0].columns)]
         catalog = pd.concat([p.catalog for p in parts], ignore_index=True).drop_duplicates("item_id", keep="first")
         return cls(events=events, catalog=catalog.reset_index(drop=True), reports=[r for p in parts for r in p.reports])

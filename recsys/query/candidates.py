@@ -41,6 +41,8 @@ class CandidateFinder:
         # columns: recency-weighted interactions, purchase count, short half-life (trend) weight
         self.customer_items = SparseRows.of(model.customer_weight, model.customer_count, model.customer_recent)
         self.accepted = SparseRows.of(model.customer_accepted)
+        # a plain view of the (memory-mapped) factors: slicing a np.memmap costs microseconds of subclass overhead
+        self.factors: np.ndarray = np.asarray(model.factors)
         self._feature_arrays = plain(FeatureArrays(items.columns, self.pairs, self.store_items, self.customer_items,
                                                    self.accepted))
 
@@ -90,7 +92,7 @@ class CandidateFinder:
         pass. ``never``: sorted item indices that never pass."""
         members = np.arange(lo, hi)
         keep = self.allowed(members, x, store, exclude, filters, never)
-        factors = self.model.factors
+        factors = self.factors
         if hi - lo <= self.max_candidates:  # BLAS over the range: the similarity feature the ranker was fitted on
             return members[keep], (factors[lo:hi] @ factors[x])[keep]
         candidates = members[keep]

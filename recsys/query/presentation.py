@@ -114,6 +114,8 @@ class Presenter:
         # sizes and price differences): the answer's hot loop reads dictionaries, it formats nothing it has seen
         self._static = {code: messages.text(code) for code in _STATIC_REASONS}
         self._texts: dict[tuple[str, object, object], str] = {}
+        # the codes without values, one dict each, shared by every answer (read-only, like the texts)
+        self._static_codes: dict[str, ReasonCode] = {code: {"code": code} for code in _STATIC_REASONS}
 
     def _text(self, code: str, first: object = None, second: object = None) -> str:
         """A reason's text with its values, cached."""
@@ -156,8 +158,9 @@ class Presenter:
         _, _, x_family, x_log_size, x_size, _, x_cents, _, x_label = shown[x]
         x_private_label, x_type = target.private_label, target.product_type
         currency, protect, text, texts = self.messages.currency, self.price_protection, self._text, self._texts
-        static = self._static
+        static, static_codes = self._static, self._static_codes
         same_type = text("same_type", x_type)
+        same_type_code: ReasonCode = {"code": "same_type", "product_type": x_type}  # one per answer
         results = []
         # the features that become reasons come unpacked, in _REASON_FEATURES order (converting all 27 costs more)
         for c, score, (brand_share, same_brand, own_accepted, accepted, switched, bought_instead, viewed, _), \
@@ -166,7 +169,7 @@ class Presenter:
             record: _Shown = shown[c]  # c comes from tolist(): typed, so that the record's fields are too
             info, fields, family, log_size, size, family_name, cents, cold, label = record
             reasons: list[str] = [] if is_widened else [same_type]
-            codes: list[ReasonCode] = [] if is_widened else [{"code": "same_type", "product_type": x_type}]
+            codes: list[ReasonCode] = [] if is_widened else [same_type_code]
             size_ratio = size_difference = None
             if family == x_family and family >= 0:
                 log_ratio = log_size - x_log_size
@@ -187,34 +190,34 @@ class Presenter:
             usual_brand = personal and brand_share >= USUAL_BRAND_SHARE
             if usual_brand:
                 reasons.append(static["usual_brand"])
-                codes.append({"code": "usual_brand"})
+                codes.append(static_codes["usual_brand"])
             elif same_brand:
                 reasons.append(static["same_brand"])
-                codes.append({"code": "same_brand"})
+                codes.append(static_codes["same_brand"])
             if info.private_label and not x_private_label:
                 reasons.append(static["store_brand"])
-                codes.append({"code": "store_brand"})
+                codes.append(static_codes["store_brand"])
             if own_accepted > 0:
                 reasons.append(static["accepted_before"])
-                codes.append({"code": "accepted_before"})
+                codes.append(static_codes["accepted_before"])
             if n:
                 reasons.append(text("bought_before", n))
                 codes.append({"code": "bought_before", "count": n})
             if accepted >= BOUGHT_INSTEAD_MIN:
                 reasons.append(static["accepted_instead"])
-                codes.append({"code": "accepted_instead"})
+                codes.append(static_codes["accepted_instead"])
             if switched >= BOUGHT_INSTEAD_MIN or bought_instead >= BOUGHT_INSTEAD_MIN:
                 reasons.append(static["bought_instead"])
-                codes.append({"code": "bought_instead"})
+                codes.append(static_codes["bought_instead"])
             if viewed >= BOUGHT_INSTEAD_MIN:
                 reasons.append(static["viewed_together"])
-                codes.append({"code": "viewed_together"})
+                codes.append(static_codes["viewed_together"])
             price_difference = shopper_price = None
             if cents is not None and x_cents is not None:
                 price_difference = (cents - x_cents) / 100  # the same float as round(price - x_price, 2)
                 if cents == x_cents:
                     reasons.append(static["same_price"])
-                    codes.append({"code": "same_price"})
+                    codes.append(static_codes["same_price"])
                 else:
                     difference = "cheaper" if cents < x_cents else "more_expensive"
                     amount = abs(cents - x_cents) / 100
@@ -227,7 +230,7 @@ class Presenter:
                         codes.append({"code": "price_protected", "amount": shopper_price, "currency": currency})
             if cold:
                 reasons.append(static["new_in_catalog"])
-                codes.append({"code": "new_in_catalog"})
+                codes.append(static_codes["new_in_catalog"])
             if is_widened:
                 reasons.append(text("widened", info.category, x_type))
                 codes.append({"code": "widened", "category": info.category, "product_type": x_type})

@@ -1,15 +1,19 @@
 """The trainer's memory-lean paths (categorical ids, hashed duplicate check, a bounded validation sample) give
 the same model as before, and the cost-curve benchmark's data builders make what they say."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from typer.testing import CliRunner
 
-from benchmarks.training_scale import replicate, synthetic_catalog
+from benchmarks.training_scale import replicate, synthetic_catalog, write_lake
 from recsys import Dataset, TrainConfig
+from recsys.cli import app
 from recsys.model.artifact import read_manifest
 from training.events import ID_COLUMNS, categorical, duplicated
+from training.mapping import DataMapping
 from training.pipeline import TrainResult, train
 from training.selection import customer_sample
 
@@ -83,3 +87,25 @@ def test_synthetic_catalog_spreads_events_over_real_groups() -> None:
     assert events["item_id"].astype(str).isin(catalog["item_id"]).all()
     assert catalog["product_type"].nunique() > 100
     assert events["item_id"].nunique() > 2_000  # a long tail, not a handful of items
+
+
+def test_lake_is_monthly_parquet_parts_a_catalog_and_a_mapping_the_command_line_reads(
+        dataset: Dataset, tmp_path: Path) -> None:
+    purchases = dataset.events[dataset.events["event_type"] == "purchase"].head(3_000).reset_index(drop=True)
+    copies = replicate(Dataset(events=purchases, catalog=dataset.catalog, reports=[]), 2)
+    paths = write_lake(copies, tmp_path / "lake")
+    parts = sorted(paths["events"].glob("month=*/*.parquet"))
+    months = purchases["timestamp"].dt.strftime("%Y-%m").unique()
+    assert sorted(p.parent.name for p in parts) == sorted(f"month={m}" for m in months)
+    lake = pd.read_parquet(paths["events"])
+    assert len(lake) == 2 * len(purchases)
+    assert {"loyalty_card", "sku", "basket_id", "sold_at", "store_no"} <= set(lake.columns)
+    mapping = DataMapping.from_toml(paths["mapping"])
+    assert mapping.events.customer_id == "loyalty_card" and mapping.catalog.item_id == "sku"
+    assert len(pd.read_parquet(paths["catalog"])) == len(dataset.catalog)
+    result = CliRunner().invoke(app, ["validate", "--data", str(paths["events"]), "--catalog", str(paths["catalog"]),
+                                      "--mapping", str(paths["mapping"]), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["counts"]["events"] == 2 * len(purchases)
+    assert report["counts"]["customers"] == 2 * purchases["customer_id"].nunique()

@@ -184,7 +184,8 @@ def test_coview_on_browse_sessions_matches(rees46_pair: tuple[Aggregates, Any]) 
 def test_skip_reasons_match_with_train_until_and_bad_rows(spark: Any, rees46_data: Dataset) -> None:
     from training.spark.aggregates import events_to_spark, prepare_events
 
-    events = rees46_data.events.copy()
+    # the loader's ids are categoricals: as text, so that rows can take values the log never had
+    events = rees46_data.events.astype({c: object for c in ("customer_id", "item_id", "session_id", "event_type")})
     events.loc[0:9, "timestamp"] = pd.Timestamp("2099-01-01")  # a clock error at the source
     events.loc[10:14, "event_type"] = "teleport"
     events.loc[15:16, "item_id"] = "not-in-the-catalog"

@@ -6,7 +6,8 @@ from __future__ import annotations
 import glob
 import os
 import re
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Collection
 from pathlib import Path
 from urllib.parse import urlparse
 from urllib.request import url2pathname
@@ -104,15 +105,18 @@ def check_columns(label: str, columns: list[str], mapping: MappedColumns, sectio
                                   f"(mapping keys {keys}); found {_found(columns)}")
 
 
-def _read_parquet(files: list[Path], base: Path | None, label: str, mapping: MappedColumns, section: str
-                  ) -> pd.DataFrame:
-    """Column-pruned parquet read: only the mapped columns of every part (hive partition keys are columns)."""
+def _read_parquet(files: list[Path], base: Path | None, label: str, mapping: MappedColumns, section: str,
+                  categorical: Collection[str] = ()) -> pd.DataFrame:
+    """Column-pruned parquet read: only the mapped columns of every part (hive partition keys are columns). The
+    ``categorical`` text columns come as pandas categoricals straight from parquet's dictionary pages, never as a
+    Python string per row."""
     import pyarrow as pa
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
     try:
-        dataset = ds.dataset([str(f) for f in files], format="parquet", partitioning="hive",
+        parquet = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=list(categorical)))
+        dataset = ds.dataset([str(f) for f in files], format=parquet, partitioning="hive",
                              partition_base_dir=str(base) if base else None)
         names = dataset.schema.names
         check_columns(label, names, mapping, section)
@@ -126,13 +130,16 @@ def _read_parquet(files: list[Path], base: Path | None, label: str, mapping: Map
         raise DataValidationError(f"{label}: cannot read: {exc}") from exc
 
 
-def _read_text(path: Path, mapping: MappedColumns, section: str) -> pd.DataFrame:
+def _read_text(path: Path, mapping: MappedColumns, section: str, categorical: Collection[str] = ()
+               ) -> pd.DataFrame:
+    """Every column as text; the ``categorical`` ones as categoricals of text (each distinct value held once)."""
     options = {"sep": "\t" if ".tsv" in _suffix(path) else ",", "dtype": str, "keep_default_na": False,
                "na_values": [""]}
     try:
         header = list(pd.read_csv(path, nrows=0, **options).columns)
         check_columns(str(path), header, mapping, section)
-        return pd.read_csv(path, usecols=[c for c in header if c in mapping.wanted()], **options)
+        dtypes = defaultdict(lambda: str, {name: "category" for name in categorical if name in header})
+        return pd.read_csv(path, usecols=[c for c in header if c in mapping.wanted()], **{**options, "dtype": dtypes})
     except (UnicodeDecodeError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataValidationError(f"{path}: cannot read: {exc}") from exc
 
@@ -151,11 +158,14 @@ def supported_files(source: str | Path) -> tuple[list[Path], Path | None]:
 ColumnReader = Callable[[str | Path, MappedColumns, str], pd.DataFrame]
 
 
-def read_columns(source: str | Path, mapping: MappedColumns, section: str) -> pd.DataFrame:
+def read_columns(source: str | Path, mapping: MappedColumns, section: str, categorical: Collection[str] = ()
+                 ) -> pd.DataFrame:
     """The mapped columns of a source: a CSV/TSV/parquet file, a directory of parquet parts or a glob.
-    A column a key sets explicitly (or a required one) must be there; the rest are read when present."""
+    A column a key sets explicitly (or a required one) must be there; the rest are read when present.
+    ``categorical``: text columns to read as categoricals where the format allows (parquet's dictionary-encoded
+    text, CSV); a caller still converts the rest (numbers, partition keys) itself."""
     files, base = supported_files(source)
     parquet = [f for f in files if is_parquet(f)]
-    frames = [_read_parquet(parquet, base, str(source), mapping, section)] if parquet else []
-    frames += [_read_text(f, mapping, section) for f in files if not is_parquet(f)]
+    frames = [_read_parquet(parquet, base, str(source), mapping, section, categorical)] if parquet else []
+    frames += [_read_text(f, mapping, section, categorical) for f in files if not is_parquet(f)]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
