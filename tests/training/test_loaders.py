@@ -13,7 +13,14 @@ from training.mapping import DataMapping
 def test_complete_journey_slice_has_the_schema(cj_small: Dataset) -> None:
     events, catalog = cj_small.events, cj_small.catalog
     assert list(events.columns) == list(EVENT_COLUMNS)
-    assert list(catalog.columns) == list(CATALOG_COLUMNS)
+    # the contract's columns, then the example mapping's catalog attributes (tests/conftest.py loads them)
+    assert list(catalog.columns) == [*CATALOG_COLUMNS, *(f"attribute.{name}" for name in (
+        "label", "multipack", "organic", "decaf", "kosher", "sugar_free", "light"))]
+    # a product without a product type has no organic value (missing, not "no")
+    organic = catalog["attribute.organic"]
+    assert organic.dropna().isin(["yes", "no"]).all() and organic.eq("yes").sum() > 100
+    assert organic.isna().sum() == catalog["product_type"].eq("UNKNOWN").sum()
+    assert catalog["attribute.label"].isin(["national", "private"]).all()
     assert events["customer_id"].nunique() == 300
     assert (events["event_type"] == "purchase").all()
     assert events["item_id"].map(type).eq(str).all() and events["customer_id"].map(type).eq(str).all()
