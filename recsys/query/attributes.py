@@ -37,22 +37,29 @@ class ItemAttributes:
         self.names: tuple[str, ...] = tuple(c.removeprefix(ATTRIBUTE_PREFIX) for c in columns)
         self._values: dict[str, dict[str, int]] = {}  # attribute -> value -> bit
         self._masks: dict[str, np.ndarray] = {}  # attribute -> (items, words) uint64
-        per_item: list[list[tuple[str, list[str]]]] = [[] for _ in range(len(items))]
+        # per distinct cell, not per item: a catalog has few distinct value sets, so a million items load fast
+        combination = np.zeros(len(items), dtype=np.int64)  # which distinct combination of cells each item has
+        cell_values: list[list[list[str]]] = []  # per attribute, per distinct cell, its values
+        cell_codes: list[np.ndarray] = []
         for name, column in zip(self.names, columns, strict=True):
-            cells = items[column].astype(object).where(items[column].notna(), None).tolist()
-            sets = [sorted(cell.split(ATTRIBUTE_VALUE_SEPARATOR)) if isinstance(cell, str) else [] for cell in cells]
-            bit = {value: n for n, value in enumerate(sorted({v for values in sets for v in values}))}
-            masks = np.zeros((len(items), max(1, (len(bit) + 63) // 64)), dtype=np.uint64)
-            for i, values in enumerate(sets):
-                for value in values:
-                    masks[i, bit[value] // 64] |= np.uint64(1 << (bit[value] % 64))
-                if values:
-                    per_item[i].append((name, values))
-            self._values[name], self._masks[name] = bit, masks
-        # one dict per distinct combination, shared by the items that have it: answers show them, never change them
-        shared: dict[tuple[tuple[str, tuple[str, ...]], ...], AttributeValues] = {}
-        self.of_item: list[AttributeValues] = [
-            shared.setdefault(tuple((n, tuple(v)) for n, v in pairs), {n: v for n, v in pairs}) for pairs in per_item]
+            codes, cells = pd.factorize(items[column].to_numpy(dtype=object))  # a missing cell: -1
+            values = [sorted(str(cell).split(ATTRIBUTE_VALUE_SEPARATOR)) for cell in cells]
+            bit = {value: n for n, value in enumerate(sorted({v for cell in values for v in cell}))}
+            cell_masks = np.zeros((len(cells) + 1, max(1, (len(bit) + 63) // 64)), dtype=np.uint64)  # last: none
+            for row, cell in enumerate(values):
+                for value in cell:
+                    cell_masks[row, bit[value] // 64] |= np.uint64(1 << (bit[value] % 64))
+            self._values[name], self._masks[name] = bit, cell_masks[codes]  # code -1 takes the last row: no values
+            cell_values.append(values)
+            cell_codes.append(codes)
+            # renumbered after each attribute, so that the code stays below items x cells (no overflow)
+            combination = pd.factorize(combination * (len(cells) + 1) + (codes + 1))[0].astype(np.int64)
+        # one dict per distinct combination of values, shared by the items that have it: answers show them, never
+        # change them
+        _, first, combination = np.unique(combination, return_index=True, return_inverse=True)
+        shared = [{name: cell_values[a][cell_codes[a][i]] for a, name in enumerate(self.names)
+                   if cell_codes[a][i] >= 0} for i in first.tolist()]
+        self.of_item: list[AttributeValues] = [shared[c] for c in combination.tolist()]
 
     def __bool__(self) -> bool:
         return bool(self.names)
