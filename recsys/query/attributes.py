@@ -61,9 +61,6 @@ class ItemAttributes:
                    if cell_codes[a][i] >= 0} for i in first.tolist()]
         self.of_item: list[AttributeValues] = [shared[c] for c in combination.tolist()]
 
-    def __bool__(self) -> bool:
-        return bool(self.names)
-
     def check(self, names: Sequence[str]) -> None:
         """Raises :class:`UnknownAttributeError` for a name the model's catalog has no attribute of."""
         for name in names:
