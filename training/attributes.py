@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from recsys.domain.schema import ATTRIBUTE_PREFIX, ATTRIBUTE_VALUE_SEPARATOR, DataValidationError
+from recsys.domain.schema import ATTRIBUTE_PREFIX, ATTRIBUTE_VALUE_SEPARATOR, DataValidationError, attribute_columns
 from training.mapping import AttributeColumn
 
 #: the most distinct values one attribute may have (an attribute with more is an id or free text)
@@ -75,7 +75,7 @@ def attribute_keeping(items: pd.DataFrame, switches: pd.DataFrame, max_categorie
     ``by_chance`` the share expected if Y were any other item of X's group (each equally likely), and ``lift``
     their ratio; ``categories`` names the categories where the switches kept it most above chance (at least 20
     switches; none where no category keeps it above chance). One row per attribute."""
-    columns = [c for c in items.columns if str(c).startswith(ATTRIBUTE_PREFIX)]
+    columns = attribute_columns(items)
     rows = []
     group = _groups(items)
     for column in columns:
