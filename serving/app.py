@@ -19,13 +19,13 @@ from serving.access import AccessMiddleware, document_scopes
 from serving.cors import add_cors
 from serving.limits import ConcurrencyLimitMiddleware, RateLimiter
 from serving.metrics import Metrics, ObservabilityMiddleware
+from serving.responses import TOO_DEEP
 from serving.routers import admin, customers, experiments, feedback, health, items, model, rules, substitutes, ui
 from serving.schemas import ErrorOut
 from serving.settings import Settings
 from serving.state import ServiceState
 
 log = logging.getLogger("recsys.serving")
-TOO_DEEP = "request body nests JSON arrays or objects too deeply"
 
 
 def create_app(settings: Settings | None = None, inventory: Inventory | None = None,
@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
     # a store's whole count is larger than any query; its path needs a write key, checked before a body is read
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes,
                        larger_bodies={"/v1/inventory/snapshot": settings.max_snapshot_bytes})
+    # the busiest request first, answered without FastAPI's per-request machinery (see QueryRoute)
+    app.router.routes.append(substitutes.QueryRoute())
     for router in (substitutes.router, customers.router, feedback.router, admin.router, health.router,
                    items.router, model.router, experiments.router, rules.router):
         app.include_router(router)

@@ -54,11 +54,15 @@ class Answering:
     experiments: Experiments
 
 
-async def answering(request: Request) -> Answering:
-    """The substitute routes' one dependency: a loaded model (else 503) and the signing key (else 503). One,
-    because each dependency FastAPI resolves costs microseconds on the busiest path."""
-    service = request.app.state.service
+def answering_from(service: ServiceState) -> Answering:
+    """A loaded model (else 503) and the signing key (else 503), with the online experiments."""
     return Answering(_engine(service), _signer(service), service.experiments)
+
+
+async def answering(request: Request) -> Answering:
+    """The substitute routes' one dependency (:func:`answering_from`). One, because each dependency FastAPI
+    resolves costs microseconds."""
+    return answering_from(request.app.state.service)
 
 
 async def get_signer(request: Request) -> AnswerSigner:

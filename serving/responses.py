@@ -12,6 +12,9 @@ import orjson
 from fastapi import Response
 from starlette.types import Send
 
+#: the 400 for a JSON body nested deeper than the parser goes (rather than a 422 that cannot echo it back)
+TOO_DEEP = "request body nests JSON arrays or objects too deeply"
+
 
 def _fallback(value: object) -> object:
     """What orjson does not write itself: datetime subclasses (a ``pandas.Timestamp`` restock date given through

@@ -1,5 +1,6 @@
 """Every endpoint and error path, through the real app (lifespan included)."""
 
+import asyncio
 import json
 import logging
 import shutil
@@ -14,7 +15,8 @@ from fastapi.testclient import TestClient
 from recsys import StockUpdate
 from recsys.model.artifact import MANIFEST
 from recsys.model.data import FACTORS_FILE
-from serving.app import TOO_DEEP, create_app
+from serving.app import create_app
+from serving.responses import TOO_DEEP
 from serving.routers import substitutes
 from serving.schemas import SubstituteRequest
 from serving.settings import Settings
@@ -93,6 +95,38 @@ def test_substitute_answers_are_the_routes_bytes(client: TestClient, item_id: st
         assert unsigned(response.json()) == unsigned(json.loads(expected))
     metrics = client.get("/metrics").text
     assert 'recsys_requests_total{endpoint="/v1/substitutes",method="POST",status="200"} 3.0' in metrics
+
+
+def test_the_query_route_validates_and_is_documented_as_fastapi_would(client: TestClient, item_id: str) -> None:
+    """POST /v1/substitutes is served by QueryRoute, not FastAPI's handler: the same request model, each problem
+    located under ``body`` as FastAPI locates it, a body that arrives in pieces read whole, and the route documented
+    from ``post_substitutes``."""
+    routes = [type(route).__name__ for route in client.app.router.routes]
+    assert routes.index("QueryRoute") < routes.index("_IncludedRouter"), "matched before FastAPI's routes"
+    wrong = client.post("/v1/substitutes", json={"item_id": item_id, "k": 0, "filters": {"max_price": "a"}})
+    assert wrong.status_code == 422
+    assert sorted(tuple(error["loc"]) for error in wrong.json()["detail"]) == [
+        ("body", "filters", "max_price"), ("body", "k")]
+    empty = client.post("/v1/substitutes", content=b"", headers={"content-type": "application/json"})
+    assert empty.status_code == 422 and empty.json()["detail"][0]["loc"] == ["body"]
+    vendor = client.post("/v1/substitutes", content=json.dumps({"item_id": item_id}).encode(),
+                         headers={"content-type": "application/vnd.shop+json"})
+    assert vendor.status_code == 200
+
+    pieces = [b'{"item_', b'id": ', json.dumps(item_id).encode(), b', "k": 2}']
+    messages = [{"type": "http.request", "body": piece, "more_body": i < len(pieces) - 1}
+                for i, piece in enumerate(pieces)]
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    body = asyncio.run(substitutes._read_body(receive))
+    assert substitutes.parse_json_body(b"application/json", body, SubstituteRequest).k == 2
+
+    operation = client.get("/openapi.json").json()["paths"]["/v1/substitutes"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["$ref"].endswith("/SubstituteRequest") and operation["requestBody"]["required"]
+    assert {"200", "404", "422"} <= set(operation["responses"])
 
 
 def test_filters_and_exclude_over_http(client: TestClient, item_id: str) -> None:
