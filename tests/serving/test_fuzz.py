@@ -13,12 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from serving.app import TOO_DEEP, create_app
+from serving.app import create_app
+from serving.responses import TOO_DEEP
 from serving.settings import Settings
 
 pytestmark = pytest.mark.reliability
 TOKEN = "fuzz-token"
-CASES_PER_OPERATION = 40
+#: generated requests per operation and mode: the edit-test loop's share, and CI's (the slow tier)
+QUICK_CASES = 12
+CASES_PER_OPERATION = 60
 
 
 def _signed_for(app: Any, body: dict[str, Any]) -> str:
@@ -28,9 +31,12 @@ def _signed_for(app: Any, body: dict[str, Any]) -> str:
     return str(app.state.service.signer.sign("fuzz", "fuzzed-item", None, None, shown, time.time()))
 
 
+@pytest.mark.parametrize("cases", [pytest.param(QUICK_CASES, id="quick"),
+                                   pytest.param(CASES_PER_OPERATION, id="thorough", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["valid", "invalid"])
-def test_api_survives_generated_requests(model_dir: Path, tmp_path: Path, mode: GenerationMode) -> None:
-    """Valid and invalid generated requests (one test each, so that two workers share them) on every operation."""
+def test_api_survives_generated_requests(model_dir: Path, tmp_path: Path, mode: GenerationMode, cases: int) -> None:
+    """Valid and invalid generated requests (one test each, so that two workers share them) on every operation:
+    a few per operation in the default suite, many in the slow tier (CI runs both)."""
     app = create_app(Settings(model_path=model_dir, admin_token=TOKEN, state_path=tmp_path / "state.sqlite3"))
     with TestClient(app):  # runs the lifespan: the model is loaded before the first case
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)
@@ -40,7 +46,7 @@ def test_api_survives_generated_requests(model_dir: Path, tmp_path: Path, mode: 
 
         for operation in operations:
             @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=CASES_PER_OPERATION, deadline=None, database=None, derandomize=True,
+            @settings(max_examples=cases, deadline=None, database=None, derandomize=True,
                       suppress_health_check=list(HealthCheck))
             def check(case: schemathesis.Case) -> None:
                 nonlocal ran
@@ -73,7 +79,7 @@ def test_api_survives_generated_requests(model_dir: Path, tmp_path: Path, mode: 
             except Unsatisfiable:
                 assert mode is GenerationMode.NEGATIVE  # an operation without inputs has no invalid request
         # operations without parameters have only a few distinct cases (and no invalid one)
-        assert ran >= 2 * CASES_PER_OPERATION
+        assert ran >= 2 * cases
 
 
 def test_every_json_operation_refuses_deep_nesting_with_a_4xx(model_dir: Path, tmp_path: Path) -> None:
