@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from recsys.cli.common import fail, print_json, print_table, warn_password_in_argv
+from recsys.cli.common import StateOption as SharedStateOption
+from recsys.cli.common import (
+    fail,
+    print_json,
+    print_table,
+    service_settings,
+    state_store,
+    warn_password_in_argv,
+)
 
 app = typer.Typer(help="The models directory: list, promote, rollback, prune.", no_args_is_help=True)
 ModelsDir = Annotated[Path, typer.Option("--models", help="models directory")]
@@ -102,10 +110,31 @@ def models_rollback(models: ModelsDir = Path("models"), state: StateOption = Non
 
 @app.command("prune")
 def models_prune(keep: Annotated[int, typer.Option(min=1, help="newest models to keep")],
-                 models: ModelsDir = Path("models")) -> None:
-    """Delete old models, keeping the newest KEEP; the current and previous ones are never deleted."""
+                 models: ModelsDir = Path("models"), state: SharedStateOption = None) -> None:
+    """Delete old models, keeping the newest KEEP. Never deleted: the current and previous ones, and those the
+    replicas' shared state uses (--state, else the server's RECSYS_STATE_URL / RECSYS_STATE_PATH): the version its
+    model pointer names and the versions of online experiments not yet ended."""
     from recsys.model.registry import prune
 
     _existing(models)
-    for version in prune(models, keep):
+    in_use = _used_by_state(state)
+    for version in prune(models, keep, in_use):
         typer.echo(f"deleted {version}")
+    for version in sorted(in_use):
+        typer.echo(f"kept {version}: in use through the shared state")
+
+
+def _used_by_state(url: str | None) -> set[str]:
+    """The model versions the shared state uses (none when no state is given or configured)."""
+    from datetime import UTC, datetime
+
+    if url is None:
+        settings = service_settings()
+        if settings.state_url is None and (settings.state_path is None or not settings.state_path.exists()):
+            return set()  # no shared state, and none made here: opening a SQLite state creates its file
+    with state_store(url, "the model pointer and the experiments") as shared:
+        now = datetime.now(UTC)
+        used = {version for experiment in shared.experiments.experiments() if experiment.status(now) != "ended"
+                for version in experiment.model_versions()}
+        pointer = shared.model_pointer()
+    return used | ({pointer} if pointer else set())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -122,11 +123,12 @@ def rollback(models: Path) -> str:
     return version
 
 
-def prune(models: Path, keep: int) -> list[str]:
-    """Delete all but the newest ``keep`` complete models; never the current or the previous one."""
+def prune(models: Path, keep: int, in_use: Iterable[str] = ()) -> list[str]:
+    """Delete all but the newest ``keep`` complete models; never the current or the previous one, nor the
+    versions ``in_use`` elsewhere (what the replicas' shared state points at or an experiment serves)."""
     if keep < 1:
         raise ValueError("keep must be at least 1")
-    protected = {current_version(models)}
+    protected = {current_version(models), *in_use}
     marker = models / PREVIOUS
     if marker.is_file():
         protected.add(marker.read_text().strip())
