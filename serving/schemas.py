@@ -195,6 +195,8 @@ class ModelSummary(BaseModel):
         description="the held-out evaluation: split, queries and each method's metrics per query subset")
     coverage: dict[str, Any] | None = Field(description="share of sampled items with at least k substitutes")
     report_files: list[str] = Field(description="served under /v1/model/report/{name}")
+    currency: str = Field(description="ISO 4217 code of the catalog's prices (RECSYS_CURRENCY)")
+    locale: str = Field(description="the language of the answers' reason texts (RECSYS_LOCALE)")
 
 
 #: an experiment's arm: the current model, a model version (a plain name), or an intent

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Path, Response, status
 from fastapi.responses import FileResponse
 
 from recsys.model.registry import headline_metrics
-from serving.deps import EngineDep
+from serving.deps import EngineDep, SettingsDep
 from serving.schemas import ErrorOut, ModelSummary
 
 router = APIRouter(prefix="/v1", tags=["model"])
@@ -17,8 +17,9 @@ _MEDIA_TYPES: Final[dict[str, str]] = {".md": "text/markdown; charset=utf-8", ".
 
 @router.get("/model", response_model=ModelSummary,
             responses={503: {"model": ErrorOut, "description": "no model loaded"}})
-async def get_model(engine: EngineDep) -> ModelSummary:
-    """Version, data span, counts, ranker, held-out metrics and coverage of the model being served."""
+async def get_model(engine: EngineDep, settings: SettingsDep) -> ModelSummary:
+    """Version, data span, counts, ranker, held-out metrics and coverage of the model being served, and the
+    currency and language its answers are written in."""
     manifest = engine.manifest
     reranker = manifest.ranker.reranker
     return ModelSummary(
@@ -26,7 +27,7 @@ async def get_model(engine: EngineDep) -> ModelSummary:
         train_until=manifest.train_until, counts=manifest.counts, ranker=manifest.ranker.source,
         reranker_trees=reranker.trees if reranker is not None else None,
         headline_metrics=headline_metrics(manifest), heldout=manifest.metrics, coverage=manifest.coverage,
-        report_files=sorted(engine.report_files()),
+        report_files=sorted(engine.report_files()), currency=settings.currency, locale=settings.locale,
     )
 
 

@@ -61,6 +61,7 @@ function bump(counter) {
 
 // ---- search ---------------------------------------------------------------------------------------------
 async function runSearch() {
+  await knowCurrency();
   const state = readUrl();
   const query = (state.get("q") || "").trim();
   if (!query) {
@@ -132,6 +133,7 @@ function requestBody(state) {
 }
 
 async function loadAnswer() {
+  await knowCurrency();
   const state = readUrl();
   if (!state.get("item")) {
     $("answer").hidden = true;
@@ -283,6 +285,7 @@ function updateProfileLink() {
 }
 
 async function loadProfile() {
+  await knowCurrency();
   const state = readUrl();
   const customer = state.get("customer");
   const panel = $("profile");

@@ -75,21 +75,38 @@ function el(tag, attributes = {}, ...children) {
   return node;
 }
 
+// the currency of the catalog's prices (the service's RECSYS_CURRENCY, from GET /v1/model); until it is known,
+// amounts are shown without a symbol rather than with a wrong one
+let currencyCode = null;
+
+/** Learn the service's currency once (a page calls this before it shows prices). */
+async function knowCurrency() {
+  if (currencyCode !== null) return;
+  try {
+    currencyCode = (await api("/v1/model")).currency || null;
+  } catch (_) { /* no key yet, or no model: amounts stay without a symbol */ }
+}
+
+function formatAmount(value, options = {}) {
+  const style = currencyCode ? { style: "currency", currency: currencyCode } : { minimumFractionDigits: 2 };
+  return new Intl.NumberFormat("en", { ...style, maximumFractionDigits: 2, ...options }).format(value);
+}
+
 function money(value) {
-  return value === null || value === undefined ? "–" : `$${Number(value).toFixed(2)}`;
+  return value === null || value === undefined ? "–" : formatAmount(Number(value));
 }
 
 /** A price per unit: cents, or two significant digits below ten cents (bulk packs cost fractions of a cent). */
 function unitPrice(value, per) {
   if (value === null || value === undefined) return "–";
-  const amount = value >= 0.1 ? value.toFixed(2) : value.toPrecision(2);
-  return `$${amount} / ${per}`;
+  const amount = value >= 0.1 ? formatAmount(value) : formatAmount(value, { maximumSignificantDigits: 2 });
+  return `${amount} / ${per}`;
 }
 
 function signedMoney(value) {
   if (value === null || value === undefined) return "";
   if (value === 0) return "same price";
-  return value < 0 ? `$${(-value).toFixed(2)} cheaper` : `$${value.toFixed(2)} more`;
+  return value < 0 ? `${formatAmount(-value)} cheaper` : `${formatAmount(value)} more`;
 }
 
 function percent(value, digits = 0) {

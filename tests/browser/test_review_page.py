@@ -101,9 +101,11 @@ def base_url(model_dir: Path, state_path: Path, reviewer_key: str) -> Iterator[s
 
 @pytest.fixture(scope="module")
 def open_url(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The same service in development mode: reads need no key, stock changes still do."""
+    """The same service in development mode: reads need no key, stock changes still do. Its catalog is priced in
+    euros, its reasons written in German."""
     state = tmp_path_factory.mktemp("browser-open-state") / "state.sqlite3"
-    env = {"RECSYS_AUTH": "open", "RECSYS_ADMIN_TOKEN": TOKEN, "RECSYS_STATE_PATH": str(state)}
+    env = {"RECSYS_AUTH": "open", "RECSYS_ADMIN_TOKEN": TOKEN, "RECSYS_STATE_PATH": str(state),
+           "RECSYS_CURRENCY": "EUR", "RECSYS_LOCALE": "de"}
     with serving(model_dir, env=env) as (base, _):
         yield base
 
@@ -372,6 +374,9 @@ def test_in_development_mode_the_page_reads_without_a_key_but_changes_nothing(br
               None)
     answer = api_answer(open_url, scene.item_id, **query)
     assert card_ids(browser) == ids(answer)
+    shown = browser.find_element(By.ID, "answer").text
+    assert "€" in shown and "$" not in shown, "prices in the service's currency (RECSYS_CURRENCY), never a $"
+    assert card_reasons(browser) == [s["reasons"] for s in answer["substitutes"]], "the service's German texts"
     buttons = browser.find_elements(By.CSS_SELECTOR, ".admin-action")
     assert buttons and not any(button.is_enabled() for button in buttons)
     assert browser.execute_script("return sessionStorage.length") == 0

@@ -109,6 +109,7 @@ def test_model_summary_and_report_files(client: TestClient, model_dir: Path) -> 
     assert summary["model_version"] == client.get("/readyz").json()["model_version"] == model_dir.name
     assert {"report.md", "report-als-loss.png"} <= set(summary["report_files"])
     assert summary["counts"]["items"] > 0 and summary["data_span"]["start"]
+    assert (summary["currency"], summary["locale"]) == ("USD", "en"), "the settings the answers are written in"
     if summary["heldout"] is not None:
         assert set(summary["headline_metrics"]) == set(HEADLINE_METRICS)  # every intent's, HR@1 included
         assert {"ours", "ours-familiar", "ours-discover"} <= set(summary["heldout"]["methods"])
