@@ -267,9 +267,11 @@ def _check_spark_options(engine: Engine, spark_master: str | None, als: SparkAls
 
 
 @contextmanager
-def _on_spark(inputs: SparkInputs, spark_master: str | None, driver_memory: str | None) -> Iterator[SparkRun]:
+def _on_spark(inputs: SparkInputs, spark_master: str | None, driver_memory: str | None, progress: bool
+              ) -> Iterator[SparkRun]:
     """The inputs read for a command on Spark: pyspark checked, the config, mapping, feedback and assortment read
-    as on one machine, a session (``driver_memory``, else its local-mode default) and the data read through it.
+    as on one machine, a session (``driver_memory``, else its local-mode default; Spark's stage bars with
+    ``progress`` on a terminal only) and the data read through it.
     A failure while the command runs is told by its cause: bad data as the single-machine engine tells it, a Java
     OutOfMemoryError naming ``--driver-memory``, any other Spark error by Spark's first line."""
     from recsys.domain.schema import DataValidationError
@@ -278,6 +280,7 @@ def _on_spark(inputs: SparkInputs, spark_master: str | None, driver_memory: str 
         import pyspark  # noqa: F401
     except ImportError as exc:
         raise fail(escape("--engine spark needs pyspark: pip install 'recsys[spark]' (and Java 17)")) from exc
+    from training.progress import stderr_is_terminal
     from training.spark.reading import read_sources
     from training.spark.session import default_driver_memory, describe_failure, spark_session
 
@@ -287,7 +290,8 @@ def _on_spark(inputs: SparkInputs, spark_master: str | None, driver_memory: str 
     stores_carry = _assortment(inputs.assortment, inputs.mapping)
     memory = driver_memory or default_driver_memory(spark_master)
     try:
-        spark = spark_session(spark_master, driver_memory=memory)
+        spark = spark_session(spark_master, driver_memory=memory,
+                              console_progress=progress and stderr_is_terminal())
         events, products, reports = read_sources(spark, inputs.data or [], columns, set(train_config.event_weights),
                                                  inputs.catalog, inputs.households)
         yield SparkRun(spark, events, products, reports, train_config, decisions, stores_carry)
@@ -306,7 +310,7 @@ def _train_with_spark(inputs: SparkInputs, *, train_until: datetime | None, out:
     """``train --engine spark``: the events read and aggregated by Spark, the rest on this (the driver) machine."""
     from training.spark.trainer import train_spark
 
-    with _on_spark(inputs, spark_master, driver_memory) as run:
+    with _on_spark(inputs, spark_master, driver_memory, progress) as run:
         result = train_spark(run.spark, run.events, run.catalog, run.reports, run.config, out_dir=out,
                              train_until=train_until, show_progress=progress, feedback=run.feedback, als=als.value,
                              make_current=promote, assortment=run.assortment)
@@ -360,7 +364,7 @@ def retrain(
         from training.spark.nightly import retrain_spark
 
         inputs = SparkInputs(data, mapping, catalog, households, config, feedback)
-        with _on_spark(inputs, spark_master, driver_memory) as run:
+        with _on_spark(inputs, spark_master, driver_memory, progress) as run:
             try:
                 result = retrain_spark(run.events, run.catalog, run.reports, models, run.config, gate,
                                        show_progress=progress, feedback=run.feedback,

@@ -392,6 +392,7 @@ def test_the_documented_nightly_runs_on_the_cluster(cluster: Cluster, local_mode
 
         promoted = nightly()
         assert promoted.returncode == ExitStatus.done, promoted.stdout + promoted.stderr
+        assert "\r" not in promoted.stderr, "Spark's stage bars in a cron log"
         report = json.loads((home / "logs" / f"validate-{NIGHTLY_DAY}.json").read_text())
         assert any(f"lake-copy/events/day={NIGHTLY_DAY}" in source["source"] for source in report["sources"])
         assert report["counts"]["events"] > 0

@@ -22,8 +22,10 @@ _OUT_OF_MEMORY = re.compile(r"[\w.$]*OutOfMemoryError\b(?:: [^\n]*)?")
 
 
 def spark_session(master: str | None = None, app_name: str = "recsys-train", driver_memory: str | None = None,
-                  shuffle_partitions: int | None = None) -> SparkSession:
+                  shuffle_partitions: int | None = None, console_progress: bool = False) -> SparkSession:
     """The active session, or a new one. ``master`` None: whatever spark-submit set (else ``local[*]``).
+    ``console_progress``: Spark's own stage bars on stderr, for a terminal only (in a log they are carriage
+    returns on one endless line).
 
     Timestamps are read and compared in UTC, as the single-machine trainer treats its naive timestamps, so an
     event's age does not move with the driver's time zone or a daylight-saving change."""
@@ -39,6 +41,7 @@ def spark_session(master: str | None = None, app_name: str = "recsys-train", dri
                    .config("spark.ui.enabled", "false"))
     if shuffle_partitions:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+    builder = builder.config("spark.ui.showConsoleProgress", "true" if console_progress else "false")
     session = (builder.config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.sql.execution.arrow.pyspark.fallback.enabled", "true")
