@@ -85,7 +85,8 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
     # a store's whole count is larger than any query; its path needs a write key, checked before a body is read
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes,
                        larger_bodies={"/v1/inventory/snapshot": settings.max_snapshot_bytes})
-    # the busiest request first, answered without FastAPI's per-request machinery (see QueryRoute)
+    # the busiest request, matched before the routers' routes and answered without FastAPI's per-request
+    # machinery (see QueryRoute)
     app.router.routes.append(substitutes.QueryRoute())
     for router in (substitutes.router, customers.router, feedback.router, admin.router, health.router,
                    items.router, model.router, experiments.router, rules.router):

@@ -158,7 +158,7 @@ class QueryRoute(Route):
     Every request to the route takes it, valid or not: the same request model validates the body
     (:func:`parse_json_body`), the same answer is written (:func:`answer_json`), and errors are the app's
     (422, 400, 404 and 503 raised to its exception handlers). FastAPI still documents the route from
-    :func:`post_substitutes`. :func:`serving.app.create_app` puts it before every other route."""
+    :func:`post_substitutes`. :func:`serving.app.create_app` puts it before the routers' routes."""
 
     def __init__(self) -> None:
         super().__init__("/v1/substitutes", _AnswerQuery(), methods=["POST"], name="post_substitutes",
