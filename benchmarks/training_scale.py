@@ -15,7 +15,11 @@ the table and the plot go to ``DIR``. Nothing here is asserted in tests except t
 Two ways in (``--via``): ``api`` hands the trainer the frame in Python (``training.pipeline.train``); ``cli``
 writes the point as a retailer's parquet lake (a directory of monthly parts), its catalog as a parquet file and
 a mapping TOML, then times ``recsys train --data LAKE --catalog CATALOG --mapping MAPPING`` in a child process, so
-the loaders' own cost is in the curve.
+the loaders' own cost is in the curve; ``spark`` times ``recsys train --engine spark`` on the same lake, by default
+against a Spark standalone cluster on loopback (a master and ``--spark-workers`` workers of 1 core each, started
+from pyspark's own distribution and stopped by process id), so that the executors are JVMs of their own: the
+resident memory of the driver (the ``recsys`` Python process and its JVM) and of each executor is sampled from
+``/proc`` every half second. ``--spark-workers 0``: local mode, the executors inside the driver's JVM.
 """
 
 from __future__ import annotations
@@ -25,20 +29,27 @@ import json
 import os
 import resource
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from recsys.domain.schema import Dataset
 
-#: the stages the trainer reports (training.progress.STAGES), drawn in this order
-STAGE_ORDER = ("validate", "catalog", "interactions", "embeddings", "neighbours", "feedback", "index", "ranker",
-               "report", "write")
+#: the stages the trainer reports (training.progress.STAGES; ``spark`` on the Spark engine), drawn in this order
+STAGE_ORDER = ("spark", "validate", "catalog", "interactions", "embeddings", "neighbours", "feedback", "index",
+               "ranker", "report", "write")
 
 
 def replicate(dataset: Dataset, copies: int) -> Dataset:
@@ -137,10 +148,11 @@ LAKE_CATALOG_COLUMNS = {"item_id": "sku", "brand": "brand_name", "manufacturer":
                         "package_size": "pack_size"}
 
 
-def write_lake(dataset: Dataset, directory: Path) -> dict[str, Path]:
+def write_lake(dataset: Dataset, directory: Path, timestamp_unit: Literal["ns", "us"] = "ns") -> dict[str, Path]:
     """``dataset`` as a retailer would hand it over: ``events/month=YYYY-MM/part-0.parquet`` (ids as plain text,
     which parquet stores dictionary-encoded, as Spark or pyarrow would write them), ``catalog.parquet`` and
-    ``mapping.toml`` naming their columns. Returns the three paths."""
+    ``mapping.toml`` naming their columns. Returns the three paths. ``timestamp_unit`` "us": microsecond
+    timestamps, as Spark writes them and the only kind it reads (pyarrow's default, nanoseconds, it refuses)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -161,7 +173,8 @@ def write_lake(dataset: Dataset, directory: Path) -> dict[str, Path]:
                           for f in table.schema])
         folder = paths["events"] / f"month={np.datetime_as_string(month, unit='M')}"
         folder.mkdir(exist_ok=True)
-        pq.write_table(table.cast(text), folder / "part-0.parquet")
+        pq.write_table(table.cast(text), folder / "part-0.parquet",
+                       coerce_timestamps=None if timestamp_unit == "ns" else timestamp_unit)
     catalog = dataset.catalog[list(LAKE_CATALOG_COLUMNS)].rename(columns=LAKE_CATALOG_COLUMNS)
     catalog.to_parquet(paths["catalog"], index=False)
     lines = ["[events]", *(f'{key} = "{column}"' for key, column in LAKE_EVENT_COLUMNS.items()),
@@ -210,6 +223,336 @@ def train_point_cli(point: str, out: Path) -> dict[str, object]:
             "stage_peak_rss_mb": manifest.stage_peak_rss_mb,
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "model_mb": round(model_bytes / 2**20, 1),
             "lake_mb": round(lake_bytes / 2**20, 1), "model_dir": str(model_dir)}
+
+
+#: where the benchmark's Spark cluster and its drivers listen: loopback only
+LOOPBACK = "127.0.0.1"
+#: seconds the master and its workers get to start and register (JVM start-up on 2 busy cores)
+CLUSTER_STARTUP_S = 120
+#: how often the process tree's resident memory is read
+SAMPLE_EVERY_S = 0.5
+#: what marks a JVM as a Spark executor in its command line
+EXECUTOR_CLASS = "CoarseGrainedExecutorBackend"
+
+
+@dataclass(frozen=True)
+class SparkSetup:
+    """How ``--via spark`` runs: ``workers`` standalone workers of 1 core and ``executor_memory`` each (0: local
+    mode, ``local[2]``), and the driver JVM's ``driver_memory`` (``recsys train --driver-memory``)."""
+
+    workers: int = 2
+    driver_memory: str = "6g"
+    executor_memory: str = "3g"
+    shuffle_partitions: int = 8
+    max_result_size: str = "4g"
+
+
+@dataclass
+class SparkCluster:
+    master_url: str
+    web_url: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
+
+    def state(self) -> dict[str, Any]:
+        """The master's JSON view: its workers and applications."""
+        with urllib.request.urlopen(f"{self.web_url}/json/", timeout=5) as response:
+            state: dict[str, Any] = json.loads(response.read())
+        return state
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])
+
+
+def _without_spark_env() -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("PYSPARK", "SPARK"))}
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+@contextmanager
+def spark_cluster(root: Path, workers: int, executor_memory: str) -> Iterator[SparkCluster]:
+    """A standalone master and ``workers`` workers (1 core, ``executor_memory`` each) from pyspark's own
+    distribution, on free loopback ports with private log, work, local and conf directories under ``root``; each
+    daemon is stopped by its process id at the end (SIGTERM, a worker then kills its executors; SIGKILL after 20 s).
+    As tests/training/test_spark_cluster.py starts its cluster."""
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    spark_class = str(spark_home / "bin" / "spark-class")
+    master_port, master_web = _free_port(), _free_port()
+    cluster = SparkCluster(f"spark://{LOOPBACK}:{master_port}", f"http://{LOOPBACK}:{master_web}")
+
+    def start(name: str, *arguments: str) -> None:
+        home = root / name
+        env = _without_spark_env()
+        for variable, folder in (("SPARK_LOG_DIR", "logs"), ("SPARK_WORKER_DIR", "work"),
+                                 ("SPARK_LOCAL_DIRS", "local"), ("SPARK_CONF_DIR", "conf")):
+            (home / folder).mkdir(parents=True, exist_ok=True)
+            env[variable] = str(home / folder)
+        env.update(SPARK_HOME=str(spark_home), SPARK_LOCAL_IP=LOOPBACK, SPARK_DAEMON_MEMORY="256m",
+                   SPARK_NO_DAEMONIZE="1")
+        with (home / "logs" / "stdout.log").open("wb") as log:
+            cluster.processes.append(subprocess.Popen([spark_class, *arguments], env=env, cwd=home, stdout=log,
+                                                      stderr=subprocess.STDOUT, start_new_session=True))
+
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        start("master", "org.apache.spark.deploy.master.Master", "--host", LOOPBACK, "--port", str(master_port),
+              "--webui-port", str(master_web))
+        for index in range(workers):
+            start(f"worker-{index}", "org.apache.spark.deploy.worker.Worker", cluster.master_url, "--host",
+                  LOOPBACK, "--port", str(_free_port()), "--webui-port", str(_free_port()), "--cores", "1",
+                  "--memory", executor_memory, "--work-dir", str(root / f"worker-{index}" / "work"))
+        deadline = time.monotonic() + CLUSTER_STARTUP_S
+        while True:
+            try:
+                alive = [w for w in cluster.state().get("workers", []) if w.get("state") == "ALIVE"]
+            except OSError:
+                alive = []
+            if len(alive) == workers:
+                break
+            if any(process.poll() is not None for process in cluster.processes) or time.monotonic() > deadline:
+                raise RuntimeError(f"the Spark cluster did not start ({len(alive)} of {workers} workers); logs in "
+                                   f"{root}")
+            time.sleep(1)
+        yield cluster
+    finally:
+        for process in reversed(cluster.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in reversed(cluster.processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """Every process's parent id and command line, from ``/proc``."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            parent = int(stat[stat.rindex(")") + 2:].split()[1])
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        table[int(entry.name)] = (parent, command)
+    return table
+
+
+def _descendants(roots: list[int], table: dict[int, tuple[int, str]]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found: set[int] = set()
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """A process's resident memory now and its peak (``VmRSS``, ``VmHWM``), in KB; zeros once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return 0, 0
+    values = {line.split(":")[0]: int(line.split()[1]) for line in lines if line.startswith(("VmRSS:", "VmHWM:"))}
+    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+
+
+class TreeSampler:
+    """Reads, every ``SAMPLE_EVERY_S`` in a thread, the resident memory of a ``recsys`` driver (its Python process
+    ``driver_pid`` and the JVM it starts) and of the executor JVMs the cluster's workers (``worker_pids``) start.
+    Each process's peak is its kernel high-water mark (``VmHWM``, last read before it exits); the peaks of sums
+    are of RSS read at the same moment."""
+
+    def __init__(self, driver_pid: int, worker_pids: list[int]) -> None:
+        self.driver_pid, self.worker_pids = driver_pid, worker_pids
+        self.peak_kb: dict[int, int] = {}
+        self.kind: dict[int, str] = {}
+        self.command: dict[int, str] = {}
+        self.driver_sum_kb = self.executor_sum_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(SAMPLE_EVERY_S)
+
+    def sample(self) -> None:
+        table = _proc_table()
+        members = {self.driver_pid: "python"}
+        for pid in _descendants([self.driver_pid], table):
+            if "java" in table[pid][1].split(" ")[0]:
+                members[pid] = "driver_jvm"
+        for pid in _descendants(self.worker_pids, table):
+            if EXECUTOR_CLASS in table[pid][1]:
+                members[pid] = "executor"
+        driver = executors = 0
+        for pid, kind in members.items():
+            rss, hwm = _memory_kb(pid)
+            if not hwm:
+                continue
+            self.kind[pid] = kind
+            self.command.setdefault(pid, table.get(pid, (0, ""))[1])
+            self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), hwm)
+            if kind == "executor":
+                executors += rss
+            else:
+                driver += rss
+        self.driver_sum_kb = max(self.driver_sum_kb, driver)
+        self.executor_sum_kb = max(self.executor_sum_kb, executors)
+
+    def summary(self) -> dict[str, object]:
+        """Peaks in MB: the Python driver, its JVM, their sum; the largest executor and the executors' sum."""
+        def mb(kb: int) -> float:
+            return round(kb / 1024, 1)
+
+        def heap(pid: int) -> str | None:
+            flags = [part for part in self.command.get(pid, "").split() if part.startswith("-Xmx")]
+            return flags[-1].removeprefix("-Xmx") if flags else None
+
+        jvms = [pid for pid, kind in self.kind.items() if kind == "driver_jvm"]
+        executors = [pid for pid, kind in self.kind.items() if kind == "executor"]
+        jvms.sort(key=lambda pid: -self.peak_kb[pid])  # the driver's JVM first (Spark's launcher is a short one)
+        return {"driver_python_peak_rss_mb": mb(self.peak_kb.get(self.driver_pid, 0)),
+                "driver_jvm_peak_rss_mb": mb(max((self.peak_kb[p] for p in jvms), default=0)),
+                "driver_peak_rss_mb": mb(self.driver_sum_kb),
+                "driver_jvm_xmx": heap(jvms[0]) if jvms else None,
+                "executors": len(executors),
+                "executor_peak_rss_mb": mb(max((self.peak_kb[p] for p in executors), default=0)) or None,
+                "executors_sum_peak_rss_mb": mb(self.executor_sum_kb) or None,
+                "executor_xmx": heap(executors[0]) if executors else None}
+
+
+def train_point_spark(point: str, out: Path, setup: SparkSetup, cluster: SparkCluster | None) -> dict[str, object]:
+    """Write the point as a parquet lake and train it with ``recsys train --engine spark`` in a child process, on
+    ``cluster`` (None: local mode, ``local[2]``), sampling the driver's and the executors' memory (``TreeSampler``).
+    The row: wall time, the summary's stage seconds (``spark`` is validate, catalog, interactions and neighbours
+    together), the peaks in MB, and the settings; no server RSS (``recsys serve`` loads the same files as for
+    ``--via cli``)."""
+    from recsys.model.artifact import read_manifest
+
+    dataset = load_point(point)
+    events = len(dataset.events)
+    shutil.rmtree(out, ignore_errors=True)
+    paths = write_lake(dataset, out / "lake", timestamp_unit="us")
+    del dataset  # the parent holds no data while the child trains
+    lake_bytes = sum(f.stat().st_size for f in paths["events"].rglob("*.parquet"))
+    master = cluster.master_url if cluster else "local[2]"
+    command = [*recsys_command(), "train", "--engine", "spark", "--spark-master", master,
+               "--driver-memory", setup.driver_memory, "--data", str(paths["events"]), "--catalog",
+               str(paths["catalog"]), "--mapping", str(paths["mapping"]), "--out", str(out / "models"),
+               "--no-progress", "--json"]
+    env = _without_spark_env() | {"OPENBLAS_NUM_THREADS": "1", "SPARK_LOCAL_IP": LOOPBACK}
+    if cluster:  # a cluster session keeps Spark's defaults: no UI, small shuffles, the executors' size
+        submit = ["--conf", "spark.ui.enabled=false", "--conf", f"spark.executor.memory={setup.executor_memory}",
+                  "--conf", "spark.executor.cores=1",
+                  "--conf", f"spark.sql.shuffle.partitions={setup.shuffle_partitions}",
+                  "--conf", f"spark.driver.maxResultSize={setup.max_result_size}", "pyspark-shell"]
+        env["PYSPARK_SUBMIT_ARGS"] = " ".join(submit)
+    start = time.perf_counter()
+    with (out / "stdout.json").open("w") as stdout, (out / "stderr.log").open("w") as stderr:
+        child = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env, cwd=out)
+        with TreeSampler(child.pid, cluster.pids if cluster else []) as sampler:
+            while child.poll() is None:  # the sampler reads /proc while the child runs: reap it only after
+                time.sleep(0.1)
+            sampler.sample()
+    wall_s = time.perf_counter() - start
+    if child.returncode != 0:
+        raise RuntimeError(f"recsys train --engine spark exited {child.returncode}: "
+                           + (out / "stderr.log").read_text().strip()[-3000:])
+    text = (out / "stdout.json").read_text()
+    summary = json.loads(text[text.index("{"):])
+    model_dir = Path(summary["model_dir"])
+    manifest = read_manifest(model_dir, verify=False)
+    model_bytes = sum(f.stat().st_size for f in model_dir.rglob("*") if f.is_file())
+    train_s = float(summary["stage_seconds"]["total"])
+    return {"point": point, "via": "spark", "master": "standalone" if cluster else master,
+            "workers": setup.workers if cluster else 0, "driver_memory": setup.driver_memory,
+            "executor_memory": setup.executor_memory if cluster else None,
+            "shuffle_partitions": setup.shuffle_partitions if cluster else 8,
+            "events": events, "customers": manifest.counts["customers"], "items": manifest.counts["items"],
+            "engine": manifest.engine, "load_s": round(wall_s - train_s, 1), "wall_s": round(wall_s, 1),
+            "train_s": train_s, "stage_seconds": summary["stage_seconds"],
+            "stage_peak_rss_mb": manifest.stage_peak_rss_mb, **sampler.summary(),
+            "model_mb": round(model_bytes / 2**20, 1), "lake_mb": round(lake_bytes / 2**20, 1),
+            "model_dir": str(model_dir)}
+
+
+def run_spark(points: list[str], out: Path, setup: SparkSetup) -> list[dict[str, object]]:
+    """Every point through ``train_point_spark``, on one cluster started for them all (or in local mode); the rows
+    go to ``DIR/training_scale_spark.json`` and a table to ``training_scale_spark.md`` as each point ends."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, object]] = []
+    with (spark_cluster(out / "spark-cluster", setup.workers, setup.executor_memory) if setup.workers
+          else _no_cluster()) as cluster:
+        for point in points:
+            print(f"training {point} on Spark ({cluster.master_url if cluster else 'local[2]'}) ...", flush=True)
+            try:
+                row = train_point_spark(point, out / "spark" / point, setup, cluster)
+            except RuntimeError as exc:
+                print(exc, file=sys.stderr)
+                rows.append({"point": point, "via": "spark", "error": str(exc).splitlines()[-1:]})
+                continue
+            finally:
+                (out / "training_scale_spark.json").write_text(json.dumps(rows, indent=2))
+            rows.append(row)
+            (out / "training_scale_spark.json").write_text(json.dumps(rows, indent=2))
+            print(_spark_row_text(row), flush=True)
+    write_spark_table(rows, out / "training_scale_spark.md")
+    return rows
+
+
+@contextmanager
+def _no_cluster() -> Iterator[SparkCluster | None]:
+    yield None
+
+
+def _spark_row_text(row: dict[str, object]) -> str:
+    stages = row["stage_seconds"]
+    assert isinstance(stages, dict)
+
+    def gb(key: str) -> str:
+        value = row.get(key)
+        return f"{float(value) / 1024:.2f}" if isinstance(value, int | float) else "-"
+
+    return (f"| {row['point']} | {row['events']:,} | {row['wall_s']:.0f} | {stages.get('spark', 0):.0f} | "
+            f"{stages.get('ranker', 0):.0f} | {gb('driver_python_peak_rss_mb')} + {gb('driver_jvm_peak_rss_mb')} "
+            f"(sum {gb('driver_peak_rss_mb')}) | {gb('executor_peak_rss_mb')} "
+            f"(sum {gb('executors_sum_peak_rss_mb')}) |")
+
+
+def write_spark_table(rows: list[dict[str, object]], path: Path) -> None:
+    lines = ["| point | events | wall s | spark stage s | ranker s | driver peak RSS GB: python + JVM | "
+             "executor peak RSS GB |", "|---|---|---|---|---|---|---|"]
+    lines += [_spark_row_text(r) for r in rows if "error" not in r]
+    path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def train_point(point: str, out: Path) -> dict[str, object]:
@@ -343,12 +686,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", default="cj-x1,cj-x2,cj-x4,cj-x8,cj-x16,cj-x32,items-1m")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/training_scale"))
-    parser.add_argument("--via", choices=("api", "cli"), default="api",
-                        help="api: the frame handed to the trainer in Python; cli: `recsys train` on a parquet lake")
+    parser.add_argument("--via", choices=("api", "cli", "spark"), default="api",
+                        help="api: the frame handed to the trainer in Python; cli: `recsys train` on a parquet lake; "
+                             "spark: `recsys train --engine spark` on the same lake")
+    defaults = SparkSetup()
+    parser.add_argument("--spark-workers", type=int, default=defaults.workers,
+                        help="with --via spark: standalone workers of 1 core on loopback (0: local mode, local[2])")
+    parser.add_argument("--driver-memory", default=defaults.driver_memory, help="with --via spark: the driver JVM's")
+    parser.add_argument("--executor-memory", default=defaults.executor_memory,
+                        help="with --via spark: each executor's (and its worker's)")
     parser.add_argument("--train-one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.train_one:
         print(json.dumps(train_point(args.train_one, args.out)))
+        return
+    if args.via == "spark":
+        run_spark(args.points.split(","), args.out, SparkSetup(args.spark_workers, args.driver_memory,
+                                                              args.executor_memory))
         return
     run(args.points.split(","), args.out, args.via)
 
