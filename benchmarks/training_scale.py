@@ -249,8 +249,12 @@ class SparkSetup:
 
 @dataclass
 class SparkCluster:
+    """A running standalone cluster (:func:`spark_cluster`): its master's URLs, its daemons and the workers'
+    work directories (where each application's executors write)."""
+
     master_url: str
     web_url: str
+    worker_dirs: list[Path] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -281,13 +285,14 @@ def spark_cluster(root: Path, workers: int, executor_memory: str) -> Iterator[Sp
     """A standalone master and ``workers`` workers (1 core, ``executor_memory`` each) from pyspark's own
     distribution, on free loopback ports with private log, work, local and conf directories under ``root``; each
     daemon is stopped by its process id at the end (SIGTERM, a worker then kills its executors; SIGKILL after 20 s).
-    As tests/training/test_spark_cluster.py starts its cluster."""
+    The cluster of tests/training/test_spark_cluster.py too."""
     import pyspark
 
     spark_home = Path(pyspark.__file__).parent
     spark_class = str(spark_home / "bin" / "spark-class")
     master_port, master_web = _free_port(), _free_port()
-    cluster = SparkCluster(f"spark://{LOOPBACK}:{master_port}", f"http://{LOOPBACK}:{master_web}")
+    cluster = SparkCluster(f"spark://{LOOPBACK}:{master_port}", f"http://{LOOPBACK}:{master_web}",
+                           [root / f"worker-{index}" / "work" for index in range(workers)])
 
     def start(name: str, *arguments: str) -> None:
         home = root / name
@@ -309,7 +314,7 @@ def spark_cluster(root: Path, workers: int, executor_memory: str) -> Iterator[Sp
         for index in range(workers):
             start(f"worker-{index}", "org.apache.spark.deploy.worker.Worker", cluster.master_url, "--host",
                   LOOPBACK, "--port", str(_free_port()), "--webui-port", str(_free_port()), "--cores", "1",
-                  "--memory", executor_memory, "--work-dir", str(root / f"worker-{index}" / "work"))
+                  "--memory", executor_memory, "--work-dir", str(cluster.worker_dirs[index]))
         deadline = time.monotonic() + CLUSTER_STARTUP_S
         while True:
             try:

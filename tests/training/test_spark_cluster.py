@@ -17,12 +17,9 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +30,8 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from benchmarks.training_scale import SparkCluster as Cluster
+from benchmarks.training_scale import spark_cluster
 from recsys.cli import app
 from recsys.cli.common import ExitStatus
 from recsys.model.artifact import CURRENT, read_manifest
@@ -51,106 +50,18 @@ WORKERS = 2
 NO_RANKER = TINY.model_copy(update={"ranker": TINY.ranker.model_copy(update={"enabled": False})})
 #: what the executors would start for a Python UDF or a Python RDD: nothing, so any Python on them fails the run
 NO_PYTHON = "/nonexistent/executors-run-no-python"
-#: seconds the master and both workers get to start and register (JVM start-up on 2 busy cores)
-STARTUP_SECONDS = 90
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 NIGHTLY_HEADING = "### A nightly on the lake: validate, retrain on Spark, promote to every replica"
 #: the partition the lake holds: the day after the synthetic retailer's last event
 NIGHTLY_DAY = "2017-12-31"
 
 
-@dataclass(frozen=True)
-class Cluster:
-    master_url: str
-    web_url: str
-    worker_dirs: list[Path]
-    pids: list[int]
-
-    def state(self) -> dict[str, Any]:
-        """The master's own JSON view: its workers, running and completed applications."""
-        with urllib.request.urlopen(f"{self.web_url}/json/", timeout=5) as response:
-            state: dict[str, Any] = json.loads(response.read())
-        return state
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
-def _daemon_env(root: Path) -> dict[str, str]:
-    """A daemon's environment: loopback only, private directories, small JVMs, and no way to the project's code."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("PYSPARK", "SPARK"))}
-    env.pop("PYTHONPATH", None)
-    for name, folder in (("SPARK_LOG_DIR", "logs"), ("SPARK_WORKER_DIR", "work"), ("SPARK_LOCAL_DIRS", "local"),
-                         ("SPARK_CONF_DIR", "conf")):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        env[name] = str(root / folder)
-    # SPARK_LOCAL_IP binds the RPC endpoints and the web UI (Spark's WebUI listens on it) to loopback
-    env.update(SPARK_LOCAL_IP=LOOPBACK, SPARK_DAEMON_MEMORY="256m", SPARK_NO_DAEMONIZE="1")
-    return env
-
-
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    """Each daemon by its process id: SIGTERM (a worker then kills its executors), SIGKILL after 20 s."""
-    for process in reversed(processes):
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in reversed(processes):
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """A standalone master and two workers (1 core, 1 GB each) on free loopback ports, stopped by PID at the end."""
-    import pyspark
-
-    spark_home = Path(pyspark.__file__).parent
-    spark_class = str(spark_home / "bin" / "spark-class")
-    root = tmp_path_factory.mktemp("spark-cluster")
-    master_port, master_web = _free_port(), _free_port()
-    master_url, web_url = f"spark://{LOOPBACK}:{master_port}", f"http://{LOOPBACK}:{master_web}"
-    processes: list[subprocess.Popen[bytes]] = []
-    worker_dirs = [root / f"worker-{index}" / "work" for index in range(WORKERS)]
-
-    def start(name: str, *arguments: str) -> None:
-        home = root / name
-        env = _daemon_env(home) | {"SPARK_HOME": str(spark_home)}
-        with (home / "logs" / "stdout.log").open("wb") as log:
-            processes.append(subprocess.Popen([spark_class, *arguments], env=env, cwd=home, stdout=log,
-                                              stderr=subprocess.STDOUT, start_new_session=True))
-
-    def logs() -> str:
-        return "\n".join(f"--- {path}\n{path.read_text(errors='replace')[-3000:]}"
-                         for path in sorted(root.glob("*/logs/*")) if path.is_file())
-
-    try:
-        start("master", "org.apache.spark.deploy.master.Master", "--host", LOOPBACK, "--port", str(master_port),
-              "--webui-port", str(master_web))
-        for index in range(WORKERS):
-            start(f"worker-{index}", "org.apache.spark.deploy.worker.Worker", master_url, "--host", LOOPBACK,
-                  "--port", str(_free_port()), "--webui-port", str(_free_port()), "--cores", "1", "--memory", "1g",
-                  "--work-dir", str(worker_dirs[index]))
-        found = Cluster(master_url, web_url, worker_dirs, [process.pid for process in processes])
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            try:
-                alive = [w for w in found.state().get("workers", []) if w.get("state") == "ALIVE"]
-            except OSError:
-                alive = []
-            if len(alive) == WORKERS:
-                break
-            assert all(process.poll() is None for process in processes), f"a daemon exited\n{logs()}"
-            assert time.monotonic() < deadline, f"{len(alive)} of {WORKERS} workers registered\n{logs()}"
-            time.sleep(1)
+    """A standalone master and two workers (1 core, 1 GB each) on free loopback ports, stopped by PID at the end:
+    the training cost curve's cluster (``benchmarks.training_scale.spark_cluster``)."""
+    with spark_cluster(tmp_path_factory.mktemp("spark-cluster"), WORKERS, "1g") as found:
         yield found
-    finally:
-        _stop(processes)
 
 
 def _driver_env() -> dict[str, str]:
