@@ -30,7 +30,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -268,12 +267,6 @@ class SparkCluster:
         return state
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return int(probe.getsockname()[1])
-
-
 def _without_spark_env() -> dict[str, str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith(("PYSPARK", "SPARK"))}
     env.pop("PYTHONPATH", None)
@@ -288,9 +281,11 @@ def spark_cluster(root: Path, workers: int, executor_memory: str) -> Iterator[Sp
     The cluster of tests/training/test_spark_cluster.py too."""
     import pyspark
 
+    from serving.process import free_port
+
     spark_home = Path(pyspark.__file__).parent
     spark_class = str(spark_home / "bin" / "spark-class")
-    master_port, master_web = _free_port(), _free_port()
+    master_port, master_web = free_port(), free_port()
     cluster = SparkCluster(f"spark://{LOOPBACK}:{master_port}", f"http://{LOOPBACK}:{master_web}",
                            [root / f"worker-{index}" / "work" for index in range(workers)])
 
@@ -313,7 +308,7 @@ def spark_cluster(root: Path, workers: int, executor_memory: str) -> Iterator[Sp
               "--webui-port", str(master_web))
         for index in range(workers):
             start(f"worker-{index}", "org.apache.spark.deploy.worker.Worker", cluster.master_url, "--host",
-                  LOOPBACK, "--port", str(_free_port()), "--webui-port", str(_free_port()), "--cores", "1",
+                  LOOPBACK, "--port", str(free_port()), "--webui-port", str(free_port()), "--cores", "1",
                   "--memory", executor_memory, "--work-dir", str(cluster.worker_dirs[index]))
         deadline = time.monotonic() + CLUSTER_STARTUP_S
         while True:
@@ -342,13 +337,14 @@ def spark_cluster(root: Path, workers: int, executor_memory: str) -> Iterator[Sp
 
 def _proc_table() -> dict[int, tuple[int, str]]:
     """Every process's parent id and command line, from ``/proc``."""
+    from serving.process import proc_stat
+
     table: dict[int, tuple[int, str]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            parent = int(stat[stat.rindex(")") + 2:].split()[1])
+            parent = int(proc_stat(entry.name)[1])
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, ValueError):
             continue
