@@ -4,10 +4,10 @@ other pack sizes and where X is available. Everything an answer shows is prepare
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,8 @@ _STATIC_REASONS: Final[tuple[str, ...]] = ("usual_brand", "same_brand", "store_b
 USUAL_BRAND_SHARE: Final[float] = 0.3
 BOUGHT_INSTEAD_MIN: Final[float] = 0.05
 
+ValueT = TypeVar("ValueT")
+
 
 # Pure functions of a few numbers, cached because answers repeat the common size and price differences (a
 # cache hit costs a fifth of formatting the number)
@@ -48,12 +50,28 @@ def _size_difference(difference: float, family: str) -> str:
     return ("+" if difference > 0 else "-") + format_quantity(abs(difference), family)
 
 
+def _shared(values: Iterable[ValueT]) -> list[ValueT]:
+    """``values`` with each run of equal values as one object. A catalog repeats its brands, categories, sizes and
+    prices across items; sharing them keeps an answer's reads in a few hot cache lines instead of a cold object per
+    field and item (an answer copies the references of its substitutes' fields, which touches every object)."""
+    pool: dict[ValueT, ValueT] = {}
+    nan: ValueT | None = None  # NaN equals nothing, itself included: one object stands for all of them
+    shared = []
+    for value in values:
+        if value != value:
+            nan = value if nan is None else nan
+            shared.append(nan)
+        else:
+            shared.append(pool.setdefault(value, value))
+    return shared
+
+
 class _Shown(NamedTuple):
     """What presenting an item as a substitute reads, as Python values (numpy scalars cost more to read), in
     one record per item: an answer's ten substitutes then miss the cache once each, not once per field."""
 
-    info: ItemInfo
-    fields: ItemFields  # the info's fields in order: a Substitute starts with them
+    fields: ItemFields  # ItemInfo's fields in order: a Substitute starts with them
+    private_label: bool
     family: int  # size family code, -1: unknown
     log_size: float  # NaN: unknown
     size: float
@@ -72,12 +90,14 @@ class Presenter:
         self.use_messages(Messages(), price_protection=False)
         rows = self._catalog_rows(items.size_display())
         self.infos = [ItemInfo(*row) for row in rows]
+        log_sizes = _shared(items.log_size.tolist())
         self._shown = [
-            _Shown(info, row, family, log_size, math.exp(log_size), family_name,
-                   None if info.price is None else round(info.price * 100), cold, label)
-            for info, row, family, log_size, family_name, cold, label in zip(
-                self.infos, rows, items.family_codes.tolist(), items.log_size.tolist(), items.families, items.cold,
-                [info.package_size or info.size for info in self.infos], strict=True)
+            _Shown(row, info.private_label, family, log_size, size, family_name, cents, cold, label)
+            for info, row, family, log_size, size, family_name, cents, cold, label in zip(
+                self.infos, rows, items.family_codes.tolist(), log_sizes,
+                _shared(math.exp(log_size) for log_size in log_sizes), _shared(items.families),
+                _shared(None if info.price is None else round(info.price * 100) for info in self.infos), items.cold,
+                _shared(info.package_size or info.size for info in self.infos), strict=True)
         ]
         # per item, its variants' index and catalog fields (Variant's first four): only their stock is read per query
         self._variant_fields = [tuple((v, (self.infos[v].item_id, self.infos[v].package_size, self.infos[v].size,
@@ -96,10 +116,11 @@ class Presenter:
         unit_prices = [None if not math.isfinite(u) or u <= 0 else float(f"{u:.3g}") for u in per_unit.tolist()]
         unit_per = [format_quantity(b, f) if u is not None and f is not None else None
                     for u, b, f in zip(unit_prices, basis.tolist(), families, strict=True)]
-        columns = zip(items["item_id"].astype(str).tolist(), items["brand"].astype(str).tolist(),
-                      items["private_label"].astype(bool).tolist(), items["department"].astype(str).tolist(),
-                      items["category"].astype(str).tolist(), items["product_type"].astype(str).tolist(),
-                      sizes, size_display, prices, unit_prices, unit_per, table.attributes.of_item, strict=True)
+        columns = zip(items["item_id"].astype(str).tolist(), _shared(items["brand"].astype(str).tolist()),
+                      items["private_label"].astype(bool).tolist(), _shared(items["department"].astype(str).tolist()),
+                      _shared(items["category"].astype(str).tolist()),
+                      _shared(items["product_type"].astype(str).tolist()), _shared(sizes), _shared(size_display),
+                      _shared(prices), _shared(unit_prices), _shared(unit_per), table.attributes.of_item, strict=True)
         return list(columns)
 
     def item(self, x: int) -> ItemInfo:
@@ -148,15 +169,14 @@ class Presenter:
         with X, from each item's :class:`_Shown` record and the reason features; ``availability``: every item's
         code at the store (:data:`recsys.query.availability.NAMES`); ``attributes``: the catalog attributes the
         request asked to keep or prefer, whose values shared with X become reasons."""
-        target = self.infos[x]
         personal = cust_row is not None
         reason_features = features.take(_REASON_FEATURES, axis=1).tolist()
         # purchase counts, looked up only when some substitute was bought before (own_history > 0)
         bought = (self.customer_items.lookup(cust_row, items)[:, 1].astype(np.int64).tolist()
                   if cust_row is not None and any(row[-1] > 0 for row in reason_features) else [0] * len(items))
         shown = self._shown
-        _, _, x_family, x_log_size, x_size, _, x_cents, _, x_label = shown[x]
-        x_private_label, x_type = target.private_label, target.product_type
+        x_fields, x_private_label, x_family, x_log_size, x_size, _, x_cents, _, x_label = shown[x]
+        x_type = x_fields[5]
         currency, protect, text, texts = self.messages.currency, self.price_protection, self._text, self._texts
         static, static_codes = self._static, self._static_codes
         same_type = text("same_type", x_type)
@@ -167,7 +187,7 @@ class Presenter:
                 is_widened, n, code in zip(items.tolist(), scores.tolist(), reason_features, widened.tolist(), bought,
                                            availability[items].tolist(), strict=True):
             record: _Shown = shown[c]  # c comes from tolist(): typed, so that the record's fields are too
-            info, fields, family, log_size, size, family_name, cents, cold, label = record
+            fields, private_label, family, log_size, size, family_name, cents, cold, label = record
             reasons: list[str] = [] if is_widened else [same_type]
             codes: list[ReasonCode] = [] if is_widened else [same_type_code]
             size_ratio = size_difference = None
@@ -194,7 +214,7 @@ class Presenter:
             elif same_brand:
                 reasons.append(static["same_brand"])
                 codes.append(static_codes["same_brand"])
-            if info.private_label and not x_private_label:
+            if private_label and not x_private_label:
                 reasons.append(static["store_brand"])
                 codes.append(static_codes["store_brand"])
             if own_accepted > 0:
@@ -232,8 +252,9 @@ class Presenter:
                 reasons.append(static["new_in_catalog"])
                 codes.append(static_codes["new_in_catalog"])
             if is_widened:
-                reasons.append(text("widened", info.category, x_type))
-                codes.append({"code": "widened", "category": info.category, "product_type": x_type})
+                category = fields[4]
+                reasons.append(text("widened", category, x_type))
+                codes.append({"code": "widened", "category": category, "product_type": x_type})
             results.append(Substitute(*fields, round(score, 4), tuple(reasons), size_ratio, size_difference,
                                       price_difference, usual_brand, n, is_widened, NAMES[code], tuple(codes),
                                       shopper_price))
@@ -254,7 +275,7 @@ class Presenter:
         codes = self.availability.codes(store)
         variants = []
         for v, fields in self._variant_fields[x]:
-            code = int(codes[v])
+            code = codes.item(v)
             eta, elsewhere = self.stock_elsewhere(fields[0], store)
             variants.append(Variant(*fields, NAMES[code], eta if code == OUT_OF_STOCK else None, elsewhere))
         return tuple(variants)
