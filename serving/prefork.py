@@ -129,11 +129,13 @@ def _worker(engine: SubstituteEngine, settings: Settings, sock: socket.socket, o
     import uvicorn
 
     from serving.app import create_app
+    from serving.http import CoalescingHttpToolsProtocol
 
     try:
         _die_with_parent(parent)
         configure(first)
-        config = uvicorn.Config(create_app(settings, engine=engine), log_level=options.log_level, access_log=False)
+        config = uvicorn.Config(create_app(settings, engine=engine), log_level=options.log_level, access_log=False,
+                                http=CoalescingHttpToolsProtocol)
         server = uvicorn.Server(config)
     except Exception:
         log.exception("worker %d could not start", os.getpid())

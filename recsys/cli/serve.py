@@ -113,6 +113,7 @@ def serve(
     from recsys.state.storage import StateUnavailableError
     from recsys.state.store import check_url
     from serving.app import create_app
+    from serving.http import CoalescingHttpToolsProtocol
 
     warn_password_in_argv("--state", state)
     settings = service_settings(model_path=model, state_url=state)  # the options given, else RECSYS_* variables
@@ -148,7 +149,8 @@ def serve(
                          daemon=True).start()
     _access_log(access_log)
     application = create_app(settings)
-    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(application, host=host, port=port, log_level=log_level, access_log=False,
+                http=CoalescingHttpToolsProtocol)
 
 
 def _serve_workers(settings: Settings, *, workers: int, host: str, port: int, log_level: str, access_log: bool,
