@@ -69,16 +69,15 @@ def place(experiments: Experiments | None, engine: SubstituteEngine,
 
 def signed(signer: AnswerSigner, answer: SubstituteList, customer_id: str | None,
            placement: Placement | None = None, order_id: str | None = None) -> SubstituteList:
-    """``answer`` with its ``answer_id``: what feedback on it must bring back; in an experiment's arm, labelled with
-    both, which the answer id signs too, with ``order_id`` for a line of a whole order."""
-    experiment = arm = None
+    """``answer``, given its ``answer_id`` in place (the engine made it for this request alone): what feedback on
+    it must bring back; in an experiment's arm, labelled with both, which the answer id signs too, with
+    ``order_id`` for a line of a whole order."""
     if placement is not None and placement.arm is not None:
-        experiment, arm = placement.experiment, placement.arm
-    answer_id = signer.sign(answer.model_version, answer.item.item_id, customer_id, answer.store_id,
-                            [s.item_id for s in answer.substitutes], time.time(), experiment, arm, order_id)
-    if experiment is None:
-        return dataclasses.replace(answer, answer_id=answer_id)
-    return dataclasses.replace(answer, answer_id=answer_id, experiment=experiment, arm=arm)
+        answer.experiment, answer.arm = placement.experiment, placement.arm
+    answer.answer_id = signer.sign(answer.model_version, answer.item.item_id, customer_id, answer.store_id,
+                                   [s.item_id for s in answer.substitutes], time.time(), answer.experiment,
+                                   answer.arm, order_id)
+    return answer
 
 
 def _answer(answering: Answering, request: SubstituteRequest) -> tuple[bytes, str]:
