@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -36,7 +37,7 @@ import numpy as np
 
 from benchmarks.latency import K, access_controlled, query_mix
 from recsys import SubstituteEngine
-from serving.process import serving
+from serving.process import children, proc_stat, serving
 
 CONFIGS = ("open-1", "keys-1", "keys-2")
 _LUA = """
@@ -104,19 +105,35 @@ def measure(model: Path, config: str, script: Path, *, connections: int, seconds
         args = ("--workers", workers) if workers != "1" else ()
         if auth == "keys":
             args = (*args, "--access-log")  # stderr goes to /dev/null: the lines are made and written
-        with serving(model, env=env, args=args, timeout_s=300) as (base, _):
+        with serving(model, env=env, args=args, timeout_s=300) as (base, process):
             run_wrk(base, script, headers, connections, warmup_s)
-            return run_wrk(base, script, headers, connections, seconds)
+            cpu_before = server_cpu_seconds(process.pid)
+            result = run_wrk(base, script, headers, connections, seconds)
+            # the server's own CPU time per answer: what the throughput is made of, and far steadier than requests/s
+            # on a machine shared with others (their load takes wall time, not this process's CPU time)
+            cpu = server_cpu_seconds(process.pid) - cpu_before
+            result["server_cpu_us_per_request"] = cpu / result["requests"] * 1e6
+            return result
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of the server ``pid`` and its live workers so far (Linux ``/proc``)."""
+    ticks = 0
+    for process in (pid, *children(pid)):
+        fields = proc_stat(process)
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
-    lines = ["| configuration | requests/s | ratio to open-1 | p50 ms | p99 ms | non-2xx | socket errors |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| configuration | requests/s | ratio to open-1 | p50 ms | p99 ms | server CPU µs/request | non-2xx | "
+             "socket errors |", "|---|---|---|---|---|---|---|---|"]
     baseline = results.get("open-1", {}).get("requests_per_s")
     for name, row in results.items():
         ratio = f"{row['requests_per_s'] / baseline:.2f}" if baseline else ""
         lines.append(f"| {name} | {row['requests_per_s']:,.0f} | {ratio} | {row.get('p50_ms', 0):.2f} | "
-                     f"{row.get('p99_ms', 0):.2f} | {row['non_2xx']:.0f} | {row['socket_errors']:.0f} |")
+                     f"{row.get('p99_ms', 0):.2f} | {row.get('server_cpu_us_per_request', 0):.0f} | "
+                     f"{row['non_2xx']:.0f} | {row['socket_errors']:.0f} |")
     if "keys-1" in results and "keys-2" in results:
         scaling = results["keys-2"]["requests_per_s"] / results["keys-1"]["requests_per_s"]
         lines.append(f"\ntwo workers / one: {scaling:.2f}x")
