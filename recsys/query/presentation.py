@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from functools import lru_cache
 from typing import Final, NamedTuple, TypeVar
 
 import numpy as np
@@ -36,18 +35,22 @@ BOUGHT_INSTEAD_MIN: Final[float] = 0.05
 ValueT = TypeVar("ValueT")
 
 
-# Pure functions of a few numbers, cached because answers repeat the common size and price differences (a
-# cache hit costs a fifth of formatting the number)
-@lru_cache(maxsize=4096)
-def _size_ratio(log_ratio: float) -> float:
-    """A substitute's size over X's, to 3 significant digits."""
-    return float(f"{math.exp(log_ratio):.3g}")
+#: most comparisons of two sizes, or of two prices, that a presenter keeps made (answers repeat the common ones)
+_COMPARISONS_KEPT: Final[int] = 65_536
 
 
-@lru_cache(maxsize=4096)
-def _size_difference(difference: float, family: str) -> str:
-    """A substitute's size minus X's (not zero), signed, in the family's display unit."""
-    return ("+" if difference > 0 else "-") + format_quantity(abs(difference), family)
+class _SizeComparison(NamedTuple):
+    ratio: float  # the substitute's size over X's, to 3 significant digits
+    difference: str  # "same", or the substitute's size minus X's, signed, in the family's display unit
+    reason: str
+    code: ReasonCode  # shared by every answer that shows it: read-only
+
+
+class _PriceComparison(NamedTuple):
+    difference: float  # the substitute's price minus X's
+    shopper_price: float | None  # with price protection: the lower of the two
+    reasons: tuple[str, ...]
+    codes: tuple[ReasonCode, ...]  # shared by every answer that shows them: read-only
 
 
 def _shared(values: Iterable[ValueT]) -> list[ValueT]:
@@ -135,6 +138,9 @@ class Presenter:
         # sizes and price differences): the answer's hot loop reads dictionaries, it formats nothing it has seen
         self._static = {code: messages.text(code) for code in _STATIC_REASONS}
         self._texts: dict[tuple[str, object, object], str] = {}
+        # how two sizes and two prices compare, with their reasons: one dictionary read per substitute and kind
+        self._sizes: dict[tuple[int, float, float, str | None, str | None], _SizeComparison] = {}
+        self._prices: dict[tuple[int, int], _PriceComparison] = {}
         # the codes without values, one dict each, shared by every answer (read-only, like the texts)
         self._static_codes: dict[str, ReasonCode] = {code: {"code": code} for code in _STATIC_REASONS}
 
@@ -158,9 +164,52 @@ class Presenter:
                 text = messages.text(code, attribute=str(first).replace("_", " "), value=second)
             else:  # widened
                 text = messages.text(code, category=first, product_type=second)
-            if len(self._texts) < 65_536:
+            if len(self._texts) < _COMPARISONS_KEPT:
                 self._texts[key] = text
         return text
+
+    def _compare_sizes(self, family: int, log_size: float, x_log_size: float, size: float, x_size: float,
+                       family_name: str | None, label: str | None, x_label: str | None) -> _SizeComparison:
+        """How a substitute's size compares with X's (of the same unit family), kept for the next answers."""
+        log_ratio = log_size - x_log_size
+        if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
+            compared = _SizeComparison(float(f"{math.exp(log_ratio):.3g}"), "same", self._text("same_size", label),
+                                       {"code": "same_size", "size": label})
+        else:
+            difference = size - x_size
+            assert family_name is not None  # a known family has a name
+            compared = _SizeComparison(
+                float(f"{math.exp(log_ratio):.3g}"),
+                ("+" if difference > 0 else "-") + format_quantity(abs(difference), family_name),
+                self._text("other_size", label, x_label), {"code": "other_size", "size": label, "item_size": x_label})
+        if len(self._sizes) < _COMPARISONS_KEPT:
+            self._sizes[(family, log_size, x_log_size, label, x_label)] = compared
+        return compared
+
+    def _compare_prices(self, cents: int, x_cents: int) -> _PriceComparison:
+        """How a substitute's price (in cents) compares with X's, with price protection if it is on, kept for the
+        next answers."""
+        reasons: list[str] = []
+        codes: list[ReasonCode] = []
+        if cents == x_cents:
+            reasons.append(self._static["same_price"])
+            codes.append(self._static_codes["same_price"])
+        else:
+            difference = "cheaper" if cents < x_cents else "more_expensive"
+            amount = abs(cents - x_cents) / 100
+            reasons.append(self._text(difference, amount))
+            codes.append({"code": difference, "amount": amount, "currency": self.messages.currency})
+        shopper_price = None
+        if self.price_protection:
+            shopper_price = min(cents, x_cents) / 100
+            if cents > x_cents:
+                reasons.append(self._text("price_protected", shopper_price))
+                codes.append({"code": "price_protected", "amount": shopper_price, "currency": self.messages.currency})
+        # (cents - x_cents) / 100: the same float as round(price - x_price, 2)
+        compared = _PriceComparison((cents - x_cents) / 100, shopper_price, tuple(reasons), tuple(codes))
+        if len(self._prices) < _COMPARISONS_KEPT:
+            self._prices[(cents, x_cents)] = compared
+        return compared
 
     def present(self, x: int, items: np.ndarray, scores: np.ndarray, features: np.ndarray, widened: np.ndarray,
                 cust_row: int | None, availability: np.ndarray, attributes: Sequence[str] = ()
@@ -177,8 +226,8 @@ class Presenter:
         shown = self._shown
         x_fields, x_private_label, x_family, x_log_size, x_size, _, x_cents, _, x_label = shown[x]
         x_type = x_fields[5]
-        currency, protect, text, texts = self.messages.currency, self.price_protection, self._text, self._texts
-        static, static_codes = self._static, self._static_codes
+        text, static, static_codes = self._text, self._static, self._static_codes
+        sizes, prices = self._sizes, self._prices
         same_type = text("same_type", x_type)
         same_type_code: ReasonCode = {"code": "same_type", "product_type": x_type}  # one per answer
         results = []
@@ -192,16 +241,11 @@ class Presenter:
             codes: list[ReasonCode] = [] if is_widened else [same_type_code]
             size_ratio = size_difference = None
             if family == x_family and family >= 0:
-                log_ratio = log_size - x_log_size
-                size_ratio = _size_ratio(log_ratio)
-                if abs(log_ratio) <= SAME_SIZE_TOLERANCE:
-                    size_difference = "same"
-                    reasons.append(texts.get(("same_size", label, None)) or text("same_size", label))
-                    codes.append({"code": "same_size", "size": label})
-                else:
-                    size_difference = _size_difference(size - x_size, family_name)
-                    reasons.append(texts.get(("other_size", label, x_label)) or text("other_size", label, x_label))
-                    codes.append({"code": "other_size", "size": label, "item_size": x_label})
+                sized = (sizes.get((family, log_size, x_log_size, label, x_label)) or
+                         self._compare_sizes(family, log_size, x_log_size, size, x_size, family_name, label, x_label))
+                size_ratio, size_difference, size_reason, size_code = sized
+                reasons.append(size_reason)
+                codes.append(size_code)
             if attributes:
                 for name, value in self.items.attributes.shared(x, c, attributes):
                     shared = "shared_flag" if value == YES else "shared_attribute"
@@ -234,20 +278,10 @@ class Presenter:
                 codes.append(static_codes["viewed_together"])
             price_difference = shopper_price = None
             if cents is not None and x_cents is not None:
-                price_difference = (cents - x_cents) / 100  # the same float as round(price - x_price, 2)
-                if cents == x_cents:
-                    reasons.append(static["same_price"])
-                    codes.append(static_codes["same_price"])
-                else:
-                    difference = "cheaper" if cents < x_cents else "more_expensive"
-                    amount = abs(cents - x_cents) / 100
-                    reasons.append(texts.get((difference, amount, None)) or text(difference, amount))
-                    codes.append({"code": difference, "amount": amount, "currency": currency})
-                if protect:
-                    shopper_price = min(cents, x_cents) / 100
-                    if cents > x_cents:
-                        reasons.append(text("price_protected", shopper_price))
-                        codes.append({"code": "price_protected", "amount": shopper_price, "currency": currency})
+                priced = prices.get((cents, x_cents)) or self._compare_prices(cents, x_cents)
+                price_difference, shopper_price, price_reasons, price_codes = priced
+                reasons += price_reasons
+                codes += price_codes
             if cold:
                 reasons.append(static["new_in_catalog"])
                 codes.append(static_codes["new_in_catalog"])
