@@ -54,7 +54,7 @@ class _PriceComparison(NamedTuple):
 
 
 def _shared(values: Iterable[ValueT]) -> list[ValueT]:
-    """``values`` with each run of equal values as one object. A catalog repeats its brands, categories, sizes and
+    """``values`` with all equal values as one object. A catalog repeats its brands, categories, sizes and
     prices across items; sharing them keeps an answer's reads in a few hot cache lines instead of a cold object per
     field and item (an answer copies the references of its substitutes' fields, which touches every object)."""
     pool: dict[ValueT, ValueT] = {}
