@@ -42,3 +42,16 @@ def test_cli_quick_mode_writes_json(model_dir: Path, tmp_path: Path) -> None:
     assert report["http"]["server_and_load_generator_on_separate_cores"] == (len(cores) >= 2)
     assert os.sched_getaffinity(0) == cores
     assert set(report["training"]["stage_seconds"]) >= {"embeddings", "ranker"}
+
+
+def test_engine_runs_report_the_median_ratio(model_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["bench", "--model", str(model_dir), "--quick", "--no-http", "--engine-runs", "3",
+                                      "--json", str(tmp_path / "latency.json")])
+    assert result.exit_code == 0, result.output
+    runs = json.loads((tmp_path / "latency.json").read_text())["engine_runs"]
+    assert len(runs["p99_ratio_vs_brute_force"]) == 3
+    assert set(runs["median_p99_ratio_vs_brute_force"]) == {"no rules", "100 rules"}
+    for name, median in runs["median_p99_ratio_vs_brute_force"].items():
+        ratios = sorted(run[name] for run in runs["p99_ratio_vs_brute_force"])
+        assert median == ratios[1] and ratios[0] > 0
+    assert "median p99 ratio to brute force over 3 runs" in result.output
