@@ -23,6 +23,7 @@ def test_every_configuration_answers_without_errors(synthetic_model_dir: Path, t
     for name, row in report["results"].items():
         assert row["requests"] > 0 and row["non_2xx"] == 0 and row["socket_errors"] == 0, name
         assert 0 < row["p50_ms"] <= row["p99_ms"]
+        assert row["server_cpu_us_per_request"] > 0, name  # the server (and its workers) worked for the answers
     assert "| keys-1 |" in (tmp_path / "throughput.md").read_text()
 
 
