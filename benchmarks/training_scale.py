@@ -518,13 +518,11 @@ def run_spark(points: list[str], out: Path, setup: SparkSetup) -> list[dict[str,
                 row = train_point_spark(point, out / "spark" / point, setup, cluster)
             except RuntimeError as exc:
                 print(exc, file=sys.stderr)
-                rows.append({"point": point, "via": "spark", "error": str(exc).splitlines()[-1:]})
-                continue
-            finally:
-                (out / "training_scale_spark.json").write_text(json.dumps(rows, indent=2))
+                row = {"point": point, "via": "spark", "error": str(exc).splitlines()[-1:]}
             rows.append(row)
             (out / "training_scale_spark.json").write_text(json.dumps(rows, indent=2))
-            print(_spark_row_text(row), flush=True)
+            if "error" not in row:
+                print(_spark_row_text(row), flush=True)
     write_spark_table(rows, out / "training_scale_spark.md")
     return rows
 

@@ -81,13 +81,14 @@ def bench(
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
                                            "python": platform.python_version()}, "quick": quick}
     console.print("engine, in process ...")
-    engine = latency.bench_engine(model, n_queries=300 if quick else 3000)
+    n_queries = 300 if quick else 3000
+    engine = latency.bench_engine(model, n_queries=n_queries)
     results["engine"] = engine
     if engine_runs > 1:
         ratios = [engine["p99_ratio_vs_brute_force"]]
         for run in range(2, engine_runs + 1):
             console.print(f"engine, in process, run {run} of {engine_runs} ...")
-            ratios.append(latency.bench_engine(model, n_queries=300 if quick else 3000)["p99_ratio_vs_brute_force"])
+            ratios.append(latency.bench_engine(model, n_queries=n_queries)["p99_ratio_vs_brute_force"])
         results["engine_runs"] = {"p99_ratio_vs_brute_force": ratios, "median_p99_ratio_vs_brute_force": {
             name: statistics.median(run[name] for run in ratios) for name in ratios[0]}}
     print_table(_latency_table(

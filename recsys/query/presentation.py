@@ -35,7 +35,8 @@ BOUGHT_INSTEAD_MIN: Final[float] = 0.05
 ValueT = TypeVar("ValueT")
 
 
-#: most comparisons of two sizes, or of two prices, that a presenter keeps made (answers repeat the common ones)
+#: most entries a presenter keeps in each of its caches: reason texts with values, comparisons of two sizes and of
+#: two prices (answers repeat the common ones)
 _COMPARISONS_KEPT: Final[int] = 65_536
 
 

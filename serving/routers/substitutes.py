@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Annotated, TypeVar
 
@@ -199,10 +198,11 @@ def post_order_substitutes(request: OrderSubstituteRequest, answering: Answering
     counted = placement if placement is not None and placement.arm is not None and answer.lines else None
     # one order: every line signs the same order id, so feedback on any line counts toward it (experiments only)
     order_id = new_order_id() if counted is not None else None
-    lines = tuple(signed(signer, line, request.customer_id, placement, order_id) for line in answer.lines)
+    for line in answer.lines:  # signed in place: the answer holds its signed lines
+        signed(signer, line, request.customer_id, placement, order_id)
     if counted is not None:
-        answering.experiments.count(str(counted.experiment), str(counted.arm), len(lines), orders=1)
-    return json_response(dataclasses.replace(answer, lines=lines))
+        answering.experiments.count(str(counted.experiment), str(counted.arm), len(answer.lines), orders=1)
+    return json_response(answer)
 
 
 @router.get("/items/{item_id}/substitutes", response_model=SubstituteList, responses=_ERRORS)
