@@ -122,7 +122,10 @@ class SubstituteFilters(BaseModel):
         return list(dict.fromkeys([*(self.keep or ()), *(self.prefer or ())]))
 
 
-@dataclass(slots=True)
+# The answer's types (ItemInfo, Substitute, Variant, SubstituteList) keep their fields in a __dict__, not in slots:
+# orjson writes a dataclass's __dict__ in one pass but reads a slotted one field by field, and a k=10 answer took
+# 44 µs to write that way against 9.5 µs now (docs/performance.md).
+@dataclass
 class ItemInfo:
     """An item as the catalog describes it."""
 
@@ -150,7 +153,7 @@ ItemFields = tuple[str, str, bool, str, str, str, str | None, str | None, float 
 
 # Not frozen: an answer builds ten of these, and a frozen dataclass of 19 fields costs 2.5 µs more each to
 # construct. Every answer gets its own instances, so changing one changes no other answer.
-@dataclass(slots=True)
+@dataclass
 class Substitute(ItemInfo):
     """One substitute: the item's catalog fields, then how it compares with X."""
 
@@ -183,7 +186,7 @@ class ItemMatches:
         description="an item whose id is the query first, then the most popular matches first")]
 
 
-@dataclass(slots=True)
+@dataclass
 class Variant:
     """Another pack size of X (same brand and product type) and where it is."""
 
@@ -200,7 +203,7 @@ class Variant:
 
 # Not frozen, like Substitute: every answer is a fresh instance, and the service signs it in place (a frozen
 # dataclass's dataclasses.replace rebuilt all of it, about 5% of a request's time in the server)
-@dataclass(slots=True)
+@dataclass
 class SubstituteList(Sequence[Substitute]):
     """The ranked substitutes and what a storefront needs to present them."""
 
