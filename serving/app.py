@@ -72,7 +72,10 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
     app.state.service = ServiceState.from_settings(settings, inventory)
     app.state.metrics = Metrics()
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-    # the innermost middleware: every other one (metrics, CORS, the concurrency limit) sees its refusals
+    # the innermost middleware: the busiest request, answered without FastAPI's per-request machinery (see
+    # QueryFastPath) once every middleware below has seen it; the handlers registered below answer its errors
+    app.add_middleware(substitutes.QueryFastPath, handlers=app.exception_handlers)
+    # every middleware added after it (metrics, CORS, the concurrency limit) sees its refusals
     app.add_middleware(AccessMiddleware, access=app.state.service.access, limiter=app.state.rate_limiter)
     # added first, so it runs inside ObservabilityMiddleware (the last added is outermost): refusals are
     # counted and timed in the metrics, and a body whose length is over the limit never takes a slot
@@ -85,9 +88,6 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
     # a store's whole count is larger than any query; its path needs a write key, checked before a body is read
     app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics, max_body_bytes=settings.max_body_bytes,
                        larger_bodies={"/v1/inventory/snapshot": settings.max_snapshot_bytes})
-    # the busiest request, matched before the routers' routes and answered without FastAPI's per-request
-    # machinery (see QueryRoute)
-    app.router.routes.append(substitutes.QueryRoute())
     for router in (substitutes.router, customers.router, feedback.router, admin.router, health.router,
                    items.router, model.router, experiments.router, rules.router):
         app.include_router(router)

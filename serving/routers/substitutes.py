@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import time
-from typing import Annotated, TypeVar
+from collections.abc import Mapping
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Path, Query, Response, status
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
-from starlette.requests import ClientDisconnect
-from starlette.routing import Match, Route
-from starlette.types import Receive, Scope, Send
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from recsys import (
     OrderSubstitutes,
@@ -97,7 +100,7 @@ def _query(answering: Answering, request: SubstituteRequest) -> Response:
 @router.post("/substitutes", response_model=SubstituteList, responses=_ERRORS)
 async def post_substitutes(request: SubstituteRequest, answering: AnsweringDep) -> Response:
     """Ranked substitutes for an unavailable item, for a customer at a store, with reasons."""
-    # served by QueryRoute (below), which answers exactly as this would; FastAPI documents the route from here
+    # served by QueryFastPath (below), which answers exactly as this would; FastAPI documents the route from here
     return _query(answering, request)
 
 
@@ -112,16 +115,31 @@ def parse_json_body(content_type: bytes | None, body: bytes, model: type[M]) -> 
     try:
         if media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json")):
             return model.model_validate_json(body)
-        return model.model_validate(body)  # as FastAPI does: bytes, which no request model accepts
+        return model.model_validate(body, from_attributes=True)  # as FastAPI does: bytes, which no model accepts
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         unparsed = next((error for error in errors if error["type"] == "json_invalid"), None)
         if unparsed is not None:
             if "recursion limit" in unparsed["msg"]:
                 raise HTTPException(status.HTTP_400_BAD_REQUEST, TOO_DEEP) from None
-            raise RequestValidationError([{"type": "json_invalid", "loc": ("body",), "msg": "JSON decode error",
-                                           "input": {}, "ctx": unparsed.get("ctx", {})}]) from None
+            context = unparsed.get("ctx", {})
+            raise RequestValidationError([{"type": "json_invalid", "loc": ("body", *_position(body, context)),
+                                           "msg": "JSON decode error", "input": {}, "ctx": context}]) from None
         raise RequestValidationError([{**error, "loc": ("body", *error["loc"])} for error in errors]) from None
+
+
+def _position(body: bytes, context: Mapping[str, object]) -> tuple[int, ...]:
+    """Where in ``body`` (a character offset) the JSON parser stopped, from its "line L column C" (FastAPI
+    locates a JSON error at ``("body", offset)``); none when the parser's message does not say."""
+    found = re.search(r"line (\d+) column (\d+)", str(context.get("error", "")))
+    if found is None:
+        return ()
+    start = 0
+    for _ in range(int(found[1]) - 1):
+        start = body.find(b"\n", start) + 1
+        if start == 0:
+            return ()
+    return (len(body[:start].decode("utf-8", "replace")) + int(found[2]) - 1,)
 
 
 async def _read_body(receive: Receive) -> bytes:
@@ -135,38 +153,62 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-class _AnswerQuery:
-    """The ASGI app of :class:`QueryRoute`: read, validate, answer, send; errors raised to the app's handlers."""
+async def _answer_query(scope: Scope, receive: Receive, send: Send) -> None:
+    """``POST /v1/substitutes`` as a plain ASGI app: read, validate, answer, send; errors raised."""
+    content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
+    request = parse_json_body(content_type, await _read_body(receive), SubstituteRequest)
+    body, timing = _answer(answering_from(scope["app"].state.service), request)
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"server-timing", timing.encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class QueryFastPath:
+    """``POST /v1/substitutes``, the service's busiest request, served by the innermost middleware: every
+    middleware of the app (metrics and the access log, CORS, the concurrency limit, access control) has seen it,
+    but FastAPI's routing, exception middleware, request object, dependency resolution, ``json.loads`` then
+    validation and response object are skipped: together they cost about 0.05 ms of the 0.2 ms a request took in
+    the app, and as much again in the server (docs/performance.md).
+
+    Every ``POST`` to the path takes it, valid or not: the same request model validates the body
+    (:func:`parse_json_body`), the same answer is written (:func:`answer_json`), and an error is answered by the
+    app's own exception handler for it (``handlers``: the app's ``exception_handlers``, read when an error
+    happens), as FastAPI's exception middleware would; an error with no handler goes on up to the server-error
+    middleware (500). Other methods go on to the router (405). FastAPI documents the route from
+    :func:`post_substitutes`, whose route the metrics and the access log name the request by."""
+
+    def __init__(self, app: ASGIApp, handlers: Mapping[Any, Any]) -> None:
+        self.app = app
+        self.handlers = handlers
+        self.route = next(route for route in router.routes
+                          if isinstance(route, APIRoute) and route.endpoint is post_substitutes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
-        request = parse_json_body(content_type, await _read_body(receive), SubstituteRequest)
-        body, timing = _answer(answering_from(scope["app"].state.service), request)
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"server-timing", timing.encode())]})
-        await send({"type": "http.response.body", "body": body})
+        if scope["type"] != "http" or scope["path"] != self.route.path or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.route  # what the metrics and the access log name the endpoint by
+        try:
+            await _answer_query(scope, receive, send)
+        except Exception as exc:
+            handler = self._handler(exc)
+            if handler is None:
+                raise
+            response = await handler(Request(scope, receive, send), exc)
+            await response(scope, receive, send)
 
-
-class QueryRoute(Route):
-    """``POST /v1/substitutes``, the service's busiest request, served as a plain ASGI app: FastAPI's
-    per-request machinery (the request object, dependency resolution, ``json.loads`` then validation, the
-    response object) cost about 0.08 ms of the 0.29 ms a request took in the app (docs/performance.md).
-
-    Every request to the route takes it, valid or not: the same request model validates the body
-    (:func:`parse_json_body`), the same answer is written (:func:`answer_json`), and errors are the app's
-    (422, 400, 404 and 503 raised to its exception handlers). FastAPI still documents the route from
-    :func:`post_substitutes`. :func:`serving.app.create_app` puts it before the routers' routes."""
-
-    def __init__(self) -> None:
-        super().__init__("/v1/substitutes", _AnswerQuery(), methods=["POST"], name="post_substitutes",
-                         include_in_schema=False)
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child_scope = super().matches(scope)
-        if match is not Match.NONE:
-            child_scope["route"] = self  # what the metrics and the access log name the endpoint by
-        return match, child_scope
+    def _handler(self, exc: Exception) -> Any:
+        """The app's handler for ``exc``, looked up as Starlette's exception middleware does (an HTTP error's
+        status code first, then the exception's classes); None for what only the server-error middleware handles."""
+        if isinstance(exc, StarletteHTTPException) and exc.status_code in self.handlers:
+            return self.handlers[exc.status_code]
+        for cls in type(exc).__mro__:
+            if cls is Exception:
+                return None
+            if cls in self.handlers:
+                return self.handlers[cls]
+        return None
 
 
 @router.post("/substitutes/batch", response_model=OrderSubstitutes, responses={
