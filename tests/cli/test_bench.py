@@ -55,3 +55,31 @@ def test_engine_runs_report_the_median_ratio(model_dir: Path, tmp_path: Path) ->
         ratios = sorted(run[name] for run in runs["p99_ratio_vs_brute_force"])
         assert median == ratios[1] and ratios[0] > 0
     assert "median p99 ratio to brute force over 3 runs" in result.output
+
+
+def test_per_query_times_compare_two_runs_query_by_query(model_dir: Path, tmp_path: Path) -> None:
+    """benchmarks/per_query.py: a time per query of the mix, and the comparison of two such files."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from benchmarks import per_query
+
+    best = per_query.best_times(model_dir, passes=2, n_queries=60)
+    assert len(best) == 60 and all(0 < t < 1_000 for t in best)
+    before = np.asarray(best)
+    compared = per_query.compare(before, before * np.where(np.arange(60) < 15, 0.5, 2.0))
+    assert compared["median_ratio"] == 2.0 and compared["share_slower"] == 0.75
+    assert compared["p10_ratio"] == 0.5 and compared["p99_after_ms"] > compared["p99_before_ms"] * 0.5
+    files = []
+    for name, times in (("before", before), ("after", before * 1.25)):
+        files.append(tmp_path / f"{name}.json")
+        files[-1].write_text(json.dumps({"best_ms": times.tolist()}))
+    shown = subprocess.run([sys.executable, per_query.__file__, "--compare", *map(str, files)],
+                           capture_output=True, text=True, check=True).stdout
+    assert json.loads(shown[shown.index("{"):])["median_ratio"] == pytest.approx(1.25)
+    files[1].write_text(json.dumps({"best_ms": best[:10]}))
+    refused = subprocess.run([sys.executable, per_query.__file__, "--compare", *map(str, files)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "not the same run of queries" in refused.stderr
