@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, inventory: Inventory | None = N
     # the innermost middleware: the busiest request, answered without FastAPI's per-request machinery (see
     # QueryFastPath) once every middleware below has seen it; the handlers registered below answer its errors
     app.add_middleware(substitutes.QueryFastPath, handlers=app.exception_handlers)
-    # every middleware added after it (metrics, CORS, the concurrency limit) sees its refusals
+    # access control: every middleware added after it (metrics, CORS, the concurrency limit) sees its refusals
     app.add_middleware(AccessMiddleware, access=app.state.service.access, limiter=app.state.rate_limiter)
     # added first, so it runs inside ObservabilityMiddleware (the last added is outermost): refusals are
     # counted and timed in the metrics, and a body whose length is over the limit never takes a slot

@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
 
 from recsys import StockUpdate
 from recsys.model.artifact import MANIFEST
@@ -105,9 +107,9 @@ def test_the_fast_path_answers_as_fastapis_route_would(client: TestClient, item_
     served = []
     answer_query = substitutes._answer_query
 
-    async def counted(*args: object) -> None:
+    async def counted(*args: object) -> tuple[bytes, str]:
         served.append(1)
-        await answer_query(*args)  # type: ignore[arg-type]
+        return await answer_query(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(substitutes, "_answer_query", counted)
     engine = client.app.state.service.engine
@@ -144,6 +146,12 @@ def test_the_fast_path_answers_as_fastapis_route_would(client: TestClient, item_
             200, 404, 404, 400, 422, 422, 422, 400, 200, 422]
         assert client.get("/v1/substitutes").status_code == fastapi_client.get("/v1/substitutes").status_code == 405
     assert len(served) == 2 * len(requests), "every POST took the fast path, and only those of the app with it"
+    def gone(request: Request, exc: Exception) -> PlainTextResponse:  # a plain def: run in the thread pool
+        return PlainTextResponse(f"gone: {request.url.path}", status_code=404)
+
+    client.app.add_exception_handler(404, gone)  # a status code's handler comes before the exception class's
+    unknown = client.post("/v1/substitutes", json={"item_id": "no-such-item"})
+    assert (unknown.status_code, unknown.text) == (404, "gone: /v1/substitutes")
     wrong = client.post("/v1/substitutes", json={"item_id": item_id, "k": 0, "filters": {"max_price": "a"}})
     assert sorted(tuple(error["loc"]) for error in wrong.json()["detail"]) == [
         ("body", "filters", "max_price"), ("body", "k")]
