@@ -3,7 +3,10 @@ same run, because absolute times on a shared machine are noisy; nothing here is 
 
 1. engine: the real engine on a real model, a realistic query mix, against (a) an exact brute-force numpy scan
    of all item vectors with the same filters applied afterwards and (b) ``implicit``'s ``similar_items``
-   followed by the same filters; recall@10 of our retrieval against the exact filtered answer.
+   followed by the same filters; recall@10 of our retrieval against the exact filtered answer. The same queries
+   also run with 100 merchandising rules, and as the service answered before availability needed evidence (every
+   item nobody reported out offered), against a brute force filtered that way, and with a stock update at the
+   store before each query (live stock): what each costs, in the same run.
 2. scaling: synthetic catalogs (d=64, log-normal group sizes) - our group-range search against the brute-force
    scan: latency, recall@10, index build time, memory.
 3. http: ``recsys serve`` on loopback under a bounded async load at fixed request rates, every request with an
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import json
 import os
 import resource
@@ -29,6 +33,8 @@ import numpy as np
 from implicit.cpu.als import AlternatingLeastSquares
 
 from recsys import Intent, StockUpdate, SubstituteEngine, SubstituteFilters
+from recsys.domain.types import AvailabilityPolicy
+from recsys.query.availability import EVERYTHING
 from recsys.query.rules import Rule
 from serving.process import serving
 
@@ -39,6 +45,8 @@ AUTH_MODES = ("keys", "open")
 ENGINE_BLOCK = 100
 #: untimed queries each method answers at the start of its turn
 BLOCK_WARM_UP = 10
+#: bytes read before each method's turn to evict the caches (twice a large server CPU's last-level cache)
+EVICTION_BYTES = 64 << 20
 
 
 def summarise(seconds: list[float]) -> dict[str, float]:
@@ -148,6 +156,15 @@ def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict
         finally:
             engine.rules = no_rules
 
+    # live stock: one single update at the store before each query (the same state re-reported, so that the
+    # answers stay those of the other methods); the query patches the store's cached masks with it
+    restated = itertools.cycle([StockUpdate(item_id=str(ids[i]), store_id=store, in_stock=False)
+                                for i in out_of_stock])
+
+    def ours_after_a_stock_update(q: Query) -> Any:
+        engine.inventory.apply([next(restated)])
+        return engine.substitutes(q.item_id, q.customer_id, store, K, filters=q.filters)
+
     def retrieval(q: Query) -> tuple[np.ndarray, np.ndarray]:
         # the baselines' work only: the nearest allowed items of X, no features, ranking or reasons
         return engine.retrieve(engine.index_of(q.item_id), store, filters=q.filters, k=K)
@@ -164,10 +181,24 @@ def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict
         found, _ = als.similar_items(x, N=K * 20)
         return found[allowed_mask(x, q)[found]][:K]
 
-    methods = {"ours": ours, "retrieval": retrieval, "brute": brute_force, "implicit": implicit_then_filter,
-               "familiar": ours_familiar, "discover": ours_discover, "rules": ours_with_rules}
+    methods = {"ours": ours, "every_item": ours, "retrieval": retrieval, "brute": brute_force,
+               "brute_every_item": brute_force, "implicit": implicit_then_filter, "familiar": ours_familiar,
+               "discover": ours_discover, "rules": ours_with_rules, "live_stock": ours_after_a_stock_update}
+    # the price of answers true to the store, in the same run: the same queries answered as the service did
+    # before availability needed evidence (every item nobody reported out is offered), against the brute force
+    # filtered the same way. Each method's turn starts by setting the policy it answers under, untimed (a switch
+    # clears the store's cached masks, which are built again at once)
+    evidence = engine.policy
+    policies = {name: EVERYTHING if name.endswith("every_item") else evidence for name in methods}
+
+    def answering_under(policy: AvailabilityPolicy) -> None:
+        if engine.policy is not policy:
+            engine.use_policy(policy)
+            engine.availability.codes(store)  # the store's masks, built now rather than in a timed query
+
     for query in queries[:50]:  # warm-up
-        for method in methods.values():
+        for name, method in methods.items():
+            answering_under(policies[name])
             method(query)
     times: dict[str, list[float]] = {name: [] for name in methods}
     # the answers recall compares, kept from the timed runs (ours are dropped: thousands of live answer objects
@@ -175,10 +206,15 @@ def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict
     answers: dict[str, list[Any]] = {"brute": [], "retrieval": []}
     # each method answers a block of queries in turn: it runs as a stream, as a server would (interleaving
     # single queries let the baselines' full-catalog scans evict every other method's caches), and the turns
-    # spread the shared machine's drift over all methods alike. Each turn starts with a few untimed queries
-    # (the next block's), so no method's first queries pay for the cache the previous method's turn evicted
+    # spread the shared machine's drift over all methods alike. Each turn starts from evicted caches, so that
+    # no method finds the block's queries' data left warm by the method before it (which favoured whichever
+    # method followed another engine method), then answers a few untimed queries (the next block's), so that
+    # the code and the data every query shares are warm again
+    evictor = np.ones(EVICTION_BYTES // 8)
     for start in range(0, len(queries), ENGINE_BLOCK):
         for name, method in methods.items():
+            answering_under(policies[name])
+            evictor.sum()
             for query in queries[start + ENGINE_BLOCK:start + ENGINE_BLOCK + BLOCK_WARM_UP]:
                 method(query)
             for query in queries[start:start + ENGINE_BLOCK]:
@@ -201,7 +237,10 @@ def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict
         "ours": summarise(ours), "ours_familiar": summarise(times["familiar"]),
         "ours_discover": summarise(times["discover"]), "ours_retrieval_only": summarise(retrieval),
         "ours_with_100_rules": summarise(times["rules"]),
+        "ours_every_unreported_item_offered": summarise(times["every_item"]),
+        "ours_after_a_stock_update": summarise(times["live_stock"]),
         "brute_force_numpy": summarise(brute),
+        "brute_force_numpy_every_unreported_item_offered": summarise(times["brute_every_item"]),
         "implicit_similar_items_then_filter": summarise(implicit_times),
         "recall_at_10_vs_exact_filtered": float(np.mean(recall)),
     }
@@ -211,10 +250,15 @@ def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict
         intent.value: result["brute_force_numpy"]["p99_ms"] / result[key]["p99_ms"]
         for intent, key in ((Intent.balanced, "ours"), (Intent.familiar, "ours_familiar"),
                             (Intent.discover, "ours_discover"))}
-    # the merchandising rules' cost: the same queries with 100 active rules, against the same baseline
+    # the merchandising rules' cost: the same queries with 100 active rules, against the same baseline; and
+    # availability's: the answers as they were before it needed evidence, against their own brute force
     result["p99_ratio_vs_brute_force"] = {
         "no rules": result["ours"]["p99_ms"] / result["brute_force_numpy"]["p99_ms"],
-        "100 rules": result["ours_with_100_rules"]["p99_ms"] / result["brute_force_numpy"]["p99_ms"]}
+        "100 rules": result["ours_with_100_rules"]["p99_ms"] / result["brute_force_numpy"]["p99_ms"],
+        "every unreported item offered": (result["ours_every_unreported_item_offered"]["p99_ms"]
+                                          / result["brute_force_numpy_every_unreported_item_offered"]["p99_ms"]),
+        "a stock update before each query": (result["ours_after_a_stock_update"]["p99_ms"]
+                                             / result["brute_force_numpy"]["p99_ms"])}
     result["p99_speedup_vs_implicit"] = (
         result["implicit_similar_items_then_filter"]["p99_ms"] / result["ours"]["p99_ms"])
     result["retrieval_p99_speedup_vs_brute_force"] = (

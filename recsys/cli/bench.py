@@ -96,8 +96,11 @@ def bench(
         f"(recall@10 vs exact filtered: {engine['recall_at_10_vs_exact_filtered']:.3f})",
         {"ours": engine["ours"], "ours, familiar": engine["ours_familiar"], "ours, discover": engine["ours_discover"],
          "ours, 100 merchandising rules": engine["ours_with_100_rules"],
+         "ours, every unreported item offered": engine["ours_every_unreported_item_offered"],
+         "ours, a stock update before each query": engine["ours_after_a_stock_update"],
          "ours, retrieval only": engine["ours_retrieval_only"],
          "brute-force numpy + filter": engine["brute_force_numpy"],
+         "brute-force, every unreported item offered": engine["brute_force_numpy_every_unreported_item_offered"],
          "implicit similar_items + filter": engine["implicit_similar_items_then_filter"]}))
     console.print(f"p99 speed-up: full answer {engine['p99_speedup_vs_brute_force']:.1f}x vs brute force, "
                   f"{engine['p99_speedup_vs_implicit']:.1f}x vs implicit; retrieval only (the baselines' work) "

@@ -19,10 +19,10 @@ known and follows the chain-level rules with its own reports.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Final
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from recsys.domain.types import Availability as AvailabilityName
@@ -39,12 +39,13 @@ EVERYTHING = AvailabilityPolicy(allow_unknown_items=True, allow_unknown_stores=T
 
 class StoreAvailability:
     """Per store, every item's availability code and the mask of items that may not be offered, built from the
-    model's assortment and the inventory's reports, and cached until that store's stock changes."""
+    model's assortment and the inventory's reports, cached per store, and patched with the items that changed
+    when that store's stock changes (built anew when a patch cannot tell, see :meth:`Inventory.changed_since`)."""
 
-    def __init__(self, assortment: Assortment, item_ids: np.ndarray, model_stores: np.ndarray,
+    def __init__(self, assortment: Assortment, index_of: Mapping[str, int], model_stores: np.ndarray,
                  inventory: Inventory, policy: AvailabilityPolicy) -> None:
         self.assortment, self.inventory = assortment, inventory
-        self._id_index = pd.Index(item_ids)
+        self._index_of = index_of  # item id -> index (a dict lookup costs far less than pandas' per call)
         self._listed_row = {str(s): i for i, s in enumerate(assortment.listed_stores)}
         self._inferred_row = {str(s): i for i, s in enumerate(assortment.inferred_stores)}
         self._known = {ONLINE, *(str(s) for s in model_stores), *assortment.stores()}
@@ -88,7 +89,7 @@ class StoreAvailability:
         with self._lock:  # one build per store change, not one per concurrent request
             cached = self._cache.get(store)
             if cached is None or cached[0] != version:
-                cached = self._build(store)
+                cached = (self._patched(store, cached) if cached is not None else None) or self._build(store)
                 self._cache[store] = cached
         return cached
 
@@ -98,12 +99,27 @@ class StoreAvailability:
         if stock.version == 0 and base is self._chain_codes:
             return 0, base, self._chain_blocked  # shared by every store answered at chain level
         codes = np.full(len(base), OUT_OF_STOCK, dtype=np.int8) if stock.unlisted_out else base.copy()
-        for ids, code in ((stock.in_stock, IN_STOCK), (stock.out_of_stock, OUT_OF_STOCK)):
+        return stock.version, *self._reported(codes, stock.in_stock, stock.out_of_stock)
+
+    def _patched(self, store: str, cached: tuple[int, np.ndarray, np.ndarray | None]
+                 ) -> tuple[int, np.ndarray, np.ndarray | None] | None:
+        """The cached codes with the items changed since they were built set anew (a store's whole state holds
+        tens of thousands of reports, a single update one); None when only a full build can tell."""
+        changes = self.inventory.changed_since(store, cached[0])
+        if changes is None:
+            return None
+        return changes.version, *self._reported(cached[1].copy(), changes.in_stock, changes.out_of_stock)
+
+    def _reported(self, codes: np.ndarray, in_stock: list[str], out_of_stock: list[str]
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``codes`` (written in place, then made read-only) with the reported items set, and the blocked mask."""
+        index_of = self._index_of
+        for ids, code in ((in_stock, IN_STOCK), (out_of_stock, OUT_OF_STOCK)):
             if ids:
-                positions = self._id_index.get_indexer(ids)
+                positions = np.fromiter((index_of.get(i, -1) for i in ids), dtype=np.int64, count=len(ids))
                 codes[positions[positions >= 0]] = code
         codes.flags.writeable = False
-        return stock.version, codes, self._blocked(codes)
+        return codes, self._blocked(codes)
 
     def _base_codes(self, store: str) -> np.ndarray:
         """The evidence before reports: the file's list for a store it covers, else the store's own inference

@@ -71,8 +71,8 @@ class SubstituteEngine:
         self.item_table = ItemTable(model)
         self.item_ids = self.item_table.ids
         self._customer_row = {str(c): i for i, c in enumerate(model.customers)}
-        self.availability = StoreAvailability(model.assortment, self.item_ids, model.stores, self.inventory,
-                                              policy or AvailabilityPolicy())
+        self.availability = StoreAvailability(model.assortment, self.item_table.index_of, model.stores,
+                                              self.inventory, policy or AvailabilityPolicy())
         self.finder = CandidateFinder(model, self.item_table, self.availability, config.max_candidates,
                                       config.min_group_size)
         self.presenter = Presenter(model, self.item_table, self.availability, self.finder.customer_items)

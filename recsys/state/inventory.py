@@ -2,7 +2,9 @@
 
 Keyed by item *id* (not a model's internal index) so it survives model swaps. Every store's state carries a
 version that changes on each write, so an engine can cache per-store masks and rebuild them only when that store
-changed. The inventory only records what was reported: each (store, item)'s last state, and each store's
+changed; a short journal of the items each store's recent single updates touched
+(:meth:`Inventory.changed_since`) lets it patch a cached mask instead of rebuilding it from the store's whole
+state. The inventory only records what was reported: each (store, item)'s last state, and each store's
 closed-world flag (its last snapshot said "every item not listed in stock is out"). What an unreported item means
 is the engine's decision (from the model's assortment, see :mod:`recsys.query.availability`).
 
@@ -23,6 +25,7 @@ tells it to. A reader at N >= S applies later rows on top, as for single updates
 
 from __future__ import annotations
 
+import bisect
 import sys
 import threading
 from dataclasses import dataclass
@@ -59,6 +62,20 @@ class StoreStock:
 class StockState:
     in_stock: bool
     restock_eta: datetime | None = None
+
+
+#: most journal entries kept per store: a cached mask older than the journal is rebuilt whole, which costs about
+#: as much as patching this many items
+JOURNAL_LENGTH: Final[int] = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class StoreChanges:
+    """The items whose state changed at one store between two versions, in their current state."""
+
+    version: int  # Inventory.version(store_id) when read
+    in_stock: list[str]
+    out_of_stock: list[str]
 
 
 #: the two states without a restock date, shared: a store's whole count holds tens of thousands of them
@@ -257,6 +274,10 @@ class Inventory:
         # every store a report or a snapshot was applied for (version 0: none was)
         self._versions: dict[str, int] = {}
         self._closed: set[str] = set()  # stores whose last snapshot said every unlisted item is out
+        # store -> (version, item id) of its single updates, oldest first, since its journal's floor: the
+        # version before which nothing can be patched (a snapshot's or a closed-world flag's change, or trimming)
+        self._journal: dict[str, list[tuple[int, str]]] = {}
+        self._journal_floor: dict[str, int] = {}
         self._durable = store
         self._seq = -1  # the highest sequence number read from the store
         #: whether the memory state has been loaded from the store at least once (always, without a store)
@@ -362,6 +383,7 @@ class Inventory:
         self._stores[store_id] = states
         self._set_closed(store_id, unlisted_out)
         self._versions[store_id] = self._versions.get(store_id, 0) + 1
+        self._restart_journal(store_id)
         return changed
 
     def _set_closed(self, store_id: str, unlisted_out: bool) -> int:
@@ -373,7 +395,12 @@ class Inventory:
         else:
             self._closed.discard(store_id)
         self._versions[store_id] = self._versions.get(store_id, 0) + 1
+        self._restart_journal(store_id)  # what an unreported item means changed: no mask can be patched
         return 1
+
+    def _restart_journal(self, store_id: str) -> None:
+        self._journal[store_id] = []
+        self._journal_floor[store_id] = self._versions[store_id]
 
     def _mark_known(self, store_id: str) -> None:
         """A snapshot was applied for the store, even an empty one: from now on it is known (version 1 at least)."""
@@ -392,7 +419,12 @@ class Inventory:
                 stores.add(update.store_id)
             else:
                 stores.discard(update.store_id)
-            self._versions[update.store_id] = self._versions.get(update.store_id, 0) + 1
+            version = self._versions[update.store_id] = self._versions.get(update.store_id, 0) + 1
+            journal = self._journal.setdefault(update.store_id, [])
+            journal.append((version, update.item_id))
+            if len(journal) > JOURNAL_LENGTH:
+                del journal[:JOURNAL_LENGTH // 2]
+                self._journal_floor[update.store_id] = journal[0][0] - 1
         for item_id, stores in touched.items():
             self._in_stock_at[item_id] = tuple(sorted(stores))
 
@@ -410,6 +442,20 @@ class Inventory:
             store = self._stores.get(store_id, {})
             return StoreStock(self._versions.get(store_id, 0), [i for i, s in store.items() if s.in_stock],
                               [i for i, s in store.items() if not s.in_stock], store_id in self._closed)
+
+    def changed_since(self, store_id: str, version: int) -> StoreChanges | None:
+        """The items of ``store_id`` that single updates changed after ``version``, in their current state; None
+        when that cannot be told (a snapshot or a closed-world flag changed since, or the journal no longer
+        reaches back that far): then only the whole state (:meth:`store_stock`) says what the store holds."""
+        with self._lock:
+            if version < self._journal_floor.get(store_id, 0):
+                return None
+            journal = self._journal.get(store_id, [])
+            start = bisect.bisect_right(journal, version, key=lambda entry: entry[0])
+            store = self._stores.get(store_id, {})
+            changed = {item: store[item].in_stock for _, item in journal[start:]}
+            return StoreChanges(self._versions.get(store_id, 0), [i for i, s in changed.items() if s],
+                                [i for i, s in changed.items() if not s])
 
     def out_of_stock(self, store_id: str) -> tuple[int, list[str]]:
         """(version, ids of the items known out of stock at ``store_id``)."""

@@ -14,8 +14,9 @@ from recsys.cli import app
 def test_engine_benchmark_compares_against_baselines(model_dir: Path) -> None:
     result = latency.bench_engine(model_dir, n_queries=100)
     assert result["queries"] == 100
-    for name in ("ours", "ours_familiar", "ours_discover", "ours_retrieval_only", "brute_force_numpy",
-                 "implicit_similar_items_then_filter"):
+    for name in ("ours", "ours_familiar", "ours_discover", "ours_retrieval_only", "ours_with_100_rules",
+                 "ours_every_unreported_item_offered", "ours_after_a_stock_update", "brute_force_numpy",
+                 "brute_force_numpy_every_unreported_item_offered", "implicit_similar_items_then_filter"):
         stats = result[name]
         assert 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] <= stats["max_ms"]
     assert set(result["p99_speedup_vs_brute_force_by_intent"]) == {"balanced", "familiar", "discover"}
@@ -50,7 +51,8 @@ def test_engine_runs_report_the_median_ratio(model_dir: Path, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     runs = json.loads((tmp_path / "latency.json").read_text())["engine_runs"]
     assert len(runs["p99_ratio_vs_brute_force"]) == 3
-    assert set(runs["median_p99_ratio_vs_brute_force"]) == {"no rules", "100 rules"}
+    assert set(runs["median_p99_ratio_vs_brute_force"]) == {"no rules", "100 rules", "every unreported item offered",
+                                                             "a stock update before each query"}
     for name, median in runs["median_p99_ratio_vs_brute_force"].items():
         ratios = sorted(run[name] for run in runs["p99_ratio_vs_brute_force"])
         assert median == ratios[1] and ratios[0] > 0

@@ -57,6 +57,46 @@ def test_reports_are_stronger_than_the_inference(engine: SubstituteEngine) -> No
     assert first.item_id not in answer and answer[second.item_id] == "in_stock"
 
 
+def test_a_stores_codes_patched_by_single_updates_equal_a_full_build(engine: SubstituteEngine,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through 600 random writes (single updates, open and closed-world snapshots, at a model store, a new store
+    and online), a store's codes, read now and then, equal those built from its whole state; most rebuilds are
+    patches, and a cache older than the journal (here 16 entries) is built whole."""
+    from recsys.query.availability import StoreAvailability
+    from recsys.state import inventory as inventory_module
+
+    monkeypatch.setattr(inventory_module, "JOURNAL_LENGTH", 16)
+    availability, inventory = engine.availability, engine.inventory
+    builds = {"full": 0, "patched": 0}
+    for kind, method in (("full", "_build"), ("patched", "_patched")):
+        def counted(*args: object, _kind: str = kind, _method: object = getattr(StoreAvailability, method)) -> object:
+            result = _method(availability, *args)  # type: ignore[operator]
+            builds[_kind] += result is not None
+            return result
+        monkeypatch.setattr(availability, method, counted)
+    rng = np.random.default_rng(11)
+    stores = [str(engine.model.stores[0]), "new-store", ONLINE]
+    items = engine.item_ids[rng.choice(len(engine.item_ids), size=40, replace=False)].tolist()
+    for step in range(600):
+        store = stores[step % 3]
+        kind = rng.random()
+        if kind < 0.9:
+            picked = rng.choice(items, size=int(rng.integers(1, 4)), replace=False)
+            inventory.apply([StockUpdate(str(i), bool(rng.random() < 0.5), store) for i in picked])
+        else:
+            picked = rng.choice(items, size=int(rng.integers(0, 10)), replace=False)
+            inventory.apply_snapshot(store, [StockUpdate(str(i), bool(rng.random() < 0.5), store) for i in picked],
+                                     unlisted_out=bool(rng.random() < 0.5))
+        fresh = StoreAvailability(engine.model.assortment, engine.item_table.index_of, engine.model.stores,
+                                  inventory, engine.policy)
+        # a store read now and then: its cached codes lag by more writes than the journal keeps
+        for each in (s for s in stores if rng.random() < 0.15 or step == 599):
+            assert np.array_equal(availability.codes(each), fresh.codes(each)), (step, each)
+            blocked, expected = availability.blocked(each), fresh.blocked(each)
+            assert (blocked is None) == (expected is None) and (blocked is None or np.array_equal(blocked, expected))
+    assert builds["patched"] > 100 and builds["full"] > 10, builds
+
+
 def test_unknown_items_are_offered_only_when_allowed(engine: SubstituteEngine) -> None:
     codes = engine.availability.codes(ONLINE)
     unknown = set(engine.item_ids[codes == 1].tolist())
