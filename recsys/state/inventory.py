@@ -64,9 +64,9 @@ class StockState:
     restock_eta: datetime | None = None
 
 
-#: most journal entries kept per store: a cached mask older than the journal is rebuilt whole, which costs about
-#: as much as patching this many items
-JOURNAL_LENGTH: Final[int] = 4096
+#: most journal entries kept per store (about 92 bytes each, so under 100 KB a store): a cached mask that is older
+#: than its store's journal is built whole
+JOURNAL_LENGTH: Final[int] = 1024
 
 
 @dataclass(frozen=True, slots=True)
