@@ -82,15 +82,16 @@ class StoreAvailability:
         self._cache: dict[str, tuple[int, np.ndarray, np.ndarray | None]] = {}
 
     def _entry(self, store: str) -> tuple[int, np.ndarray, np.ndarray | None]:
+        cache = self._cache  # a clear() replaces it: an entry built while it ran goes to the old one, unused
         version = self.inventory.version(store)
-        cached = self._cache.get(store)
+        cached = cache.get(store)
         if cached is not None and cached[0] == version:
             return cached
         with self._lock:  # one build per store change, not one per concurrent request
-            cached = self._cache.get(store)
-            if cached is None or cached[0] != version:
+            cached = cache.get(store)
+            if cached is None or cached[0] < version:  # newer than this thread's version read: already done
                 cached = (self._patched(store, cached) if cached is not None else None) or self._build(store)
-                self._cache[store] = cached
+                cache[store] = cached
         return cached
 
     def _build(self, store: str) -> tuple[int, np.ndarray, np.ndarray | None]:

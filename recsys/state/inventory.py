@@ -2,10 +2,10 @@
 
 Keyed by item *id* (not a model's internal index) so it survives model swaps. Every store's state carries a
 version that changes on each write, so an engine can cache per-store masks and rebuild them only when that store
-changed; a short journal of the items each store's recent single updates touched
-(:meth:`Inventory.changed_since`) lets it patch a cached mask instead of rebuilding it from the store's whole
-state. The inventory only records what was reported: each (store, item)'s last state, and each store's
-closed-world flag (its last snapshot said "every item not listed in stock is out"). What an unreported item means
+changed; a short journal of the items each store's recent updates touched (:meth:`Inventory.changed_since`) lets
+it patch a cached mask instead of rebuilding it from the store's whole state. The inventory only records what was
+reported: each (store, item)'s last state, and each store's closed-world flag (its last snapshot said "every item
+not listed in stock is out"). What an unreported item means
 is the engine's decision (from the model's assortment, see :mod:`recsys.query.availability`).
 
 Stock arrives two ways: single updates (:meth:`Inventory.apply`), and whole-store snapshots
@@ -274,8 +274,8 @@ class Inventory:
         # every store a report or a snapshot was applied for (version 0: none was)
         self._versions: dict[str, int] = {}
         self._closed: set[str] = set()  # stores whose last snapshot said every unlisted item is out
-        # store -> (version, item id) of its single updates, oldest first, since its journal's floor: the
-        # version before which nothing can be patched (a snapshot's or a closed-world flag's change, or trimming)
+        # store -> (version, item id) of its updates, oldest first, since its journal's floor: the version before
+        # which nothing can be patched (a closed-world snapshot's, or a closed-world flag's change, or trimming)
         self._journal: dict[str, list[tuple[int, str]]] = {}
         self._journal_floor: dict[str, int] = {}
         self._durable = store
@@ -409,7 +409,9 @@ class Inventory:
 
     def _remember(self, updates: list[StockUpdate]) -> None:
         touched: dict[str, set[str]] = {}  # item -> stores that report it in stock, after this batch
+        before: dict[str, int] = {}  # store -> its version before this batch
         for update in updates:
+            before.setdefault(update.store_id, self._versions.get(update.store_id, 0))
             store = self._stores.setdefault(update.store_id, {})
             store[update.item_id] = _state_of(update)
             stores = touched.get(update.item_id)
@@ -420,13 +422,20 @@ class Inventory:
             else:
                 stores.discard(update.store_id)
             version = self._versions[update.store_id] = self._versions.get(update.store_id, 0) + 1
-            journal = self._journal.setdefault(update.store_id, [])
-            journal.append((version, update.item_id))
-            if len(journal) > JOURNAL_LENGTH:
-                del journal[:JOURNAL_LENGTH // 2]
-                self._journal_floor[update.store_id] = journal[0][0] - 1
+            # interned, as the ids read from the database are: one string for the item wherever it is held
+            self._journal.setdefault(update.store_id, []).append((version, sys.intern(update.item_id)))
         for item_id, stores in touched.items():
             self._in_stock_at[item_id] = tuple(sorted(stores))
+        for store_id, version in before.items():
+            journal = self._journal[store_id]
+            if len(journal) > JOURNAL_LENGTH:
+                del journal[:len(journal) - JOURNAL_LENGTH]
+                # no cache holds a version inside a batch (applied under the lock): a journal that no longer
+                # reaches back to the batch's start serves none, so it is dropped rather than kept
+                if journal[0][0] - 1 > version:
+                    self._restart_journal(store_id)
+                else:
+                    self._journal_floor[store_id] = journal[0][0] - 1
 
     def version(self, store_id: str) -> int:
         """Changes whenever the store's state changes (0: nothing was ever applied for it)."""
@@ -444,9 +453,11 @@ class Inventory:
                               [i for i, s in store.items() if not s.in_stock], store_id in self._closed)
 
     def changed_since(self, store_id: str, version: int) -> StoreChanges | None:
-        """The items of ``store_id`` that single updates changed after ``version``, in their current state; None
-        when that cannot be told (a snapshot or a closed-world flag changed since, or the journal no longer
-        reaches back that far): then only the whole state (:meth:`store_stock`) says what the store holds."""
+        """The items of ``store_id`` that updates changed after ``version``, in their current state; None when that
+        cannot be told (a closed-world snapshot replaced the store or its closed-world flag changed since, or its
+        journal of the last :data:`JOURNAL_LENGTH` changes no longer reaches back that far): then only the whole
+        state (:meth:`store_stock`) says what the store holds. An open-world snapshot's items are journaled like
+        single updates."""
         with self._lock:
             if version < self._journal_floor.get(store_id, 0):
                 return None

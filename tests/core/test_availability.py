@@ -57,15 +57,27 @@ def test_reports_are_stronger_than_the_inference(engine: SubstituteEngine) -> No
     assert first.item_id not in answer and answer[second.item_id] == "in_stock"
 
 
-def test_a_stores_codes_patched_by_single_updates_equal_a_full_build(engine: SubstituteEngine,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """Through 600 random writes (single updates, open and closed-world snapshots, at a model store, a new store
-    and online), a store's codes, read now and then, equal those built from its whole state; most rebuilds are
-    patches, and a cache older than the journal (here 16 entries) is built whole."""
+@pytest.mark.parametrize("writes", ["in memory", "catching up"])
+def test_a_stores_codes_patched_by_updates_equal_a_full_build(engine: SubstituteEngine, writes: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through 600 random writes (batches of single updates, some longer than the journal, open and closed-world
+    snapshots, at a model store, a new store and online), a store's codes, read now and then, equal those built
+    from its whole state; most rebuilds are patches, and a cache older than the journal (here 16 entries) is built
+    whole. "catching up": the engine reads an inventory that follows another process's writes through SQLite
+    (several at a time, closed-world snapshots rebuilt from their rows) besides making its own."""
     from recsys.query.availability import StoreAvailability
     from recsys.state import inventory as inventory_module
+    from recsys.state.inventory import Inventory
+    from recsys.state.store import open_state
 
     monkeypatch.setattr(inventory_module, "JOURNAL_LENGTH", 16)
+    writers = [engine.inventory]
+    if writes == "catching up":
+        url = f"sqlite:///{tmp_path / 'state.sqlite3'}"
+        states = [open_state(url), open_state(url)]
+        reader = Inventory(states[0].stock)
+        engine.use_inventory(reader)
+        writers = [Inventory(states[1].stock), reader]
     availability, inventory = engine.availability, engine.inventory
     builds = {"full": 0, "patched": 0}
     for kind, method in (("full", "_build"), ("patched", "_patched")):
@@ -78,15 +90,18 @@ def test_a_stores_codes_patched_by_single_updates_equal_a_full_build(engine: Sub
     stores = [str(engine.model.stores[0]), "new-store", ONLINE]
     items = engine.item_ids[rng.choice(len(engine.item_ids), size=40, replace=False)].tolist()
     for step in range(600):
-        store = stores[step % 3]
+        store, writer = stores[step % 3], writers[int(rng.integers(len(writers)))]
         kind = rng.random()
         if kind < 0.9:
-            picked = rng.choice(items, size=int(rng.integers(1, 4)), replace=False)
-            inventory.apply([StockUpdate(str(i), bool(rng.random() < 0.5), store) for i in picked])
+            picked = rng.choice(items, size=int(rng.integers(20, 30) if kind < 0.05 else rng.integers(1, 4)),
+                                replace=False)
+            writer.apply([StockUpdate(str(i), bool(rng.random() < 0.5), store) for i in picked])
         else:
             picked = rng.choice(items, size=int(rng.integers(0, 10)), replace=False)
-            inventory.apply_snapshot(store, [StockUpdate(str(i), bool(rng.random() < 0.5), store) for i in picked],
-                                     unlisted_out=bool(rng.random() < 0.5))
+            writer.apply_snapshot(store, [StockUpdate(str(i), bool(rng.random() < 0.5), store) for i in picked],
+                                  unlisted_out=bool(rng.random() < 0.5))
+        if rng.random() < 0.3:  # the reader follows the other process's writes, often several at once
+            inventory.catch_up()
         fresh = StoreAvailability(engine.model.assortment, engine.item_table.index_of, engine.model.stores,
                                   inventory, engine.policy)
         # a store read now and then: its cached codes lag by more writes than the journal keeps
@@ -95,6 +110,9 @@ def test_a_stores_codes_patched_by_single_updates_equal_a_full_build(engine: Sub
             blocked, expected = availability.blocked(each), fresh.blocked(each)
             assert (blocked is None) == (expected is None) and (blocked is None or np.array_equal(blocked, expected))
     assert builds["patched"] > 100 and builds["full"] > 10, builds
+    if writes == "catching up":
+        for state in states:
+            state.close()
 
 
 def test_unknown_items_are_offered_only_when_allowed(engine: SubstituteEngine) -> None:
