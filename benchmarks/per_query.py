@@ -8,6 +8,9 @@ and two versions' files compare query by query:
     PYTHONPATH=NEW_CHECKOUT python benchmarks/per_query.py MODEL new.json   # the engine from each one
     python benchmarks/per_query.py --compare old.json new.json
 
+``--every-item`` answers as the service did before availability needed evidence (every item nobody reported out
+is offered), to compare the two kinds of answer of one checkout the same way.
+
 It runs as a file, not a module, so that it can time an older checkout's engine, and it uses only what every
 version since the store-truth changes has (``benchmarks.latency.query_mix`` and ``K``): the latency benchmark's
 3,000 queries at a store where a seeded 10% of the catalog is out of stock, as ``recsys bench`` times them.
@@ -24,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 
-def best_times(model: Path, passes: int, n_queries: int, seed: int = 0) -> list[float]:
-    """Per query of the mix, its fastest of ``passes`` answers, in ms."""
+def best_times(model: Path, passes: int, n_queries: int, seed: int = 0, every_item: bool = False) -> list[float]:
+    """Per query of the mix, its fastest of ``passes`` answers, in ms; ``every_item``: answered as before
+    availability needed evidence (every item nobody reported out offered; a checkout with store truth only)."""
     import faiss
 
     from benchmarks.latency import K, query_mix
@@ -39,6 +43,10 @@ def best_times(model: Path, passes: int, n_queries: int, seed: int = 0) -> list[
     store = "bench-store"
     out = np.random.default_rng(seed).choice(len(ids), size=len(ids) // 10, replace=False)
     engine.inventory.apply([StockUpdate(item_id=str(ids[i]), store_id=store, in_stock=False) for i in out])
+    if every_item:
+        from recsys import AvailabilityPolicy
+
+        engine.use_policy(AvailabilityPolicy(allow_unknown_items=True))
     queries = query_mix(engine, n_queries, seed)
     for query in queries[:100]:  # warm-up: the kernels' first calls, the caches
         engine.substitutes(query.item_id, query.customer_id, store, K, filters=query.filters)
@@ -71,6 +79,8 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true")
     parser.add_argument("--passes", type=int, default=5)
     parser.add_argument("--queries", type=int, default=3000)
+    parser.add_argument("--every-item", action="store_true",
+                        help="answer as before availability needed evidence: every item nobody reported out offered")
     args = parser.parse_args()
     if args.compare:
         before, after = (np.asarray(json.loads(path.read_text())["best_ms"]) for path in args.paths)
@@ -80,8 +90,9 @@ def main() -> None:
         print(json.dumps(compare(before, after), indent=2))
         return
     model, out = args.paths
-    best = best_times(model, args.passes, args.queries)
-    out.write_text(json.dumps({"model": str(model), "passes": args.passes, "best_ms": best}))
+    best = best_times(model, args.passes, args.queries, every_item=args.every_item)
+    out.write_text(json.dumps({"model": str(model), "passes": args.passes, "every_item": args.every_item,
+                               "best_ms": best}))
     print(f"{len(best)} queries, best of {args.passes} passes: {summary(np.asarray(best))}")
 
 

@@ -70,6 +70,8 @@ def test_per_query_times_compare_two_runs_query_by_query(model_dir: Path, tmp_pa
 
     best = per_query.best_times(model_dir, passes=2, n_queries=60)
     assert len(best) == 60 and all(0 < t < 1_000 for t in best)
+    every_item = per_query.best_times(model_dir, passes=1, n_queries=60, every_item=True)
+    assert len(every_item) == 60 and all(0 < t < 1_000 for t in every_item)
     before = np.asarray(best)
     compared = per_query.compare(before, before * np.where(np.arange(60) < 15, 0.5, 2.0))
     assert compared["median_ratio"] == 2.0 and compared["share_slower"] == 0.75
