@@ -5,8 +5,8 @@ version that changes on each write, so an engine can cache per-store masks and r
 changed; a short journal of the items each store's recent updates touched (:meth:`Inventory.changed_since`) lets
 it patch a cached mask instead of rebuilding it from the store's whole state. The inventory only records what was
 reported: each (store, item)'s last state, and each store's closed-world flag (its last snapshot said "every item
-not listed in stock is out"). What an unreported item means
-is the engine's decision (from the model's assortment, see :mod:`recsys.query.availability`).
+not listed in stock is out"). What an unreported item means is the engine's decision (from the model's
+assortment, see :mod:`recsys.query.availability`).
 
 Stock arrives two ways: single updates (:meth:`Inventory.apply`), and whole-store snapshots
 (:meth:`Inventory.apply_snapshot`, a store system's nightly count), which replace the store's stock in one step.
