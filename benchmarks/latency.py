@@ -190,7 +190,7 @@ def bench_engine(model_path: Path, n_queries: int = 2000, seed: int = 0) -> dict
     # filtered the same way. Each method's turn starts by setting the policy it answers under, untimed (a switch
     # clears the store's cached masks, which are built again at once)
     evidence = engine.policy
-    policies = {name: EVERYTHING if name.endswith("every_item") else evidence for name in methods}
+    policies = dict.fromkeys(methods, evidence) | {"every_item": EVERYTHING, "brute_every_item": EVERYTHING}
 
     def answering_under(policy: AvailabilityPolicy) -> None:
         if engine.policy is not policy:

@@ -423,7 +423,10 @@ class Inventory:
                 stores.discard(update.store_id)
             version = self._versions[update.store_id] = self._versions.get(update.store_id, 0) + 1
             # interned, as the ids read from the database are: one string for the item wherever it is held
-            self._journal.setdefault(update.store_id, []).append((version, sys.intern(update.item_id)))
+            journal = self._journal.setdefault(update.store_id, [])
+            journal.append((version, sys.intern(update.item_id)))
+            if len(journal) > 2 * JOURNAL_LENGTH:  # a long batch (a first catch-up) holds no more than this
+                del journal[:JOURNAL_LENGTH]
         for item_id, stores in touched.items():
             self._in_stock_at[item_id] = tuple(sorted(stores))
         for store_id, version in before.items():

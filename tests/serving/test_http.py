@@ -146,6 +146,7 @@ def test_the_fast_path_answers_as_fastapis_route_would(client: TestClient, item_
             200, 404, 404, 400, 422, 422, 422, 400, 200, 422]
         assert client.get("/v1/substitutes").status_code == fastapi_client.get("/v1/substitutes").status_code == 405
     assert len(served) == 2 * len(requests), "every POST took the fast path, and only those of the app with it"
+
     def gone(request: Request, exc: Exception) -> PlainTextResponse:  # a plain def: run in the thread pool
         return PlainTextResponse(f"gone: {request.url.path}", status_code=404)
 
