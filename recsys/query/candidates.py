@@ -20,7 +20,7 @@ from recsys.domain.types import SubstituteFilters
 from recsys.model.data import PAIR_SIGNALS, ModelData
 from recsys.query.availability import StoreAvailability
 from recsys.query.items import ItemTable
-from recsys.query.kernels import FeatureArrays, SparseRows, best_positions, candidate_features, plain, rule_mask
+from recsys.query.kernels import FeatureArrays, SparseRows, best_positions, candidate_features, plain, rule_mask, widen
 
 _NO_MASK: Final[np.ndarray] = np.empty(0, dtype=bool)
 _NO_ITEMS: Final[np.ndarray] = np.empty(0, dtype=np.int64)
@@ -55,15 +55,12 @@ class CandidateFinder:
         lo, hi = self.items.group_bounds[x]
         never = self.bought(cust_row) if new_only and cust_row is not None else _NO_ITEMS
         candidates, similarity = self.in_range(x, lo, hi, store, exclude=exclude, filters=filters, never=never)
-        widened = np.zeros(len(candidates), dtype=bool)
-        if len(candidates) < self.min_group_size:
-            plo, phi = self.items.parent_bounds[x]
-            if phi - plo > hi - lo:
-                wide, wide_sim = self.in_range(x, plo, phi, store, exclude=exclude, filters=filters, never=never)
-                outside = (wide < lo) | (wide >= hi)
-                candidates = np.concatenate([candidates, wide[outside]])
-                similarity = np.concatenate([similarity, wide_sim[outside]])
-                widened = np.concatenate([widened, np.ones(int(outside.sum()), dtype=bool)])
+        plo, phi = self.items.parent_bounds[x]
+        if len(candidates) < self.min_group_size and phi - plo > hi - lo:
+            wide, wide_sim = self.in_range(x, plo, phi, store, exclude=exclude, filters=filters, never=never)
+            candidates, similarity, widened = widen(candidates, similarity, wide, wide_sim, lo, hi)
+        else:
+            widened = np.zeros(len(candidates), dtype=bool)
         store_row = self.store_row.get(store)
         if store_row is None and cust_row is not None and self.home_store[cust_row] >= 0:
             store_row = self.home_store[cust_row]

@@ -40,7 +40,7 @@ from recsys.model.manifest import Manifest, RankerSection
 from recsys.query.availability import StoreAvailability
 from recsys.query.candidates import CandidateFinder
 from recsys.query.items import ItemTable
-from recsys.query.kernels import select
+from recsys.query.kernels import select, widen
 from recsys.query.orders import order_substitutes
 from recsys.query.presentation import Presenter
 from recsys.query.profiles import customer_profile
@@ -128,6 +128,9 @@ class SubstituteEngine:
             candidates, features, _ = self.candidates(0, customer)
             self.select(0, candidates, features, 1)
             self.retrieve(0, k=1)
+            group = self.item_table.group_bounds[0]
+            found, similarity = self.finder.in_range(0, *group, ONLINE, exclude=(), filters=None)
+            widen(found, similarity, found, similarity, *group)  # a widened query's merge
             if customer is not None:
                 self.finder.customer_items.lookup(customer, candidates)  # the answer's purchase counts
 

@@ -10,6 +10,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 from numba.core.registry import CPUDispatcher
 
 import recsys
@@ -95,3 +96,25 @@ def test_each_pair_signal_is_named_after_the_feature_it_feeds() -> None:
     from recsys.query.kernels import FEATURES, PAIR_FEATURES
 
     assert PAIR_SIGNALS == tuple(FEATURES[column] for column in PAIR_FEATURES)
+
+
+def test_a_widened_query_keeps_its_group_then_the_parent_outside_the_group() -> None:
+    """``widen`` against its definition in numpy: the group's candidates first, then the parent category's outside
+    the group's range in their order (sorted from a range scan, by similarity from FAISS), flagged as widened."""
+    rng = np.random.default_rng(0)
+    for case in range(200):
+        lo = int(rng.integers(0, 50))
+        hi = lo + int(rng.integers(0, 20))
+        group = np.sort(rng.choice(np.arange(lo, hi), size=min(int(rng.integers(0, 4)), hi - lo), replace=False))
+        group_similarity = rng.random(len(group), dtype=np.float32)
+        wide = rng.permutation(100)[:int(rng.integers(0, 100))].astype(np.int64)
+        if case % 2:
+            wide.sort()
+        wide_similarity = rng.random(len(wide), dtype=np.float32)
+        items, similarity, widened = kernels.widen(group.astype(np.int64), group_similarity, wide, wide_similarity,
+                                                   lo, hi)
+        outside = (wide < lo) | (wide >= hi)
+        np.testing.assert_array_equal(items, np.concatenate([group, wide[outside]]))
+        np.testing.assert_array_equal(similarity, np.concatenate([group_similarity, wide_similarity[outside]]))
+        np.testing.assert_array_equal(widened, np.arange(len(items)) >= len(group))
+        assert (items.dtype, similarity.dtype, widened.dtype) == (np.int64, np.float32, np.bool_)
