@@ -140,6 +140,11 @@ def test_reloads_under_load_drop_no_request(model_dir: Path, tmp_path: Path) -> 
     assert seen <= versions and len(seen) == 2
 
 
+#: the trainer's progress lines after which it is killed: while it builds the model, while it fits the ranker, and
+#: while it writes the model (the line that ends the report is the last before the write)
+KILLED_AFTER = ("interactions done", "ranker: re-ranker", "report done")
+
+
 def test_killed_training_never_replaces_the_current_model(model_dir: Path, train_args: list[str],
                                                           tmp_path: Path) -> None:
     models = tmp_path / "models"
@@ -148,13 +153,20 @@ def test_killed_training_never_replaces_the_current_model(model_dir: Path, train
     (models / CURRENT).symlink_to(model_dir.name)
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     killed_while_training = 0
-    for delay in (1.0, 2.5, 4.0, 5.5):
-        process = subprocess.Popen([sys.executable, "-m", "recsys.cli", "train", *train_args,
-                                    "--out", str(models), "--no-progress"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
+    for stage in KILLED_AFTER:
+        # progress goes to stderr as timestamped lines when it is not a terminal
+        process = subprocess.Popen([sys.executable, "-m", "recsys.cli", "train", *train_args, "--out", str(models)],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert process.stderr is not None
+        lines = []
+        with process.stderr:
+            for line in process.stderr:
+                lines.append(line)
+                if stage in line:
+                    break
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+        assert lines and stage in lines[-1], f"the trainer ended before {stage!r}: {''.join(lines)[-2000:]}"
         current = (models / CURRENT).resolve()
         # complete and verified, whichever it is: the old model, or a new one whose write had finished (the
         # pointer moves in one rename after the write, so a kill in the process's last moments may follow it)
