@@ -127,10 +127,8 @@ class SubstituteEngine:
             customer = 0 if len(self.model.customers) else None
             candidates, features, _ = self.candidates(0, customer)
             self.select(0, candidates, features, 1)
-            self.retrieve(0, k=1)
-            group = self.item_table.group_bounds[0]
-            found, similarity = self.finder.in_range(0, *group, ONLINE, exclude=(), filters=None)
-            widen(found, similarity, found, similarity, *group)  # a widened query's merge
+            found, similarity = self.retrieve(0, k=1)
+            widen(found, similarity, found, similarity, *self.item_table.group_bounds[0])  # a widened query's merge
             if customer is not None:
                 self.finder.customer_items.lookup(customer, candidates)  # the answer's purchase counts
 
